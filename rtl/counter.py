@@ -1,0 +1,67 @@
+"""A 3-digit mixed-radix counter that carries an address vector along.
+
+It is the address generator of the DMA: counting digits (d0 innermost) it keeps
+the vector ``init + sum_d digit_d * step_d`` up to date with adders only.  Each
+level remembers the vector at the start of its current count (``base1``,
+``base2``) so that a wrap rewinds by assignment rather than by a multiply.
+"""
+from amaranth import Module, Signal, Mux
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AcceleratorConfig
+from .isa import DIGITS, vec4_layout, _layout, _spec
+
+VEC_FIELDS = ("cb", "sp", "y", "x")
+
+
+def vec_add(a, b):
+    """Component-wise sum of two vec4 views, as a dict of Values."""
+    return {f: a[f] + b[f] for f in VEC_FIELDS}
+
+
+class MixedRadixCounter(wiring.Component):
+    """``clear`` loads ``init`` and zeroes the digits; ``step`` advances by one."""
+
+    def __init__(self, cfg: AcceleratorConfig):
+        self.cfg = cfg
+        digit_layout = _layout(_spec(cfg)["a"]["lane"])
+        super().__init__({
+            "digits": In(digit_layout),
+            "init": In(vec4_layout(cfg)),
+            "clear": In(1),
+            "step": In(1),
+            "value": Out(vec4_layout(cfg)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        dw = cfg.dim_bits
+        idx = [Signal(dw, name=f"idx{d}") for d in range(DIGITS)]
+        base1 = Signal(vec4_layout(cfg))
+        base2 = Signal(vec4_layout(cfg))
+        dig = self.digits
+        # A digit wraps when it reaches count-1 (count 0 is treated as 1).
+        last = [(idx[d] + 1 >= dig[d].count) for d in range(DIGITS)]
+
+        with m.If(self.clear):
+            m.d.sync += [self.value.eq(self.init), base1.eq(self.init), base2.eq(self.init)]
+            m.d.sync += [i.eq(0) for i in idx]
+        with m.Elif(self.step):
+            with m.If(~last[0]):
+                m.d.sync += idx[0].eq(idx[0] + 1)
+                for f in VEC_FIELDS:
+                    m.d.sync += self.value[f].eq(self.value[f] + dig[0].step[f])
+            with m.Elif(~last[1]):
+                m.d.sync += [idx[0].eq(0), idx[1].eq(idx[1] + 1)]
+                for f in VEC_FIELDS:
+                    nxt = base1[f] + dig[1].step[f]
+                    m.d.sync += [base1[f].eq(nxt), self.value[f].eq(nxt)]
+            with m.Else():
+                m.d.sync += [idx[0].eq(0), idx[1].eq(0),
+                             idx[2].eq(Mux(last[2], 0, idx[2] + 1))]
+                for f in VEC_FIELDS:
+                    nxt = base2[f] + dig[2].step[f]
+                    m.d.sync += [base2[f].eq(nxt), base1[f].eq(nxt), self.value[f].eq(nxt)]
+        return m

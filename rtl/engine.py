@@ -1,0 +1,394 @@
+"""The training engine: instruction intake, two operand-gather DMAs, scratchpads,
+the systolic array, the accumulator SRAM, the epilogue and the output writer.
+
+One GEMM instruction (see ``rtl.isa``) runs as:
+
+  decode/check -> A and B gathers stream panels into scratchpads A and B
+               -> the sequencer starts output tile (ti, tj) as soon as panel ti of
+                  A and panel tj of B are complete, K steps per tile, tiles back
+                  to back (the array double-buffers results, see rtl.systolic)
+               -> rows of finished tiles leave the array, optionally add the
+                  accumulator SRAM's partial sums, and are either kept there
+                  (store=0) or requantized and written out with their ReLU mask.
+
+All timing is deterministic given the memory's behaviour, which is what lets
+``cosim.cyclemodel`` reproduce the cycle counters exactly.
+"""
+from amaranth import Module, Signal, Mux, Cat, Const, signed, unsigned
+from amaranth.lib import wiring, stream, data, memory
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from . import isa
+from .config import AcceleratorConfig
+from .epilogue import Requantize
+from .gather import OperandGather, mem_rd_signature
+from .systolic import SystolicArray
+
+COUNTER_BITS = 48
+COUNTERS = (
+    "cycles",          # since reset
+    "busy_cycles",     # an instruction in flight
+    "compute_cycles",  # the array took a valid step
+    "stall_cycles",    # the array wanted to step but waited for operands or output space
+    "macs",            # useful multiply-accumulates (inside M x N x K)
+    "rd_bytes",        # external bytes read (operand elements x operand bytes)
+    "wr_bytes",        # external bytes written for D
+    "mask_bits",       # ReLU mask bits written
+    "spad_reads",      # scratchpad word reads (A and B)
+    "spad_writes",     # scratchpad word writes (A and B)
+    "acc_reads",       # accumulator SRAM row reads
+    "acc_writes",      # accumulator SRAM row writes
+    "retired",         # instructions completed
+    "errors",          # instructions that ended with an error status
+)
+OUT_FIFO_ROWS = 4
+
+
+def counters_layout():
+    return data.StructLayout({name: unsigned(COUNTER_BITS) for name in COUNTERS})
+
+
+def mem_wr_layout(cfg: AcceleratorConfig):
+    C = cfg.cols
+    return data.StructLayout({
+        "addr": data.ArrayLayout(unsigned(cfg.mem_addr_bits), C),
+        "data": data.ArrayLayout(unsigned(cfg.slot_bits), C),
+        "en": unsigned(C),
+    })
+
+
+class Engine(wiring.Component):
+    def __init__(self, cfg: AcceleratorConfig):
+        self.cfg = cfg
+        super().__init__({
+            "instr": In(stream.Signature(isa.instr_layout(cfg))),
+            "rd_a": Out(mem_rd_signature(cfg, cfg.rows)),
+            "rd_b": Out(mem_rd_signature(cfg, cfg.cols)),
+            "wr": Out(stream.Signature(mem_wr_layout(cfg))),
+            "busy": Out(1),
+            "error": Out(4),           # first error code since reset (sticky)
+            "counters": Out(counters_layout()),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        R, C = cfg.rows, cfg.cols
+        dw = cfg.dim_bits
+        lg_r, lg_c = (R - 1).bit_length(), (C - 1).bit_length()
+        cur = Signal(isa.instr_layout(cfg))
+
+        # ---------------- storage -----------------------------------------------
+        m.submodules.spad_a = spad_a = memory.Memory(
+            shape=data.ArrayLayout(signed(cfg.op_bits), R), depth=cfg.spad_a_words, init=[])
+        m.submodules.spad_b = spad_b = memory.Memory(
+            shape=data.ArrayLayout(signed(cfg.op_bits), C), depth=cfg.spad_b_words, init=[])
+        m.submodules.acc_sram = acc_sram = memory.Memory(
+            shape=data.ArrayLayout(signed(cfg.acc_bits), C), depth=cfg.acc_words, init=[])
+        spa_w, spa_r = spad_a.write_port(), spad_a.read_port()
+        spb_w, spb_r = spad_b.write_port(), spad_b.read_port()
+        acc_w, acc_r = acc_sram.write_port(), acc_sram.read_port()
+
+        # ---------------- gathers ---------------------------------------------------
+        m.submodules.gather_a = ga = OperandGather(cfg, R, cfg.spad_a_words)
+        m.submodules.gather_b = gb = OperandGather(cfg, C, cfg.spad_b_words)
+        wiring.connect(m, ga.mem, wiring.flipped(self.rd_a))
+        wiring.connect(m, gb.mem, wiring.flipped(self.rd_b))
+        m.d.comb += [ga.desc.eq(cur.a), ga.total.eq(cur.m), ga.k.eq(cur.k),
+                     gb.desc.eq(cur.b), gb.total.eq(cur.n), gb.k.eq(cur.k),
+                     spa_w.addr.eq(ga.wr_addr), spa_w.data.eq(ga.wr_data), spa_w.en.eq(ga.wr_en),
+                     spb_w.addr.eq(gb.wr_addr), spb_w.data.eq(gb.wr_data), spb_w.en.eq(gb.wr_en)]
+
+        # ---------------- decode-time quantities -------------------------------------
+        n_m = Signal(dw)          # tiles along M
+        n_n = Signal(dw)
+        err = Signal(4)
+        p_am = Signal(2 * dw + 1)
+        p_bn = Signal(2 * dw + 1)
+        p_tiles = Signal(2 * dw + 1)
+        aw = cfg.mem_addr_bits
+        sx = signed(aw + dw + 4)
+        d_lo, d_hi, k_lo, k_hi = (Signal(sx, name=n) for n in ("d_lo", "d_hi", "k_lo", "k_hi"))
+        start = Signal()
+
+        # ---------------- array + sequencer ------------------------------------------
+        m.submodules.array = arr = SystolicArray(cfg)
+        en = Signal()             # global enable: low while the output FIFO is full
+        ti = Signal(dw)
+        tj = Signal(dw)
+        kk = Signal(dw)
+        tiles_left = Signal()
+        flushed = Signal()
+        a_base = Signal(range(cfg.spad_a_words + 1))
+        b_base = Signal(range(cfg.spad_b_words + 1))
+        since_first = Signal(range(cfg.drain_period + 1))
+        period_ok = since_first >= cfg.drain_period - 1
+        ready = (ga.panels_loaded > ti) & (gb.panels_loaded > tj)
+        mid_tile = kk != 0
+        step = Signal()
+        flush = Signal()
+        run = Signal()            # the sequencer owns the current instruction
+        m.d.comb += [
+            step.eq(run & en & tiles_left & (mid_tile | (ready & period_ok))),
+            flush.eq(run & en & ~tiles_left & ~flushed & period_ok),
+        ]
+        m_left = Signal(signed(dw + 1))
+        n_left = Signal(signed(dw + 1))
+        rows_act = Mux(m_left > R, R, m_left)[:lg_r + 2]
+        cols_act = Mux(n_left > C, C, n_left)[:lg_c + 2]
+        macs_per_step = Signal(lg_r + lg_c + 4)
+        m.d.comb += macs_per_step.eq(rows_act * cols_act)
+
+        m.d.comb += [spa_r.addr.eq(a_base + kk), spb_r.addr.eq(b_base + kk),
+                     spa_r.en.eq(en), spb_r.en.eq(en)]
+        v1, f1 = Signal(), Signal()
+        with m.If(en):
+            m.d.sync += [v1.eq(step), f1.eq((step & ~mid_tile) | flush)]
+        m.d.comb += [arr.en.eq(en), arr.in_a.eq(spa_r.data), arr.in_b.eq(spb_r.data),
+                     arr.in_valid.eq(v1), arr.in_first.eq(f1)]
+
+        with m.If(start):
+            m.d.sync += [run.eq(1), ti.eq(0), tj.eq(0), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
+                         a_base.eq(0), b_base.eq(0), since_first.eq(cfg.drain_period),
+                         m_left.eq(cur.m), n_left.eq(cur.n)]
+        with m.Elif(en):
+            with m.If(step | flush):
+                with m.If(~mid_tile):
+                    m.d.sync += since_first.eq(1)
+                with m.Elif(since_first != cfg.drain_period):
+                    m.d.sync += since_first.eq(since_first + 1)
+            with m.Elif(since_first != cfg.drain_period):
+                m.d.sync += since_first.eq(since_first + 1)
+            with m.If(flush):
+                m.d.sync += flushed.eq(1)
+            with m.If(step):
+                with m.If(kk + 1 == cur.k):
+                    m.d.sync += kk.eq(0)
+                    with m.If(tj + 1 == n_n):
+                        m.d.sync += [tj.eq(0), b_base.eq(0), n_left.eq(cur.n),
+                                     ti.eq(ti + 1), a_base.eq(a_base + cur.k), m_left.eq(m_left - R)]
+                        with m.If(ti + 1 == n_m):
+                            m.d.sync += tiles_left.eq(0)
+                    with m.Else():
+                        m.d.sync += [tj.eq(tj + 1), b_base.eq(b_base + cur.k), n_left.eq(n_left - C)]
+                with m.Else():
+                    m.d.sync += kk.eq(kk + 1)
+
+        # ---------------- drain: accumulate, requantize, queue writes ----------------
+        m.submodules.requant = rq = Requantize(cfg)
+        m.submodules.out_fifo = ofifo = SyncFIFOBuffered(
+            width=self._fifo_width(), depth=OUT_FIFO_ROWS)
+        # Stall the whole compute pipeline before the output FIFO can overflow.
+        m.d.comb += en.eq(ofifo.level < OUT_FIFO_ROWS - 1)
+
+        dr_ti, dr_tj, dr_i = Signal(dw), Signal(dw), Signal(range(R))
+        rows_drained = Signal(2 * dw + 1)
+        row_base = Signal(dw + 1)       # ti * R
+        col_base = Signal(dw + 1)       # tj * C
+        d_ti_base = Signal(sx)
+        m_ti_base = Signal(sx)
+        d_tj_off = Signal(sx)
+        d_i_off = Signal(sx)
+        m_i_off = Signal(sx)
+        # stage 1 (row left the array; accumulator SRAM read issued)
+        s1_v, s1_row_ok = Signal(), Signal()
+        s1_data = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
+        s1_lane = Signal(C)
+        s1_slot = Signal(range(cfg.acc_words))
+        s1_daddr, s1_maddr = Signal(sx), Signal(sx)
+        # stage 2 (sum formed, requantized)
+        s2_v = Signal()
+        s2_lane = Signal(C)
+        s2_vals = Signal(data.ArrayLayout(unsigned(cfg.slot_bits), C))
+        s2_mask = Signal(C)
+        s2_daddr, s2_maddr = Signal(sx), Signal(sx)
+
+        arow = arr.out_valid
+        with m.If(start):
+            m.d.sync += [dr_ti.eq(0), dr_tj.eq(0), dr_i.eq(0), rows_drained.eq(0), row_base.eq(0),
+                         col_base.eq(0), d_ti_base.eq(cur.d_addr), m_ti_base.eq(cur.mask_addr),
+                         d_tj_off.eq(0), d_i_off.eq(0), m_i_off.eq(0), s1_v.eq(0), s2_v.eq(0)]
+        with m.Elif(en):
+            m.d.sync += s1_v.eq(arow)
+            with m.If(arow):
+                lanes = Cat(*[(col_base + j < cur.n) for j in range(C)])
+                m.d.sync += [s1_data.eq(arr.out_row), s1_lane.eq(lanes),
+                             s1_row_ok.eq(row_base + dr_i < cur.m),
+                             s1_slot.eq(cur.acc_addr + rows_drained),
+                             s1_daddr.eq(d_ti_base + d_tj_off + d_i_off),
+                             s1_maddr.eq(m_ti_base + d_tj_off + m_i_off),
+                             rows_drained.eq(rows_drained + 1)]
+                with m.If(dr_i == R - 1):
+                    m.d.sync += [dr_i.eq(0), d_i_off.eq(0), m_i_off.eq(0)]
+                    with m.If(dr_tj + 1 == n_n):
+                        m.d.sync += [dr_tj.eq(0), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
+                                     row_base.eq(row_base + R),
+                                     d_ti_base.eq(d_ti_base + (cur.d_si << lg_r)),
+                                     m_ti_base.eq(m_ti_base + (cur.mask_si << lg_r))]
+                    with m.Else():
+                        m.d.sync += [dr_tj.eq(dr_tj + 1), col_base.eq(col_base + C),
+                                     d_tj_off.eq(d_tj_off + (cur.d_sj << lg_c))]
+                with m.Else():
+                    m.d.sync += [dr_i.eq(dr_i + 1), d_i_off.eq(d_i_off + cur.d_si),
+                                 m_i_off.eq(m_i_off + cur.mask_si)]
+        m.d.comb += [acc_r.addr.eq(cur.acc_addr + rows_drained),
+                     acc_r.en.eq(en & arow & cur.accumulate)]
+
+        summed = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
+        for j in range(C):
+            m.d.comb += summed[j].eq(s1_data[j] + Mux(cur.accumulate, acc_r.data[j], 0))
+        m.d.comb += [rq.row.eq(summed), rq.shift.eq(cur.shift), rq.relu.eq(cur.relu)]
+        m.d.comb += [acc_w.addr.eq(s1_slot), acc_w.data.eq(summed),
+                     acc_w.en.eq(en & s1_v & ~cur.store)]
+        with m.If(en & ~start):
+            m.d.sync += [s2_v.eq(s1_v & s1_row_ok & cur.store), s2_lane.eq(s1_lane),
+                         s2_daddr.eq(s1_daddr), s2_maddr.eq(s1_maddr), s2_mask.eq(rq.mask)]
+            for j in range(C):
+                # signed values sign-extend into the memory slot
+                m.d.sync += s2_vals[j].eq(Mux(cur.out_raw, summed[j], rq.out[j]))
+        entry = self._fifo_entry(m, s2_lane, s2_vals, s2_mask, s2_daddr, s2_maddr)
+        m.d.comb += [ofifo.w_data.eq(entry), ofifo.w_en.eq(en & s2_v)]
+
+        # ---------------- writer: D row, then its mask row -------------------------
+        wr = self.wr
+        w_phase = Signal()        # 0: D row next, 1: mask row next
+        e = self._fifo_unpack(ofifo.r_data)
+        wmask = cur.write_mask
+        for j in range(C):
+            off = Const(j) * cur.d_sj
+            m.d.comb += [
+                wr.payload.addr[j].eq(Mux(w_phase, e["maddr"] + off, e["daddr"] + off)),
+                wr.payload.data[j].eq(Mux(w_phase, e["mask"][j], e["vals"][j])),
+            ]
+        m.d.comb += [wr.payload.en.eq(e["lane"]), wr.valid.eq(ofifo.r_rdy)]
+        wr_fire = wr.valid & wr.ready
+        m.d.comb += ofifo.r_en.eq(wr_fire & (w_phase | ~wmask))
+        with m.If(start):
+            m.d.sync += w_phase.eq(0)
+        with m.Elif(wr_fire):
+            m.d.sync += w_phase.eq(wmask & ~w_phase)
+
+        # ---------------- control FSM -------------------------------------------------
+        total_rows = Signal(2 * dw + lg_r + 2)
+        m.d.comb += total_rows.eq(p_tiles << lg_r)
+        drained = ((rows_drained == total_rows) & ~s1_v & ~s2_v & ~ofifo.r_rdy)
+        err_sticky = Signal(4)
+        m.d.comb += [self.error.eq(err_sticky)]
+        retire = Signal()
+        retire_err = Signal(4)
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.instr.ready.eq(1)
+                with m.If(self.instr.valid):
+                    m.d.sync += cur.eq(self.instr.payload)
+                    m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.sync += [
+                    n_m.eq((cur.m + R - 1) >> lg_r),
+                    n_n.eq((cur.n + C - 1) >> lg_c),
+                    d_lo.eq(cur.d_addr + Mux(cur.d_si < 0, (cur.m - 1) * cur.d_si, 0)
+                            + Mux(cur.d_sj < 0, (cur.n - 1) * cur.d_sj, 0)),
+                    d_hi.eq(cur.d_addr + Mux(cur.d_si > 0, (cur.m - 1) * cur.d_si, 0)
+                            + Mux(cur.d_sj > 0, (cur.n - 1) * cur.d_sj, 0)),
+                    k_lo.eq(cur.mask_addr + Mux(cur.mask_si < 0, (cur.m - 1) * cur.mask_si, 0)
+                            + Mux(cur.d_sj < 0, (cur.n - 1) * cur.d_sj, 0)),
+                    k_hi.eq(cur.mask_addr + Mux(cur.mask_si > 0, (cur.m - 1) * cur.mask_si, 0)
+                            + Mux(cur.d_sj > 0, (cur.n - 1) * cur.d_sj, 0)),
+                ]
+                m.next = "PRODUCTS"
+            with m.State("PRODUCTS"):
+                m.d.sync += [p_am.eq(n_m * cur.k), p_bn.eq(n_n * cur.k), p_tiles.eq(n_m * n_n)]
+                m.next = "CHECK"
+            with m.State("CHECK"):
+                words = 1 << aw
+                with m.If(cur.opcode == isa.OP_NOP):
+                    m.d.comb += retire.eq(1)
+                    m.next = "IDLE"
+                with m.Elif(cur.opcode != isa.OP_GEMM):
+                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_OPCODE)]
+                    m.next = "IDLE"
+                with m.Elif((cur.m == 0) | (cur.n == 0) | (cur.k == 0)):
+                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_ZERO_DIM)]
+                    m.next = "IDLE"
+                with m.Elif(p_am > cfg.spad_a_words):
+                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_SPAD_A)]
+                    m.next = "IDLE"
+                with m.Elif(p_bn > cfg.spad_b_words):
+                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_SPAD_B)]
+                    m.next = "IDLE"
+                with m.Elif((cur.accumulate | ~cur.store) & (cur.acc_addr + total_rows > cfg.acc_words)):
+                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_ACC)]
+                    m.next = "IDLE"
+                with m.Elif(cur.store & ((d_lo < 0) | (d_hi >= words) |
+                                         (cur.write_mask & ((k_lo < 0) | (k_hi >= words))))):
+                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_ADDR_WRITE)]
+                    m.next = "IDLE"
+                with m.Elif(cur.store & ~cur.out_raw & (cur.shift >= cfg.acc_bits)):
+                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_SHIFT)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += start.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(flushed & drained & ~ga.busy & ~gb.busy):
+                    m.d.comb += [retire.eq(1),
+                                 retire_err.eq(Mux(ga.addr_error | gb.addr_error, isa.ERR_ADDR_READ, 0))]
+                    m.next = "IDLE"
+        m.d.comb += [ga.start.eq(start), gb.start.eq(start)]
+        with m.If(retire):
+            m.d.sync += run.eq(0)
+        with m.If(retire & (retire_err != 0) & (err_sticky == 0)):
+            m.d.sync += err_sticky.eq(retire_err)
+
+        # ---------------- counters ---------------------------------------------------
+        busy = Signal()
+        m.d.comb += busy.eq(~self.instr.ready)
+        m.d.comb += self.busy.eq(busy)
+        cnt = self.counters
+        incs = {
+            "cycles": 1,
+            "busy_cycles": busy,
+            "compute_cycles": step,
+            "stall_cycles": run & tiles_left & (~en | (~mid_tile & ~ready)),
+            "macs": Mux(step, macs_per_step, 0),
+            "rd_bytes": (ga.req_elems + gb.req_elems) * cfg.op_bytes,
+            "wr_bytes": Mux(wr_fire & ~w_phase,
+                            sum(e["lane"][j] for j in range(C))
+                            * Mux(cur.out_raw, cfg.acc_bytes, cfg.op_bytes), 0),
+            "mask_bits": Mux(wr_fire & w_phase, sum(e["lane"][j] for j in range(C)), 0),
+            "spad_reads": Mux(step, 2, 0),
+            "spad_writes": ga.wr_en + gb.wr_en,
+            "acc_reads": acc_r.en,
+            "acc_writes": acc_w.en,
+            "retired": retire,
+            "errors": retire & (retire_err != 0),
+        }
+        for name in COUNTERS:
+            m.d.sync += cnt[name].eq(cnt[name] + incs[name])
+        return m
+
+    # --- output FIFO entry packing -------------------------------------------------
+    def _entry_layout(self):
+        cfg = self.cfg
+        sx = signed(cfg.mem_addr_bits + cfg.dim_bits + 4)
+        return data.StructLayout({
+            "lane": unsigned(cfg.cols),
+            "vals": data.ArrayLayout(unsigned(cfg.slot_bits), cfg.cols),
+            "mask": unsigned(cfg.cols),
+            "daddr": sx, "maddr": sx,
+        })
+
+    def _fifo_width(self):
+        return self._entry_layout().size
+
+    def _fifo_entry(self, m, lane, vals, mask, daddr, maddr):
+        ent = Signal(self._entry_layout())
+        m.d.comb += [ent.lane.eq(lane), ent.vals.eq(vals), ent.mask.eq(mask),
+                     ent.daddr.eq(daddr), ent.maddr.eq(maddr)]
+        return ent.as_value()
+
+    def _fifo_unpack(self, bits):
+        view = data.View(self._entry_layout(), bits)
+        return {"lane": view.lane, "vals": view.vals, "mask": view.mask,
+                "daddr": view.daddr, "maddr": view.maddr}

@@ -1,0 +1,180 @@
+"""Operand gather DMA: reads one operand of a GEMM from external memory into its
+scratchpad, one word (L lanes) per request, panel after panel.
+
+A panel is L lanes (rows of A, or columns of B) by K steps; it occupies K
+consecutive scratchpad words, panel p at words p*K .. p*K+K-1, so the compute
+sequencer finds step k of panel p at p*K + k.
+
+Two parts run concurrently:
+* the lane walker steps the lane counter once per cycle and shifts the L lane
+  vectors of the *next* panel into a staging buffer (L cycles per panel);
+* the requester owns the current panel's lane vectors, steps the k counter and
+  issues one request per cycle: lane address = base + cb + (sp >> dil) of
+  lane vector + k vector, lanes outside the operand or in padding disabled.
+Responses come back in order; disabled lanes are written as zero.  The
+``panels_loaded`` count tells the sequencer which panels are complete.
+"""
+from amaranth import Module, Signal, Mux, Cat, Const, signed, unsigned
+from amaranth.lib import wiring, stream, data
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from .config import AcceleratorConfig
+from .counter import MixedRadixCounter, VEC_FIELDS
+from .isa import gather_layout, vec4_layout
+
+MAX_OUTSTANDING = 8
+
+
+def mem_req_layout(cfg: AcceleratorConfig, lanes: int) -> data.StructLayout:
+    return data.StructLayout({
+        "addr": data.ArrayLayout(unsigned(cfg.mem_addr_bits), lanes),
+        "en": unsigned(lanes),
+    })
+
+
+def mem_rd_signature(cfg: AcceleratorConfig, lanes: int) -> wiring.Signature:
+    """An external read port: request stream out, response stream (slots) in."""
+    return wiring.Signature({
+        "req": Out(stream.Signature(mem_req_layout(cfg, lanes))),
+        "resp": In(stream.Signature(data.ArrayLayout(unsigned(cfg.slot_bits), lanes))),
+    })
+
+
+class OperandGather(wiring.Component):
+    def __init__(self, cfg: AcceleratorConfig, lanes: int, spad_words: int):
+        self.cfg, self.lanes, self.spad_words = cfg, lanes, spad_words
+        dw = cfg.dim_bits
+        super().__init__({
+            "desc": In(gather_layout(cfg)),
+            "total": In(dw),          # lanes in all (M for A, N for B)
+            "k": In(dw),              # steps per panel
+            "start": In(1),
+            "mem": Out(mem_rd_signature(cfg, lanes)),
+            "wr_addr": Out(range(spad_words)),
+            "wr_data": Out(data.ArrayLayout(signed(cfg.op_bits), lanes)),
+            "wr_en": Out(1),
+            "panels_loaded": Out(dw),
+            "busy": Out(1),
+            "addr_error": Out(1),     # sticky until the next start
+            "req_elems": Out(range(lanes + 1)),   # enabled lanes of the request now accepted
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, L = self.cfg, self.lanes
+        desc = self.desc
+        entry = data.StructLayout({"v": vec4_layout(cfg), "ok": 1})
+
+        m.submodules.walker = walker = MixedRadixCounter(cfg)
+        m.submodules.kctr = kctr = MixedRadixCounter(cfg)
+        m.d.comb += [walker.digits.eq(desc.lane), walker.init.eq(desc.init),
+                     kctr.digits.eq(desc.k)]
+
+        # ---- lane walker: fills the staging buffer for the next panel --------
+        w_buf = Signal(data.ArrayLayout(entry, L))
+        w_run = Signal()          # walking (counter value valid this cycle)
+        w_cnt = Signal(range(L + 1))
+        w_full = Signal()
+        w_n = Signal(cfg.dim_bits + 1)   # next lane index
+        w_done = Signal()         # no more panels to build
+
+        # ---- requester -------------------------------------------------------
+        r_buf = Signal(data.ArrayLayout(entry, L))
+        r_active = Signal()
+        r_k = Signal(cfg.dim_bits)
+        req = self.mem.req
+        fifo = m.submodules.en_fifo = SyncFIFO(width=L, depth=MAX_OUTSTANDING)
+        req_fire = req.valid & req.ready
+        can_issue = r_active & (~req.valid | req.ready) & (fifo.level + req.valid < MAX_OUTSTANDING)
+        last_issue = can_issue & (r_k + 1 == self.k)
+        transfer = w_full & (~r_active | last_issue)
+
+        with m.If(self.start):
+            m.d.sync += [w_run.eq(1), w_cnt.eq(0), w_full.eq(0), w_n.eq(0), w_done.eq(0),
+                         r_active.eq(0), self.addr_error.eq(0)]
+            m.d.comb += walker.clear.eq(1)
+        with m.Else():
+            # walk one lane per cycle while the staging buffer has room
+            no_more = (w_cnt == 0) & (w_n >= self.total)
+            walking = w_run & ~w_full & ~w_done & ~no_more
+            with m.If(walking):
+                m.d.comb += walker.step.eq(1)
+                m.d.sync += [w_buf[L - 1].v.eq(walker.value), w_buf[L - 1].ok.eq(w_n < self.total),
+                             w_n.eq(w_n + 1)]
+                for i in range(L - 1):
+                    m.d.sync += w_buf[i].eq(w_buf[i + 1])
+                with m.If(w_cnt == L - 1):
+                    m.d.sync += [w_full.eq(1), w_cnt.eq(0)]
+                with m.Else():
+                    m.d.sync += w_cnt.eq(w_cnt + 1)
+            with m.If(w_run & ~w_full & no_more):
+                m.d.sync += w_done.eq(1)
+            with m.If(transfer):
+                m.d.sync += [r_buf.eq(w_buf), r_active.eq(1), w_full.eq(0)]
+                m.d.comb += kctr.clear.eq(1)
+            with m.Elif(last_issue):
+                m.d.sync += r_active.eq(0)
+
+        # ---- address generation, one request per cycle ------------------------
+        dil = desc.dil
+        mem_words = 1 << cfg.mem_addr_bits
+        payload = Signal(mem_req_layout(cfg, L))
+        any_bad = Signal()
+        bad = []
+        for l in range(L):
+            v = {f: r_buf[l].v[f] + kctr.value[f] for f in VEC_FIELDS}
+            sp = Signal(signed(cfg.mem_addr_bits + 3), name=f"sp{l}")
+            m.d.comb += sp.eq(v["sp"])
+            sp_sh = Mux(dil == 0, sp, Mux(dil == 1, sp >> 1, Mux(dil == 2, sp >> 2, sp >> 3)))
+            addr = Signal(signed(cfg.mem_addr_bits + 4), name=f"addr{l}")
+            m.d.comb += addr.eq(desc.base + v["cb"] + sp_sh)
+            y = Signal(signed(cfg.dim_bits + 2), name=f"y{l}")
+            x = Signal(signed(cfg.dim_bits + 2), name=f"x{l}")
+            m.d.comb += [y.eq(v["y"]), x.eq(v["x"])]
+            low = Mux(dil == 0, 0, Mux(dil == 1, 1, Mux(dil == 2, 3, 7)))
+            geo_ok = ((y >= 0) & (y < desc.h_lim) & (x >= 0) & (x < desc.w_lim)
+                      & ((y & low) == 0) & ((x & low) == 0))
+            want = r_buf[l].ok & (~desc.geo | geo_ok)
+            in_range = (addr >= 0) & (addr < mem_words)
+            m.d.comb += [payload.addr[l].eq(Mux(want & in_range, addr, 0)),
+                         payload.en[l].eq(want & in_range)]
+            bad.append(want & ~in_range)
+        m.d.comb += any_bad.eq(Cat(*bad).any())
+
+        with m.If(can_issue & ~self.start):
+            m.d.sync += [req.payload.eq(payload), req.valid.eq(1)]
+            m.d.comb += kctr.step.eq(1)
+            with m.If(any_bad):
+                m.d.sync += self.addr_error.eq(1)
+        with m.Elif(req.ready | self.start):
+            m.d.sync += req.valid.eq(0)
+
+        # step index within the current panel (restarts when a new panel arrives)
+        with m.If(transfer | self.start):
+            m.d.sync += r_k.eq(0)
+        with m.Elif(can_issue):
+            m.d.sync += r_k.eq(r_k + 1)
+
+        m.d.comb += [fifo.w_en.eq(req_fire), fifo.w_data.eq(req.payload.en),
+                     self.req_elems.eq(Mux(req_fire, sum(req.payload.en[l] for l in range(L)), 0))]
+
+        # ---- responses -> scratchpad ------------------------------------------
+        resp = self.mem.resp
+        wr_ptr = Signal(range(self.spad_words))
+        k_resp = Signal(cfg.dim_bits)
+        m.d.comb += [resp.ready.eq(1), fifo.r_en.eq(resp.valid)]
+        m.d.comb += [self.wr_en.eq(resp.valid), self.wr_addr.eq(wr_ptr)]
+        for l in range(L):
+            m.d.comb += self.wr_data[l].eq(Mux(fifo.r_data[l], resp.payload[l][:cfg.op_bits], 0))
+        with m.If(self.start):
+            m.d.sync += [wr_ptr.eq(0), k_resp.eq(0), self.panels_loaded.eq(0)]
+        with m.Elif(resp.valid):
+            m.d.sync += wr_ptr.eq(wr_ptr + 1)
+            with m.If(k_resp + 1 == self.k):
+                m.d.sync += [k_resp.eq(0), self.panels_loaded.eq(self.panels_loaded + 1)]
+            with m.Else():
+                m.d.sync += k_resp.eq(k_resp + 1)
+
+        m.d.comb += self.busy.eq(~w_done | w_full | r_active | req.valid | (fifo.level != 0))
+        return m

@@ -1,0 +1,151 @@
+"""The engine's instruction set: one declarative description that gives both the
+Amaranth ``lib.data`` layout of an instruction word and the Python packer that
+the driver uses, so the two can never disagree.
+
+An instruction is one wide word (fields LSB first, in the order listed here).
+
+GEMM  D[M,N] = epilogue( (accumulate ? ACC : 0) + A[M,K] . B[K,N] )
+
+Operands are *gathered*: element (lane l, step k) of an operand lives at
+
+    addr = base + cb + (sp >> dil)        with (cb, sp, y, x) = init + lane_ctr(l) + k_ctr(k)
+
+where each counter is a 3-digit mixed-radix counter (digit 0 innermost) whose
+digits add a step vector (cb, sp, y, x) as they count.  With ``geo`` set, an
+element is real only if 0 <= y < h_lim, 0 <= x < w_lim and y, x are multiples of
+2**dil; otherwise it reads as zero (padding, or the holes of a dilated tensor).
+One such descriptor expresses a plain or transposed matrix (1 digit), an im2col
+view of a conv input (forward and backward-weight), and the dilated, flipped view
+of the output gradient that backward-data convolution reads.  No multiplier is
+needed: the counters only add.
+"""
+from __future__ import annotations
+
+from amaranth import unsigned, signed
+from amaranth.lib import data
+
+from .config import AcceleratorConfig
+
+DIGITS = 3
+
+OP_NOP = 0
+OP_GEMM = 1
+OPCODES = {"nop": OP_NOP, "gemm": OP_GEMM}
+
+# Error status codes (the engine's `error` output, sticky until the next instruction).
+ERR_NONE = 0
+ERR_OPCODE = 1
+ERR_ZERO_DIM = 2
+ERR_SPAD_A = 3          # A panels (ceil(M/R) * K words) do not fit scratchpad A
+ERR_SPAD_B = 4          # B panels (ceil(N/C) * K words) do not fit scratchpad B
+ERR_ACC = 5             # accumulator rows needed do not fit the accumulator SRAM
+ERR_ADDR_WRITE = 6      # an output or mask address falls outside external memory
+ERR_ADDR_READ = 7       # a gathered operand address falls outside external memory
+ERR_SHIFT = 8           # requantize shift wider than the accumulator
+ERROR_NAMES = {
+    ERR_NONE: "ok", ERR_OPCODE: "unknown opcode", ERR_ZERO_DIM: "zero dimension",
+    ERR_SPAD_A: "A operand does not fit scratchpad A", ERR_SPAD_B: "B operand does not fit scratchpad B",
+    ERR_ACC: "output tiles do not fit the accumulator SRAM", ERR_ADDR_WRITE: "write address out of range",
+    ERR_ADDR_READ: "read address out of range", ERR_SHIFT: "shift out of range",
+}
+
+
+class Field:
+    """A leaf field: ``width`` bits, signed or not."""
+
+    def __init__(self, width: int, is_signed: bool = False):
+        self.width, self.signed = width, is_signed
+
+    def shape(self):
+        return signed(self.width) if self.signed else unsigned(self.width)
+
+
+def _spec(cfg: AcceleratorConfig) -> dict:
+    """The instruction's fields for one configuration (widths depend on it)."""
+    aw = cfg.mem_addr_bits
+    dw = cfg.dim_bits
+    vec4 = {"cb": Field(aw + 2, True), "sp": Field(aw + 2, True),
+            "y": Field(dw + 1, True), "x": Field(dw + 1, True)}
+    digit = {"count": Field(dw), "step": vec4}
+    gather = {
+        "base": Field(aw),
+        "lane": [digit] * DIGITS,
+        "k": [digit] * DIGITS,
+        "init": vec4,
+        "geo": Field(1), "dil": Field(2), "h_lim": Field(dw), "w_lim": Field(dw),
+    }
+    acc_addr_bits = max(1, (cfg.acc_words - 1).bit_length())
+    return {
+        "opcode": Field(4),
+        "m": Field(dw), "n": Field(dw), "k": Field(dw),
+        "accumulate": Field(1),   # add the accumulator SRAM's partial sums
+        "store": Field(1),        # 1: epilogue + write D; 0: keep int sums in the accumulator SRAM
+        "out_raw": Field(1),      # D gets raw accumulator values (no requantization)
+        "relu": Field(1),
+        "write_mask": Field(1),   # write the 1-bit ReLU mask (out > 0) beside D
+        "shift": Field(6),
+        "acc_addr": Field(acc_addr_bits),
+        "a": gather, "b": gather,
+        "d_addr": Field(aw), "d_si": Field(aw + 2, True), "d_sj": Field(aw + 2, True),
+        "mask_addr": Field(aw), "mask_si": Field(aw + 2, True),
+    }
+
+
+def _layout(spec):
+    if isinstance(spec, Field):
+        return spec.shape()
+    if isinstance(spec, list):
+        return data.ArrayLayout(_layout(spec[0]), len(spec))
+    return data.StructLayout({k: _layout(v) for k, v in spec.items()})
+
+
+def instr_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    return _layout(_spec(cfg))
+
+
+def vec4_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    return _layout(_spec(cfg)["a"]["init"])
+
+
+def gather_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    return _layout(_spec(cfg)["a"])
+
+
+class EncodeError(ValueError):
+    """A field value that does not fit its instruction field."""
+
+
+def _pack(spec, value, path: str) -> tuple[int, int]:
+    """Returns (bits, width) of ``value`` packed by ``spec`` (missing fields are 0)."""
+    if isinstance(spec, Field):
+        v = 0 if value is None else int(value)
+        lo = -(1 << (spec.width - 1)) if spec.signed else 0
+        hi = (1 << (spec.width - 1)) - 1 if spec.signed else (1 << spec.width) - 1
+        if not lo <= v <= hi:
+            raise EncodeError(f"instruction field {path}={v} does not fit {spec.width} "
+                              f"{'signed' if spec.signed else 'unsigned'} bits [{lo}, {hi}]")
+        return v & ((1 << spec.width) - 1), spec.width
+    bits, pos = 0, 0
+    if isinstance(spec, list):
+        items = [(f"{path}[{i}]", spec[i], (value or [None] * len(spec))[i]) for i in range(len(spec))]
+    else:
+        value = value or {}
+        unknown = set(value) - set(spec)
+        if unknown:
+            raise EncodeError(f"unknown instruction field(s) {sorted(unknown)} under {path or 'instr'}")
+        items = [(f"{path}.{k}" if path else k, s, value.get(k)) for k, s in spec.items()]
+    for p, s, v in items:
+        b, w = _pack(s, v, p)
+        bits |= b << pos
+        pos += w
+    return bits, pos
+
+
+def encode(cfg: AcceleratorConfig, fields: dict) -> int:
+    """Pack a nested dict of field values into the instruction word (an int)."""
+    bits, _ = _pack(_spec(cfg), fields, "")
+    return bits
+
+
+def instr_width(cfg: AcceleratorConfig) -> int:
+    return _pack(_spec(cfg), {}, "")[1]
