@@ -59,6 +59,7 @@ class TrainConfig:
     epochs: int = 25
     batch: int = 32
     lr: float = 0.125            # SGD, power of two (a shift in the engine)
+    lr_halve_at: tuple = (0.5, 0.75)  # halve the rate at these fractions of the run (stays a power of two)
     warmup_epochs: float = 2.0   # BP steps before the first GP step, in epochs
     scale_ema: float = 0.8       # EMA factor of the per-layer gradient rms (over BP steps)
     eval_every: int = 0          # steps between test evaluations (0: once per epoch)
@@ -116,6 +117,7 @@ class Trainer:
                                       k_max=cfg.max_fan_in, seed=seed)
             self.bank.set_out_channels(self.out_ch)
         self.scale = {n: None for n in self.names}
+        self.lr = cfg.lr
         self.fwd_macs = eng.forward_macs(self.model, (cfg.batch, *data.x_train.shape[1:]))
         self.bwd_macs_step = eng.backward_macs(self.fwd_macs)
 
@@ -159,7 +161,7 @@ class Trainer:
         for name, layer in self.layer_list:
             g = layer.weight.grad
             eng.check_finite(g, "weight gradient", name, step)
-            eng.apply_update(layer.weight, g, self.cfg.lr, self.quant)
+            eng.apply_update(layer.weight, g, self.lr, self.quant)
             layer.weight.grad = None
         return info
 
@@ -180,7 +182,7 @@ class Trainer:
             pred = self.bank.predict(name, self._samples(name, layer, out))
             dw = reorg.targets_to_grad(pred, layer.weight.shape) * self._gp_scale(name)
             eng.check_finite(dw, "predicted gradient", name, step)
-            eng.apply_update(layer.weight, dw, self.cfg.lr, self.quant)
+            eng.apply_update(layer.weight, dw, self.lr, self.quant)
 
         logits = eng.forward(self.model, x, self.quant, step, update)
         return {"loss": float(self._loss(logits, y))}
@@ -200,6 +202,7 @@ class Trainer:
                 idx = perm[i:i + cfg.batch]
                 xb, yb = d.x_train[idx], d.y_train[idx]
                 phase = self.ctrl.phase
+                self.lr = cfg.lr * 0.5 ** sum(step >= f * self.total_steps for f in cfg.lr_halve_at)
                 if phase == "gp":
                     info = self.gp_step(xb, yb, step)
                     n_gp += 1

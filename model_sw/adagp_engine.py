@@ -85,6 +85,7 @@ def forward(model: nn.Module, x: torch.Tensor, quant: bool, step: int = -1, on_o
     for i, (name, layer) in enumerate(seq):
         if isinstance(layer, nn.Linear) and x.dim() > 2:
             x = x.flatten(1)
+        check_finite(layer.weight, "weight", name, step)
         if quant:
             y = layer_op(layer, numerics.fake_quant(x, OP_BITS), numerics.fake_quant(layer.weight, OP_BITS))
             check_finite(y, "activation", name, step)

@@ -34,11 +34,12 @@ class PhaseConfig:
     warmup: int = 84           # BP steps before the first GP step
     n_bp: int = 2              # BP phase length (adaptive)
     n_gp0: int = 2             # first GP phase length (adaptive)
-    n_gp_max: int = 16
-    theta_up: float = 0.5
-    theta_down: float = 0.3
+    n_gp_max: int = 8
+    theta_up: float = 0.1
+    theta_down: float = 0.0
     fixed_bp: int = 1
     fixed_gp: int = 3
+    quality: str = "mean"      # how layers combine into q: "min" or "mean" over layers
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -49,6 +50,8 @@ class PhaseConfig:
         for k in ("n_bp", "n_gp_max", "fixed_bp"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k}={getattr(self, k)} must be >= 1")
+        if self.quality not in ("min", "mean"):
+            raise ValueError(f"quality={self.quality!r}: choose min or mean")
         if not (-1.0 <= self.theta_down <= self.theta_up <= 1.0):
             raise ValueError(f"need -1 <= theta_down ({self.theta_down}) <= theta_up ({self.theta_up}) <= 1")
 
@@ -70,6 +73,8 @@ class PhaseController:
         self._left = self.cfg.warmup if self.cfg.warmup > 0 else self._bp_len()
         if self.cfg.schedule == "bp":
             self._phase, self._left = "bp", 1 << 62
+        elif self.cfg.schedule == "always" and self.cfg.warmup == 0:
+            self._phase, self._left = "gp", 1 << 62
 
     def _bp_len(self) -> int:
         return self.cfg.fixed_bp if self.cfg.schedule == "fixed" else self.cfg.n_bp
@@ -94,7 +99,8 @@ class PhaseController:
         if not self._cos:
             return "keep (no measurement)"
         names = self._cos[0].keys()
-        q = min(sum(c[n] for c in self._cos) / len(self._cos) for n in names)
+        per_layer = [sum(c[n] for c in self._cos) / len(self._cos) for n in names]
+        q = min(per_layer) if self.cfg.quality == "min" else sum(per_layer) / len(per_layer)
         self._last_q = q
         if q >= self.cfg.theta_up:
             self.n_gp = min(max(2 * self.n_gp, 1), self.cfg.n_gp_max)
