@@ -56,7 +56,7 @@ def parse_method(method: str) -> tuple[str, str | None, str | None, bool]:
 @dataclass
 class TrainConfig:
     model: str = "cnn"
-    epochs: int = 25
+    epochs: int = 30
     batch: int = 32
     lr: float = 0.125            # SGD, power of two (a shift in the engine)
     lr_halve_at: tuple = (0.5, 0.75)  # halve the rate at these fractions of the run (stays a power of two)
