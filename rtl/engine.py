@@ -123,7 +123,7 @@ class Engine(wiring.Component):
         a_base = Signal(range(cfg.spad_a_words + 1))
         b_base = Signal(range(cfg.spad_b_words + 1))
         since_first = Signal(range(cfg.drain_period + 1))
-        period_ok = since_first >= cfg.drain_period - 1
+        period_ok = since_first >= cfg.drain_period
         ready = (ga.panels_loaded > ti) & (gb.panels_loaded > tj)
         mid_tile = kk != 0
         step = Signal()
