@@ -50,11 +50,16 @@ def counters_layout():
 
 
 def mem_wr_layout(cfg: AcceleratorConfig):
+    """One write beat: a row of C results and, beside it, their C ReLU-mask bits
+    (so that writing the mask never halves the output bandwidth)."""
     C = cfg.cols
     return data.StructLayout({
         "addr": data.ArrayLayout(unsigned(cfg.mem_addr_bits), C),
         "data": data.ArrayLayout(unsigned(cfg.slot_bits), C),
         "en": unsigned(C),
+        "mask_addr": data.ArrayLayout(unsigned(cfg.mem_addr_bits), C),
+        "mask": unsigned(C),
+        "mask_en": unsigned(C),
     })
 
 
@@ -250,29 +255,24 @@ class Engine(wiring.Component):
         entry = self._fifo_entry(m, s2_lane, s2_vals, s2_mask, s2_daddr, s2_maddr)
         m.d.comb += [ofifo.w_data.eq(entry), ofifo.w_en.eq(en & s2_v)]
 
-        # ---------------- writer: D row, then its mask row -------------------------
+        # ---------------- writer: one beat per stored row (D and its mask) --------
         wr = self.wr
-        w_phase = Signal()        # 0: D row next, 1: mask row next
         e = self._fifo_unpack(ofifo.r_data)
-        wmask = cur.write_mask
         for j in range(C):
             off = Const(j) * cur.d_sj
-            m.d.comb += [
-                wr.payload.addr[j].eq(Mux(w_phase, e["maddr"] + off, e["daddr"] + off)),
-                wr.payload.data[j].eq(Mux(w_phase, e["mask"][j], e["vals"][j])),
-            ]
-        m.d.comb += [wr.payload.en.eq(e["lane"]), wr.valid.eq(ofifo.r_rdy)]
+            m.d.comb += [wr.payload.addr[j].eq(e["daddr"] + off),
+                         wr.payload.data[j].eq(e["vals"][j]),
+                         wr.payload.mask_addr[j].eq(e["maddr"] + off)]
+        m.d.comb += [wr.payload.en.eq(e["lane"]), wr.payload.mask.eq(e["mask"]),
+                     wr.payload.mask_en.eq(Mux(cur.write_mask, e["lane"], 0)),
+                     wr.valid.eq(ofifo.r_rdy)]
         wr_fire = wr.valid & wr.ready
-        m.d.comb += ofifo.r_en.eq(wr_fire & (w_phase | ~wmask))
-        with m.If(start):
-            m.d.sync += w_phase.eq(0)
-        with m.Elif(wr_fire):
-            m.d.sync += w_phase.eq(wmask & ~w_phase)
+        m.d.comb += ofifo.r_en.eq(wr_fire)
 
         # ---------------- control FSM -------------------------------------------------
         total_rows = Signal(2 * dw + lg_r + 2)
         m.d.comb += total_rows.eq(p_tiles << lg_r)
-        drained = ((rows_drained == total_rows) & ~s1_v & ~s2_v & ~ofifo.r_rdy)
+        drained = ((rows_drained == total_rows) & ~s1_v & ~s2_v & (ofifo.level == 0))
         err_sticky = Signal(4)
         m.d.comb += [self.error.eq(err_sticky)]
         retire = Signal()
@@ -353,10 +353,9 @@ class Engine(wiring.Component):
             "stall_cycles": run & tiles_left & (~en | (~mid_tile & ~ready)),
             "macs": Mux(step, macs_per_step, 0),
             "rd_bytes": (ga.req_elems + gb.req_elems) * cfg.op_bytes,
-            "wr_bytes": Mux(wr_fire & ~w_phase,
-                            sum(e["lane"][j] for j in range(C))
+            "wr_bytes": Mux(wr_fire, sum(e["lane"][j] for j in range(C))
                             * Mux(cur.out_raw, cfg.acc_bytes, cfg.op_bytes), 0),
-            "mask_bits": Mux(wr_fire & w_phase, sum(e["lane"][j] for j in range(C)), 0),
+            "mask_bits": Mux(wr_fire & cur.write_mask, sum(e["lane"][j] for j in range(C)), 0),
             "spad_reads": Mux(step, 2, 0),
             "spad_writes": ga.wr_en + gb.wr_en,
             "acc_reads": acc_r.en,

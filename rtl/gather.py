@@ -23,7 +23,10 @@ from .config import AcceleratorConfig
 from .counter import MixedRadixCounter, VEC_FIELDS
 from .isa import gather_layout, vec4_layout
 
-MAX_OUTSTANDING = 8
+
+
+def max_outstanding(cfg: AcceleratorConfig) -> int:
+    return cfg.dram_latency + 4
 
 
 def mem_req_layout(cfg: AcceleratorConfig, lanes: int) -> data.StructLayout:
@@ -84,9 +87,12 @@ class OperandGather(wiring.Component):
         r_active = Signal()
         r_k = Signal(cfg.dim_bits)
         req = self.mem.req
-        fifo = m.submodules.en_fifo = SyncFIFO(width=L, depth=MAX_OUTSTANDING)
+        # Enough outstanding requests that a memory of the configured latency never
+        # throttles the requester (LAT in flight + the registered request + slack).
+        max_out = max_outstanding(cfg)
+        fifo = m.submodules.en_fifo = SyncFIFO(width=L, depth=max_out)
         req_fire = req.valid & req.ready
-        can_issue = r_active & (~req.valid | req.ready) & (fifo.level + req.valid < MAX_OUTSTANDING)
+        can_issue = r_active & (~req.valid | req.ready) & (fifo.level + req.valid < max_out)
         last_issue = can_issue & (r_k + 1 == self.k)
         transfer = w_full & (~r_active | last_issue)
 

@@ -61,7 +61,7 @@ module harness #(
     wire [C*AW+C-1:0] b_req;  wire b_req_valid;
     reg  [R*SLOT-1:0] a_resp; reg  a_resp_valid;
     reg  [C*SLOT-1:0] b_resp; reg  b_resp_valid;
-    wire [C*AW+C*SLOT+C-1:0] w_req; wire w_valid;
+    wire [2*C*AW+C*SLOT+3*C-1:0] w_req; wire w_valid;
     reg  running;
     reg  [31:0] pc;
     wire instr_valid = running && (pc < prog_len);
@@ -111,6 +111,10 @@ module harness #(
                     end else
                         mem[w_req[l*AW +: AW]] <= w_req[C*AW + l*SLOT +: SLOT];
                 end
+            // the ReLU mask bits written beside the row
+            for (l = 0; l < C; l = l + 1)
+                if (w_req[2*C*AW + C*SLOT + 2*C + l])
+                    mem[w_req[C*AW + C*SLOT + C + l*AW +: AW]] <= {{(SLOT-1){1'b0}}, w_req[2*C*AW + C*SLOT + C + l]};
         end
     end
 
