@@ -10,6 +10,8 @@ Methods
 ``sgd``               the Boss alone: every instance of every pass, plain SGD.
 ``autoassist``        the Boss fed by the Assistant (feature set ``--features``).
 ``autoassist-pixels`` / ``autoassist-loss``   the same with an explicit feature set.
+``sgd-short``         control: plain SGD with ``--short-fraction`` (0.5) of the passes,
+                      the same learning-rate schedule compressed.
 ``shrink-random``     control: the shrink rule with a constant p (uniform random
                       subsampling at a similar keep rate, ``--random-p``).
 ``autoassist+adagp``  the Assistant feeding ADA-GP's trainer (model_sw.adagp.Trainer,
@@ -51,7 +53,7 @@ from .models import MODELS
 
 log = logging.getLogger("model_sw.autoassist")
 
-METHODS = ("sgd", "autoassist", "autoassist-pixels", "autoassist-loss", "shrink-random", "autoassist+adagp")
+METHODS = ("sgd", "sgd-short", "autoassist", "autoassist-pixels", "autoassist-loss", "shrink-random", "autoassist+adagp")
 DEFAULT_METHODS = ("sgd", "autoassist", "autoassist+adagp")
 
 
@@ -69,6 +71,7 @@ class AAConfig:
     ema_decay: float = 0.75
     queue_size: int = 20
     random_p: float = 0.3
+    short_fraction: float = 0.5
     threaded: bool = True
     fail_after: int | None = None   # fault injection: the worker raises in this chunk + 1
 
@@ -107,13 +110,14 @@ def _boss(method: str) -> str:
 def run(data: Digits, method: str, seed: int, cfg: AAConfig = AAConfig()) -> dict:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    tcfg = TrainConfig(model=cfg.model, epochs=cfg.passes, batch=cfg.batch, lr=cfg.lr)
+    passes = max(1, round(cfg.passes * cfg.short_fraction)) if method == "sgd-short" else cfg.passes
+    tcfg = TrainConfig(model=cfg.model, epochs=passes, batch=cfg.batch, lr=cfg.lr)
     t = ReportingTrainer(data, _boss(method), seed, tcfg)
     n_train = int(data.x_train.shape[0])
     fwd1 = eng.forward_macs(t.model, (1, *data.x_train.shape[1:]))
     bwd1 = eng.backward_macs(fwd1)
     feeder = None
-    if method != "sgd":
+    if not method.startswith("sgd"):
         feats_name = {"autoassist-pixels": "pixels", "autoassist-loss": "loss"}.get(method, cfg.features)
         feats = make_features(feats_name, data.x_train.numpy())
         if method == "shrink-random":
@@ -133,8 +137,8 @@ def run(data: Digits, method: str, seed: int, cfg: AAConfig = AAConfig()) -> dic
     if feeder is not None:
         feeder.start_epoch(perm)
     try:
-        for p in range(cfg.passes):
-            t.lr = cfg.lr * 0.5 ** sum(p >= f * cfg.passes for f in cfg.lr_halve_at)
+        for p in range(passes):
+            t.lr = cfg.lr * 0.5 ** sum(p >= f * passes for f in cfg.lr_halve_at)
             pos = 0
             while True:
                 if feeder is None:
@@ -173,7 +177,7 @@ def run(data: Digits, method: str, seed: int, cfg: AAConfig = AAConfig()) -> dic
                     raise AssertionError("unreachable: end_epoch checks this")
             # start the next pass before evaluating: the worker gets a head start
             perm = torch.randperm(n_train, generator=gen).numpy()
-            if feeder is not None and p + 1 < cfg.passes:
+            if feeder is not None and p + 1 < passes:
                 feeder.start_epoch(perm)
             acc = evaluate(t.model, data.x_test, data.y_test, False)
             am = _assistant_macs(feeder)
@@ -188,7 +192,7 @@ def run(data: Digits, method: str, seed: int, cfg: AAConfig = AAConfig()) -> dic
     res = dict(
         method=method, seed=seed, model=cfg.model, acc=curve[-1]["acc"], curve=curve,
         n_train=n_train, backward_macs_per_instance=bwd1, forward_macs_per_instance=sum(fwd1.values()),
-        steps=steps, trained=trained, bp_trained=bp_trained, keep_rate=trained / (n_train * cfg.passes),
+        steps=steps, trained=trained, bp_trained=bp_trained, keep_rate=trained / (n_train * passes),
         gp_steps=n_gp, gp_fraction=(n_gp / post if post else 0.0), predictor_macs=pred_macs,
         assistant_macs=_assistant_macs(feeder), seconds=time.perf_counter() - t0, events=events,
     )
