@@ -14,12 +14,14 @@ Methods
                       the same learning-rate schedule compressed.
 ``shrink-random``     control: the shrink rule with a constant p (uniform random
                       subsampling at a similar keep rate, ``--random-p``).
+``adagp``             control: ADA-GP's trainer (method "adagp") without the Assistant.
 ``autoassist+adagp``  the Assistant feeding ADA-GP's trainer (model_sw.adagp.Trainer,
                       method "adagp"): filtered batches go through its BP/GP phases.
 
 A *pass* is one epoch of the Assistant: every training instance is once either
 trained on or shrunk.  The Boss's learning rate is halved at 50 % and 75 % of the
-passes.  Test accuracy is measured after every pass.
+passes.  Test accuracy is measured twice per pass: when half of the pass's
+instances have been consumed (trained or shrunk) and at its end.
 
 Backward MACs (from the layer shapes, model_sw.adagp_engine): per trained instance
 ``B1 = sum_l F_l + sum_{l>=2} F_l`` with ``F_l`` the forward MACs of layer l for
@@ -53,7 +55,8 @@ from .models import MODELS
 
 log = logging.getLogger("model_sw.autoassist")
 
-METHODS = ("sgd", "sgd-short", "autoassist", "autoassist-pixels", "autoassist-loss", "shrink-random", "autoassist+adagp")
+METHODS = ("sgd", "sgd-short", "autoassist", "autoassist-pixels", "autoassist-loss", "shrink-random", "adagp",
+           "autoassist+adagp")
 DEFAULT_METHODS = ("sgd", "autoassist", "autoassist+adagp")
 
 
@@ -104,7 +107,7 @@ class ReportingTrainer(Trainer):
 
 
 def _boss(method: str) -> str:
-    return "adagp" if method == "autoassist+adagp" else "bp"
+    return "adagp" if method in ("adagp", "autoassist+adagp") else "bp"
 
 
 def run(data: Digits, method: str, seed: int, cfg: AAConfig = AAConfig()) -> dict:
@@ -117,7 +120,7 @@ def run(data: Digits, method: str, seed: int, cfg: AAConfig = AAConfig()) -> dic
     fwd1 = eng.forward_macs(t.model, (1, *data.x_train.shape[1:]))
     bwd1 = eng.backward_macs(fwd1)
     feeder = None
-    if not method.startswith("sgd"):
+    if method not in ("sgd", "sgd-short", "adagp"):
         feats_name = {"autoassist-pixels": "pixels", "autoassist-loss": "loss"}.get(method, cfg.features)
         feats = make_features(feats_name, data.x_train.numpy())
         if method == "shrink-random":
@@ -140,6 +143,7 @@ def run(data: Digits, method: str, seed: int, cfg: AAConfig = AAConfig()) -> dic
         for p in range(passes):
             t.lr = cfg.lr * 0.5 ** sum(p >= f * passes for f in cfg.lr_halve_at)
             pos = 0
+            mid_done = False
             while True:
                 if feeder is None:
                     if pos >= n_train:
@@ -170,6 +174,19 @@ def run(data: Digits, method: str, seed: int, cfg: AAConfig = AAConfig()) -> dic
                 if feeder is not None:
                     losses, margins = t.last
                     feeder.report(idx, losses, margins)
+                if not mid_done:  # the mid-pass evaluation: half of the pass's instances consumed
+                    if feeder is None:
+                        consumed = pos
+                    else:
+                        with feeder.cv:
+                            consumed = feeder.counts.trained + feeder.counts.shrunk
+                    if 2 * consumed >= n_train:
+                        mid_done = True
+                        curve.append(dict(passes=p + 0.5, acc=evaluate(t.model, data.x_test, data.y_test, False),
+                                          trained=trained, backward_macs=bp_trained * bwd1,
+                                          overhead_macs=_assistant_macs(feeder) + pred_macs))
+            if not mid_done:  # (cannot happen: the pass consumes all instances) keep the grid aligned
+                raise AssertionError("mid-pass evaluation missed")
             counts = None
             if feeder is not None:
                 counts = feeder.end_epoch()
@@ -228,7 +245,8 @@ def _auc(quality) -> float | None:
 # Summary
 # ---------------------------------------------------------------------------
 
-def summarize(method: str, runs: list[dict], target: float, sgd_macs: float | None = None) -> dict:
+def summarize(method: str, runs: list[dict], target: float, sgd_macs: float | None = None,
+              sgd_stay_macs: float | None = None) -> dict:
     """Mean over seeds; time to ``target`` (test accuracy %, on the seed-mean curve)."""
     acc = np.array([r["acc"] for r in runs]) * 100.0
     n = runs[0]["n_train"]
@@ -236,6 +254,8 @@ def summarize(method: str, runs: list[dict], target: float, sgd_macs: float | No
     k_max = min(len(c) for c in curves)
     acc_mean = np.array([np.mean([c[k]["acc"] for c in curves]) for k in range(k_max)]) * 100.0
     hit = next((k for k in range(k_max) if acc_mean[k] >= target), None)
+    # sustained: the first evaluation from which the seed-mean curve stays >= target to the end
+    stay = next((k for k in range(k_max) if all(a >= target for a in acc_mean[k:])), None)
 
     def at(k, key):
         return float(np.mean([c[k][key] for c in curves]))
@@ -248,7 +268,7 @@ def summarize(method: str, runs: list[dict], target: float, sgd_macs: float | No
                    net_backward_macs_to_target=None)
     else:
         bw = at(hit, "backward_macs")
-        out.update(epochs_to_target=round(at(hit, "trained") / n, 3), passes_to_target=hit,
+        out.update(epochs_to_target=round(at(hit, "trained") / n, 3), passes_to_target=curves[0][hit]["passes"],
                    backward_macs_to_target=int(bw), net_backward_macs_to_target=int(bw + at(hit, "overhead_macs")))
         if sgd_macs:
             out["backward_macs_saved_to_target"] = round(1.0 - bw / sgd_macs, 4)
@@ -258,6 +278,13 @@ def summarize(method: str, runs: list[dict], target: float, sgd_macs: float | No
         k = next((k for k in range(len(c)) if c[k]["acc"] * 100.0 >= target), None)
         per_seed.append(None if k is None else int(c[k]["backward_macs"]))
     out["backward_macs_to_target_per_seed"] = per_seed
+    if stay is None:
+        out.update(sustained_epochs_to_target=None, sustained_backward_macs_to_target=None)
+    else:
+        out.update(sustained_epochs_to_target=round(at(stay, "trained") / n, 3),
+                   sustained_backward_macs_to_target=int(at(stay, "backward_macs")))
+        if sgd_stay_macs:
+            out["sustained_backward_macs_saved"] = round(1.0 - at(stay, "backward_macs") / sgd_stay_macs, 4)
     out.update(
         total_backward_macs=int(np.mean([r["bp_trained"] * r["backward_macs_per_instance"] for r in runs])),
         effective_epochs=round(float(np.mean([r["trained"] for r in runs])) / n, 3),
@@ -276,7 +303,7 @@ def summarize(method: str, runs: list[dict], target: float, sgd_macs: float | No
             assistant_macs=int(np.mean([r["assistant_macs"] for r in runs])),
             worker_errors=[r["worker_error"] for r in runs if r["worker_error"]],
         )
-    if runs[0]["method"] == "autoassist+adagp":
+    if runs[0]["method"] in ("adagp", "autoassist+adagp"):
         out.update(gp_fraction=round(float(np.mean([r["gp_fraction"] for r in runs])), 4),
                    predictor_macs=int(np.mean([r["predictor_macs"] for r in runs])))
     return out
@@ -340,15 +367,15 @@ def main(argv=None) -> int:
     data = load_digits_split()
     methods = (["sgd"] if "sgd" in methods else []) + [m for m in methods if m != "sgd"]
     results, summaries = {}, []
-    target, sgd_macs = args.target, None
+    target, sgd_macs, sgd_stay = args.target, None, None
     for m in methods:
         runs = [run(data, m, s, cfg) for s in range(args.seeds)]
         results[m] = runs
         if m == "sgd" and target is None:
             target = float(np.mean([r["acc"] for r in runs])) * 100.0 - 0.5
-        summ = summarize(m, runs, target, sgd_macs)
+        summ = summarize(m, runs, target, sgd_macs, sgd_stay)
         if m == "sgd":
-            sgd_macs = summ["backward_macs_to_target"]
+            sgd_macs, sgd_stay = summ["backward_macs_to_target"], summ["sustained_backward_macs_to_target"]
         for r in runs:
             for e in r["events"]:
                 log.warning("method %s seed %s: %s", m, r["seed"], e)
