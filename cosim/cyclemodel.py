@@ -8,9 +8,10 @@ It follows the RTL's structure (see rtl/gather.py, rtl/engine.py, rtl/systolic.p
 * each gather: its walker builds a panel's L lane vectors in L cycles, the
   requester issues K requests; panel p's requests start after the hand-over at
       T_0 = 4 + L,   T_{p+1} = T_p + max(L + 1, K)
-  and the panel is visible to the sequencer at T_p + K + LAT + 2;
+  and word k of the panel is visible to the sequencer at T_p + LAT + 3 + k;
 * tiles run back to back in row-major order, one step per cycle, a new tile no
-  sooner than max(K, 2R-1) after the previous one and no sooner than its panels:
+  sooner than max(K, 2R-1) after the previous one and no sooner than word 0 of
+  both its panels (later words keep pace, one per cycle):
       S_t = max(S_{t-1} + max(K, 2R-1), readyA(ti), readyB(tj)),   S_0 >= 4
   and the flush marker follows the last tile by max(K, 2R-1);
 * row i of a tile flushed/replaced at F leaves the array at F + 1 + C + 2i, then
@@ -32,10 +33,11 @@ FIFO_LAT = 2        # SyncFIFOBuffered: a row pushed at X is at the write port a
 
 
 def panel_ready(cfg: AcceleratorConfig, lanes: int, n_panels: int, k: int) -> np.ndarray:
-    """Cycle at which each panel of a gather is visible to the sequencer."""
+    """Cycle at which word 0 of each panel is visible to the sequencer; the panel's
+    other words follow one per cycle, so a tile started then never waits again."""
     t0 = DECODE + 1 + lanes
     T = t0 + np.arange(n_panels, dtype=np.int64) * max(lanes + 1, k)
-    return T + k + cfg.dram_latency + 2
+    return T + cfg.dram_latency + 3
 
 
 def tile_starts(cfg: AcceleratorConfig, m: int, n: int, k: int) -> np.ndarray:

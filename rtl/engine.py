@@ -4,9 +4,9 @@ the systolic array, the accumulator SRAM, the epilogue and the output writer.
 One GEMM instruction (see ``rtl.isa``) runs as:
 
   decode/check -> A and B gathers stream panels into scratchpads A and B
-               -> the sequencer starts output tile (ti, tj) as soon as panel ti of
-                  A and panel tj of B are complete, K steps per tile, tiles back
-                  to back (the array double-buffers results, see rtl.systolic)
+               -> the sequencer steps through output tiles (ti, tj), K steps each,
+                  a step as soon as its A and B words are in the scratchpads, tiles
+                  back to back (the array double-buffers results, see rtl.systolic)
                -> rows of finished tiles leave the array, optionally add the
                   accumulator SRAM's partial sums, and are either kept there
                   (store=0) or requantized and written out with their ReLU mask.
@@ -129,13 +129,14 @@ class Engine(wiring.Component):
         b_base = Signal(range(cfg.spad_b_words + 1))
         since_first = Signal(range(cfg.drain_period + 1))
         period_ok = since_first >= cfg.drain_period
-        ready = (ga.panels_loaded > ti) & (gb.panels_loaded > tj)
+        # a step may go as soon as its A and B words are in the scratchpads
+        ready = (ga.words_loaded > a_base + kk) & (gb.words_loaded > b_base + kk)
         mid_tile = kk != 0
         step = Signal()
         flush = Signal()
         run = Signal()            # the sequencer owns the current instruction
         m.d.comb += [
-            step.eq(run & en & tiles_left & (mid_tile | (ready & period_ok))),
+            step.eq(run & en & tiles_left & ready & (mid_tile | period_ok)),
             flush.eq(run & en & ~tiles_left & ~flushed & period_ok),
         ]
         m_left = Signal(signed(dw + 1))
@@ -350,7 +351,7 @@ class Engine(wiring.Component):
             "cycles": 1,
             "busy_cycles": busy,
             "compute_cycles": step,
-            "stall_cycles": run & tiles_left & (~en | (~mid_tile & ~ready)),
+            "stall_cycles": run & tiles_left & (~en | (~ready & (mid_tile | period_ok))),
             "macs": Mux(step, macs_per_step, 0),
             "rd_bytes": (ga.req_elems + gb.req_elems) * cfg.op_bytes,
             "wr_bytes": Mux(wr_fire, sum(e["lane"][j] for j in range(C))

@@ -12,7 +12,7 @@ Two parts run concurrently:
   issues one request per cycle: lane address = base + cb + (sp >> dil) of
   lane vector + k vector, lanes outside the operand or in padding disabled.
 Responses come back in order; disabled lanes are written as zero.  The
-``panels_loaded`` count tells the sequencer which panels are complete.
+``words_loaded`` count lets the sequencer take a step as soon as its word is in.
 """
 from amaranth import Module, Signal, Mux, Cat, Const, signed, unsigned
 from amaranth.lib import wiring, stream, data
@@ -57,7 +57,7 @@ class OperandGather(wiring.Component):
             "wr_addr": Out(range(spad_words)),
             "wr_data": Out(data.ArrayLayout(signed(cfg.op_bits), lanes)),
             "wr_en": Out(1),
-            "panels_loaded": Out(dw),
+            "words_loaded": Out(range(spad_words + 1)),  # scratchpad words written so far
             "busy": Out(1),
             "addr_error": Out(1),     # sticky until the next start
             "req_elems": Out(range(lanes + 1)),   # enabled lanes of the request now accepted
@@ -167,20 +167,16 @@ class OperandGather(wiring.Component):
 
         # ---- responses -> scratchpad ------------------------------------------
         resp = self.mem.resp
-        wr_ptr = Signal(range(self.spad_words))
-        k_resp = Signal(cfg.dim_bits)
+        wr_ptr = Signal(range(self.spad_words + 1))
         m.d.comb += [resp.ready.eq(1), fifo.r_en.eq(resp.valid)]
         m.d.comb += [self.wr_en.eq(resp.valid), self.wr_addr.eq(wr_ptr)]
         for l in range(L):
             m.d.comb += self.wr_data[l].eq(Mux(fifo.r_data[l], resp.payload[l][:cfg.op_bits], 0))
+        m.d.comb += self.words_loaded.eq(wr_ptr)
         with m.If(self.start):
-            m.d.sync += [wr_ptr.eq(0), k_resp.eq(0), self.panels_loaded.eq(0)]
+            m.d.sync += wr_ptr.eq(0)
         with m.Elif(resp.valid):
             m.d.sync += wr_ptr.eq(wr_ptr + 1)
-            with m.If(k_resp + 1 == self.k):
-                m.d.sync += [k_resp.eq(0), self.panels_loaded.eq(self.panels_loaded + 1)]
-            with m.Else():
-                m.d.sync += k_resp.eq(k_resp + 1)
 
         m.d.comb += self.busy.eq(~w_done | w_full | r_active | req.valid | (fifo.level != 0))
         return m
