@@ -81,6 +81,11 @@ async def handle(dut, req, names, bits):
         dut.watchdog.value = req["watchdog"]
         dut.fault_en.value = 1 if req.get("fault_addr") is not None else 0
         dut.fault_addr.value = req.get("fault_addr") or 0
+        # a fresh engine per run: the sticky error status speaks of this run only
+        dut.rst.value = 1
+        await RisingEdge(dut.clk)
+        dut.rst.value = 0
+        await RisingEdge(dut.clk)
         before = read_counters(dut, names, bits)
         t0 = time.perf_counter()
         dut.start.value = 1
