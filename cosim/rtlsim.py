@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -49,6 +50,14 @@ def check_simulator(sim: str) -> None:
         verilator_bin()
 
 
+def icarus_kick(verilog: str) -> str:
+    """Icarus does not run ``always @*`` blocks at time 0, so combinational outputs
+    that depend only on registers that keep their initial value would stay X.  Yosys
+    reads a dummy register in every such block; toggling it at time 0 runs them all."""
+    decl = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend[^ ]+) += 0;$", re.M)
+    return decl.sub(lambda m: f"{m.group(0)}\n{m.group(1)}initial #0 {m.group(2)} = 1'b1;", verilog)
+
+
 def _hex(v: int, bits: int) -> str:
     return format(v & ((1 << bits) - 1), "x")
 
@@ -63,6 +72,8 @@ class RtlSim:
         self.cfg, self.sim, self.waves, self.timeout_s = cfg, sim, waves, timeout_s
         self.iw = isa.instr_width(cfg)
         verilog = engine_verilog(cfg)
+        if sim == "icarus":
+            verilog = icarus_kick(verilog)
         params = dict(R=cfg.rows, C=cfg.cols, AW=cfg.mem_addr_bits, SLOT=cfg.slot_bits, IW=self.iw,
                       CW=counters_layout().size, LAT=cfg.dram_latency, PMAX=PMAX)
         key = hashlib.sha256((verilog + HARNESS.read_text() + json.dumps(params) + sim
@@ -230,7 +241,13 @@ class RtlSim:
         if hi <= lo:
             return np.zeros(0, dtype=np.int64)
         self._call({"op": "dump", "lo": lo, "hi": hi - 1})
-        vals = [int(t, 16) for t in self.memout.read_text().split() if not t.startswith("@") and not t.startswith("//")]
+        vals = []
+        for line in self.memout.read_text().splitlines():   # simulators differ in comments
+            for tok in line.split("//")[0].split():
+                if not tok.startswith("@"):
+                    vals.append(int(tok, 16))
+        if len(vals) != hi - lo:
+            raise SimError(f"memory dump returned {len(vals)} words, expected {hi - lo}")
         bits = self.cfg.slot_bits
         arr = np.array(vals, dtype=object)
         arr = np.array([v - (1 << bits) if v >> (bits - 1) else v for v in arr], dtype=np.int64)

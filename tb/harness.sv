@@ -45,11 +45,11 @@ module harness #(
     end
 
     // ---- random back-pressure (xorshift32) ---------------------------------
-    reg [31:0] lfsr;
+    reg [31:0] lfsr = 32'h1;
     wire [31:0] l1 = lfsr ^ (lfsr << 13);
     wire [31:0] l2 = l1 ^ (l1 >> 17);
     wire [31:0] lnext = l2 ^ (l2 << 5);
-    always @(posedge clk) lfsr <= start ? (stall_seed | 32'h1) : lnext;
+    always @(posedge clk) lfsr <= rst ? 32'h1 : start ? (stall_seed | 32'h1) : lnext;
     wire rdy_a = (lfsr[7:0]   >= stall_prob);
     wire rdy_b = (lfsr[15:8]  >= stall_prob);
     wire rdy_w = (lfsr[23:16] >= stall_prob);
@@ -81,6 +81,11 @@ module harness #(
     reg [R*SLOT-1:0] a_pipe [0:LAT-1]; reg a_pv [0:LAT-1];
     reg [C*SLOT-1:0] b_pipe [0:LAT-1]; reg b_pv [0:LAT-1];
     integer l, s;
+    initial begin   // 4-state simulators start registers at X: give the pipes a defined state
+        for (s = 0; s < LAT; s = s + 1) begin
+            a_pv[s] = 1'b0; b_pv[s] = 1'b0; a_pipe[s] = {R*SLOT{1'b0}}; b_pipe[s] = {C*SLOT{1'b0}};
+        end
+    end
     always @(posedge clk) begin
         for (l = 0; l < R; l = l + 1)
             a_pipe[0][l*SLOT +: SLOT] <= a_req[R*AW + l] ? mem[a_req[l*AW +: AW]] : {SLOT{1'b0}};
@@ -89,8 +94,8 @@ module harness #(
         a_pv[0] <= a_req_valid && rdy_a && !rst;
         b_pv[0] <= b_req_valid && rdy_b && !rst;
         for (s = 1; s < LAT; s = s + 1) begin
-            a_pipe[s] <= a_pipe[s-1]; a_pv[s] <= a_pv[s-1];
-            b_pipe[s] <= b_pipe[s-1]; b_pv[s] <= b_pv[s-1];
+            a_pipe[s] <= a_pipe[s-1]; a_pv[s] <= a_pv[s-1] && !rst;
+            b_pipe[s] <= b_pipe[s-1]; b_pv[s] <= b_pv[s-1] && !rst;
         end
     end
     always @(*) begin
@@ -99,7 +104,7 @@ module harness #(
     end
 
     // ---- write port ----------------------------------------------------------
-    reg fault_done;
+    reg fault_done = 1'b0;
     always @(posedge clk) begin
         if (start) fault_done <= 1'b0;
         if (w_valid && rdy_w) begin

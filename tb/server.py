@@ -24,7 +24,10 @@ async def pulse(dut, sig):
 def unsigned(sig) -> int:
     """A signal's value as an unsigned int (1-bit signals are Logic, wider LogicArray)."""
     v = sig.value
-    return v.to_unsigned() if hasattr(v, "to_unsigned") else int(v)
+    try:
+        return v.to_unsigned() if hasattr(v, "to_unsigned") else int(v)
+    except ValueError:
+        raise ValueError(f"{sig._name} holds X/Z bits: {v}") from None
 
 
 def read_counters(dut, names, bits):
