@@ -201,7 +201,7 @@ def run(data: Digits, method: str, seed: int, cfg: AAConfig = AAConfig()) -> dic
             curve.append(dict(passes=p + 1, acc=acc, trained=trained, backward_macs=bp_trained * bwd1,
                               overhead_macs=am + pred_macs, counts=counts))
             if feeder is not None and feeder.error and not any(e["event"] == "worker_died" for e in events):
-                events.append(dict(event="worker_died", pass_=feeder.died_at_epoch, error=feeder.error))
+                events.append(dict(event="worker_died", pass_index=feeder.died_at_epoch, error=feeder.error))
     finally:
         if feeder is not None:
             feeder.close()
@@ -246,7 +246,7 @@ def _auc(quality) -> float | None:
 # ---------------------------------------------------------------------------
 
 def summarize(method: str, runs: list[dict], target: float, sgd_macs: float | None = None,
-              sgd_stay_macs: float | None = None) -> dict:
+              sgd_stay_macs: float | None = None, sgd_total_macs: float | None = None) -> dict:
     """Mean over seeds; time to ``target`` (test accuracy %, on the seed-mean curve)."""
     acc = np.array([r["acc"] for r in runs]) * 100.0
     n = runs[0]["n_train"]
@@ -292,6 +292,11 @@ def summarize(method: str, runs: list[dict], target: float, sgd_macs: float | No
         acc_curve_mean=[round(float(a), 2) for a in acc_mean],
         seconds=round(float(sum(r["seconds"] for r in runs)), 1),
     )
+    total_net = float(np.mean([r["bp_trained"] * r["backward_macs_per_instance"] + r["assistant_macs"]
+                               + r["predictor_macs"] for r in runs]))
+    out["total_net_backward_macs"] = int(total_net)
+    if sgd_total_macs:
+        out["total_net_backward_macs_saved"] = round(1.0 - total_net / sgd_total_macs, 4)
     if "shrunk" in runs[0]:
         aucs = [r["assistant_auc"] for r in runs if r["assistant_auc"] is not None]
         out.update(
@@ -367,15 +372,16 @@ def main(argv=None) -> int:
     data = load_digits_split()
     methods = (["sgd"] if "sgd" in methods else []) + [m for m in methods if m != "sgd"]
     results, summaries = {}, []
-    target, sgd_macs, sgd_stay = args.target, None, None
+    target, sgd_macs, sgd_stay, sgd_total = args.target, None, None, None
     for m in methods:
         runs = [run(data, m, s, cfg) for s in range(args.seeds)]
         results[m] = runs
         if m == "sgd" and target is None:
             target = float(np.mean([r["acc"] for r in runs])) * 100.0 - 0.5
-        summ = summarize(m, runs, target, sgd_macs, sgd_stay)
+        summ = summarize(m, runs, target, sgd_macs, sgd_stay, sgd_total)
         if m == "sgd":
             sgd_macs, sgd_stay = summ["backward_macs_to_target"], summ["sustained_backward_macs_to_target"]
+            sgd_total = summ["total_net_backward_macs"]
         for r in runs:
             for e in r["events"]:
                 log.warning("method %s seed %s: %s", m, r["seed"], e)
