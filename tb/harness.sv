@@ -9,26 +9,35 @@ module harness #(
     parameter R = 4, parameter C = 4, parameter AW = 16, parameter SLOT = 32,
     parameter IW = 1024, parameter CW = 672, parameter LAT = 2, parameter PMAX = 4096
 ) (
-    input  wire clk,
-    input  wire rst,
-    input  wire load_mem,         // pulse: $readmemh(+MEMIN) into memory
-    input  wire load_prog,        // pulse: $readmemh(+PROGIN) into the program ROM
-    input  wire dump_mem,         // pulse: $writememh(+MEMOUT, dump_lo..dump_hi)
-    input  wire [31:0] dump_lo,
-    input  wire [31:0] dump_hi,
-    input  wire start,            // pulse: run program[0 .. prog_len-1]
-    input  wire [31:0] prog_len,
-    input  wire [7:0]  stall_prob,   // P(port not ready) = stall_prob/256 each cycle
-    input  wire [31:0] stall_seed,
-    input  wire [63:0] watchdog,     // cycles before a run is abandoned
-    input  wire [31:0] fault_addr,   // fault injection: flip bit 0 of this slot's write ...
-    input  wire        fault_en,     // ... the first time it is written during a run
-    output reg  done,
-    output reg  timed_out,
-    output wire [3:0] error,
-    output wire [CW-1:0] counters,
-    output reg  [63:0] run_cycles
+`ifdef HARNESS_CLOCK
+    // With --timing the clock runs inside the model, not through VPI callbacks
+    output reg  clk /*verilator public_flat_rw*/,
+`else
+    input  wire clk /*verilator public_flat_rw*/,
+`endif
+    input  wire rst /*verilator public_flat_rw*/,
+    input  wire load_mem /*verilator public_flat_rw*/,   // pulse: $readmemh(+MEMIN) into memory
+    input  wire load_prog /*verilator public_flat_rw*/,   // pulse: $readmemh(+PROGIN) into the program ROM
+    input  wire dump_mem /*verilator public_flat_rw*/,   // pulse: $writememh(+MEMOUT, dump_lo..dump_hi)
+    input  wire [31:0] dump_lo /*verilator public_flat_rw*/,
+    input  wire [31:0] dump_hi /*verilator public_flat_rw*/,
+    input  wire start /*verilator public_flat_rw*/,   // pulse: run program[0 .. prog_len-1]
+    input  wire [31:0] prog_len /*verilator public_flat_rw*/,
+    input  wire [7:0]  stall_prob /*verilator public_flat_rw*/,   // P(port not ready) = stall_prob/256 each cycle
+    input  wire [31:0] stall_seed /*verilator public_flat_rw*/,
+    input  wire [63:0] watchdog /*verilator public_flat_rw*/,   // cycles before a run is abandoned
+    input  wire [31:0] fault_addr /*verilator public_flat_rw*/,   // fault injection: flip bit 0 of this slot's write ...
+    input  wire        fault_en /*verilator public_flat_rw*/,   // ... the first time it is written during a run
+    output reg  done /*verilator public_flat_rw*/,
+    output reg  timed_out /*verilator public_flat_rw*/,
+    output wire [3:0] error /*verilator public_flat_rw*/,
+    output wire [CW-1:0] counters /*verilator public_flat_rw*/,
+    output reg  [63:0] run_cycles /*verilator public_flat_rw*/
 );
+`ifdef HARNESS_CLOCK
+    initial clk = 1'b0;
+    always #5 clk = ~clk;
+`endif
     localparam MW = 1 << AW;
     reg [SLOT-1:0] mem [0:MW-1];
     reg [IW-1:0]   prog [0:PMAX-1];

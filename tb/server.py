@@ -40,7 +40,8 @@ def read_counters(dut, names, bits):
 async def serve(dut):
     names = os.environ["GA_COUNTERS"].split(",")
     bits = int(os.environ["GA_COUNTER_BITS"])
-    Clock(dut.clk, 10, unit="ns", impl="gpi").start()
+    if not os.environ.get("GA_INTERNAL_CLOCK"):
+        Clock(dut.clk, 10, unit="ns", impl="gpi").start()
     for s in ("load_mem", "load_prog", "dump_mem", "start", "fault_en"):
         getattr(dut, s).value = 0
     dut.dump_lo.value = 0
