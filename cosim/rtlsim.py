@@ -119,7 +119,7 @@ class RtlSim:
         # precompiled-header build of larger models; make reads this override from MAKEFLAGS.
         old_mf = os.environ.get("MAKEFLAGS")
         os.environ["MAKEFLAGS"] = ("CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines "
-                                   "OPT_FAST=-O2")
+                                   "OPT_FAST=-O3 OPT_SLOW=-O1")
         self.runner = self._runner()
         if self.sim == "verilator":
             # cocotb's runner makes every signal public (--public-flat-rw), which stops

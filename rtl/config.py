@@ -86,8 +86,8 @@ class AcceleratorConfig:
 
         for f in ("rows", "cols"):
             v = getattr(self, f)
-            if not isinstance(v, int) or v < 1 or v > 64:
-                bad(f, "array dimension must be an integer in 1..64")
+            if not isinstance(v, int) or v < 1 or v > 64 or v & (v - 1):
+                bad(f, "array dimension must be a power of two in 1..64 (tile counts are shifts)")
         if self.op_bits not in SUPPORTED_OP_BITS:
             bad("op_bits", f"supported operand widths are {SUPPORTED_OP_BITS}")
         if not 2 * self.op_bits <= self.acc_bits <= 64:
