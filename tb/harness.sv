@@ -59,9 +59,17 @@ module harness #(
     wire [31:0] l2 = l1 ^ (l1 >> 17);
     wire [31:0] lnext = l2 ^ (l2 << 5);
     always @(posedge clk) lfsr <= rst ? 32'h1 : start ? (stall_seed | 32'h1) : lnext;
-    wire rdy_a = (lfsr[7:0]   >= stall_prob);
-    wire rdy_b = (lfsr[15:8]  >= stall_prob);
-    wire rdy_w = (lfsr[23:16] >= stall_prob);
+    // Inputs that feed combinational logic are registered first: Verilator re-evaluates
+    // everything downstream of a top-level input on every time step otherwise.
+    reg [7:0]  stall_q;
+    reg [31:0] prog_len_q;
+    // The engine's next-state logic reads its reset: a top-level reset would put the whole
+    // netlist into that per-step evaluation, so the reset is registered too.
+    reg rst_q = 1'b1;
+    always @(posedge clk) begin stall_q <= stall_prob; prog_len_q <= prog_len; rst_q <= rst; end
+    wire rdy_a = (lfsr[7:0]   >= stall_q);
+    wire rdy_b = (lfsr[15:8]  >= stall_q);
+    wire rdy_w = (lfsr[23:16] >= stall_q);
 
     // ---- engine -------------------------------------------------------------
     wire              instr_ready;
@@ -73,10 +81,10 @@ module harness #(
     wire [2*C*AW+C*SLOT+3*C-1:0] w_req; wire w_valid;
     reg  running;
     reg  [31:0] pc;
-    wire instr_valid = running && (pc < prog_len);
+    wire instr_valid = running && (pc < prog_len_q);
 
     engine dut (
-        .clk(clk), .rst(rst),
+        .clk(clk), .rst(rst_q),
         .instr__payload(prog[pc[$clog2(PMAX)-1:0]]), .instr__valid(instr_valid), .instr__ready(instr_ready),
         .rd_a__req__payload(a_req), .rd_a__req__valid(a_req_valid), .rd_a__req__ready(rdy_a),
         .rd_a__resp__payload(a_resp), .rd_a__resp__valid(a_resp_valid), .rd_a__resp__ready(),

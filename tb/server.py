@@ -86,10 +86,12 @@ async def handle(dut, req, names, bits):
         dut.fault_en.value = 1 if req.get("fault_addr") is not None else 0
         dut.fault_addr.value = req.get("fault_addr") or 0
         # a fresh engine per run: the sticky error status speaks of this run only
+        # (the harness registers rst once more before the engine sees it; counters
+        # read at an edge show the values from before that edge, so wait two edges)
         dut.rst.value = 1
         await RisingEdge(dut.clk)
         dut.rst.value = 0
-        await RisingEdge(dut.clk)
+        await ClockCycles(dut.clk, 3)
         before = read_counters(dut, names, bits)
         t0 = time.perf_counter()
         dut.start.value = 1
