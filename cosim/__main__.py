@@ -9,11 +9,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
+from model_sw.fileio import write_atomic
 from rtl.config import PRESETS, preset
 from . import cyclemodel
 from .execute import run_checked
@@ -103,12 +103,8 @@ def run_main(args):
     errs = p.errors_vs_torch()
     out = {"preset": cfg.name, "simulator": args.sim, "batch": args.batch, "ops": rows,
            "max_rel_error_vs_torch": errs, "wall_s": round(time.perf_counter() - t0, 2)}
-    os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "results.json")
-    fd, tmp = tempfile.mkstemp(dir=args.out)
-    with os.fdopen(fd, "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(out, indent=1))
     if args.json:
         print(json.dumps(out))
         return

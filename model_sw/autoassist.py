@@ -38,11 +38,12 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from model_sw.fileio import write_atomic
 import torch
 
 from . import adagp_engine as eng
@@ -314,18 +315,6 @@ def summarize(method: str, runs: list[dict], target: float, sgd_macs: float | No
     return out
 
 
-def _write_atomic(path: str, text: str):
-    d = os.path.dirname(path) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -392,7 +381,7 @@ def main(argv=None) -> int:
             print(f"{m:18s} acc {summ['final_acc_mean']:.2f} +- {summ['final_acc_std']:.2f}  "
                   f"epochs to {target:.2f}: {summ['epochs_to_target']}  backward MACs to target: "
                   f"{summ['backward_macs_to_target']}  ({summ['seconds']} s)", flush=True)
-        _write_atomic(os.path.join(args.out, "results.json"), json.dumps(dict(
+        write_atomic(os.path.join(args.out, "results.json"), json.dumps(dict(
             command=" ".join(["python -m model_sw.autoassist"] + (argv if argv is not None else sys.argv[1:])),
             config=asdict(cfg), target_acc=target, summaries=summaries,
             runs={k: v for k, v in results.items()}), indent=1, default=_jsonable))

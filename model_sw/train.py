@@ -14,24 +14,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
+from model_sw.fileio import write_atomic
 
-def _write_atomic(path: str, text: str):
-    d = os.path.dirname(path) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
 
 
 def summarize(method: str, runs: list[dict]) -> dict:
@@ -181,7 +170,7 @@ def main(argv=None) -> int:
         else:
             print(f"{m:16s} acc {summ['acc_mean']:.2f} +- {summ['acc_std']:.2f}  GP {summ['gp_fraction']:.3f}  "
                   f"backward MACs saved {summ['backward_macs_saved']:.3f}  ({summ['seconds']} s)", flush=True)
-        _write_atomic(os.path.join(args.out, "results.json"), json.dumps(dict(
+        write_atomic(os.path.join(args.out, "results.json"), json.dumps(dict(
             command=" ".join(["python -m model_sw.train"] + (argv if argv is not None else sys.argv[1:])),
             config=_cfg_dict(cfg), summaries=summaries,
             runs={k: [{kk: vv for kk, vv in r.items() if kk != "log"} for r in v] for k, v in results.items()},
@@ -191,7 +180,7 @@ def main(argv=None) -> int:
         for r in runs:
             for e in r["log"]:
                 lines.append(json.dumps(dict(method=m, seed=r["seed"], **e)))
-    _write_atomic(os.path.join(args.out, "steplog.jsonl"), "\n".join(lines) + "\n")
+    write_atomic(os.path.join(args.out, "steplog.jsonl"), "\n".join(lines) + "\n")
     if not args.no_plots:
         _plots(args.out, results)
     if not args.json:

@@ -9,9 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 from amaranth.back import verilog
+
+from model_sw.fileio import write_atomic
 
 from .config import PRESETS, preset
 from .engine import Engine
@@ -32,13 +33,6 @@ def engine_verilog(cfg) -> str:
     return verilog.convert(eng, name=TOP, emit_src=False)
 
 
-def write_atomic(path: str, text: str):
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def verilator_bin() -> str:
