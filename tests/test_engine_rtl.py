@@ -114,3 +114,22 @@ def test_cnn_forward_backward_on_digits(sim):
     # (they carry the rounding of every tensor before them).
     for k, e in errs.items():
         assert e <= (0.08 if k in ("h1", "h2", "logits") else 0.25), (k, e, errs)
+
+
+def test_engine_watchdog_reports_a_run_that_does_not_finish(sim):
+    from cosim.rtlsim import SimError
+    from rtl import isa as _isa
+    rng = np.random.default_rng(1)
+    img, prog, _ = gemm_case(CFG, rng, 16, 16, 64)
+    sim.load_mem(img.mem, 0, img.top)
+    sim.load_program([_isa.encode(CFG, ins) for ins in prog])
+    with pytest.raises(SimError, match="did not finish in 50 cycles"):
+        sim.run(len(prog), watchdog_cycles=50)
+    # the simulator is still usable afterwards
+    run_checked(sim, CFG, img, prog)
+
+
+def test_unknown_or_missing_simulator_is_a_clear_error():
+    from cosim.rtlsim import SimError, check_simulator
+    with pytest.raises(SimError, match="unknown simulator 'modelsim'"):
+        check_simulator("modelsim")
