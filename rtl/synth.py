@@ -7,6 +7,11 @@ and writes, atomically, ``<out>/yosys.log`` and ``<out>/report.json`` (LUTs, FFs
 DSPs, block RAMs, latches, ...).  Exits non-zero if Yosys reports an error or
 infers a latch.
 
+``--noabc9`` (ECP5 only) maps LUTs with classic ``abc -lut 4`` instead of ABC9:
+Yosys 0.70's ABC9 reintegration dies on an internal assertion for the `default`
+preset (``GetSize(conn.first) == GetSize(conn.second)``), and ``synth_ecp5``
+no longer honours its own ``-noabc9``.
+
 ``dsp_array`` counts the DSP blocks that come from the systolic array module
 (one multiplier per PE is expected), ``dsp`` all of them: the decode logic
 (tile counts, address bounds) also has multipliers.
