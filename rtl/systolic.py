@@ -19,7 +19,7 @@ Outputs are de-skewed so a whole tile row (C sums) leaves in one cycle, rows
 
 ``en`` freezes every register (global stall for output back-pressure).
 """
-from amaranth import Module, Signal, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
@@ -87,7 +87,7 @@ class SystolicArray(wiring.Component):
                     below_v = dv[i + 1][j] if i + 1 < R else 0
                     with m.If(f_in):
                         m.d.sync += [d[i][j].eq(acc[i][j]), dv[i][j].eq(live[i][j]),
-                                     acc[i][j].eq(v_in * prod), live[i][j].eq(v_in)]
+                                     acc[i][j].eq(Mux(v_in, prod, 0)), live[i][j].eq(v_in)]
                     with m.Else():
                         m.d.sync += [d[i][j].eq(below_d), dv[i][j].eq(below_v)]
                         with m.If(v_in):

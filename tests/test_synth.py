@@ -42,10 +42,6 @@ def test_every_pe_product_in_a_dsp(small_ecp5):
     assert r["dsp"] >= r["dsp_array"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rtl/systolic.py computes `v_in * prod` (a multiply by a 0/1 flag); Yosys maps it to a "
-    "second MULT18X18D per PE (small/ECP5: 32 DSPs in the array for 16 PEs). "
-    "`Mux(v_in, prod, 0)` gives 16. Remove this xfail once fixed."))
 def test_one_dsp_per_pe(small_ecp5):
     r, _ = small_ecp5
     pes = preset("small").rows * preset("small").cols
