@@ -1,11 +1,12 @@
 """A 3-digit mixed-radix counter that carries an address vector along.
 
-It is the address generator of the DMA: counting digits (d0 innermost) it keeps
+It is the address generator of the DMA: counting digits (d0 innermost; the
+outermost digit never wraps, its ``count`` is ignored) it keeps
 the vector ``init + sum_d digit_d * step_d`` up to date with adders only.  Each
 level remembers the vector at the start of its current count (``base1``,
 ``base2``) so that a wrap rewinds by assignment rather than by a multiply.
 """
-from amaranth import Module, Signal, Mux
+from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -38,12 +39,13 @@ class MixedRadixCounter(wiring.Component):
         m = Module()
         cfg = self.cfg
         dw = cfg.dim_bits
-        idx = [Signal(dw, name=f"idx{d}") for d in range(DIGITS)]
+        # the outermost digit never wraps, so only the inner two keep an index
+        idx = [Signal(dw, name=f"idx{d}") for d in range(DIGITS - 1)]
         base1 = Signal(vec4_layout(cfg))
         base2 = Signal(vec4_layout(cfg))
         dig = self.digits
         # A digit wraps when it reaches count-1 (count 0 is treated as 1).
-        last = [(idx[d] + 1 >= dig[d].count) for d in range(DIGITS)]
+        last = [(idx[d] + 1 >= dig[d].count) for d in range(DIGITS - 1)]
 
         with m.If(self.clear):
             m.d.sync += [self.value.eq(self.init), base1.eq(self.init), base2.eq(self.init)]
@@ -59,8 +61,7 @@ class MixedRadixCounter(wiring.Component):
                     nxt = base1[f] + dig[1].step[f]
                     m.d.sync += [base1[f].eq(nxt), self.value[f].eq(nxt)]
             with m.Else():
-                m.d.sync += [idx[0].eq(0), idx[1].eq(0),
-                             idx[2].eq(Mux(last[2], 0, idx[2] + 1))]
+                m.d.sync += [idx[0].eq(0), idx[1].eq(0)]
                 for f in VEC_FIELDS:
                     nxt = base2[f] + dig[2].step[f]
                     m.d.sync += [base2[f].eq(nxt), base1[f].eq(nxt), self.value[f].eq(nxt)]

@@ -66,7 +66,7 @@ def _spec(cfg: AcceleratorConfig) -> dict:
     dw = cfg.dim_bits
     vec4 = {"cb": Field(aw + 2, True), "sp": Field(aw + 2, True),
             "y": Field(dw + 1, True), "x": Field(dw + 1, True)}
-    digit = {"count": Field(dw), "step": vec4}
+    digit = {"count": Field(dw), "step": vec4}   # the outermost digit's count is ignored
     gather = {
         "base": Field(aw),
         "lane": [digit] * DIGITS,
