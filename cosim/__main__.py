@@ -15,11 +15,10 @@ import numpy as np
 
 from model_sw.fileio import write_atomic
 from rtl.config import PRESETS, preset
-from . import cyclemodel
+from . import cyclemodel, driver
+from .driver import DriverError, MemoryImage
 from .execute import run_checked
 from .rtlsim import SIMULATORS, RtlSim, SimError
-from .driver import DriverError, MemoryImage
-from . import driver
 
 
 def gemm_shapes(cfg):

@@ -137,19 +137,15 @@ def execute(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray, acc: np.ndarray)
         acc[base:base + nm * nn * R] = tiles
     else:
         S = tiles.reshape(nm, nn, R, C).transpose(0, 2, 1, 3).reshape(nm * R, nn * C)[:M, :N]
-        if ins.get("out_raw", 0):
-            out = S
-            mask = S > 0                                  # not written for raw outputs
-        else:
-            out, mask = numerics.requantize(S, ins.get("shift", 0), cfg.op_bits, bool(ins.get("relu", 0)))
-            out = np.asarray(out)
+        # the mask is always that of the requantized value, as the epilogue computes it
+        req, mask = numerics.requantize(S, ins.get("shift", 0), cfg.op_bits, bool(ins.get("relu", 0)))
+        out = S if ins.get("out_raw", 0) else np.asarray(req)
         i = np.arange(M)[:, None]
         j = np.arange(N)[None, :]
         mem[ins.get("d_addr", 0) + i * ins.get("d_si", 0) + j * ins.get("d_sj", 0)] = wrap(out, cfg.slot_bits)
         if ins.get("write_mask", 0):
             mem[ins.get("mask_addr", 0) + i * ins.get("mask_si", 0) + j * ins.get("d_sj", 0)] = \
-                np.asarray(numerics.requantize(S, ins.get("shift", 0), cfg.op_bits)[1]).astype(np.int64) \
-                if ins.get("out_raw", 0) else mask.astype(np.int64)
+                np.asarray(mask).astype(np.int64)
     if abad.any() or bbad.any():
         return isa.ERR_ADDR_READ
     return isa.ERR_NONE

@@ -4,17 +4,12 @@ import pytest
 
 from cosim.driver import ConvGeom
 from cosim.execute import run_checked
-from cosim.rtlsim import RtlSim
 from rtl.config import preset
 from tests.rtl_cases import conv_case, gemm_case
 
 CFG = preset("default")
 
 
-@pytest.fixture(scope="module")
-def sim():
-    with RtlSim(CFG, "verilator") as s:
-        yield s
 
 
 @pytest.mark.parametrize("shape", [(32, 32, 64), (37, 21, 9), (8, 64, 1), (64, 40, 300)])

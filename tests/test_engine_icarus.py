@@ -6,7 +6,6 @@ import pytest
 
 from cosim.driver import ConvGeom, MemoryImage
 from cosim.execute import run_checked
-from cosim.rtlsim import RtlSim
 from rtl import isa
 from rtl.config import preset
 from tests.rtl_cases import conv_case, gemm_case, raw_gemm
@@ -16,10 +15,7 @@ pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None,
                                 reason="iverilog missing: `make setup` installs it")
 
 
-@pytest.fixture(scope="module")
-def sim():
-    with RtlSim(CFG, "icarus") as s:
-        yield s
+SIMULATOR = "icarus"
 
 
 def test_icarus_gemms_and_conv(sim):

@@ -5,11 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from cosim import execute
 from cosim.cnn_pass import CnnPass
 from cosim.driver import ConvGeom, MemoryImage
 from cosim.execute import MismatchError, run_checked
-from cosim.rtlsim import RtlSim
 from model_sw.data import load_digits_split
 from model_sw.models import CNN
 from rtl import isa
@@ -19,10 +17,6 @@ from tests.rtl_cases import conv_case, gemm_case, raw_gemm
 CFG = preset("small")
 
 
-@pytest.fixture(scope="module")
-def sim():
-    with RtlSim(CFG, "verilator") as s:
-        yield s
 
 
 def test_random_gemms_bit_exact_and_cycle_exact(sim):
