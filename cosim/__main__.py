@@ -1,7 +1,13 @@
 """Command line of the co-simulation harness.
 
+    python -m cosim train --model cnn --dataset digits --method {bp,adagp,sparse,autoassist,all}
+                          --backend {golden,verilator,icarus} --steps N [--preset NAME] [--batch B]
+                          [--seed S] [--out DIR] [--json] [--resume] [--inject-fault STEP:LAYER:OP]
+    python -m cosim run                 the main job (`make run`): a few training steps of the digits
+                                        CNN on Verilator, preset default, every method available
     python -m cosim bench gemm [--presets small default large] [--sim verilator] [--json]
-    python -m cosim run [--preset default] [--sim verilator] [--out build/run]
+    python -m cosim bench harness       one training step: time inside the simulator vs harness overhead
+    python -m cosim report ...          analytic cycle/energy report of the papers' networks
 """
 from __future__ import annotations
 
@@ -9,16 +15,16 @@ import argparse
 import json
 import os
 import sys
-import time
+import tempfile
 
 import numpy as np
 
-from model_sw.fileio import write_atomic
 from rtl.config import PRESETS, preset
 from . import cyclemodel, driver
 from .driver import DriverError, MemoryImage
 from .execute import run_checked
 from .rtlsim import SIMULATORS, RtlSim, SimError
+from . import train
 
 
 def gemm_shapes(cfg):
@@ -70,79 +76,102 @@ def table_printer():
     return emit
 
 
-def run_main(args):
-    """The main job on the built-in default: the digits CNN's forward and backward
-    pass on the RTL, every op checked bit-exactly and against the cycle model."""
-    import torch
-    from model_sw.data import load_digits_split
-    from model_sw.models import CNN
-    from .cnn_pass import CnnPass
-    torch.manual_seed(0)
-    cfg = preset(args.preset)
-    data = load_digits_split()
-    p = CnnPass(cfg, CNN(), data.x_train[:args.batch], data.y_train[:args.batch])
-    rows = []
-    t0 = time.perf_counter()
-    with RtlSim(cfg, args.sim) as sim:
-        def do(op):
-            res = run_checked(sim, cfg, p.img, op.prog, what=f"{op.layer} {op.kind}")
-            c = res.counters
-            rows.append({"layer": op.layer, "op": op.kind, "instructions": len(op.prog),
-                         "cycles": c["busy_cycles"], "model_cycles": res.model_cycles,
-                         "macs": c["macs"], "utilization": round(c["macs"] / (c["busy_cycles"] * cfg.rows * cfg.cols), 3),
-                         "dram_bytes": c["rd_bytes"] + c["wr_bytes"] + c["mask_bits"] // 8,
-                         "bit_exact": True})
-        for op in p.forward_ops():
-            do(op)
-        p.put_logit_grad()
-        for ops, host in p.backward_stages():
-            for op in ops:
-                do(op)
-            host()
-    errs = p.errors_vs_torch()
-    out = {"preset": cfg.name, "simulator": args.sim, "batch": args.batch, "ops": rows,
-           "max_rel_error_vs_torch": errs, "wall_s": round(time.perf_counter() - t0, 2)}
-    path = os.path.join(args.out, "results.json")
-    write_atomic(path, json.dumps(out, indent=1))
+# ---- bench subcommands: name -> (add its arguments, run it) ---------------------------
+def _gemm_args(p):
+    p.add_argument("--presets", nargs="+", default=["small", "default", "large"], choices=list(PRESETS))
+    p.add_argument("--sim", default="verilator", choices=SIMULATORS)
+    p.add_argument("--repeat", type=int, default=20, help="runs of each GEMM per program (speed figure)")
+    p.add_argument("--json", action="store_true")
+
+
+def _gemm_main(args) -> int:
+    emit = (lambda row: print(json.dumps(row), flush=True)) if args.json else table_printer()
+    bench_gemm(args.presets, args.sim, args.repeat, emit)
+    return 0
+
+
+def _harness_args(p):
+    p.add_argument("--preset", default="default", choices=list(PRESETS))
+    p.add_argument("--sim", default="verilator", choices=SIMULATORS)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=3, help="BP steps; the first includes simulator start-up")
+    p.add_argument("--json", action="store_true")
+
+
+def _harness_main(args) -> int:
+    """Training steps of the digits CNN on the RTL; where the wall time goes."""
+    with tempfile.TemporaryDirectory(prefix="bench-harness-") as out:
+        rc = train.RunConfig(method="bp", backend=args.sim, steps=args.steps, preset=args.preset,
+                             batch=args.batch, out=out)
+        rc_ok = train.run_train(rc, json_out=True) if args.json else _quiet_train(rc)
+        if rc_ok:
+            return rc_ok
+        with open(os.path.join(out, "timing.json")) as f:
+            timing = json.load(f)
+        with open(os.path.join(out, "results.json")) as f:
+            res = json.load(f)
+    walls = [r.get("wall_s") for r in res["steps_log"]]
+    timing["step_wall_s"] = walls
     if args.json:
-        print(json.dumps(out))
-        return
-    cols = ["layer", "op", "instructions", "cycles", "model_cycles", "macs", "utilization", "dram_bytes", "bit_exact"]
-    print("  ".join(f"{c:>12}" for c in cols))
-    for r in rows:
-        print("  ".join(f"{str(r[c]):>12}" for c in cols))
-    print("max |engine - PyTorch fp32| / max |PyTorch|: " +
-          ", ".join(f"{k} {v:.3f}" for k, v in errs.items()))
-    print(f"wrote {path} ({out['wall_s']} s)")
+        print(json.dumps(timing))
+        return 0
+    print(f"{args.steps} BP steps of the digits CNN (batch {args.batch}) on {args.sim}, preset {args.preset}")
+    print(f"wall per step (first includes simulator start-up): {', '.join(f'{w:.2f}' for w in walls)} s")
+    for k, v in timing["breakdown_s"].items():
+        print(f"  {k:<70} {v:8.3f} s")
+    print(f"inside the simulator {timing['inside_simulator_s']} s, harness overhead "
+          f"{timing['harness_overhead_s']} s (wall {timing['wall_s']} s)")
+    return 0
+
+
+def _quiet_train(rc) -> int:
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = train.run_train(rc)
+    if code:
+        print(buf.getvalue())
+    return code
+
+
+BENCHES = {"gemm": (_gemm_args, _gemm_main), "harness": (_harness_args, _harness_main)}
+
+
+def _report_main(argv) -> int:
+    try:
+        from . import report
+    except ImportError as e:
+        print(f"error: `cosim report` is not available in this tree ({e})", file=sys.stderr)
+        return 2
+    return report.main(argv)
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["report"]:          # its own parser (cosim/report.py)
+        return _report_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m cosim", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bench", help="benchmarks that print figures")
-    b.add_argument("what", choices=["gemm"])
-    b.add_argument("--presets", nargs="+", default=["small", "default", "large"], choices=list(PRESETS))
-    b.add_argument("--sim", default="verilator", choices=SIMULATORS)
-    b.add_argument("--repeat", type=int, default=20, help="runs of each GEMM per program (speed figure)")
-    b.add_argument("--json", action="store_true")
-    r = sub.add_parser("run", help="the main job: the digits CNN's forward+backward pass on the RTL")
-    r.add_argument("--preset", default="default", choices=list(PRESETS))
-    r.add_argument("--sim", default="verilator", choices=SIMULATORS)
-    r.add_argument("--batch", type=int, default=32)
-    r.add_argument("--out", default="build/run")
-    r.add_argument("--json", action="store_true")
+    bsub = b.add_subparsers(dest="what", required=True)
+    for name, (add_args, _) in BENCHES.items():
+        add_args(bsub.add_parser(name))
+    t = sub.add_parser("train", help="train the digits CNN with every layer on the engine, checked")
+    train.add_arguments(t)
+    r = sub.add_parser("run", help="the main job: a few co-simulated training steps, every method")
+    train.add_arguments(r)
+    r.set_defaults(method="all", backend="verilator", steps=6, out="build/run")
+    sub.add_parser("report", help="analytic cycle and energy report (cosim/report.py; own arguments)")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "bench":
-            emit = (lambda row: print(json.dumps(row), flush=True)) if args.json else table_printer()
-            bench_gemm(args.presets, args.sim, args.repeat, emit)
-        else:
-            run_main(args)
+            return BENCHES[args.what][1](args)
+        return train.run_train(train.config_from_args(args), resume=args.resume, json_out=args.json)
     except (SimError, DriverError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":
