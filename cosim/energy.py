@@ -3,7 +3,8 @@
 The counters are those the RTL counts (``rtl.engine.COUNTERS``: ``macs``,
 ``rd_bytes``, ``wr_bytes``, ``mask_bits``, ``spad_reads``, ``spad_writes``,
 ``acc_reads``, ``acc_writes``, ``busy_cycles``) plus the analytic extras of the
-report (``predictor_macs``, ``predictor_dram_bytes``, ``assistant_macs``).  A
+report (``predictor_macs``, ``predictor_dram_bytes``, ``assistant_macs``,
+``assistant_dram_bytes``).  A
 missing counter counts as 0; unknown ones (``cycles``, ``retired``...) are ignored.
 
 Per-event energies (pJ) for a configuration ``cfg``:
@@ -130,13 +131,14 @@ def unit_energies(cfg, table: dict | None = None) -> dict:
     return {"macs": mac, "spad_reads": spad, "spad_writes": spad * w, "acc_reads": acc,
             "acc_writes": acc * w, "rd_bytes": byte, "wr_bytes": byte, "mask_bits": byte / 8,
             "predictor_macs": mac, "predictor_dram_bytes": byte, "assistant_macs": mac,
-            "busy_cycles": t["leakage_pj_per_cycle"]}
+            "assistant_dram_bytes": byte, "busy_cycles": t["leakage_pj_per_cycle"]}
 
 
 _TERM_OF = {"macs": "mac", "spad_reads": "spad_read", "spad_writes": "spad_write",
             "acc_reads": "acc_read", "acc_writes": "acc_write", "rd_bytes": "dram_read",
             "wr_bytes": "dram_write", "mask_bits": "dram_mask", "predictor_macs": "predictor",
             "predictor_dram_bytes": "predictor", "assistant_macs": "assistant",
+            "assistant_dram_bytes": "assistant",
             "busy_cycles": "leakage"}
 
 
