@@ -181,22 +181,23 @@ class Plan:
 
 def plan(cfg: AcceleratorConfig, gm: Gemm) -> Plan:
     limit = min(cfg.max_k, (1 << cfg.dim_bits) - 1)
-    first_err = None
+    errs = []
     while limit >= 1:
         try:
             m_r, n_r, k_r = _split(cfg, gm, limit)
-            p = Plan(Counter(s for _, s in m_r), Counter(s for _, s in n_r), [s for _, s in k_r],
-                     first_err is not None)
+            p = Plan(Counter(s for _, s in m_r), Counter(s for _, s in n_r), [s for _, s in k_r], bool(errs))
             for (mc, nc, kc, acc, st) in p.shapes():
                 code = golden.check(cfg, _probe(mc, nc, kc, not acc, st))
                 if code:
-                    raise DriverError(f"{gm.layer}: {isa.ERROR_NAMES[code]} for a {mc}x{nc}x{kc} instruction")
+                    raise DriverError(f"{isa.ERROR_NAMES[code]} for a {mc}x{nc}x{kc} instruction "
+                                      f"(K limit {limit}, acc_words={cfg.acc_words})")
             return p
         except DriverError as e:
-            first_err = first_err or e
+            errs.append(str(e))
             limit //= 2
+    tried = "; ".join(dict.fromkeys(errs))
     raise PlanError(f"layer {gm.layer} ({gm.op}, M={gm.m} N={gm.n} K={gm.k}) does not fit preset "
-                    f"{cfg.name!r} even with K split to 1: {first_err}")
+                    f"{cfg.name!r} with any K split: {tried}")
 
 
 @lru_cache(maxsize=None)
