@@ -141,7 +141,7 @@ def validate(rc: RunConfig) -> None:
     """Every bad input is refused here, before any work."""
     _choose("model", rc.model, MODELS)
     _choose("dataset", rc.dataset, DATASETS)
-    _choose("method", rc.method, tuple(METHODS) + ("all",))
+    _choose("method", rc.method, tuple(dict.fromkeys(ALL_ORDER + tuple(METHODS))) + ("all",))
     _choose("backend", rc.backend, BACKENDS)
     _choose("preset", rc.preset, tuple(PRESETS))
     if rc.method in UNAVAILABLE:
@@ -442,15 +442,24 @@ class StepPass(CnnPass):
         return errs
 
 
-def _programs(p: StepPass, layer: str, backward: bool):
-    """Build a pass's programs; a DriverError names the layer and the limit."""
+# which layer a tensor of cosim.cnn_pass belongs to (for error messages)
+TENSOR_LAYER = {"x": "conv1", "w_conv1": "conv1", "h1": "conv1", "mask_h1": "conv1", "dw_conv1": "conv1",
+                "w_conv2": "conv2", "h2": "conv2", "mask_h2": "conv2", "dw_conv2": "conv2", "g_h1": "conv2",
+                "w_fc": "fc", "logits": "fc", "g_logits": "fc", "dw_fc": "fc", "g_h2": "fc"}
+
+
+def _programs(p: StepPass, phase: str, backward: bool):
+    """Build a pass's programs; a DriverError is re-raised naming the layer and the limit."""
     try:
         if not backward:
             return p.forward_ops()
         return p.backward_stages()
     except DriverError as e:
-        raise TrainError(f"preset {p.cfg.name!r} is too small for the digits CNN at batch {p.batch} "
-                         f"({layer}): {e}. Use a larger --preset or a smaller --batch") from None
+        m = re.match(r"(?:tensor '(\w+)'|(\w+):)", str(e))
+        name = (m.group(1) or m.group(2)) if m else None
+        layer = TENSOR_LAYER.get(name, name or "?")
+        raise TrainError(f"preset {p.cfg.name!r} is too small for layer {layer} of the digits CNN "
+                         f"({phase}, batch {p.batch}): {e}. Use a larger --preset or a smaller --batch") from None
 
 
 def losses_and_margins(logits: torch.Tensor, y: torch.Tensor):
@@ -458,6 +467,17 @@ def losses_and_margins(logits: torch.Tensor, y: torch.Tensor):
     zy = logits.gather(1, y[:, None])[:, 0]
     other = logits.scatter(1, y[:, None], float("-inf")).max(1).values
     return per, zy - other
+
+
+def bp_step_cycles(cfg, model, data, batch: int) -> dict:
+    """Cycle-model cycles of one BP step's programs at ``batch`` (they depend on the
+    shapes only).  Building them is also the check that the preset fits every layer."""
+    idx = torch.arange(batch) % data.x_train.shape[0]
+    p = StepPass(cfg, model, data.x_train[idx], data.y_train[idx])
+    fwd = sum(cyclemodel.program_cycles(cfg, op.prog) for op in _programs(p, "forward", False))
+    p.put_logit_grad()    # allocates the gradient tensors the backward programs address
+    bwd = sum(cyclemodel.program_cycles(cfg, op.prog) for ops, _ in _programs(p, "backward", True) for op in ops)
+    return {"fwd": fwd, "bwd": bwd}
 
 
 # ------------------------------------------------------------------------------
@@ -474,6 +494,7 @@ class Trainer:
         self.records: list[dict] = []
         self.method = METHODS[rc.method](self)
         self._bp_cycles: dict[int, dict] = {}
+        self.bp_cycles(rc.batch)     # builds every program once: a preset too small fails here, early
 
     # -- data order ------------------------------------------------------------
     def next_candidates(self) -> torch.Tensor:
@@ -504,13 +525,7 @@ class Trainer:
         """Cycle-model cycles of a full BP step at ``batch`` (forward, backward), from
         the same programs the engine runs: what every method is compared against."""
         if batch not in self._bp_cycles:
-            idx = torch.arange(batch) % self.data.x_train.shape[0]
-            p = self.new_pass(idx)
-            fwd = sum(cyclemodel.program_cycles(self.cfg, op.prog) for op in _programs(p, "forward", False))
-            p.put_logit_grad()    # allocates the gradient tensors the backward programs address
-            bwd = sum(cyclemodel.program_cycles(self.cfg, op.prog)
-                      for ops, _ in _programs(p, "backward", True) for op in ops)
-            self._bp_cycles[batch] = {"fwd": fwd, "bwd": bwd}
+            self._bp_cycles[batch] = bp_step_cycles(self.cfg, self.model, self.data, batch)
         return self._bp_cycles[batch]
 
     @torch.no_grad()
@@ -910,6 +925,8 @@ def run_train(rc: RunConfig, *, resume: bool = False, json_out: bool = False) ->
     t0 = time.perf_counter()
     results, engine = {}, None
     try:
+        torch.manual_seed(rc.seed)
+        bp_step_cycles(cfg, build_model(rc.model), data, rc.batch)   # the preset fits, before any work
         engine = Engine(cfg, rc.backend, rc.out, fault)
         for m in methods:
             if m in UNAVAILABLE:
