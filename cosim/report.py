@@ -156,7 +156,7 @@ def plots(results, layers, out_dir) -> list[str]:
 
     for field, name, label, ref in (("speedup_vs_bp", "speedup.png", "speed-up over BP (x)", 1.47),
                                     ("energy_vs_bp", "energy.png", "energy relative to BP", 0.66)):
-        fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(nets) * max(1, len(meths)) / 2), 4.5))
+        fig, ax = plt.subplots(figsize=(max(8, 0.5 * len(nets)), 4.5))
         x = np.arange(len(nets))
         w = 0.8 / max(1, len(meths))
         for i, m in enumerate(meths):
@@ -236,14 +236,18 @@ def main(argv=None) -> int:
             ReportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.json:
-        for r in results:
-            print(json.dumps(r))
-        print(json.dumps(summ))
-    else:
-        print(table_text(results, summ, cfg, asm))
-        print(f"wrote {os.path.join(args.out, 'results.json')}, report.csv"
-              + (f" and {len(pngs)} plots" if pngs else ""))
+    try:
+        if args.json:
+            for r in results:
+                print(json.dumps(r))
+            print(json.dumps(summ))
+        else:
+            print(table_text(results, summ, cfg, asm))
+            print(f"wrote {os.path.join(args.out, 'results.json')}, report.csv"
+                  + (f" and {len(pngs)} plots" if pngs else ""))
+        sys.stdout.flush()
+    except BrokenPipeError:                       # e.g. piped into `head`: the files are written
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
