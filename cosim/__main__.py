@@ -108,10 +108,7 @@ def _harness_main(args) -> int:
             return rc_ok
         with open(os.path.join(out, "timing.json")) as f:
             timing = json.load(f)
-        with open(os.path.join(out, "results.json")) as f:
-            res = json.load(f)
-    walls = [r.get("wall_s") for r in res["steps_log"]]
-    timing["step_wall_s"] = walls
+    walls = timing["step_wall_s"]["bp"]
     if args.json:
         print(json.dumps(timing))
         return 0

@@ -317,6 +317,7 @@ class Engine:
     def __init__(self, cfg, backend: str, out_dir: str, fault: Fault | None = None):
         self.cfg, self.backend, self.out_dir, self.fault = cfg, backend, out_dir, fault
         self.timing = defaultdict(float)
+        self.timing_steps: dict[str, list] = {}
         self.sim = None
         if backend != "golden":
             t0 = time.perf_counter()
@@ -492,6 +493,7 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(rc.seed)
         self.perm, self.pos = None, 0
         self.records: list[dict] = []
+        self.step_walls: list[float] = []      # this session's steps (timing.json, not results.json)
         self.method = METHODS[rc.method](self)
         self._bp_cycles: dict[int, dict] = {}
         self.bp_cycles(rc.batch)     # builds every program once: a preset too small fails here, early
@@ -564,8 +566,9 @@ class Trainer:
             rec["cycles"] = sum(r["cycles"] for r in rec["ops"])
             self.records.append(rec)
             checkpoint.save(self.out_dir, self.state())
+            self.step_walls.append(round(time.perf_counter() - t0, 3))
             if progress is not None:
-                progress(step + 1, rc.steps, rec, time.perf_counter() - t0)
+                progress(step + 1, rc.steps, rec, self.step_walls[-1])
             if rc.stop_after is not None and step + 1 == rc.stop_after and step + 1 < rc.steps:
                 raise Interrupted(f"stopped after step {step + 1} (--stop-after); "
                                   f"continue with --resume")
@@ -855,6 +858,7 @@ def train_one(rc: RunConfig, engine: Engine, data, out_dir: str, resume: bool, q
         os.unlink(checkpoint.path_in(out_dir))     # a fresh run never continues an old one
     res = t.run(None if quiet else progress_printer(rc.method))
     res["outputs"] = write_outputs(out_dir, res, engine.cfg)
+    engine.timing_steps[rc.method] = t.step_walls
     return res
 
 
@@ -891,7 +895,7 @@ def timing_report(engine: Engine, wall: float, steps: int) -> dict:
     inside = tm.get("inside_sim_s", 0.0)
     engine_s = tm.get("checked_run_s", 0.0) + tm.get("golden_s", 0.0)
     calls = sum(tm.get(k, 0.0) for k in ("load_mem_s", "load_program_s", "run_call_s", "dump_s"))
-    out = {"wall_s": round(wall, 3), "steps": steps,
+    out = {"wall_s": round(wall, 3), "steps": steps, "step_wall_s": engine.timing_steps,
            "wall_per_step_s": round(wall / steps, 3) if steps else None,
            "inside_simulator_s": round(inside, 3),
            "harness_overhead_s": round(wall - inside - tm.get("sim_start_s", 0.0), 3),

@@ -1,0 +1,189 @@
+"""Co-simulated training (cosim.train) on the golden backend: the engine's
+gradients against PyTorch autograd, cycle accounting per method against the layer
+shapes, bit-for-bit reproducibility and resume, and the report files."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cosim import checkpoint, train
+from model_sw.data import load_digits_split
+from model_sw.models import CNN
+from rtl.config import preset
+
+CFG = preset("default")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_digits_split()
+
+
+def run(tmp_path, name, **kw):
+    out = str(tmp_path / name)
+    rc = train.RunConfig(out=out, **{"steps": 3, "batch": 8, **kw})
+    return train.run_train(rc, json_out=True), out
+
+
+def results(out):
+    with open(os.path.join(out, "results.json")) as f:
+        return json.load(f)
+
+
+def test_engine_gradients_match_autograd(data):
+    """One BP step's weight gradients from the engine vs PyTorch autograd of the
+    float model on the same batch (stated tolerance: max error <= 0.25 of the
+    gradient's range; 8-bit operands with per-tensor power-of-two scales)."""
+    torch.manual_seed(3)
+    model = CNN()
+    x, y = data.x_train[:16], data.y_train[:16]
+    eng = train.Engine(CFG, "golden", "/tmp")
+    p = train.StepPass(CFG, model, x, y)
+    for op in p.forward_ops():
+        eng.run(p.img, op, 0)
+    p.put_logit_grad()
+    for ops, host in p.backward_stages():
+        for op in ops:
+            eng.run(p.img, op, 0)
+        host()
+    got = p.weight_grads()
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    for name, layer in (("conv1", model.conv1), ("conv2", model.conv2), ("fc", model.fc)):
+        ref = layer.weight.grad
+        err = float((got[name] - ref).abs().max() / ref.abs().max())
+        assert err <= 0.25, (name, err)
+        assert got[name].shape == ref.shape
+
+
+def test_bp_run_cycles_and_macs_from_layer_shapes(tmp_path):
+    code, out = run(tmp_path, "bp", steps=2, batch=8)
+    assert code == 0
+    r = results(out)
+    assert r["speedup_vs_bp"] == 1.0 and r["cycles"] == r["bp_equivalent_cycles"]
+    # forward MACs per step from the layer shapes: Cout*Cin*k*k*Ho*Wo*B
+    B = 8
+    want = {"conv1": 8 * 1 * 9 * 64 * B, "conv2": 16 * 8 * 9 * 16 * B, "fc": 10 * 256 * B}
+    for o in r["ops"]:
+        if o["op"] in ("fwd", "bwd_weight"):
+            assert o["macs"] == 2 * want[o["layer"]], o
+    assert {(o["layer"], o["op"]) for o in r["ops"]} == {
+        (l, k) for l in ("conv1", "conv2", "fc") for k in ("fwd", "bwd_weight", "bwd_data")} - {("conv1", "bwd_data")}
+    assert all(o["bit_exact"] for o in r["ops"])
+    assert r["steps"] == 2 and len(r["curve"]) == 2 and 0.0 <= r["final_test_acc"] <= 1.0
+
+
+def test_adagp_gp_steps_run_forward_only(tmp_path):
+    code, out = run(tmp_path, "adagp", method="adagp", steps=6, warmup=1)
+    assert code == 0
+    r = results(out)
+    log = r["steps_log"]
+    gp = [s for s in log if s["phase"] == "gp"]
+    bp = [s for s in log if s["phase"] != "gp"]
+    assert gp and bp and r["gp_steps"] == len(gp)
+    fwd_cycles = sum(o["cycles"] for o in bp[0]["ops"] if o["op"] == "fwd")
+    for s in gp:
+        assert {o["op"] for o in s["ops"]} == {"fwd"}
+        assert s["cycles"] == fwd_cycles                       # same shapes, same programs
+        assert s["skipped_cycles"] == bp[0]["cycles"] - fwd_cycles
+    assert r["cycles"] == r["bp_equivalent_cycles"] - sum(s["skipped_cycles"] for s in gp)
+    assert r["speedup_vs_bp"] > 1.0
+    assert r["predictor_macs"] > 0 and r["speedup_incl_overhead_estimate"] < r["speedup_vs_bp"]
+
+
+def test_autoassist_engine_trains_on_kept_instances_only(tmp_path):
+    code, out = run(tmp_path, "aa", method="autoassist", steps=4, batch=16)
+    assert code == 0
+    r = results(out)
+    kept = 0
+    for s in r["steps_log"]:
+        assert 1 <= s["batch"] <= s["candidates"] == 16
+        conv1 = next(o for o in s["ops"] if o["layer"] == "conv1" and o["op"] == "fwd")
+        assert conv1["macs"] == 8 * 9 * 64 * s["batch"]
+        kept += s["batch"]
+    assert r["shrunk"] == 4 * 16 - kept
+    if r["shrunk"]:
+        assert r["cycles"] < r["bp_equivalent_cycles"]
+
+
+def _weights(out):
+    return checkpoint.load(out, {})["model"]
+
+
+@pytest.mark.parametrize("method", ["bp", "adagp", "autoassist"])
+def test_resume_after_interruption_is_bit_identical(tmp_path, method):
+    kw = dict(method=method, steps=4, warmup=1, batch=8)
+    assert train.run_train(train.RunConfig(out=str(tmp_path / "straight"), **kw), json_out=True) == 0
+    part = str(tmp_path / "part")
+    assert train.run_train(train.RunConfig(out=part, stop_after=2, **kw), json_out=True) == 3
+    assert not os.path.exists(os.path.join(part, "results.json"))
+    assert len(checkpoint.load(part, {})["records"]) == 2
+    assert train.run_train(train.RunConfig(out=part, **kw), resume=True, json_out=True) == 0
+    with open(tmp_path / "straight" / "results.json", "rb") as a, open(os.path.join(part, "results.json"), "rb") as b:
+        assert a.read() == b.read()          # results.json bit for bit (timings live in timing.json)
+    wa, wb = _weights(str(tmp_path / "straight")), _weights(part)
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_seeded_run_is_reproducible_and_seed_matters(tmp_path):
+    outs = []
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        assert train.run_train(train.RunConfig(out=str(tmp_path / name), seed=seed, steps=2, batch=8),
+                               json_out=True) == 0
+        outs.append(str(tmp_path / name))
+    ra, rb, rc = (results(o) for o in outs)
+    with open(os.path.join(outs[0], "results.json"), "rb") as a, open(os.path.join(outs[1], "results.json"), "rb") as b:
+        assert a.read() == b.read()
+    assert ra["steps_log"] != rc["steps_log"]
+    wa, wb = _weights(outs[0]), _weights(outs[1])
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_refuses_other_runs(tmp_path):
+    out = str(tmp_path / "r")
+    assert train.run_train(train.RunConfig(out=out, steps=1, batch=8), json_out=True) == 0
+    with pytest.raises(checkpoint.CheckpointError, match="seed"):
+        checkpoint.load(out, train.RunConfig(out=out, seed=9, batch=8).identity())
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
+        checkpoint.load(str(tmp_path), {})
+
+
+def test_compute_report_and_plots(tmp_path):
+    code, out = run(tmp_path, "rep", steps=2)
+    assert code == 0
+    r = results(out)
+    with open(os.path.join(out, "COMPUTE_REPORT.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(r["ops"]) == 8
+    pes = CFG.rows * CFG.cols
+    assert sum(int(x["Total Cycles"]) for x in rows) == r["cycles"]
+    for x, o in zip(rows, r["ops"]):
+        assert (x["Layer"], x["Operation"]) == (o["layer"], o["op"])
+        macs, cyc, steps = int(x["MACs"]), int(x["Total Cycles"]), int(x["Array Steps"])
+        assert abs(float(x["Overall Util %"]) - 100 * macs / (cyc * pes)) < 0.01
+        assert abs(float(x["Mapping Efficiency %"]) - 100 * macs / (steps * pes)) < 0.01
+        assert float(x["Mapping Efficiency %"]) <= 100.0
+        assert x["Stall Cycles"] == ""           # the golden backend has no stall counter
+    for png in ("cycles_per_phase.png", "cycles_per_layer.png", "accuracy.png"):
+        with open(os.path.join(out, png), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_method_registry_accepts_a_new_method(tmp_path, monkeypatch):
+    class Twice(train.BP):
+        name = "twice"
+
+    monkeypatch.setitem(train.METHODS, "twice", Twice)
+    assert train.run_train(train.RunConfig(out=str(tmp_path / "t"), method="twice", steps=1, batch=4),
+                           json_out=True) == 0
+    monkeypatch.setitem(train.UNAVAILABLE, "sparse", train.UNAVAILABLE["sparse"])
+    train.register_method("sparse", Twice)
+    try:
+        assert "sparse" not in train.UNAVAILABLE
+    finally:
+        train.METHODS.pop("sparse")
