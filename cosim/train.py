@@ -224,11 +224,7 @@ class TimedSim(RtlSim):
             out = super().dump(lo, hi)
         else:
             self._call({"op": "dump", "lo": lo, "hi": hi - 1})
-            text = re.sub(rb"//[^\n]*", b"", self.memout.read_bytes())
-            toks = [t for t in text.split() if not t.startswith(b"@")]
-            if len(toks) != hi - lo:
-                raise SimError(f"memory dump returned {len(toks)} words, expected {hi - lo}")
-            v = np.array([int(t, 16) for t in toks], dtype=np.int64)
+            v = _parse_hex_words(self.memout.read_bytes(), hi - lo)
             out = np.where((v >> (bits - 1)) & 1, v - (1 << bits), v)
         if self._shadow is not None:
             self._shadow[lo:hi] = out
@@ -255,6 +251,32 @@ class TimedSim(RtlSim):
 
     def dump(self, *a, **kw):
         return self._timed("dump_s", self._dump_fast, *a, **kw)
+
+
+_HEX = np.full(256, -1, dtype=np.int64)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX[_c] = _i
+    _HEX[ord(chr(_c).upper())] = _i
+
+
+def _parse_hex_words(data: bytes, n: int) -> np.ndarray:
+    """$writememh output -> n unsigned values.  Verilator writes one fixed-width
+    word per line (decoded vectorized); anything else (comments, address records,
+    ragged widths: Icarus) goes through a token parser."""
+    lines = data.count(b"\n")
+    w = len(data) // n - 1 if n else 0
+    if lines == n and w > 0 and len(data) == n * (w + 1) and w <= 15:
+        digits = _HEX[np.frombuffer(data, dtype=np.uint8).reshape(n, w + 1)[:, :w]]
+        if (digits >= 0).all():
+            return digits @ (np.int64(16) ** np.arange(w - 1, -1, -1, dtype=np.int64))
+    text = re.sub(rb"//[^\n]*", b"", data)
+    toks = [t for t in text.split() if not t.startswith(b"@")]
+    if len(toks) != n:
+        raise SimError(f"memory dump returned {len(toks)} words, expected {n}")
+    try:
+        return np.array([int(t, 16) for t in toks], dtype=np.int64)
+    except ValueError as e:
+        raise SimError(f"memory dump holds a non-hex word (X or Z in the memory model?): {e}") from None
 
 
 class WaveSim(RtlSim):
