@@ -388,7 +388,18 @@ class Engine:
                 "model_cycles": model, "stall_cycles": stall, "compute_cycles": counters["compute_cycles"],
                 "macs": counters["macs"],
                 "dram_bytes": counters["rd_bytes"] + counters["wr_bytes"] + counters["mask_bits"] // 8,
-                "bit_exact": True}
+                "energy_pj": self._energy_pj(counters), "bit_exact": True}
+
+    def _energy_pj(self, counters: dict):
+        """Energy of the operation from the RTL's counters and cosim/energy.py's table
+        (the golden backend lacks the scratchpad/accumulator counters: None)."""
+        if self.sim is None:
+            return None
+        try:
+            from .energy import energy
+        except ImportError:
+            return None
+        return round(energy(counters, self.cfg)["total_pj"], 1)
 
     def _failure(self, img, op, step, fault_addr, err: MismatchError) -> CheckFailed:
         """Structured report of a mismatch (the RTL memory still holds its result)
@@ -817,6 +828,8 @@ def summarize(t: Trainer) -> dict:
             per_phase[o["op"]] += o["cycles"]
             per_layer[o["layer"]] += o["cycles"]
     ops = op_table(recs)
+    energies = [o["energy_pj"] for r in recs for o in r["ops"]]
+    energy_j = None if not energies or None in energies else round(sum(energies) * 1e-12, 9)
     for o in ops:
         o["utilization"] = round(o["macs"] / (o["cycles"] * cfg.rows * cfg.cols), 4)
     extra = t.method.extra()
@@ -830,6 +843,8 @@ def summarize(t: Trainer) -> dict:
                     fp32_tolerance={"activations": FWD_TOL, "weight_gradients": GRAD_TOL}),
         cycles=cycles, bp_equivalent_cycles=bp_cycles,
         speedup_vs_bp=round(bp_cycles / cycles, 4) if cycles else None,
+        energy_j=energy_j, energy_note="engine only (cosim/energy.py table on the RTL's counters); the software "
+                                      "predictor/Assistant and the host are not included; null on the golden backend",
         cycles_per_phase=dict(per_phase), cycles_per_layer=dict(per_layer), ops=ops,
         final_test_acc=recs[-1]["test_acc"] if recs else None,
         accuracy_evaluated_with="PyTorch in the engine's number formats (model_sw.adagp_engine fake-quant "
@@ -902,6 +917,9 @@ def print_summary(res: dict, out_dir: str):
         line += f" ({res['speedup_incl_overhead_estimate']:.3f}x charging the software predictor/Assistant " \
                 f"MACs at R*C per cycle)"
     print(line)
+    if res.get("energy_j") is not None:
+        print(f"engine energy {1e6 * res['energy_j']:.2f} uJ (cosim/energy.py table on the RTL's counters; "
+              f"software predictor/Assistant not included)")
     if "gp_steps" in res:
         print(f"ADA-GP: {res['gp_steps']} GP steps of {res['steps']} "
               f"(GP fraction after warm-up {res['gp_fraction_post_warmup']:.2f}); predictor in software")
@@ -990,8 +1008,11 @@ def run_train(rc: RunConfig, *, resume: bool = False, json_out: bool = False) ->
     if rc.method == "all":
         from .plots import plot_accuracy
         ran = {m: r for m, r in results.items() if r.get("available", True)}
-        summary = {m: ({k: r[k] for k in ("cycles", "bp_equivalent_cycles", "speedup_vs_bp", "final_test_acc")
-                        if k in r} | ({"speedup_incl_overhead_estimate": r["speedup_incl_overhead_estimate"]}
+        e_bp = results.get("bp", {}).get("energy_j")
+        for r in ran.values():
+            r["energy_vs_bp"] = round(r["energy_j"] / e_bp, 4) if e_bp and r.get("energy_j") else None
+        summary = {m: ({k: r[k] for k in ("cycles", "bp_equivalent_cycles", "speedup_vs_bp", "final_test_acc",
+                                          "energy_j", "energy_vs_bp") if k in r} | ({"speedup_incl_overhead_estimate": r["speedup_incl_overhead_estimate"]}
                                       if "speedup_incl_overhead_estimate" in r else {}))
                    if r.get("available", True) else r for m, r in results.items()}
         write_atomic(os.path.join(rc.out, "results.json"), json.dumps({"methods": summary}, indent=1))
@@ -1002,7 +1023,9 @@ def run_train(rc: RunConfig, *, resume: bool = False, json_out: bool = False) ->
                 if "speedup_vs_bp" in r:
                     extra = (f"  ({r['speedup_incl_overhead_estimate']:.3f}x with the software overhead estimate)"
                              if "speedup_incl_overhead_estimate" in r else "")
-                    print(f"{m:>11}: {r['speedup_vs_bp']:.3f}x  test acc {100 * r['final_test_acc']:.2f}%{extra}")
+                    en = (f"  energy {1e6 * r['energy_j']:.2f} uJ ({r['energy_vs_bp']:.3f}x BP)"
+                          if r.get("energy_vs_bp") else "")
+                    print(f"{m:>11}: {r['speedup_vs_bp']:.3f}x  test acc {100 * r['final_test_acc']:.2f}%{en}{extra}")
                 else:
                     print(f"{m:>11}: not available ({r['why'][:60]}...)")
     if not json_out:
