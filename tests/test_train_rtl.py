@@ -40,6 +40,7 @@ def test_verilator_training_equals_golden_bit_for_bit(tmp_path):
     with open(os.path.join(outs["verilator"], "COMPUTE_REPORT.csv")) as f:
         rows = list(csv.DictReader(f))
     assert all(r["Stall Cycles"] != "" and r["Compute Util %"] != "" for r in rows)
+    assert g["energy_j"] is None and v["energy_j"] > 0        # energy needs the RTL's SRAM counters
     timing = load(outs["verilator"], "timing.json")
     assert 0 < timing["inside_simulator_s"] < timing["wall_s"]
 
