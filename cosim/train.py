@@ -979,7 +979,9 @@ def run_train(rc: RunConfig, *, resume: bool = False, json_out: bool = False) ->
                 continue
             sub = rc.out if rc.method != "all" else os.path.join(rc.out, m)
             mrc = RunConfig(**{**asdict(rc), "method": m, "out": sub})
-            res = train_one(mrc, engine, data, sub, resume, json_out)
+            # `all --resume`: a method the interrupted run had not reached yet starts afresh
+            res = train_one(mrc, engine, data, sub,
+                            resume and (rc.method != "all" or os.path.exists(checkpoint.path_in(sub))), json_out)
             results[m] = res
             if json_out:
                 print(json.dumps({k: v for k, v in res.items() if k != "steps_log"}))
