@@ -187,3 +187,22 @@ def test_method_registry_accepts_a_new_method(tmp_path, monkeypatch):
         assert "sparse" not in train.UNAVAILABLE
     finally:
         train.METHODS.pop("sparse")
+
+
+def test_all_methods_resume_and_summary(tmp_path):
+    kw = dict(method="all", steps=2, warmup=0, batch=4)
+    straight, part = str(tmp_path / "s"), str(tmp_path / "p")
+    assert train.run_train(train.RunConfig(out=straight, **kw), json_out=True) == 0
+    assert train.run_train(train.RunConfig(out=part, stop_after=1, **kw), json_out=True) == 3
+    assert train.run_train(train.RunConfig(out=part, **kw), resume=True, json_out=True) == 0
+    for m in ("bp", "adagp", "autoassist"):
+        with open(os.path.join(straight, m, "results.json"), "rb") as a, \
+                open(os.path.join(part, m, "results.json"), "rb") as b:
+            assert a.read() == b.read(), m
+    summary = results(straight)["methods"]
+    assert summary["bp"]["speedup_vs_bp"] == 1.0
+    assert summary["sparse"]["available"] is False and "not landed" in summary["sparse"]["why"]
+    for m in ("adagp", "autoassist"):
+        r = results(os.path.join(straight, m))
+        assert summary[m]["speedup_vs_bp"] == r["speedup_vs_bp"]
+        assert r["bp_equivalent_cycles"] == results(os.path.join(straight, "bp"))["cycles"]
