@@ -5,7 +5,6 @@ import csv
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

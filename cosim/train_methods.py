@@ -1,0 +1,203 @@
+"""Training methods of the co-simulation (cosim.train): one step function each,
+in a registry so that a method whose hardware lands later plugs in
+(:func:`register_method`).  A method gets the Trainer and returns one record per
+step; ``state``/``load_state`` make it resumable, ``extra`` adds its figures."""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .train_engine import LAYERS, StepPass, losses_and_margins
+
+if TYPE_CHECKING:
+    from .train import Trainer
+
+
+class BP:
+    """Back-propagation: forward, backward-data, backward-weight all on the engine."""
+    name = "bp"
+
+    def __init__(self, t: Trainer):
+        self.t = t
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, st: dict):
+        pass
+
+    def bp_step(self, step: int, idx: torch.Tensor, phase: str = "bp") -> tuple[dict, StepPass]:
+        t = self.t
+        p = t.new_pass(idx)
+        rows = t.forward(p, step) + t.backward(p, step)
+        errs = p.check_tolerance(step, backward=True)
+        grads = p.weight_grads()
+        loss = float(F.cross_entropy(p.logits(), p.y))
+        t.sgd(grads)
+        ref = t.bp_cycles(t.rc.batch)
+        return dict(step=step, phase=phase, batch=len(idx), loss=loss, ops=rows, errors_vs_fp32=errs,
+                    bp_cycles=ref["fwd"] + ref["bwd"], skipped_cycles=0), p
+
+    def step(self, step: int, idx: torch.Tensor) -> dict:
+        return self.bp_step(step, idx)[0]
+
+    def extra(self) -> dict:
+        return {}
+
+
+class AdaGP(BP):
+    """ADA-GP with model_sw's schedule and its quantized predictor (in software
+    until the predictor hardware lands).  BP steps: as BP, plus one predictor
+    training step on (engine output activations, engine weight gradients).  GP
+    steps: only the forward runs on the engine; each layer is updated with its
+    predicted gradient; the backward's cycles (cycle model) are counted as skipped.
+    The predictor's own MACs are reported, and an estimate of their cycles on
+    this array (MACs / (R*C)) is charged in ``speedup_incl_predictor``."""
+    name = "adagp"
+
+    def __init__(self, t: Trainer):
+        super().__init__(t)
+        from model_sw import adagp_reorg as reorg
+        from model_sw.adagp_phases import PhaseConfig, PhaseController
+        from model_sw.adagp_predictor import PredictorBank, PredictorConfig
+        self.reorg = reorg
+        m = t.model
+        self.layer_mods = {"conv1": m.conv1, "conv2": m.conv2, "fc": m.fc}
+        fan_ins = {n: reorg.fan_in(l) for n, l in self.layer_mods.items()}
+        self.bank = PredictorBank(fan_ins, "shared", PredictorConfig(), quant=True, seed=t.rc.seed)
+        self.bank.set_out_channels({n: int(l.weight.shape[0]) for n, l in self.layer_mods.items()})
+        self.ctrl = PhaseController(PhaseConfig(schedule="adaptive", warmup=t.rc.warmup))
+        self.scale = {n: None for n in LAYERS}
+        self.predictor_macs = 0
+
+    def state(self) -> dict:
+        return {"bank": self.bank, "ctrl": self.ctrl, "scale": self.scale, "predictor_macs": self.predictor_macs}
+
+    def load_state(self, st: dict):
+        self.bank, self.ctrl, self.scale = st["bank"], st["ctrl"], st["scale"]
+        self.predictor_macs = st["predictor_macs"]
+
+    def _samples(self, name, act):
+        return self.reorg.quantize_samples(self.reorg.layer_samples(self.layer_mods[name], act, 4, name))
+
+    def step(self, step: int, idx: torch.Tensor) -> dict:
+        from model_sw.adagp import cosine
+        t, phase = self.t, self.ctrl.phase
+        if phase != "gp":
+            rec, p = self.bp_step(step, idx, phase)
+            # the weights were updated with the engine's gradients; the predictor learns from them
+            grads = p.weight_grads()
+            act = p.activations()
+            batch = {}
+            for n in LAYERS:
+                tg, rms = self.reorg.normalize_targets(grads[n])
+                batch[n] = (self._samples(n, act[n]), tg)
+                s = self.scale[n]
+                self.scale[n] = rms if s is None else 0.8 * s + 0.2 * rms
+            preds = self.bank.train_step(batch)
+            cos = {n: cosine(preds[n], self.reorg.grad_targets(grads[n])) for n in LAYERS}
+            self.ctrl.record_cos(cos)
+            self.predictor_macs += self.bank.train_macs()
+            rec["cos"] = cos
+            self.ctrl.advance(loss=rec["loss"], cos=cos)
+            return rec
+        p = t.new_pass(idx)
+        rows = t.forward(p, step)
+        errs = p.check_tolerance(step, backward=False)
+        act = p.activations()
+        grads = {}
+        with torch.no_grad():
+            for n in LAYERS:
+                pred = self.bank.predict(n, self._samples(n, act[n]))
+                s = self.scale[n]
+                gs = 0.0 if not s else 2.0 ** round(math.log2(s))   # a shift in the engine
+                grads[n] = self.reorg.targets_to_grad(pred, self.layer_mods[n].weight.shape) * gs
+        self.predictor_macs += self.bank.forward_macs()
+        loss = float(F.cross_entropy(p.logits(), p.y))
+        t.sgd(grads)
+        self.ctrl.advance(loss=loss)
+        ref = t.bp_cycles(t.rc.batch)
+        return dict(step=step, phase="gp", batch=len(idx), loss=loss, ops=rows, errors_vs_fp32=errs,
+                    bp_cycles=ref["fwd"] + ref["bwd"], skipped_cycles=ref["bwd"])
+
+    def extra(self) -> dict:
+        cfg = self.t.cfg
+        post = [r for r in self.t.records if r["phase"] != "warmup"]
+        return {"gp_steps": sum(r["phase"] == "gp" for r in self.t.records),
+                "gp_fraction_post_warmup": (sum(r["phase"] == "gp" for r in post) / len(post)) if post else 0.0,
+                "predictor": "model_sw quantized predictor, in software (predictor hardware not landed)",
+                "predictor_macs": self.predictor_macs,
+                "predictor_cycles_estimate": -(-self.predictor_macs // (cfg.rows * cfg.cols))}
+
+
+class AutoAssist(BP):
+    """AutoAssist: model_sw's Assistant (loss features, shrink rule) decides, per
+    candidate batch of ``--batch`` instances, which instances the engine trains on;
+    the engine runs forward and backward on the kept ones only.  Cycles saved =
+    the full batch's BP cycles (cycle model) - the cycles spent.  The Assistant
+    runs in software (synchronously, so runs are reproducible)."""
+    name = "autoassist"
+
+    def __init__(self, t: Trainer):
+        super().__init__(t)
+        from model_sw.autoassist_assistant import Assistant, LossEMA, LossFeatures
+        self.features = LossFeatures(t.data.x_train.shape[0])
+        self.assistant = Assistant(self.features.n, 10)
+        self.ema = LossEMA(0.75)
+        self.rng = np.random.default_rng(t.rc.seed + 7919)
+        self.assistant_macs = self.shrunk = self.forced = 0
+
+    def state(self) -> dict:
+        return {k: getattr(self, k) for k in ("features", "assistant", "ema", "rng", "assistant_macs",
+                                              "shrunk", "forced")}
+
+    def load_state(self, st: dict):
+        for k, v in st.items():
+            setattr(self, k, v)
+
+    def step(self, step: int, idx: torch.Tensor) -> dict:
+        from model_sw.autoassist_assistant import shrink_keep
+        t = self.t
+        y = t.data.y_train[idx].numpy()
+        f = self.features(idx.numpy())
+        prob = self.assistant.prob(f, y)
+        keep = shrink_keep(prob, self.rng.random(len(idx)), t.rc.base_prob)
+        if not keep.any():                     # an empty batch still makes progress
+            keep[int(np.argmax(prob))] = True
+            self.forced += 1
+        self.shrunk += int((~keep).sum())
+        self.assistant_macs += len(idx) * self.assistant.decide_macs()
+        kept = idx[torch.from_numpy(keep)]
+        rec, p = self.bp_step(step, kept)
+        per, margin = losses_and_margins(p.logits(), p.y)
+        labels = self.ema.update(per.numpy())
+        self.assistant.train_step(f[keep], y[keep], labels)
+        self.assistant_macs += int(keep.sum()) * self.assistant.train_macs()
+        self.features.update(kept.numpy(), per.numpy(), margin.numpy())
+        rec["candidates"] = len(idx)
+        return rec
+
+    def extra(self) -> dict:
+        cfg = self.t.cfg
+        n = sum(r.get("candidates", 0) for r in self.t.records)
+        return {"candidates": n, "shrunk": self.shrunk, "forced_keep": self.forced,
+                "keep_rate": (1 - self.shrunk / n) if n else 1.0,
+                "assistant": "model_sw Assistant (loss features), in software",
+                "assistant_macs": self.assistant_macs,
+                "assistant_cycles_estimate": -(-self.assistant_macs // (cfg.rows * cfg.cols))}
+
+
+METHODS: dict[str, type] = {"bp": BP, "adagp": AdaGP, "autoassist": AutoAssist}
+UNAVAILABLE = {"sparse": "the sparse backward engine (issue 5) has not landed in this tree, so there are "
+                         "no sparse cycles to report; run --method bp, adagp or autoassist"}
+ALL_ORDER = ("bp", "adagp", "sparse", "autoassist")
+
+
+def register_method(name: str, cls: type):
+    """Make a method available (a branch whose hardware landed calls this)."""
+    METHODS[name] = cls
+    UNAVAILABLE.pop(name, None)
