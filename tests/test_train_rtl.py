@@ -6,6 +6,7 @@ import csv
 import json
 import os
 
+import pytest
 import torch
 
 from cosim import checkpoint, train
@@ -58,3 +59,19 @@ def test_injected_fault_stops_the_run_with_report_and_waveform(tmp_path, capsys)
     assert "CHECK FAILED at step 0, layer conv2, operation fwd" in err and rep["first_index"] in err
     assert rep["waves"] and os.path.getsize(rep["waves"]) > 1000
     assert not os.path.exists(os.path.join(out, "results.json"))
+
+
+@pytest.mark.slow
+def test_injected_fault_on_verilator_leaves_a_vcd(tmp_path):
+    """The same on Verilator (its waveform build takes about 100 s the first time: slow)."""
+    out = str(tmp_path / "fault")
+    rc = train.RunConfig(backend="verilator", out=out, inject_fault="1:fc:bwd_weight:7",
+                         **{**KW, "steps": 2, "method": "bp"})
+    assert train.run_train(rc) == 1
+    rep = load(out, "failure.json")
+    assert (rep["step"], rep["layer"], rep["op"], rep["first_index"]) == (1, "fc", "bwd_weight", "dw_fc[0, 0, 1, 3]")
+    assert rep["got"] == rep["expected"] ^ 1
+    assert rep["waves"].endswith(".vcd") and os.path.getsize(rep["waves"]) > 1000
+    with open(rep["waves"]) as f:
+        text = f.read()
+    assert text.startswith("$version") and "$enddefinitions" in text and "\n#" in text   # header + value changes
