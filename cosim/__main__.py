@@ -6,7 +6,7 @@
     python -m cosim run                 the main job (`make run`): a few training steps of the digits
                                         CNN on Verilator, preset default, every method available
     python -m cosim bench gemm [--presets small default large] [--sim verilator] [--json]
-    python -m cosim bench harness       one training step: time inside the simulator vs harness overhead
+    python -m cosim bench harness       a few BP steps: time inside the simulator vs harness overhead
     python -m cosim report ...          analytic cycle/energy report of the papers' networks
 """
 from __future__ import annotations
