@@ -11,6 +11,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model_sw import adagp_reorg as reorg
+from model_sw.adagp import cosine
+from model_sw.adagp_phases import PhaseConfig, PhaseController
+from model_sw.adagp_predictor import PredictorBank, PredictorConfig
+from model_sw.autoassist_assistant import Assistant, LossEMA, LossFeatures, shrink_keep
 from .train_engine import LAYERS, StepPass, losses_and_margins
 
 if TYPE_CHECKING:
@@ -56,15 +61,11 @@ class AdaGP(BP):
     steps: only the forward runs on the engine; each layer is updated with its
     predicted gradient; the backward's cycles (cycle model) are counted as skipped.
     The predictor's own MACs are reported, and an estimate of their cycles on
-    this array (MACs / (R*C)) is charged in ``speedup_incl_predictor``."""
+    this array (MACs / (R*C)) is charged in ``speedup_incl_overhead_estimate``."""
     name = "adagp"
 
     def __init__(self, t: Trainer):
         super().__init__(t)
-        from model_sw import adagp_reorg as reorg
-        from model_sw.adagp_phases import PhaseConfig, PhaseController
-        from model_sw.adagp_predictor import PredictorBank, PredictorConfig
-        self.reorg = reorg
         m = t.model
         self.layer_mods = {"conv1": m.conv1, "conv2": m.conv2, "fc": m.fc}
         fan_ins = {n: reorg.fan_in(l) for n, l in self.layer_mods.items()}
@@ -82,10 +83,9 @@ class AdaGP(BP):
         self.predictor_macs = st["predictor_macs"]
 
     def _samples(self, name, act):
-        return self.reorg.quantize_samples(self.reorg.layer_samples(self.layer_mods[name], act, 4, name))
+        return reorg.quantize_samples(reorg.layer_samples(self.layer_mods[name], act, self.bank.cfg.p, name))
 
     def step(self, step: int, idx: torch.Tensor) -> dict:
-        from model_sw.adagp import cosine
         t, phase = self.t, self.ctrl.phase
         if phase != "gp":
             rec, p = self.bp_step(step, idx, phase)
@@ -94,12 +94,12 @@ class AdaGP(BP):
             act = p.activations()
             batch = {}
             for n in LAYERS:
-                tg, rms = self.reorg.normalize_targets(grads[n])
+                tg, rms = reorg.normalize_targets(grads[n])
                 batch[n] = (self._samples(n, act[n]), tg)
                 s = self.scale[n]
                 self.scale[n] = rms if s is None else 0.8 * s + 0.2 * rms
             preds = self.bank.train_step(batch)
-            cos = {n: cosine(preds[n], self.reorg.grad_targets(grads[n])) for n in LAYERS}
+            cos = {n: cosine(preds[n], reorg.grad_targets(grads[n])) for n in LAYERS}
             self.ctrl.record_cos(cos)
             self.predictor_macs += self.bank.train_macs()
             rec["cos"] = cos
@@ -115,7 +115,7 @@ class AdaGP(BP):
                 pred = self.bank.predict(n, self._samples(n, act[n]))
                 s = self.scale[n]
                 gs = 0.0 if not s else 2.0 ** round(math.log2(s))   # a shift in the engine
-                grads[n] = self.reorg.targets_to_grad(pred, self.layer_mods[n].weight.shape) * gs
+                grads[n] = reorg.targets_to_grad(pred, self.layer_mods[n].weight.shape) * gs
         self.predictor_macs += self.bank.forward_macs()
         loss = float(F.cross_entropy(p.logits(), p.y))
         t.sgd(grads)
@@ -144,7 +144,6 @@ class AutoAssist(BP):
 
     def __init__(self, t: Trainer):
         super().__init__(t)
-        from model_sw.autoassist_assistant import Assistant, LossEMA, LossFeatures
         self.features = LossFeatures(t.data.x_train.shape[0])
         self.assistant = Assistant(self.features.n, 10)
         self.ema = LossEMA(0.75)
@@ -160,7 +159,6 @@ class AutoAssist(BP):
             setattr(self, k, v)
 
     def step(self, step: int, idx: torch.Tensor) -> dict:
-        from model_sw.autoassist_assistant import shrink_keep
         t = self.t
         y = t.data.y_train[idx].numpy()
         f = self.features(idx.numpy())
