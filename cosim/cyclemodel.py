@@ -19,6 +19,20 @@ It follows the RTL's structure (see rtl/gather.py, rtl/engine.py, rtl/systolic.p
   (the mask travels in the same beat).
 Tile start times are computed with a running maximum in numpy, so the model
 costs O(tiles) and extrapolates to layers far too large to simulate.
+
+Sparse execution (docs/sparsity.md):
+
+* ``omask`` (output masking) never changes the timing: the mask reader runs ahead
+  of the drain (``rtl.engine.mask_queue_rows``);
+* ``compact_a`` (zero-word skipping) depends on the data, so the model takes the
+  memory image: A panel p keeps its nonzero words k_0 < k_1 < ... (or one entry
+  at k = K-1 if it has none); entry j is visible to the sequencer when the next
+  nonzero word of its panel arrives, the last one when the panel's word K-1
+  arrives (``readyA(p) + k_{j+1}``, resp. ``readyA(p) + K - 1``), and its step also
+  needs B's word k_j (``readyB(tj) + k_j``).  Steps go one per cycle as soon as
+  both are in, a tile's first step no sooner than 2R-1 after the previous
+  tile's first step; the flush follows the last tile by 2R-1 and its last step
+  by 1.  The model walks the steps (O(steps)).
 """
 from __future__ import annotations
 
@@ -53,16 +67,54 @@ def tile_starts(cfg: AcceleratorConfig, m: int, n: int, k: int) -> np.ndarray:
     return np.maximum.accumulate(ready - idx * period) + idx * period
 
 
-def instruction_cycles(cfg: AcceleratorConfig, ins: dict) -> int:
-    """busy_cycles of one instruction (decode to retirement)."""
+def compact_entries(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray) -> list[np.ndarray]:
+    """Per A panel, the step indices k of its stored entries in compact mode."""
+    R, m, k = cfg.rows, ins["m"], ins["k"]
+    nm = -(-m // R)
+    addr, en, _ = golden.gather(cfg, ins["a"], m, k)
+    A = np.zeros((nm * R, k), dtype=np.int64)
+    A[:m] = golden.operand_values(cfg, mem, addr, en)
+    nzw = (A.reshape(nm, R, k) != 0).any(axis=1)
+    return [np.nonzero(row)[0] if row.any() else np.array([k - 1]) for row in nzw]
+
+
+def compact_flush(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray) -> int:
+    """Cycle of the flush marker of a compact_a instruction (see the module doc)."""
+    R, C = cfg.rows, cfg.cols
+    m, n, k = ins["m"], ins["n"], ins["k"]
+    nm, nn = -(-m // R), -(-n // C)
+    ra = panel_ready(cfg, R, nm, k)
+    rb = panel_ready(cfg, C, nn, k)
+    P = cfg.drain_period
+    start, last = None, DECODE     # first step of the previous tile, last step so far
+    for ti, ks in enumerate(compact_entries(cfg, ins, mem)):
+        vis_a = (int(ra[ti]) + np.append(ks[1:], k - 1)).tolist()
+        ks = ks.tolist()
+        for tj in range(nn):
+            b0 = int(rb[tj])
+            t = max(last + 1, vis_a[0], b0 + ks[0], DECODE + 1 if start is None else start + P)
+            start = last = t
+            for j in range(1, len(ks)):
+                last = max(last + 1, vis_a[j], b0 + ks[j])
+    return max(start + P, last + 1)
+
+
+def instruction_cycles(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray | None = None) -> int:
+    """busy_cycles of one instruction (decode to retirement); ``mem`` (the memory
+    image before the instruction) is needed for compact_a instructions only."""
     if golden.check(cfg, ins) or ins.get("opcode", isa.OP_GEMM) == isa.OP_NOP:
         return DECODE
     R, C = cfg.rows, cfg.cols
     m, n, k = ins["m"], ins["n"], ins["k"]
     nm = -(-m // R)
-    S = tile_starts(cfg, m, n, k)
-    period = max(k, cfg.drain_period)
-    flush = int(S[-1]) + period
+    if ins.get("compact_a", 0):
+        if mem is None:
+            raise ValueError("instruction_cycles: a compact_a instruction's timing depends on its "
+                             "operands: pass the memory image (mem=...)")
+        flush = compact_flush(cfg, ins, mem)
+    else:
+        S = tile_starts(cfg, m, n, k)
+        flush = int(S[-1]) + max(k, cfg.drain_period)
     def leaves(capture, i):
         return capture + 1 + C + 2 * i
     last_row = leaves(flush, R - 1)
@@ -75,8 +127,18 @@ def instruction_cycles(cfg: AcceleratorConfig, ins: dict) -> int:
     return end
 
 
-def program_cycles(cfg: AcceleratorConfig, prog: list[dict]) -> int:
-    return sum(instruction_cycles(cfg, ins) for ins in prog)
+def program_cycles(cfg: AcceleratorConfig, prog: list[dict], mem: np.ndarray | None = None) -> int:
+    """busy_cycles of a program; with ``mem`` (the image before it) the golden model
+    runs alongside, so data-dependent (compact_a) instructions see their operands."""
+    if mem is None or not any(ins.get("compact_a", 0) for ins in prog):
+        return sum(instruction_cycles(cfg, ins) for ins in prog)
+    mem = mem.copy()
+    acc = np.zeros((cfg.acc_words, cfg.cols), dtype=np.int64)
+    total = 0
+    for ins in prog:
+        total += instruction_cycles(cfg, ins, mem)
+        golden.execute(cfg, ins, mem, acc)
+    return total
 
 
 def ideal_cycles(cfg: AcceleratorConfig, m: int, n: int, k: int) -> int:

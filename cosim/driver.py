@@ -223,8 +223,14 @@ def _shifted(desc: dict, lane0: int, k0: int) -> dict:
 def gemm_program(cfg: AcceleratorConfig, m: int, n: int, k: int, a: dict, b: dict, *,
                  d_addr: int, d_si: int, d_sj: int = 1, shift: int = 0, relu: bool = False,
                  out_raw: bool = False, mask_addr: int | None = None, mask_si: int | None = None,
+                 om_addr: int | None = None, om_si: int = 0, om_sj: int = 1, compact_a: bool = False,
                  layer: str = "gemm") -> list[dict]:
-    """Instructions computing D = epilogue(A.B), split to fit the scratchpads."""
+    """Instructions computing D = epilogue(A.B), split to fit the scratchpads.
+
+    Sparsity (docs/sparsity.md): with ``om_addr`` the engine forces D[i,j] to 0
+    where the mask slot at om_addr + i*om_si + j*om_sj has bit 0 clear (the ReLU
+    mask of the backward pass); ``compact_a`` skips the K steps whose A word (R
+    elements) is all zero."""
     for name, v in (("M", m), ("N", n), ("K", k)):
         if v < 1:
             raise DriverError(f"{layer}: {name}={v} must be >= 1")
@@ -258,9 +264,24 @@ def gemm_program(cfg: AcceleratorConfig, m: int, n: int, k: int, a: dict, b: dic
                 if mask_addr is not None:
                     ins.update(write_mask=1, mask_addr=mask_addr + m0 * mask_si + n0 * d_sj,
                                mask_si=mask_si)
+                if om_addr is not None:
+                    ins.update(omask=1, om_addr=om_addr + m0 * om_si + n0 * om_sj, om_si=om_si, om_sj=om_sj)
+                if compact_a:
+                    ins["compact_a"] = 1
                 validate(cfg, ins, layer)
                 prog.append(ins)
     return prog
+
+
+def gemm_program_t(cfg: AcceleratorConfig, m: int, n: int, k: int, a: dict, b: dict, *,
+                   d_addr: int, d_si: int, d_sj: int = 1, om_addr: int | None = None,
+                   om_si: int = 0, om_sj: int = 1, **kw) -> list[dict]:
+    """D = A.B computed as D^T = B^T.A^T: the engine's A side becomes the old B.
+
+    The gathers and the writer are addressed per lane, so this costs no copy; it
+    puts the operand whose zero words are to be skipped (compact_a) on the A side."""
+    return gemm_program(cfg, n, m, k, b, a, d_addr=d_addr, d_si=d_sj, d_sj=d_si, om_addr=om_addr,
+                        om_si=om_sj, om_sj=om_si, **kw)
 
 
 def validate(cfg: AcceleratorConfig, ins: dict, layer: str = "instruction") -> None:
@@ -277,6 +298,11 @@ def validate(cfg: AcceleratorConfig, ins: dict, layer: str = "instruction") -> N
             isa.ERR_ADDR_WRITE: f"d_addr={ins.get('d_addr')} / mask_addr={ins.get('mask_addr')} span leaves "
                                 f"memory of {cfg.mem_words} slots",
             isa.ERR_SHIFT: f"shift={ins.get('shift')} >= acc_bits={cfg.acc_bits}",
+            isa.ERR_MASK_SHAPE: f"omask=1 with store={ins.get('store')}: the output mask applies to "
+                                "stored outputs only",
+            isa.ERR_MASK_ADDR: f"om_addr={ins.get('om_addr')} (om_si={ins.get('om_si')}, "
+                               f"om_sj={ins.get('om_sj')}, M={M}, N={N}) span leaves memory of "
+                               f"{cfg.mem_words} slots",
         }[code]
         raise DriverError(f"{layer}: {isa.ERROR_NAMES[code]}: {detail}")
     try:

@@ -100,7 +100,21 @@ def check(cfg: AcceleratorConfig, ins: dict) -> int:
                 return isa.ERR_ADDR_WRITE
         if not ins.get("out_raw", 0) and ins.get("shift", 0) >= cfg.acc_bits:
             return isa.ERR_SHIFT
+    if ins.get("omask", 0):
+        if not store:
+            return isa.ERR_MASK_SHAPE
+        base, si, sj = ins.get("om_addr", 0), ins.get("om_si", 0), ins.get("om_sj", 0)
+        corners = [base + a * (M - 1) * si + b * (N - 1) * sj for a in (0, 1) for b in (0, 1)]
+        if min(corners) < 0 or max(corners) >= cfg.mem_words:
+            return isa.ERR_MASK_ADDR
     return isa.ERR_NONE
+
+
+def output_mask(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray) -> np.ndarray:
+    """The omask bits of an instruction's M x N outputs (bit 0 of each mask slot)."""
+    i = np.arange(ins["m"])[:, None]
+    j = np.arange(ins["n"])[None, :]
+    return (mem[ins.get("om_addr", 0) + i * ins.get("om_si", 0) + j * ins.get("om_sj", 0)] & 1).astype(bool)
 
 
 def operand_values(cfg, mem, addr, en):
@@ -140,6 +154,10 @@ def execute(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray, acc: np.ndarray)
         # the mask is always that of the requantized value, as the epilogue computes it
         req, mask = numerics.requantize(S, ins.get("shift", 0), cfg.op_bits, bool(ins.get("relu", 0)))
         out = S if ins.get("out_raw", 0) else np.asarray(req)
+        if ins.get("omask", 0):        # dense result, then masking
+            keep = output_mask(cfg, ins, mem)
+            out = np.where(keep, out, 0)
+            mask = np.asarray(mask) & keep
         i = np.arange(M)[:, None]
         j = np.arange(N)[None, :]
         mem[ins.get("d_addr", 0) + i * ins.get("d_si", 0) + j * ins.get("d_sj", 0)] = wrap(out, cfg.slot_bits)

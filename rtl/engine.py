@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from . import isa
 from .config import AcceleratorConfig
 from .epilogue import Requantize
-from .gather import OperandGather, mem_rd_signature
+from .gather import OperandGather, mem_rd_signature, mem_req_layout
 from .systolic import SystolicArray
 
 COUNTER_BITS = 48
@@ -41,8 +41,17 @@ COUNTERS = (
     "acc_writes",      # accumulator SRAM row writes
     "retired",         # instructions completed
     "errors",          # instructions that ended with an error status
+    "mask_rd_bits",    # output-mask (omask) bits read
 )
 OUT_FIFO_ROWS = 4
+
+
+def mask_queue_rows(cfg: AcceleratorConfig) -> int:
+    """Depth of the output-mask row queue: deep enough that the mask reader, which
+    runs ahead in drain order, always has a tile row's mask before the row leaves
+    the array (rows leave at most R per 2R-1 cycles; a re-issued read takes about
+    LAT + 4 cycles), so masking never changes the timing."""
+    return 2 * cfg.dram_latency + 8
 
 
 def counters_layout():
@@ -71,6 +80,8 @@ class Engine(wiring.Component):
             "rd_a": Out(mem_rd_signature(cfg, cfg.rows)),
             "rd_b": Out(mem_rd_signature(cfg, cfg.cols)),
             "wr": Out(stream.Signature(mem_wr_layout(cfg))),
+            # output-mask reads (omask); idle unless an instruction sets omask
+            "rd_m": Out(mem_rd_signature(cfg, cfg.cols)),
             "busy": Out(1),
             "error": Out(4),           # first error code since reset (sticky)
             "counters": Out(counters_layout()),
@@ -96,11 +107,11 @@ class Engine(wiring.Component):
         acc_w, acc_r = acc_sram.write_port(), acc_sram.read_port()
 
         # ---------------- gathers ---------------------------------------------------
-        m.submodules.gather_a = ga = OperandGather(cfg, R, cfg.spad_a_words)
+        m.submodules.gather_a = ga = OperandGather(cfg, R, cfg.spad_a_words, compactable=True)
         m.submodules.gather_b = gb = OperandGather(cfg, C, cfg.spad_b_words)
         wiring.connect(m, ga.mem, wiring.flipped(self.rd_a))
         wiring.connect(m, gb.mem, wiring.flipped(self.rd_b))
-        m.d.comb += [ga.desc.eq(cur.a), ga.total.eq(cur.m), ga.k.eq(cur.k),
+        m.d.comb += [ga.desc.eq(cur.a), ga.total.eq(cur.m), ga.k.eq(cur.k), ga.compact.eq(cur.compact_a),
                      gb.desc.eq(cur.b), gb.total.eq(cur.n), gb.k.eq(cur.k),
                      spa_w.addr.eq(ga.wr_addr), spa_w.data.eq(ga.wr_data), spa_w.en.eq(ga.wr_en),
                      spb_w.addr.eq(gb.wr_addr), spb_w.data.eq(gb.wr_data), spb_w.en.eq(gb.wr_en)]
@@ -115,6 +126,7 @@ class Engine(wiring.Component):
         aw = cfg.mem_addr_bits
         sx = signed(aw + dw + 4)
         d_lo, d_hi, k_lo, k_hi = (Signal(sx, name=n) for n in ("d_lo", "d_hi", "k_lo", "k_hi"))
+        o_lo, o_hi = Signal(sx, name="o_lo"), Signal(sx, name="o_hi")
         start = Signal()
 
         # ---------------- array + sequencer ------------------------------------------
@@ -129,8 +141,16 @@ class Engine(wiring.Component):
         b_base = Signal(range(cfg.spad_b_words + 1))
         since_first = Signal(range(cfg.drain_period + 1))
         period_ok = since_first >= cfg.drain_period
-        # a step may go as soon as its A and B words are in the scratchpads
-        ready = (ga.words_loaded > a_base + kk) & (gb.words_loaded > b_base + kk)
+        # A step may go as soon as its A and B words are in the scratchpads.  In
+        # compact mode (input sparsity) kk counts A's stored nonzero words: entry
+        # a_base + kk carries its step index k (B is read at that k) and whether it
+        # is the last of its panel (the tile ends there).
+        cmp = cur.compact_a
+        m.d.comb += ga.k_addr.eq(a_base + kk)
+        kcur = Mux(cmp, ga.k_val, kk)
+        a_have = Mux(cmp, ga.words_final, ga.words_loaded)
+        ready = (a_have > a_base + kk) & (gb.words_loaded > b_base + kcur)
+        tile_end = Mux(cmp, ga.k_last, kk + 1 == cur.k)
         mid_tile = kk != 0
         step = Signal()
         flush = Signal()
@@ -146,7 +166,7 @@ class Engine(wiring.Component):
         macs_per_step = Signal(lg_r + lg_c + 4)
         m.d.comb += macs_per_step.eq(rows_act * cols_act)
 
-        m.d.comb += [spa_r.addr.eq(a_base + kk), spb_r.addr.eq(b_base + kk),
+        m.d.comb += [spa_r.addr.eq(a_base + kk), spb_r.addr.eq(b_base + kcur),
                      spa_r.en.eq(en), spb_r.en.eq(en)]
         v1, f1 = Signal(), Signal()
         with m.If(en):
@@ -169,11 +189,11 @@ class Engine(wiring.Component):
             with m.If(flush):
                 m.d.sync += flushed.eq(1)
             with m.If(step):
-                with m.If(kk + 1 == cur.k):
+                with m.If(tile_end):
                     m.d.sync += kk.eq(0)
                     with m.If(tj + 1 == n_n):
-                        m.d.sync += [tj.eq(0), b_base.eq(0), n_left.eq(cur.n),
-                                     ti.eq(ti + 1), a_base.eq(a_base + cur.k), m_left.eq(m_left - R)]
+                        m.d.sync += [tj.eq(0), b_base.eq(0), n_left.eq(cur.n), ti.eq(ti + 1),
+                                     a_base.eq(a_base + Mux(cmp, kk + 1, cur.k)), m_left.eq(m_left - R)]
                         with m.If(ti + 1 == n_m):
                             m.d.sync += tiles_left.eq(0)
                     with m.Else():
@@ -185,8 +205,11 @@ class Engine(wiring.Component):
         m.submodules.requant = rq = Requantize(cfg)
         m.submodules.out_fifo = ofifo = SyncFIFOBuffered(
             width=self._fifo_width(), depth=OUT_FIFO_ROWS)
-        # Stall the whole compute pipeline before the output FIFO can overflow.
-        m.d.comb += en.eq(ofifo.level < OUT_FIFO_ROWS - 1)
+        # Stall the whole compute pipeline before the output FIFO can overflow (and,
+        # with omask, if a row's mask has not arrived: only under memory back-pressure).
+        m.submodules.mask_q = mq = SyncFIFOBuffered(width=C, depth=mask_queue_rows(cfg))
+        s1_v = Signal()
+        m.d.comb += en.eq((ofifo.level < OUT_FIFO_ROWS - 1) & ~(cur.omask & s1_v & ~mq.r_rdy))
 
         dr_ti, dr_tj, dr_i = Signal(dw), Signal(dw), Signal(range(R))
         rows_drained = Signal(2 * dw + 1)
@@ -198,7 +221,7 @@ class Engine(wiring.Component):
         d_i_off = Signal(sx)
         m_i_off = Signal(sx)
         # stage 1 (row left the array; accumulator SRAM read issued)
-        s1_v, s1_row_ok = Signal(), Signal()
+        s1_row_ok = Signal()
         s1_data = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
         s1_lane = Signal(C)
         s1_slot = Signal(range(cfg.acc_words))
@@ -247,12 +270,16 @@ class Engine(wiring.Component):
         m.d.comb += [rq.row.eq(summed), rq.shift.eq(cur.shift), rq.relu.eq(cur.relu)]
         m.d.comb += [acc_w.addr.eq(s1_slot), acc_w.data.eq(summed),
                      acc_w.en.eq(en & s1_v & ~cur.store)]
+        # omask: the row's output mask from the mask queue (all ones without omask)
+        keep = Signal(C)
+        m.d.comb += [keep.eq(Mux(cur.omask, mq.r_data, (1 << C) - 1)),
+                     mq.r_en.eq(en & s1_v & cur.omask & ~start)]
         with m.If(en & ~start):
             m.d.sync += [s2_v.eq(s1_v & s1_row_ok & cur.store), s2_lane.eq(s1_lane),
-                         s2_daddr.eq(s1_daddr), s2_maddr.eq(s1_maddr), s2_mask.eq(rq.mask)]
+                         s2_daddr.eq(s1_daddr), s2_maddr.eq(s1_maddr), s2_mask.eq(rq.mask & keep)]
             for j in range(C):
                 # signed values sign-extend into the memory slot
-                m.d.sync += s2_vals[j].eq(Mux(cur.out_raw, summed[j], rq.out[j]))
+                m.d.sync += s2_vals[j].eq(Mux(keep[j], Mux(cur.out_raw, summed[j], rq.out[j]), 0))
         entry = self._fifo_entry(m, s2_lane, s2_vals, s2_mask, s2_daddr, s2_maddr)
         m.d.comb += [ofifo.w_data.eq(entry), ofifo.w_en.eq(en & s2_v)]
 
@@ -273,6 +300,54 @@ class Engine(wiring.Component):
         # ---------------- control FSM -------------------------------------------------
         total_rows = Signal(2 * dw + lg_r + 2)
         m.d.comb += total_rows.eq(p_tiles << lg_r)
+
+        # ---------------- output-mask reader (omask) ----------------------------------
+        # Reads each tile row's C mask bits in drain order (ti, tj, row), one request
+        # per cycle, into the mask queue, staying at most mask_queue_rows() ahead of
+        # the drain, which pops one entry per row leaving the array.
+        rdm = self.rd_m
+        mqd = mask_queue_rows(cfg)
+        mr_run = Signal()
+        mr_tj, mr_i = Signal(dw), Signal(range(R))
+        mr_rows = Signal.like(total_rows)
+        mr_row, mr_col = Signal(dw + 1), Signal(dw + 1)          # ti*R + i, tj*C
+        mr_ti_base, mr_i_off, mr_tj_off = Signal(sx), Signal(sx), Signal(sx)
+        inflight = Signal(range(mqd + 1))     # requests accepted, rows not yet popped
+        m_fire = rdm.req.valid & rdm.req.ready
+        can_m = mr_run & (~rdm.req.valid | rdm.req.ready) & (inflight + rdm.req.valid < mqd)
+        m_pay = Signal(mem_req_layout(cfg, C))
+        row_in = mr_row < cur.m
+        for j in range(C):
+            a = mr_ti_base + mr_i_off + mr_tj_off + Const(j) * cur.om_sj
+            ok = row_in & (mr_col + j < cur.n)
+            m.d.comb += [m_pay.addr[j].eq(Mux(ok, a, 0)), m_pay.en[j].eq(ok)]
+        with m.If(start):
+            m.d.sync += [mr_run.eq(cur.omask), mr_tj.eq(0), mr_i.eq(0), mr_rows.eq(0), mr_row.eq(0),
+                         mr_col.eq(0), mr_ti_base.eq(cur.om_addr), mr_i_off.eq(0), mr_tj_off.eq(0),
+                         rdm.req.valid.eq(0)]
+        with m.Else():
+            with m.If(can_m):
+                m.d.sync += [rdm.req.payload.eq(m_pay), rdm.req.valid.eq(1), mr_rows.eq(mr_rows + 1)]
+                with m.If(mr_rows + 1 == total_rows):
+                    m.d.sync += mr_run.eq(0)
+                with m.If(mr_i == R - 1):
+                    m.d.sync += [mr_i.eq(0), mr_i_off.eq(0), mr_row.eq(mr_row - (R - 1))]
+                    with m.If(mr_tj + 1 == n_n):
+                        m.d.sync += [mr_tj.eq(0), mr_col.eq(0), mr_tj_off.eq(0), mr_row.eq(mr_row + 1),
+                                     mr_ti_base.eq(mr_ti_base + (cur.om_si << lg_r))]
+                    with m.Else():
+                        m.d.sync += [mr_tj.eq(mr_tj + 1), mr_col.eq(mr_col + C),
+                                     mr_tj_off.eq(mr_tj_off + (cur.om_sj << lg_c))]
+                with m.Else():
+                    m.d.sync += [mr_i.eq(mr_i + 1), mr_row.eq(mr_row + 1), mr_i_off.eq(mr_i_off + cur.om_si)]
+            with m.Elif(rdm.req.ready):
+                m.d.sync += rdm.req.valid.eq(0)
+        with m.If(start):
+            m.d.sync += inflight.eq(0)
+        with m.Else():
+            m.d.sync += inflight.eq(inflight + m_fire - mq.r_en)
+        m.d.comb += [rdm.resp.ready.eq(1), mq.w_en.eq(rdm.resp.valid),
+                     mq.w_data.eq(Cat(*[rdm.resp.payload[j][0] for j in range(C)]))]
         drained = ((rows_drained == total_rows) & ~s1_v & ~s2_v & (ofifo.level == 0))
         err_sticky = Signal(4)
         m.d.comb += [self.error.eq(err_sticky)]
@@ -296,6 +371,11 @@ class Engine(wiring.Component):
                             + Mux(cur.d_sj < 0, (cur.n - 1) * cur.d_sj, 0)),
                     k_hi.eq(cur.mask_addr + Mux(cur.mask_si > 0, (cur.m - 1) * cur.mask_si, 0)
                             + Mux(cur.d_sj > 0, (cur.n - 1) * cur.d_sj, 0)),
+                    # the output mask's span (omask)
+                    o_lo.eq(cur.om_addr + Mux(cur.om_si < 0, (cur.m - 1) * cur.om_si, 0)
+                            + Mux(cur.om_sj < 0, (cur.n - 1) * cur.om_sj, 0)),
+                    o_hi.eq(cur.om_addr + Mux(cur.om_si > 0, (cur.m - 1) * cur.om_si, 0)
+                            + Mux(cur.om_sj > 0, (cur.n - 1) * cur.om_sj, 0)),
                 ]
                 m.next = "PRODUCTS"
             with m.State("PRODUCTS"):
@@ -327,6 +407,12 @@ class Engine(wiring.Component):
                     m.next = "IDLE"
                 with m.Elif(cur.store & ~cur.out_raw & (cur.shift >= cfg.acc_bits)):
                     m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_SHIFT)]
+                    m.next = "IDLE"
+                with m.Elif(cur.omask & ~cur.store):
+                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_MASK_SHAPE)]
+                    m.next = "IDLE"
+                with m.Elif(cur.omask & ((o_lo < 0) | (o_hi >= words))):
+                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_MASK_ADDR)]
                     m.next = "IDLE"
                 with m.Else():
                     m.d.comb += start.eq(1)
@@ -363,6 +449,7 @@ class Engine(wiring.Component):
             "acc_writes": acc_w.en,
             "retired": retire,
             "errors": retire & (retire_err != 0),
+            "mask_rd_bits": Mux(m_fire, sum(rdm.req.payload.en[j] for j in range(C)), 0),
         }
         for name in COUNTERS:
             m.d.sync += cnt[name].eq(cnt[name] + incs[name])

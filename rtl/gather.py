@@ -13,9 +13,17 @@ Two parts run concurrently:
   lane vector + k vector, lanes outside the operand or in padding disabled.
 Responses come back in order; disabled lanes are written as zero.  The
 ``words_loaded`` count lets the sequencer take a step as soon as its word is in.
+
+Compact mode (``compact``, input sparsity): only nonzero words are written, packed,
+each with its step index k and a ``last`` flag (end of its panel) in a small side
+memory read asynchronously by the sequencer (``k_addr`` -> ``k_val``, ``k_last``).
+A panel without any nonzero word stores one zero word at k = K-1 so that every
+panel has an entry.  Whether an entry is its panel's last is known only when the
+next nonzero word arrives or the panel ends (then the previous entry's flag is
+rewritten), so ``words_final`` counts the entries whose flag is final.
 """
 from amaranth import Module, Signal, Mux, Cat, Const, signed, unsigned
-from amaranth.lib import wiring, stream, data
+from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
@@ -45,8 +53,9 @@ def mem_rd_signature(cfg: AcceleratorConfig, lanes: int) -> wiring.Signature:
 
 
 class OperandGather(wiring.Component):
-    def __init__(self, cfg: AcceleratorConfig, lanes: int, spad_words: int):
+    def __init__(self, cfg: AcceleratorConfig, lanes: int, spad_words: int, compactable: bool = False):
         self.cfg, self.lanes, self.spad_words = cfg, lanes, spad_words
+        self.compactable = compactable
         dw = cfg.dim_bits
         super().__init__({
             "desc": In(gather_layout(cfg)),
@@ -61,6 +70,12 @@ class OperandGather(wiring.Component):
             "busy": Out(1),
             "addr_error": Out(1),     # sticky until the next start
             "req_elems": Out(range(lanes + 1)),   # enabled lanes of the request now accepted
+            # compact mode (see the module docstring)
+            "compact": In(1),
+            "k_addr": In(range(spad_words)),
+            "k_val": Out(range(spad_words)),
+            "k_last": Out(1),
+            "words_final": Out(range(spad_words + 1)),
         })
 
     def elaborate(self, platform):
@@ -169,14 +184,40 @@ class OperandGather(wiring.Component):
         resp = self.mem.resp
         wr_ptr = Signal(range(self.spad_words + 1))
         m.d.comb += [resp.ready.eq(1), fifo.r_en.eq(resp.valid)]
-        m.d.comb += [self.wr_en.eq(resp.valid), self.wr_addr.eq(wr_ptr)]
         for l in range(L):
             m.d.comb += self.wr_data[l].eq(Mux(fifo.r_data[l], resp.payload[l][:cfg.op_bits], 0))
         m.d.comb += self.words_loaded.eq(wr_ptr)
+
+        # compact mode: nonzero words only, with (k, last) in the side memory
+        sw = self.spad_words
+        resp_k = Signal(cfg.dim_bits)     # step index of the next response in its panel
+        p_has = Signal()                  # the current panel has an entry already
+        last_k = Signal(range(sw))        # k of the latest entry
+        fin_ptr = Signal(range(sw + 1))
+        nz = self.wr_data.as_value().any()
+        p_end = resp_k + 1 == self.k
+        cmp = self.compact if self.compactable else Const(0)
+        write = resp.valid & (~cmp | nz | (p_end & ~p_has))
+        m.d.comb += [self.wr_en.eq(write), self.wr_addr.eq(wr_ptr), self.words_final.eq(fin_ptr)]
+        if self.compactable:
+            m.submodules.kmem = kmem = memory.Memory(
+                shape=data.StructLayout({"k": range(sw), "last": 1}), depth=sw, init=[])
+            kw, kr = kmem.write_port(), kmem.read_port(domain="comb")
+            rewrite = resp.valid & cmp & p_end & ~nz & p_has     # mark the previous entry last
+            m.d.comb += [kw.addr.eq(Mux(rewrite, wr_ptr - 1, wr_ptr)),
+                         kw.data.k.eq(Mux(rewrite, last_k, resp_k)), kw.data.last.eq(p_end),
+                         kw.en.eq((write & cmp) | rewrite),
+                         kr.addr.eq(self.k_addr), self.k_val.eq(kr.data.k), self.k_last.eq(kr.data.last)]
         with m.If(self.start):
-            m.d.sync += wr_ptr.eq(0)
+            m.d.sync += [wr_ptr.eq(0), resp_k.eq(0), p_has.eq(0), fin_ptr.eq(0)]
         with m.Elif(resp.valid):
-            m.d.sync += wr_ptr.eq(wr_ptr + 1)
+            m.d.sync += [resp_k.eq(Mux(p_end, 0, resp_k + 1)), p_has.eq(~p_end & (p_has | write))]
+            with m.If(write):
+                m.d.sync += [wr_ptr.eq(wr_ptr + 1), last_k.eq(resp_k)]
+            with m.If(p_end):
+                m.d.sync += fin_ptr.eq(wr_ptr + write)
+            with m.Elif(write):
+                m.d.sync += fin_ptr.eq(wr_ptr)
 
         m.d.comb += self.busy.eq(~w_done | w_full | r_active | req.valid | (fifo.level != 0))
         return m
