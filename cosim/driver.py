@@ -15,6 +15,7 @@ import numpy as np
 
 from rtl import isa
 from rtl.config import AcceleratorConfig
+from rtl.engine import panel_info_depth
 from . import golden
 
 UNBOUNDED = 0xFFFF      # digit count that never wraps within one instruction
@@ -224,13 +225,14 @@ def gemm_program(cfg: AcceleratorConfig, m: int, n: int, k: int, a: dict, b: dic
                  d_addr: int, d_si: int, d_sj: int = 1, shift: int = 0, relu: bool = False,
                  out_raw: bool = False, mask_addr: int | None = None, mask_si: int | None = None,
                  om_addr: int | None = None, om_si: int = 0, om_sj: int = 1, compact_a: bool = False,
-                 layer: str = "gemm") -> list[dict]:
+                 ocompact: bool = False, layer: str = "gemm") -> list[dict]:
     """Instructions computing D = epilogue(A.B), split to fit the scratchpads.
 
     Sparsity (docs/sparsity.md): with ``om_addr`` the engine forces D[i,j] to 0
     where the mask slot at om_addr + i*om_si + j*om_sj has bit 0 clear (the ReLU
     mask of the backward pass); ``compact_a`` skips the K steps whose A word (R
-    elements) is all zero."""
+    elements) is all zero; ``ocompact`` (with ``om_addr``) computes only the output
+    columns some row needs (instructions of at most min(R, C) rows, K unsplit)."""
     for name, v in (("M", m), ("N", n), ("K", k)):
         if v < 1:
             raise DriverError(f"{layer}: {name}={v} must be >= 1")
@@ -247,6 +249,13 @@ def gemm_program(cfg: AcceleratorConfig, m: int, n: int, k: int, a: dict, b: dic
         m_lim = min(m_lim, R * max(1, cfg.acc_words // R // max(1, -(-min(n, n_lim) // C))))
         while -(-min(m, m_lim) // R) * -(-min(n, n_lim) // C) * R > cfg.acc_words and n_lim > C:
             n_lim //= 2
+    if ocompact:
+        if om_addr is None:
+            raise DriverError(f"{layer}: ocompact needs the output mask (om_addr)")
+        if split_k:
+            raise DriverError(f"{layer}: ocompact needs K={k} in one instruction (max {kc})")
+        m_lim = min(m_lim, R, C)
+        n_lim = min(n_lim, C * panel_info_depth(cfg))
     m_ranges = _ranges(m, m_lim, *_periods(a, "lane"), "M", layer)
     n_ranges = _ranges(n, n_lim, *_periods(b, "lane"), "N", layer)
     prog = []
@@ -268,6 +277,8 @@ def gemm_program(cfg: AcceleratorConfig, m: int, n: int, k: int, a: dict, b: dic
                     ins.update(omask=1, om_addr=om_addr + m0 * om_si + n0 * om_sj, om_si=om_si, om_sj=om_sj)
                 if compact_a:
                     ins["compact_a"] = 1
+                if ocompact:
+                    ins["ocompact"] = 1
                 validate(cfg, ins, layer)
                 prog.append(ins)
     return prog

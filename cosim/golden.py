@@ -12,6 +12,7 @@ import numpy as np
 from model_sw import numerics
 from rtl import isa
 from rtl.config import AcceleratorConfig
+from rtl.engine import panel_info_depth
 
 
 def wrap(x, bits: int):
@@ -100,9 +101,13 @@ def check(cfg: AcceleratorConfig, ins: dict) -> int:
                 return isa.ERR_ADDR_WRITE
         if not ins.get("out_raw", 0) and ins.get("shift", 0) >= cfg.acc_bits:
             return isa.ERR_SHIFT
+    if ins.get("omask", 0) and not store:
+        return isa.ERR_MASK_SHAPE
+    if ins.get("ocompact", 0) and (not ins.get("omask", 0) or ins.get("accumulate", 0)
+                                   or ins.get("write_mask", 0) or M > min(cfg.rows, cfg.cols)
+                                   or nn > panel_info_depth(cfg)):
+        return isa.ERR_MASK_SHAPE
     if ins.get("omask", 0):
-        if not store:
-            return isa.ERR_MASK_SHAPE
         base, si, sj = ins.get("om_addr", 0), ins.get("om_si", 0), ins.get("om_sj", 0)
         corners = [base + a * (M - 1) * si + b * (N - 1) * sj for a in (0, 1) for b in (0, 1)]
         if min(corners) < 0 or max(corners) >= cfg.mem_words:

@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from . import isa
 from .config import AcceleratorConfig
 from .epilogue import Requantize
-from .gather import OperandGather, mem_rd_signature, mem_req_layout
+from .gather import OperandGather, mem_rd_signature, mem_req_layout, panel_info_layout
 from .systolic import SystolicArray
 
 COUNTER_BITS = 48
@@ -54,6 +54,19 @@ def mask_queue_rows(cfg: AcceleratorConfig) -> int:
     return 2 * cfg.dram_latency + 8
 
 
+def panel_info_depth(cfg: AcceleratorConfig) -> int:
+    """Panels of one ocompact instruction whose lane info the engine can hold."""
+    return max(1, cfg.spad_b_words // cfg.drain_period)
+
+
+def zero_wr_layout(cfg: AcceleratorConfig):
+    """A zero-write beat (ocompact): C slots set to 0 at per-lane addresses."""
+    return data.StructLayout({
+        "addr": data.ArrayLayout(unsigned(cfg.mem_addr_bits), cfg.cols),
+        "en": unsigned(cfg.cols),
+    })
+
+
 def counters_layout():
     return data.StructLayout({name: unsigned(COUNTER_BITS) for name in COUNTERS})
 
@@ -82,6 +95,8 @@ class Engine(wiring.Component):
             "wr": Out(stream.Signature(mem_wr_layout(cfg))),
             # output-mask reads (omask); idle unless an instruction sets omask
             "rd_m": Out(mem_rd_signature(cfg, cfg.cols)),
+            # zero writes of output columns no row needs (ocompact); idle otherwise
+            "wz": Out(stream.Signature(zero_wr_layout(cfg))),
             "busy": Out(1),
             "error": Out(4),           # first error code since reset (sticky)
             "counters": Out(counters_layout()),
@@ -108,7 +123,7 @@ class Engine(wiring.Component):
 
         # ---------------- gathers ---------------------------------------------------
         m.submodules.gather_a = ga = OperandGather(cfg, R, cfg.spad_a_words, compactable=True)
-        m.submodules.gather_b = gb = OperandGather(cfg, C, cfg.spad_b_words)
+        m.submodules.gather_b = gb = OperandGather(cfg, C, cfg.spad_b_words, lane_compactable=True)
         wiring.connect(m, ga.mem, wiring.flipped(self.rd_a))
         wiring.connect(m, gb.mem, wiring.flipped(self.rd_b))
         m.d.comb += [ga.desc.eq(cur.a), ga.total.eq(cur.m), ga.k.eq(cur.k), ga.compact.eq(cur.compact_a),
@@ -150,14 +165,17 @@ class Engine(wiring.Component):
         kcur = Mux(cmp, ga.k_val, kk)
         a_have = Mux(cmp, ga.words_final, ga.words_loaded)
         ready = (a_have > a_base + kk) & (gb.words_loaded > b_base + kcur)
+        # ocompact: the tiles are the B gather's compacted panels (one tile row)
+        oc = cur.ocompact
+        more_tiles = Mux(oc, ~(gb.walk_done & (gb.panels == tj)), tiles_left)
         tile_end = Mux(cmp, ga.k_last, kk + 1 == cur.k)
         mid_tile = kk != 0
         step = Signal()
         flush = Signal()
         run = Signal()            # the sequencer owns the current instruction
         m.d.comb += [
-            step.eq(run & en & tiles_left & ready & (mid_tile | period_ok)),
-            flush.eq(run & en & ~tiles_left & ~flushed & period_ok),
+            step.eq(run & en & more_tiles & ready & (mid_tile | period_ok)),
+            flush.eq(run & en & ~more_tiles & ~flushed & period_ok),
         ]
         m_left = Signal(signed(dw + 1))
         n_left = Signal(signed(dw + 1))
@@ -191,7 +209,7 @@ class Engine(wiring.Component):
             with m.If(step):
                 with m.If(tile_end):
                     m.d.sync += kk.eq(0)
-                    with m.If(tj + 1 == n_n):
+                    with m.If((tj + 1 == n_n) & ~oc):
                         m.d.sync += [tj.eq(0), b_base.eq(0), n_left.eq(cur.n), ti.eq(ti + 1),
                                      a_base.eq(a_base + Mux(cmp, kk + 1, cur.k)), m_left.eq(m_left - R)]
                         with m.If(ti + 1 == n_m):
@@ -209,7 +227,13 @@ class Engine(wiring.Component):
         # with omask, if a row's mask has not arrived: only under memory back-pressure).
         m.submodules.mask_q = mq = SyncFIFOBuffered(width=C, depth=mask_queue_rows(cfg))
         s1_v = Signal()
-        m.d.comb += en.eq((ofifo.level < OUT_FIFO_ROWS - 1) & ~(cur.omask & s1_v & ~mq.r_rdy))
+        m.d.comb += en.eq((ofifo.level < OUT_FIFO_ROWS - 1) & ~(cur.omask & ~oc & s1_v & ~mq.r_rdy))
+        # ocompact: per panel, its lanes' output offsets and row masks (from gather B)
+        pi_depth = panel_info_depth(cfg)
+        m.submodules.panel_info = pinfo = memory.Memory(
+            shape=panel_info_layout(cfg, C), depth=pi_depth, init=[])
+        pi_w, pi_r = pinfo.write_port(), pinfo.read_port()
+        m.d.comb += [pi_w.addr.eq(gb.pi_idx), pi_w.data.eq(gb.pi_data), pi_w.en.eq(gb.pi_we & oc)]
 
         dr_ti, dr_tj, dr_i = Signal(dw), Signal(dw), Signal(range(R))
         rows_drained = Signal(2 * dw + 1)
@@ -222,6 +246,7 @@ class Engine(wiring.Component):
         m_i_off = Signal(sx)
         # stage 1 (row left the array; accumulator SRAM read issued)
         s1_row_ok = Signal()
+        s1_i = Signal(range(R))
         s1_data = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
         s1_lane = Signal(C)
         s1_slot = Signal(range(cfg.acc_words))
@@ -232,6 +257,7 @@ class Engine(wiring.Component):
         s2_vals = Signal(data.ArrayLayout(unsigned(cfg.slot_bits), C))
         s2_mask = Signal(C)
         s2_daddr, s2_maddr = Signal(sx), Signal(sx)
+        s2_offs = Signal(data.ArrayLayout(signed(aw + 2), C))
 
         arow = arr.out_valid
         with m.If(start):
@@ -243,21 +269,21 @@ class Engine(wiring.Component):
             with m.If(arow):
                 lanes = Cat(*[(col_base + j < cur.n) for j in range(C)])
                 m.d.sync += [s1_data.eq(arr.out_row), s1_lane.eq(lanes),
-                             s1_row_ok.eq(row_base + dr_i < cur.m),
+                             s1_row_ok.eq(row_base + dr_i < cur.m), s1_i.eq(dr_i),
                              s1_slot.eq(cur.acc_addr + rows_drained),
                              s1_daddr.eq(d_ti_base + d_tj_off + d_i_off),
                              s1_maddr.eq(m_ti_base + d_tj_off + m_i_off),
                              rows_drained.eq(rows_drained + 1)]
                 with m.If(dr_i == R - 1):
                     m.d.sync += [dr_i.eq(0), d_i_off.eq(0), m_i_off.eq(0)]
-                    with m.If(dr_tj + 1 == n_n):
+                    with m.If((dr_tj + 1 == n_n) & ~oc):
                         m.d.sync += [dr_tj.eq(0), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
                                      row_base.eq(row_base + R),
                                      d_ti_base.eq(d_ti_base + (cur.d_si << lg_r)),
                                      m_ti_base.eq(m_ti_base + (cur.mask_si << lg_r))]
                     with m.Else():
                         m.d.sync += [dr_tj.eq(dr_tj + 1), col_base.eq(col_base + C),
-                                     d_tj_off.eq(d_tj_off + (cur.d_sj << lg_c))]
+                                     d_tj_off.eq(Mux(oc, 0, d_tj_off + (cur.d_sj << lg_c)))]
                 with m.Else():
                     m.d.sync += [dr_i.eq(dr_i + 1), d_i_off.eq(d_i_off + cur.d_si),
                                  m_i_off.eq(m_i_off + cur.mask_si)]
@@ -270,17 +296,24 @@ class Engine(wiring.Component):
         m.d.comb += [rq.row.eq(summed), rq.shift.eq(cur.shift), rq.relu.eq(cur.relu)]
         m.d.comb += [acc_w.addr.eq(s1_slot), acc_w.data.eq(summed),
                      acc_w.en.eq(en & s1_v & ~cur.store)]
-        # omask: the row's output mask from the mask queue (all ones without omask)
+        # omask: the row's output mask from the mask queue (all ones without omask);
+        # ocompact: the tile's lanes, offsets and row masks from the panel info
+        m.d.comb += pi_r.addr.eq(dr_tj)
+        pi = pi_r.data
         keep = Signal(C)
-        m.d.comb += [keep.eq(Mux(cur.omask, mq.r_data, (1 << C) - 1)),
-                     mq.r_en.eq(en & s1_v & cur.omask & ~start)]
+        oc_keep = Cat(*[pi[j].mv.bit_select(s1_i, 1) for j in range(C)])
+        m.d.comb += [keep.eq(Mux(oc, oc_keep, Mux(cur.omask, mq.r_data, (1 << C) - 1))),
+                     mq.r_en.eq(Mux(oc, gb.lm_pop, en & s1_v & cur.omask & ~start))]
         with m.If(en & ~start):
-            m.d.sync += [s2_v.eq(s1_v & s1_row_ok & cur.store), s2_lane.eq(s1_lane),
+            m.d.sync += [s2_v.eq(s1_v & s1_row_ok & cur.store),
+                         s2_lane.eq(Mux(oc, Cat(*[pi[j].ok for j in range(C)]), s1_lane)),
                          s2_daddr.eq(s1_daddr), s2_maddr.eq(s1_maddr), s2_mask.eq(rq.mask & keep)]
+            for j in range(C):
+                m.d.sync += s2_offs[j].eq(pi[j].off)
             for j in range(C):
                 # signed values sign-extend into the memory slot
                 m.d.sync += s2_vals[j].eq(Mux(keep[j], Mux(cur.out_raw, summed[j], rq.out[j]), 0))
-        entry = self._fifo_entry(m, s2_lane, s2_vals, s2_mask, s2_daddr, s2_maddr)
+        entry = self._fifo_entry(m, s2_lane, s2_vals, s2_mask, s2_daddr, s2_maddr, s2_offs)
         m.d.comb += [ofifo.w_data.eq(entry), ofifo.w_en.eq(en & s2_v)]
 
         # ---------------- writer: one beat per stored row (D and its mask) --------
@@ -288,7 +321,7 @@ class Engine(wiring.Component):
         e = self._fifo_unpack(ofifo.r_data)
         for j in range(C):
             off = Const(j) * cur.d_sj
-            m.d.comb += [wr.payload.addr[j].eq(e["daddr"] + off),
+            m.d.comb += [wr.payload.addr[j].eq(e["daddr"] + Mux(oc, e["offs"][j], off)),
                          wr.payload.data[j].eq(e["vals"][j]),
                          wr.payload.mask_addr[j].eq(e["maddr"] + off)]
         m.d.comb += [wr.payload.en.eq(e["lane"]), wr.payload.mask.eq(e["mask"]),
@@ -299,12 +332,14 @@ class Engine(wiring.Component):
 
         # ---------------- control FSM -------------------------------------------------
         total_rows = Signal(2 * dw + lg_r + 2)
-        m.d.comb += total_rows.eq(p_tiles << lg_r)
+        m.d.comb += total_rows.eq(Mux(oc, gb.panels << lg_r, p_tiles << lg_r))
 
         # ---------------- output-mask reader (omask) ----------------------------------
         # Reads each tile row's C mask bits in drain order (ti, tj, row), one request
         # per cycle, into the mask queue, staying at most mask_queue_rows() ahead of
-        # the drain, which pops one entry per row leaving the array.
+        # the drain, which pops one entry per row leaving the array.  With ocompact
+        # it reads per output column instead (the M rows' bits of column l, lane i =
+        # row i) for gather B's lane walker, which pops them.
         rdm = self.rd_m
         mqd = mask_queue_rows(cfg)
         mr_run = Signal()
@@ -317,9 +352,11 @@ class Engine(wiring.Component):
         can_m = mr_run & (~rdm.req.valid | rdm.req.ready) & (inflight + rdm.req.valid < mqd)
         m_pay = Signal(mem_req_layout(cfg, C))
         row_in = mr_row < cur.m
+        mr_total = Mux(oc, cur.n, p_tiles << lg_r)
         for j in range(C):
-            a = mr_ti_base + mr_i_off + mr_tj_off + Const(j) * cur.om_sj
-            ok = row_in & (mr_col + j < cur.n)
+            a = Mux(oc, cur.om_addr + Const(j) * cur.om_si + mr_tj_off,
+                    mr_ti_base + mr_i_off + mr_tj_off + Const(j) * cur.om_sj)
+            ok = Mux(oc, j < cur.m, row_in & (mr_col + j < cur.n))
             m.d.comb += [m_pay.addr[j].eq(Mux(ok, a, 0)), m_pay.en[j].eq(ok)]
         with m.If(start):
             m.d.sync += [mr_run.eq(cur.omask), mr_tj.eq(0), mr_i.eq(0), mr_rows.eq(0), mr_row.eq(0),
@@ -328,9 +365,11 @@ class Engine(wiring.Component):
         with m.Else():
             with m.If(can_m):
                 m.d.sync += [rdm.req.payload.eq(m_pay), rdm.req.valid.eq(1), mr_rows.eq(mr_rows + 1)]
-                with m.If(mr_rows + 1 == total_rows):
+                with m.If(mr_rows + 1 == mr_total):
                     m.d.sync += mr_run.eq(0)
-                with m.If(mr_i == R - 1):
+                with m.If(oc):
+                    m.d.sync += mr_tj_off.eq(mr_tj_off + cur.om_sj)
+                with m.Elif(mr_i == R - 1):
                     m.d.sync += [mr_i.eq(0), mr_i_off.eq(0), mr_row.eq(mr_row - (R - 1))]
                     with m.If(mr_tj + 1 == n_n):
                         m.d.sync += [mr_tj.eq(0), mr_col.eq(0), mr_tj_off.eq(0), mr_row.eq(mr_row + 1),
@@ -348,6 +387,19 @@ class Engine(wiring.Component):
             m.d.sync += inflight.eq(inflight + m_fire - mq.r_en)
         m.d.comb += [rdm.resp.ready.eq(1), mq.w_en.eq(rdm.resp.valid),
                      mq.w_data.eq(Cat(*[rdm.resp.payload[j][0] for j in range(C)]))]
+
+        # ---------------- zero writes (ocompact) ----------------------------------------
+        # Output columns that no row needs are never computed; gather B queues their
+        # offsets and this port clears their M slots, one column per cycle.
+        m.submodules.zero_q = zq = SyncFIFOBuffered(width=aw + 2, depth=4)
+        wz = self.wz
+        m.d.comb += [gb.lane_compact.eq(oc), gb.off_step.eq(cur.d_sj), gb.lm_valid.eq(mq.r_rdy),
+                     gb.lm_bits.eq(mq.r_data), gb.zq_space.eq(zq.w_rdy),
+                     zq.w_en.eq(gb.zq_push), zq.w_data.eq(gb.zq_off)]
+        for i in range(C):
+            m.d.comb += [wz.payload.addr[i].eq(cur.d_addr + Const(i) * cur.d_si + zq.r_data.as_signed()),
+                         wz.payload.en[i].eq(i < cur.m)]
+        m.d.comb += [wz.valid.eq(zq.r_rdy), zq.r_en.eq(wz.valid & wz.ready)]
         drained = ((rows_drained == total_rows) & ~s1_v & ~s2_v & (ofifo.level == 0))
         err_sticky = Signal(4)
         m.d.comb += [self.error.eq(err_sticky)]
@@ -411,6 +463,10 @@ class Engine(wiring.Component):
                 with m.Elif(cur.omask & ~cur.store):
                     m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_MASK_SHAPE)]
                     m.next = "IDLE"
+                with m.Elif(oc & (~cur.omask | cur.accumulate | cur.write_mask
+                                  | (cur.m > min(R, C)) | (n_n > pi_depth))):
+                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_MASK_SHAPE)]
+                    m.next = "IDLE"
                 with m.Elif(cur.omask & ((o_lo < 0) | (o_hi >= words))):
                     m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_MASK_ADDR)]
                     m.next = "IDLE"
@@ -418,7 +474,7 @@ class Engine(wiring.Component):
                     m.d.comb += start.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
-                with m.If(flushed & drained & ~ga.busy & ~gb.busy):
+                with m.If(flushed & drained & ~ga.busy & ~gb.busy & (zq.level == 0)):
                     m.d.comb += [retire.eq(1),
                                  retire_err.eq(Mux(ga.addr_error | gb.addr_error, isa.ERR_ADDR_READ, 0))]
                     m.next = "IDLE"
@@ -437,7 +493,7 @@ class Engine(wiring.Component):
             "cycles": 1,
             "busy_cycles": busy,
             "compute_cycles": step,
-            "stall_cycles": run & tiles_left & (~en | (~ready & (mid_tile | period_ok))),
+            "stall_cycles": run & more_tiles & (~en | (~ready & (mid_tile | period_ok))),
             "macs": Mux(step, macs_per_step, 0),
             "rd_bytes": (ga.req_elems + gb.req_elems) * cfg.op_bytes,
             "wr_bytes": Mux(wr_fire, sum(e["lane"][j] for j in range(C))
@@ -464,18 +520,19 @@ class Engine(wiring.Component):
             "vals": data.ArrayLayout(unsigned(cfg.slot_bits), cfg.cols),
             "mask": unsigned(cfg.cols),
             "daddr": sx, "maddr": sx,
+            "offs": data.ArrayLayout(signed(cfg.mem_addr_bits + 2), cfg.cols),
         })
 
     def _fifo_width(self):
         return self._entry_layout().size
 
-    def _fifo_entry(self, m, lane, vals, mask, daddr, maddr):
+    def _fifo_entry(self, m, lane, vals, mask, daddr, maddr, offs):
         ent = Signal(self._entry_layout())
         m.d.comb += [ent.lane.eq(lane), ent.vals.eq(vals), ent.mask.eq(mask),
-                     ent.daddr.eq(daddr), ent.maddr.eq(maddr)]
+                     ent.daddr.eq(daddr), ent.maddr.eq(maddr), ent.offs.eq(offs)]
         return ent.as_value()
 
     def _fifo_unpack(self, bits):
         view = data.View(self._entry_layout(), bits)
         return {"lane": view.lane, "vals": view.vals, "mask": view.mask,
-                "daddr": view.daddr, "maddr": view.maddr}
+                "daddr": view.daddr, "maddr": view.maddr, "offs": view.offs}

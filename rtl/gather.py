@@ -21,6 +21,13 @@ A panel without any nonzero word stores one zero word at k = K-1 so that every
 panel has an entry.  Whether an entry is its panel's last is known only when the
 next nonzero word arrives or the panel ends (then the previous entry's flag is
 rewritten), so ``words_final`` counts the entries whose flag is final.
+
+Lane-compact mode (``lane_compact``, output sparsity): the walker takes one mask
+vector per lane (``lm_*``: which of the instruction's output rows need this output
+column) and keeps only lanes that some row needs; the others go to the zero-write
+queue (``zq_*``) with their output offset.  A panel is then C kept lanes; its
+lanes' output offsets and mask vectors are handed out (``pi_*``) when the panel
+goes to the requester, so the writer can scatter the tile's results.
 """
 from amaranth import Module, Signal, Mux, Cat, Const, signed, unsigned
 from amaranth.lib import wiring, stream, data, memory
@@ -44,6 +51,12 @@ def mem_req_layout(cfg: AcceleratorConfig, lanes: int) -> data.StructLayout:
     })
 
 
+def panel_info_layout(cfg: AcceleratorConfig, lanes: int) -> data.ArrayLayout:
+    """Per lane of a lane-compacted panel: real, its output offset, its row mask."""
+    return data.ArrayLayout(data.StructLayout({
+        "ok": 1, "off": signed(cfg.mem_addr_bits + 2), "mv": cfg.cols}), lanes)
+
+
 def mem_rd_signature(cfg: AcceleratorConfig, lanes: int) -> wiring.Signature:
     """An external read port: request stream out, response stream (slots) in."""
     return wiring.Signature({
@@ -53,9 +66,11 @@ def mem_rd_signature(cfg: AcceleratorConfig, lanes: int) -> wiring.Signature:
 
 
 class OperandGather(wiring.Component):
-    def __init__(self, cfg: AcceleratorConfig, lanes: int, spad_words: int, compactable: bool = False):
+    def __init__(self, cfg: AcceleratorConfig, lanes: int, spad_words: int, compactable: bool = False,
+                 lane_compactable: bool = False):
         self.cfg, self.lanes, self.spad_words = cfg, lanes, spad_words
-        self.compactable = compactable
+        self.compactable, self.lane_compactable = compactable, lane_compactable
+        off = signed(cfg.mem_addr_bits + 2)
         dw = cfg.dim_bits
         super().__init__({
             "desc": In(gather_layout(cfg)),
@@ -76,6 +91,15 @@ class OperandGather(wiring.Component):
             "k_val": Out(range(spad_words)),
             "k_last": Out(1),
             "words_final": Out(range(spad_words + 1)),
+            # lane-compact mode (see the module docstring)
+            "lane_compact": In(1),
+            "off_step": In(off),              # output offset between consecutive lanes (d_sj)
+            "lm_valid": In(1), "lm_bits": In(cfg.cols), "lm_pop": Out(1),
+            "zq_push": Out(1), "zq_off": Out(off), "zq_space": In(1),
+            "pi_we": Out(1), "pi_idx": Out(dw),
+            "pi_data": Out(panel_info_layout(cfg, lanes)),
+            "panels": Out(dw),                # panels handed to the requester
+            "walk_done": Out(1),              # the lane walk is over (panels is final)
         })
 
     def elaborate(self, platform):
@@ -111,31 +135,48 @@ class OperandGather(wiring.Component):
         last_issue = can_issue & (r_k + 1 == self.k)
         transfer = w_full & (~r_active | last_issue)
 
+        # lane-compact side information of the staged lanes
+        w_info = Signal(panel_info_layout(cfg, L))
+        w_off = Signal(signed(cfg.mem_addr_bits + 2))     # output offset of lane w_n
+        panels = Signal(cfg.dim_bits)
+        lc = self.lane_compact if self.lane_compactable else Const(0)
+        real = w_n < self.total
+        lm_any = (self.lm_bits != 0)
+        # a real lane in lane-compact mode needs its mask vector (and, if it is
+        # dropped, room in the zero-write queue)
+        pop_ok = ~lc | ~real | (self.lm_valid & (lm_any | self.zq_space))
+        keep = ~lc | ~real | lm_any
         with m.If(self.start):
             m.d.sync += [w_run.eq(1), w_cnt.eq(0), w_full.eq(0), w_n.eq(0), w_done.eq(0),
-                         r_active.eq(0), self.addr_error.eq(0)]
+                         r_active.eq(0), self.addr_error.eq(0), w_off.eq(0), panels.eq(0)]
             m.d.comb += walker.clear.eq(1)
         with m.Else():
             # walk one lane per cycle while the staging buffer has room
             no_more = (w_cnt == 0) & (w_n >= self.total)
-            walking = w_run & ~w_full & ~w_done & ~no_more
+            walking = w_run & ~w_full & ~w_done & ~no_more & pop_ok
             with m.If(walking):
-                m.d.comb += walker.step.eq(1)
-                m.d.sync += [w_buf[L - 1].v.eq(walker.value), w_buf[L - 1].ok.eq(w_n < self.total),
-                             w_n.eq(w_n + 1)]
-                for i in range(L - 1):
-                    m.d.sync += w_buf[i].eq(w_buf[i + 1])
-                with m.If(w_cnt == L - 1):
-                    m.d.sync += [w_full.eq(1), w_cnt.eq(0)]
-                with m.Else():
-                    m.d.sync += w_cnt.eq(w_cnt + 1)
+                m.d.comb += [walker.step.eq(1), self.lm_pop.eq(lc & real),
+                             self.zq_push.eq(~keep), self.zq_off.eq(w_off)]
+                m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step)]
+                with m.If(keep):
+                    m.d.sync += [w_buf[L - 1].v.eq(walker.value), w_buf[L - 1].ok.eq(real),
+                                 w_info[L - 1].ok.eq(real), w_info[L - 1].off.eq(w_off),
+                                 w_info[L - 1].mv.eq(self.lm_bits)]
+                    for i in range(L - 1):
+                        m.d.sync += [w_buf[i].eq(w_buf[i + 1]), w_info[i].eq(w_info[i + 1])]
+                    with m.If(w_cnt == L - 1):
+                        m.d.sync += [w_full.eq(1), w_cnt.eq(0)]
+                    with m.Else():
+                        m.d.sync += w_cnt.eq(w_cnt + 1)
             with m.If(w_run & ~w_full & no_more):
                 m.d.sync += w_done.eq(1)
             with m.If(transfer):
-                m.d.sync += [r_buf.eq(w_buf), r_active.eq(1), w_full.eq(0)]
+                m.d.sync += [r_buf.eq(w_buf), r_active.eq(1), w_full.eq(0), panels.eq(panels + 1)]
                 m.d.comb += kctr.clear.eq(1)
             with m.Elif(last_issue):
                 m.d.sync += r_active.eq(0)
+        m.d.comb += [self.pi_we.eq(transfer & ~self.start), self.pi_idx.eq(panels),
+                     self.pi_data.eq(w_info), self.panels.eq(panels), self.walk_done.eq(w_done)]
 
         # ---- address generation, one request per cycle ------------------------
         dil = desc.dil

@@ -43,7 +43,7 @@ ERR_ADDR_WRITE = 6      # an output or mask address falls outside external memor
 ERR_ADDR_READ = 7       # a gathered operand address falls outside external memory
 ERR_SHIFT = 8           # requantize shift wider than the accumulator
 ERR_MASK_ADDR = 9       # an output-mask (omask) address falls outside external memory
-ERR_MASK_SHAPE = 10     # an output mask given where outputs are not stored (store=0)
+ERR_MASK_SHAPE = 10     # omask without store, or ocompact outside its limits (see _spec)
 ERROR_NAMES = {
     ERR_NONE: "ok", ERR_OPCODE: "unknown opcode", ERR_ZERO_DIM: "zero dimension",
     ERR_SPAD_A: "A operand does not fit scratchpad A", ERR_SPAD_B: "B operand does not fit scratchpad B",
@@ -100,6 +100,11 @@ def _spec(cfg: AcceleratorConfig) -> dict:
         # compact_a: the A gather keeps only nonzero words (R elements) with their k;
         # the sequencer steps only those, reading B at the same k (zero-word skipping)
         "compact_a": Field(1),
+        # ocompact (needs omask, M <= min(R, C), no accumulate, no write_mask): the B
+        # gather walks only the output columns some row needs (their mask vector is
+        # read per column), the writer scatters the tiles' columns to their addresses
+        # and a zero-write port clears the columns no row needs (output sparsity)
+        "ocompact": Field(1),
     }
 
 

@@ -1,7 +1,7 @@
 // Simulation harness around the generated engine (Verilator and Icarus).
 //
 // It plays the external memory (two operand read ports and a mask read port with a
-// fixed latency, one write
+// fixed latency, one write port and a zero-write port
 // port, optional random back-pressure) and the instruction source (a program ROM),
 // so that a whole program runs without a Python call per cycle. Bulk data moves
 // through $readmemh / $writememh files named by plusargs.
@@ -83,6 +83,7 @@ module harness #(
     wire [C*AW+C-1:0] m_req;  wire m_req_valid;
     reg  [C*SLOT-1:0] m_resp; reg  m_resp_valid;
     wire [2*C*AW+C*SLOT+3*C-1:0] w_req; wire w_valid;
+    wire [C*AW+C-1:0] z_req; wire z_valid;
     reg  running;
     reg  [31:0] pc;
     wire instr_valid = running && (pc < prog_len_q);
@@ -97,6 +98,7 @@ module harness #(
         .rd_m__req__payload(m_req), .rd_m__req__valid(m_req_valid), .rd_m__req__ready(rdy_m),
         .rd_m__resp__payload(m_resp), .rd_m__resp__valid(m_resp_valid), .rd_m__resp__ready(),
         .wr__payload(w_req), .wr__valid(w_valid), .wr__ready(rdy_w),
+        .wz__payload(z_req), .wz__valid(z_valid), .wz__ready(rdy_m),
         .busy(busy), .error(error), .counters(counters)
     );
 
@@ -151,6 +153,10 @@ module harness #(
                 if (w_req[2*C*AW + C*SLOT + 2*C + l])
                     mem[w_req[C*AW + C*SLOT + C + l*AW +: AW]] <= {{(SLOT-1){1'b0}}, w_req[2*C*AW + C*SLOT + C + l]};
         end
+        // zero writes (output columns that no row needs)
+        if (z_valid && rdy_m)
+            for (l = 0; l < C; l = l + 1)
+                if (z_req[C*AW + l]) mem[z_req[l*AW +: AW]] <= {SLOT{1'b0}};
     end
 
     // ---- program sequencing and watchdog ------------------------------------

@@ -39,11 +39,10 @@ def mask_pixels(rng, shape, density):
     return m.astype(np.int64)
 
 
-def masked_gemm_case(cfg, rng, M, N, K, gmask, omask=None, compact=True, transpose=False, shift=6):
+def masked_gemm_case(cfg, rng, M, N, K, gmask, omask=None, compact=True, ocompact=False, shift=6):
     """D = A.B with A = G * gmask (the masked gradient, M x K, zeros where gmask is 0)
-    and the output masked by ``omask`` (M x N) if given; dense when ``compact`` is
-    False and ``omask`` is None.  ``transpose`` computes D^T = B^T A^T with A^T on the
-    engine's B side (so the zero words are not skipped: the dense-operand baseline)."""
+    and the output masked by ``omask`` (M x N) if given (``ocompact``: computing only
+    the columns some row needs); dense when ``compact`` is False and ``omask`` None."""
     img = MemoryImage(cfg)
     A = rng.integers(-128, 128, (M, K)) * gmask
     B = rng.integers(-128, 128, (K, N))
@@ -53,7 +52,7 @@ def masked_gemm_case(cfg, rng, M, N, K, gmask, omask=None, compact=True, transpo
     kw = dict(d_addr=d.base, d_si=N, d_sj=1, shift=shift, compact_a=compact)
     if omask is not None:
         om = img.put("om", omask)
-        kw.update(om_addr=om.base, om_si=N, om_sj=1)
+        kw.update(om_addr=om.base, om_si=N, om_sj=1, ocompact=ocompact)
     ad, bd = driver.matrix_desc(a.base, K, 1), driver.matrix_desc(b.base, 1, N)
     prog = driver.gemm_program(cfg, M, N, K, ad, bd, **kw)
     return img, prog, A, B

@@ -1,0 +1,152 @@
+"""Sparsity bench: dense vs sparse execution of backward-pass GEMMs on the engine.
+
+    python -m cosim bench sparsity [--preset default] [--sim verilator] [--json] [--model-only]
+
+Every case runs twice on the RTL (dense program, sparse program), each checked
+bit-exactly against the golden model (dense result, then masking) and its
+busy-cycle counter exactly against the analytic cycle model.  One JSON object per
+case: ``case, density, dense_cycles, sparse_cycles, ideal_cycles, bit_exact`` and
+more (``ideal = dense_cycles * density``).  Cases:
+
+* ``iid-*`` / ``pixel-*``: a backward-weight-shaped GEMM dW = (G*mask) . X^T whose
+  gradient operand is masked by a synthetic ReLU mask over [channels, pixels]:
+  i.i.d. elements, or spatially structured (whole pixels zero in every channel,
+  in runs; ``tests.sparse_cases.mask_pixels``); sparse = zero-word skipping
+  (compact_a);
+* ``digits-*``: each backward op of the digits CNN (model_sw) on its real ReLU
+  masks, dense vs sparse, and the whole backward pass;
+* ``model-*``: analytic only (no RTL): what other granularities would give on the
+  same real masks (output-column compaction, tile skipping, channel grouping).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rtl.config import preset
+from . import cyclemodel
+from .execute import MismatchError, golden_run, run_checked
+from .rtlsim import RtlSim
+
+DENSITIES = (1.0, 0.75, 0.5, 0.25, 0.1, 0.05)
+
+
+def _run(sim, cfg, img, prog, what, model_only):
+    """(busy cycles, bit_exact) of ``prog`` from ``img``; ``img`` is left unchanged."""
+    if model_only:
+        return cyclemodel.program_cycles(cfg, prog, img.mem), None
+    saved = img.mem.copy()
+    try:
+        res = run_checked(sim, cfg, img, prog, what=what)
+        return res.counters["busy_cycles"], True
+    except MismatchError as e:
+        print(f"# MISMATCH {what}: {e}", flush=True)
+        return cyclemodel.program_cycles(cfg, prog, saved), False
+    finally:
+        img.mem[:] = saved
+
+
+def synthetic_cases(cfg, sim, emit, model_only, seed=0):
+    from tests.sparse_cases import mask_iid, mask_pixels, masked_gemm_case
+    R, C = cfg.rows, cfg.cols
+    # channels x pixels gradient (A), pixels x taps operand (B): enough tiles on both
+    # sides that the operand loads do not bound the sparse run (see docs/sparsity.md)
+    M, N, K = 8 * R, 8 * C, min(256, cfg.max_k)
+    for kind, gen in (("iid", mask_iid), ("pixel", mask_pixels)):
+        for dens in DENSITIES:
+            rng = np.random.default_rng(seed)
+            g = gen(rng, (M, K), dens)
+            cyc, ok = {}, True
+            for mode in ("dense", "sparse"):
+                img, prog, _, _ = masked_gemm_case(cfg, np.random.default_rng(seed + 1), M, N, K, g,
+                                                   compact=mode == "sparse")
+                cyc[mode], bit = _run(sim, cfg, img, prog, f"{kind} d={dens} {mode}", model_only)
+                ok = ok and bit is not False
+            A = g.reshape(M // R, R, K).any(axis=1)
+            emit(_row(f"{kind}-gemm-{M}x{N}x{K}", float(g.mean()), cyc, ok, model_only,
+                      mask=kind, word_density=round(float(A.mean()), 4)))
+
+
+def _row(case, density, cyc, ok, model_only, **extra):
+    d, s = cyc["dense"], cyc["sparse"]
+    return {"case": case, "density": round(density, 4), "dense_cycles": int(d), "sparse_cycles": int(s),
+            "ideal_cycles": round(d * density, 1), "speedup": round(d / s, 3),
+            "vs_ideal": round(s / max(d * density, 1e-9), 3) if density > 0 else None,
+            "bit_exact": None if model_only else bool(ok), **extra}
+
+
+def digits_pass(cfg, batch: int, sparse: bool, seed: int = 0):
+    """The digits CNN's forward pass (golden) and the backward ops of ``sparse``."""
+    import torch
+    from model_sw.data import load_digits_split
+    from model_sw.models import CNN
+    from .cnn_pass import CnnPass
+    torch.manual_seed(seed)
+    data = load_digits_split()
+    p = CnnPass(cfg, CNN(), data.x_train[:batch], data.y_train[:batch], sparse=sparse)
+    for op in p.forward_ops():
+        p.img.mem, _ = golden_run(cfg, p.img, op.prog)
+    p.put_logit_grad()
+    return p
+
+
+def digits_cases(cfg, sim, emit, model_only, batch):
+    """Each backward op of the digits CNN, dense and sparse, on its real masks; the
+    ops run in order on the engine so each reads what the previous one wrote."""
+    passes = {mode: digits_pass(cfg, batch, mode == "sparse") for mode in ("dense", "sparse")}
+    stages = {mode: p.backward_stages() for mode, p in passes.items()}
+    tot = {"dense": 0, "sparse": 0}
+    ok_all = True
+    rows = []
+    for si in range(len(stages["dense"])):
+        for oi in range(len(stages["dense"][si][0])):
+            cyc, ok = {}, True
+            for mode in ("dense", "sparse"):
+                p, op = passes[mode], stages[mode][si][0][oi]
+                before = p.img.mem.copy()
+                cyc[mode], bit = _run(sim, cfg, p.img, op.prog, f"digits {op.layer} {op.kind} {mode}",
+                                      model_only)
+                ok = ok and bit is not False
+                p.img.mem[:], _ = golden_run(cfg, p.img, op.prog)   # advance to the op's result
+                if mode == "sparse":
+                    dens = _op_density(cfg, p, op, before)
+            tot["dense"] += cyc["dense"]
+            tot["sparse"] += cyc["sparse"]
+            ok_all = ok_all and ok
+            op = stages["dense"][si][0][oi]
+            rows.append(_row(f"digits-{op.layer}-{op.kind}", dens, cyc, ok, model_only,
+                             mask="digits-cnn", batch=batch))
+    for r in rows:
+        emit(r)
+    emit({**_row("digits-backward-pass", _pass_density(passes["sparse"]), tot, ok_all, model_only,
+                 mask="digits-cnn", batch=batch), "paper_backward_speedup": "1.69x-5.43x"})
+    return passes["sparse"]
+
+
+def _op_density(cfg, p, op, mem_before):
+    """The density an op's sparsity depends on: the fraction of kept outputs (its
+    omask) for backward-data, of nonzero gradient elements (its A operand) for
+    backward-weight; 1.0 where no ReLU mask is involved."""
+    ins = op.prog[0]
+    if ins.get("omask"):
+        return float(p.img.get("mask_" + {"g_h2": "h2", "g_h1": "h1"}[op.out]).mean())
+    if ins.get("compact_a"):
+        src = {"conv2": "g_h2", "conv1": "g_h1"}[op.layer]
+        t = p.img.tensors[src]
+        return float((mem_before[t.base:t.base + t.size] != 0).mean())
+    return 1.0
+
+
+def _pass_density(p):
+    m = [p.img.get("mask_h1"), p.img.get("mask_h2")]
+    return float(sum(x.sum() for x in m) / sum(x.size for x in m))
+
+
+def run(preset_name: str, sim_name: str, emit, model_only: bool = False, batch: int = 32):
+    cfg = preset(preset_name)
+    if model_only:
+        synthetic_cases(cfg, None, emit, True)
+        digits_cases(cfg, None, emit, True, batch)
+        return
+    with RtlSim(cfg, sim_name) as sim:
+        synthetic_cases(cfg, sim, emit, False)
+        digits_cases(cfg, sim, emit, False, batch)
