@@ -66,6 +66,28 @@ def synthetic_cases(cfg, sim, emit, model_only, seed=0):
                       mask=kind, word_density=round(float(A.mean()), 4)))
 
 
+def output_cases(cfg, sim, emit, model_only, seed=0):
+    """Output sparsity: a backward-data-shaped GEMM (one tile row of R channels, many
+    pixel columns) whose outputs are masked; dense = hardware masking only (omask),
+    sparse = only the columns some channel needs are computed (ocompact)."""
+    from tests.sparse_cases import mask_iid, mask_pixels, masked_gemm_case
+    R, C = cfg.rows, cfg.cols
+    M, K = min(R, C), 64
+    N = 4 * C * min(cfg.spad_b_words // K, 16)
+    for kind, gen in (("iid", mask_iid), ("pixel", mask_pixels)):
+        for dens in DENSITIES:
+            om = gen(np.random.default_rng(seed), (M, N), dens)
+            g = np.ones((M, K), dtype=np.int64)
+            cyc, ok = {}, True
+            for mode in ("dense", "sparse"):
+                img, prog, _, _ = masked_gemm_case(cfg, np.random.default_rng(seed + 1), M, N, K, g, om,
+                                                   compact=False, ocompact=mode == "sparse")
+                cyc[mode], bit = _run(sim, cfg, img, prog, f"out-{kind} d={dens} {mode}", model_only)
+                ok = ok and bit is not False
+            emit(_row(f"{kind}-out-{M}x{N}x{K}", float(om.mean()), cyc, ok, model_only, mask=kind,
+                      column_density=round(float(om.any(axis=0).mean()), 4)))
+
+
 def _row(case, density, cyc, ok, model_only, **extra):
     d, s = cyc["dense"], cyc["sparse"]
     return {"case": case, "density": round(density, 4), "dense_cycles": int(d), "sparse_cycles": int(s),
@@ -144,9 +166,11 @@ def _pass_density(p):
 def run(preset_name: str, sim_name: str, emit, model_only: bool = False, batch: int = 32):
     cfg = preset(preset_name)
     if model_only:
+        output_cases(cfg, None, emit, True)
         synthetic_cases(cfg, None, emit, True)
         digits_cases(cfg, None, emit, True, batch)
         return
     with RtlSim(cfg, sim_name) as sim:
+        output_cases(cfg, sim, emit, False)
         synthetic_cases(cfg, sim, emit, False)
         digits_cases(cfg, sim, emit, False, batch)

@@ -7,8 +7,10 @@ the same (dequantized) inputs.  The host does only what the engine does not:
 the softmax cross-entropy gradient of the logits.  The ReLU masks come from the
 engine's forward epilogue and the backward-data convolutions apply them in their
 own epilogue (``omask``): dL/d(pre-activation) = dL/d(activation) * mask is what
-they write.  With ``sparse`` the backward-weight GEMMs also skip the K steps whose
-masked-gradient word is all zero (``compact_a``, docs/sparsity.md).
+they write.  With ``sparse`` they compute only the output columns (pixels) that
+some channel of the instruction needs (``ocompact``) and the backward-weight GEMMs
+skip the K steps whose masked-gradient word is all zero (``compact_a``); see
+docs/sparsity.md.
 
 The classifier runs as a convolution whose kernel covers the whole 4x4 map, so
 activations stay in the engine's [C, B, H, W] layout end to end.
@@ -151,7 +153,7 @@ class CnnPass:
             mk = img.tensors["mask_" + act_in]       # the forward ReLU mask of act_in
             ops.append(Op(name, "bwd_data", driver.gemm_program(
                 self.cfg, g.cin, n, g.cout * g.kh * g.kw, a, b, d_addr=dx.base, d_si=n, shift=shift,
-                om_addr=mk.base, om_si=n, om_sj=1, layer=name), g_in))
+                om_addr=mk.base, om_si=n, om_sj=1, ocompact=self.sparse, layer=name), g_in))
         return ops
 
     def backward_stages(self):

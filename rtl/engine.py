@@ -298,7 +298,7 @@ class Engine(wiring.Component):
                      acc_w.en.eq(en & s1_v & ~cur.store)]
         # omask: the row's output mask from the mask queue (all ones without omask);
         # ocompact: the tile's lanes, offsets and row masks from the panel info
-        m.d.comb += pi_r.addr.eq(dr_tj)
+        m.d.comb += [pi_r.addr.eq(dr_tj), pi_r.en.eq(en)]   # held while the drain is stalled
         pi = pi_r.data
         keep = Signal(C)
         oc_keep = Cat(*[pi[j].mv.bit_select(s1_i, 1) for j in range(C)])
