@@ -1,6 +1,7 @@
 """Command line of the co-simulation harness.
 
     python -m cosim bench gemm [--presets small default large] [--sim verilator] [--json]
+    python -m cosim bench sparsity [--presets default] [--sim verilator] [--json] [--model-only]
     python -m cosim run [--preset default] [--sim verilator] [--out build/run]
 """
 from __future__ import annotations
@@ -121,8 +122,10 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bench", help="benchmarks that print figures")
-    b.add_argument("what", choices=["gemm"])
-    b.add_argument("--presets", nargs="+", default=["small", "default", "large"], choices=list(PRESETS))
+    b.add_argument("what", choices=["gemm", "sparsity"])
+    b.add_argument("--presets", nargs="+", default=None, choices=list(PRESETS),
+                   help="gemm: small default large; sparsity: default (first one used)")
+    b.add_argument("--model-only", action="store_true", help="sparsity: cycle model only, no RTL")
     b.add_argument("--sim", default="verilator", choices=SIMULATORS)
     b.add_argument("--repeat", type=int, default=20, help="runs of each GEMM per program (speed figure)")
     b.add_argument("--json", action="store_true")
@@ -135,8 +138,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         if args.cmd == "bench":
+            if args.what == "sparsity":
+                from . import bench_sparsity
+                emit = (lambda row: print(json.dumps(row), flush=True)) if args.json \
+                    else bench_sparsity.table_printer()
+                bench_sparsity.run((args.presets or ["default"])[0], args.sim, emit, args.model_only)
+                return 0
             emit = (lambda row: print(json.dumps(row), flush=True)) if args.json else table_printer()
-            bench_gemm(args.presets, args.sim, args.repeat, emit)
+            bench_gemm(args.presets or ["small", "default", "large"], args.sim, args.repeat, emit)
         else:
             run_main(args)
     except (SimError, DriverError) as e:
