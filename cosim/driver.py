@@ -15,7 +15,7 @@ import numpy as np
 
 from rtl import isa
 from rtl.config import AcceleratorConfig
-from rtl.engine import panel_info_depth
+from rtl.engine import ocompact_ring, panel_info_depth
 from . import golden
 
 UNBOUNDED = 0xFFFF      # digit count that never wraps within one instruction
@@ -255,7 +255,8 @@ def gemm_program(cfg: AcceleratorConfig, m: int, n: int, k: int, a: dict, b: dic
         if split_k:
             raise DriverError(f"{layer}: ocompact needs K={k} in one instruction (max {kc})")
         m_lim = min(m_lim, R, C)
-        n_lim = min(n_lim, C * panel_info_depth(cfg))
+        # scratchpad B as a ring: any N in one instruction (else N/C <= the info ring)
+        n_lim = maxdim if ocompact_ring(cfg, kc) else min(n_lim, C * panel_info_depth(cfg))
     m_ranges = _ranges(m, m_lim, *_periods(a, "lane"), "M", layer)
     n_ranges = _ranges(n, n_lim, *_periods(b, "lane"), "N", layer)
     prog = []

@@ -12,7 +12,7 @@ import numpy as np
 from model_sw import numerics
 from rtl import isa
 from rtl.config import AcceleratorConfig
-from rtl.engine import panel_info_depth
+from rtl.engine import ocompact_ring, panel_info_depth
 
 
 def wrap(x, bits: int):
@@ -85,7 +85,8 @@ def check(cfg: AcceleratorConfig, ins: dict) -> int:
     nm, nn = -(-M // cfg.rows), -(-N // cfg.cols)
     if nm * K > cfg.spad_a_words:
         return isa.ERR_SPAD_A
-    if nn * K > cfg.spad_b_words:
+    oc = ins.get("ocompact", 0)
+    if nn * K > cfg.spad_b_words and not (oc and ocompact_ring(cfg, K)):
         return isa.ERR_SPAD_B
     store = ins.get("store", 1)
     if (ins.get("accumulate", 0) or not store) and ins.get("acc_addr", 0) + nm * nn * cfg.rows > cfg.acc_words:
@@ -105,7 +106,7 @@ def check(cfg: AcceleratorConfig, ins: dict) -> int:
         return isa.ERR_MASK_SHAPE
     if ins.get("ocompact", 0) and (not ins.get("omask", 0) or ins.get("accumulate", 0)
                                    or ins.get("write_mask", 0) or M > min(cfg.rows, cfg.cols)
-                                   or nn > panel_info_depth(cfg)):
+                                   or (not ocompact_ring(cfg, K) and nn > panel_info_depth(cfg))):
         return isa.ERR_MASK_SHAPE
     if ins.get("omask", 0):
         base, si, sj = ins.get("om_addr", 0), ins.get("om_si", 0), ins.get("om_sj", 0)

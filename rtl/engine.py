@@ -54,9 +54,20 @@ def mask_queue_rows(cfg: AcceleratorConfig) -> int:
     return 2 * cfg.dram_latency + 8
 
 
+PANEL_INFO_DEPTH = 16
+
+
 def panel_info_depth(cfg: AcceleratorConfig) -> int:
-    """Panels of one ocompact instruction whose lane info the engine can hold."""
-    return max(1, cfg.spad_b_words // cfg.drain_period)
+    """Depth of the ocompact panel-info ring (lane offsets and masks of the panels
+    between gather B and the writer): a bound on N/C unless the ring runs."""
+    return PANEL_INFO_DEPTH
+
+
+def ocompact_ring(cfg: AcceleratorConfig, k: int) -> bool:
+    """ocompact may stream any number of columns through scratchpad B as a ring
+    when 2R-1 <= K <= depth/2: the gather then never runs more than a panel ahead
+    of the array, so its ring limits never stall it (timing stays exact)."""
+    return cfg.drain_period <= k and 2 * k <= cfg.spad_b_words
 
 
 def zero_wr_layout(cfg: AcceleratorConfig):
@@ -153,7 +164,7 @@ class Engine(wiring.Component):
         tiles_left = Signal()
         flushed = Signal()
         a_base = Signal(range(cfg.spad_a_words + 1))
-        b_base = Signal(range(cfg.spad_b_words + 1))
+        b_base = Signal(gb.ptr_shape)
         since_first = Signal(range(cfg.drain_period + 1))
         period_ok = since_first >= cfg.drain_period
         # A step may go as soon as its A and B words are in the scratchpads.  In
@@ -167,6 +178,8 @@ class Engine(wiring.Component):
         ready = (a_have > a_base + kk) & (gb.words_loaded > b_base + kcur)
         # ocompact: the tiles are the B gather's compacted panels (one tile row)
         oc = cur.ocompact
+        ring_ok = (cur.k >= cfg.drain_period) & (cur.k * 2 <= cfg.spad_b_words)
+        m.d.comb += [gb.ring.eq(oc & ring_ok), gb.limit.eq(b_base + cfg.spad_b_words)]
         more_tiles = Mux(oc, ~(gb.walk_done & (gb.panels == tj)), tiles_left)
         tile_end = Mux(cmp, ga.k_last, kk + 1 == cur.k)
         mid_tile = kk != 0
@@ -236,6 +249,7 @@ class Engine(wiring.Component):
         m.d.comb += [pi_w.addr.eq(gb.pi_idx), pi_w.data.eq(gb.pi_data), pi_w.en.eq(gb.pi_we & oc)]
 
         dr_ti, dr_tj, dr_i = Signal(dw), Signal(dw), Signal(range(R))
+        m.d.comb += gb.pi_room.eq(gb.panels - dr_tj < pi_depth)     # the info ring has room
         rows_drained = Signal(2 * dw + 1)
         row_base = Signal(dw + 1)       # ti * R
         col_base = Signal(dw + 1)       # tj * C
@@ -447,7 +461,7 @@ class Engine(wiring.Component):
                 with m.Elif(p_am > cfg.spad_a_words):
                     m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_SPAD_A)]
                     m.next = "IDLE"
-                with m.Elif(p_bn > cfg.spad_b_words):
+                with m.Elif((p_bn > cfg.spad_b_words) & ~(oc & ring_ok)):
                     m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_SPAD_B)]
                     m.next = "IDLE"
                 with m.Elif((cur.accumulate | ~cur.store) & (cur.acc_addr + total_rows > cfg.acc_words)):
@@ -464,7 +478,7 @@ class Engine(wiring.Component):
                     m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_MASK_SHAPE)]
                     m.next = "IDLE"
                 with m.Elif(oc & (~cur.omask | cur.accumulate | cur.write_mask
-                                  | (cur.m > min(R, C)) | (n_n > pi_depth))):
+                                  | (cur.m > min(R, C)) | (~ring_ok & (n_n > pi_depth)))):
                     m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_MASK_SHAPE)]
                     m.next = "IDLE"
                 with m.Elif(cur.omask & ((o_lo < 0) | (o_hi >= words))):

@@ -27,7 +27,11 @@ vector per lane (``lm_*``: which of the instruction's output rows need this outp
 column) and keeps only lanes that some row needs; the others go to the zero-write
 queue (``zq_*``) with their output offset.  A panel is then C kept lanes; its
 lanes' output offsets and mask vectors are handed out (``pi_*``) when the panel
-goes to the requester, so the writer can scatter the tile's results.
+goes to the requester, so the writer can scatter the tile's results.  There the
+scratchpad can be used as a ring (``ring``): word w of the operand lives at
+w mod depth, ``words_loaded`` counts on past the depth, and a request for word w
+waits until w < ``limit`` (the consumer's free space); panel hand-over waits for
+``pi_room`` (space in the consumer's panel-info ring).
 """
 from amaranth import Module, Signal, Mux, Cat, Const, signed, unsigned
 from amaranth.lib import wiring, stream, data, memory
@@ -71,6 +75,9 @@ class OperandGather(wiring.Component):
         self.cfg, self.lanes, self.spad_words = cfg, lanes, spad_words
         self.compactable, self.lane_compactable = compactable, lane_compactable
         off = signed(cfg.mem_addr_bits + 2)
+        # word counters: past the scratchpad depth in ring mode (lane-compact gather)
+        self.ptr_shape = (unsigned(cfg.dim_bits + spad_words.bit_length() + 1) if lane_compactable
+                          else range(spad_words + 1))
         dw = cfg.dim_bits
         super().__init__({
             "desc": In(gather_layout(cfg)),
@@ -81,7 +88,7 @@ class OperandGather(wiring.Component):
             "wr_addr": Out(range(spad_words)),
             "wr_data": Out(data.ArrayLayout(signed(cfg.op_bits), lanes)),
             "wr_en": Out(1),
-            "words_loaded": Out(range(spad_words + 1)),  # scratchpad words written so far
+            "words_loaded": Out(self.ptr_shape),  # scratchpad words written so far
             "busy": Out(1),
             "addr_error": Out(1),     # sticky until the next start
             "req_elems": Out(range(lanes + 1)),   # enabled lanes of the request now accepted
@@ -100,6 +107,7 @@ class OperandGather(wiring.Component):
             "pi_data": Out(panel_info_layout(cfg, lanes)),
             "panels": Out(dw),                # panels handed to the requester
             "walk_done": Out(1),              # the lane walk is over (panels is final)
+            "ring": In(1), "limit": In(self.ptr_shape), "pi_room": In(1),
         })
 
     def elaborate(self, platform):
@@ -132,8 +140,17 @@ class OperandGather(wiring.Component):
         fifo = m.submodules.en_fifo = SyncFIFO(width=L, depth=max_out)
         req_fire = req.valid & req.ready
         can_issue = r_active & (~req.valid | req.ready) & (fifo.level + req.valid < max_out)
+        if self.lane_compactable:     # ring mode: never overwrite words still to be used
+            r_words = Signal(self.ptr_shape)
+            can_issue = can_issue & (~self.ring | (r_words < self.limit))
+            with m.If(self.start):
+                m.d.sync += r_words.eq(0)
+            with m.Elif(can_issue):
+                m.d.sync += r_words.eq(r_words + 1)
         last_issue = can_issue & (r_k + 1 == self.k)
         transfer = w_full & (~r_active | last_issue)
+        if self.lane_compactable:
+            transfer = transfer & (~self.lane_compact | self.pi_room)
 
         # lane-compact side information of the staged lanes
         w_info = Signal(panel_info_layout(cfg, L))
@@ -223,7 +240,7 @@ class OperandGather(wiring.Component):
 
         # ---- responses -> scratchpad ------------------------------------------
         resp = self.mem.resp
-        wr_ptr = Signal(range(self.spad_words + 1))
+        wr_ptr = Signal(self.ptr_shape)
         m.d.comb += [resp.ready.eq(1), fifo.r_en.eq(resp.valid)]
         for l in range(L):
             m.d.comb += self.wr_data[l].eq(Mux(fifo.r_data[l], resp.payload[l][:cfg.op_bits], 0))
@@ -239,7 +256,8 @@ class OperandGather(wiring.Component):
         p_end = resp_k + 1 == self.k
         cmp = self.compact if self.compactable else Const(0)
         write = resp.valid & (~cmp | nz | (p_end & ~p_has))
-        m.d.comb += [self.wr_en.eq(write), self.wr_addr.eq(wr_ptr), self.words_final.eq(fin_ptr)]
+        m.d.comb += [self.wr_en.eq(write), self.wr_addr.eq(wr_ptr[:(sw - 1).bit_length()] if sw > 1 else 0),
+                     self.words_final.eq(fin_ptr)]
         if self.compactable:
             m.submodules.kmem = kmem = memory.Memory(
                 shape=data.StructLayout({"k": range(sw), "last": 1}), depth=sw, init=[])

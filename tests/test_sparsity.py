@@ -11,7 +11,7 @@ import torch
 from cosim import driver
 from cosim.cnn_pass import CnnPass
 from cosim.driver import DriverError, MemoryImage
-from cosim.execute import run_checked
+from cosim.execute import golden_run, run_checked
 from model_sw import numerics
 from model_sw.data import load_digits_split
 from model_sw.models import CNN
@@ -79,17 +79,23 @@ def test_digits_cnn_backward_with_hardware_masks(sim):
     engine (no host step) and every sparse mode on, on its real masks."""
     torch.manual_seed(0)
     data = load_digits_split()
-    p = CnnPass(CFG, CNN(), data.x_train[:4], data.y_train[:4], sparse=True)
+    model = CNN()
+    p = CnnPass(CFG, model, data.x_train[:4], data.y_train[:4], sparse=True)
+    q = CnnPass(CFG, model, data.x_train[:4], data.y_train[:4])      # same layout, dense programs
     for op in p.forward_ops():
         run_checked(sim, CFG, p.img, op.prog, what=f"{op.layer} {op.kind}")
+    q.forward_ops()
+    q.put_logit_grad()          # allocates g_logits like p (its values are not used)
     p.put_logit_grad()
     modes = set()
+    dense_ops = [op for ops, _ in q.backward_stages() for op in ops]
     for ops, _ in p.backward_stages():
         for op in ops:
             g_dense = None
+            dop = dense_ops.pop(0)
             if op.kind == "bwd_data":   # what the host used to do: dense result * mask
-                from cosim.execute import golden_run
-                plain = [{k: v for k, v in ins.items() if k not in ("omask", "ocompact")} for ins in op.prog]
+                assert dop.out == op.out and q.img.tensors[op.out].base == p.img.tensors[op.out].base
+                plain = [{k: v for k, v in ins.items() if k != "omask"} for ins in dop.prog]
                 mem, _ = golden_run(CFG, p.img, plain)
                 t = p.img.tensors[op.out]
                 g_dense = mem[t.base:t.base + t.size].reshape(t.shape)
