@@ -228,7 +228,7 @@ class Engine(wiring.Component):
                         with m.If(ti + 1 == n_m):
                             m.d.sync += tiles_left.eq(0)
                     with m.Else():
-                        m.d.sync += [tj.eq(tj + 1), b_base.eq(b_base + cur.k), n_left.eq(n_left - C)]
+                        m.d.sync += [tj.eq(tj + 1), b_base.eq(b_base + cur.k), n_left.eq(Mux(oc, n_left, n_left - C))]
                 with m.Else():
                     m.d.sync += kk.eq(kk + 1)
 
