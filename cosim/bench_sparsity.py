@@ -194,7 +194,8 @@ def grouping_cases(cfg, emit, p):
         mk = p.img.get("mask_" + act).reshape(geo.cin, -1)
         K = geo.cout * geo.kh * geo.kw
         cyc = {}
-        for mode, om in (("dense", mk), ("sparse", mk), ("grouped", mk[group_rows(mk, G)])):
+        for mode, om in (("dense", mk), ("sparse", mk), ("grouped", mk[group_rows(mk, G)]),
+                         ("all_kept", np.ones_like(mk))):
             # timing depends on the mask and the shapes only: both operands read one slot
             img = MemoryImage(cfg)
             img.put("one", [1])
@@ -209,6 +210,8 @@ def grouping_cases(cfg, emit, p):
                   for mode, om in (("natural", mk), ("grouped", mk[group_rows(mk, G)]))}
         emit({**_row(f"model-{name}-bwd_data-grouping", float(mk.mean()), cyc, True, True,
                      mask="digits-cnn"), "grouped_cycles": int(cyc["grouped"]),
+              # ocompact with nothing to skip: what merging instructions alone gives
+              "ocompact_all_kept_cycles": int(cyc["all_kept"]),
               "column_density_natural": round(unions["natural"], 4),
               "column_density_grouped": round(unions["grouped"], 4), "group_rows": G})
 
