@@ -15,8 +15,9 @@ more (``ideal = dense_cycles * density``).  Cases:
   (compact_a);
 * ``digits-*``: each backward op of the digits CNN (model_sw) on its real ReLU
   masks, dense vs sparse, and the whole backward pass;
-* ``model-*``: analytic only (no RTL): what other granularities would give on the
-  same real masks (output-column compaction, tile skipping, channel grouping).
+* ``model-*``: analytic only (no RTL): output-column compaction of the real masks
+  after regrouping channels by mask similarity, and the mask statistics of the
+  digits CNN after a short training.
 """
 from __future__ import annotations
 
@@ -216,6 +217,36 @@ def grouping_cases(cfg, emit, p):
               "column_density_grouped": round(unions["grouped"], 4), "group_rows": G})
 
 
+def trained_mask_stats(emit, epochs: int = 6, batch: int = 32, seed: int = 0):
+    """The same statistics after training the digits CNN briefly (SGD, lr 0.05,
+    momentum 0.9): does training make the masks sparser or more pixel-structured?"""
+    import torch
+    import torch.nn.functional as F
+    from model_sw.data import load_digits_split
+    from model_sw.models import CNN
+    torch.manual_seed(seed)
+    d = load_digits_split()
+    m = CNN()
+    opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(epochs):
+        perm = torch.randperm(len(d.x_train))
+        for i in range(0, len(perm), batch):
+            idx = perm[i:i + batch]
+            loss = F.cross_entropy(m(d.x_train[idx]), d.y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        acc = float((m(d.x_test).argmax(1) == d.y_test).float().mean())
+        h1 = torch.relu(m.conv1(d.x_train[:batch]))
+        h2 = torch.relu(m.conv2(h1))
+    for name, h in (("h1", h1), ("h2", h2)):
+        mk = (h > 0).permute(1, 0, 2, 3).reshape(h.shape[1], -1).numpy()
+        emit({"case": f"model-digits-trained-{name}", "density": round(float(mk.mean()), 4),
+              "column_density": round(float(mk.any(axis=0).mean()), 4), "epochs": epochs,
+              "test_accuracy": round(acc, 4)})
+
+
 def table_printer():
     cols = ["case", "density", "dense_cycles", "sparse_cycles", "ideal_cycles", "speedup", "vs_ideal",
             "bit_exact"]
@@ -241,3 +272,4 @@ def run(preset_name: str, sim_name: str, emit, model_only: bool = False, batch: 
             synthetic_cases(cfg, sim, emit, False)
             p = digits_cases(cfg, sim, emit, False, batch)
     grouping_cases(cfg, emit, p)
+    trained_mask_stats(emit)
