@@ -65,9 +65,14 @@ def panel_info_depth(cfg: AcceleratorConfig) -> int:
 
 def ocompact_ring(cfg: AcceleratorConfig, k: int) -> bool:
     """ocompact may stream any number of columns through scratchpad B as a ring
-    when 2R-1 <= K <= depth/2: the gather then never runs more than a panel ahead
-    of the array, so its ring limits never stall it (timing stays exact)."""
-    return cfg.drain_period <= k and 2 * k <= cfg.spad_b_words
+    when 2R-1 <= K <= depth/2 (and K >= (C + 2R + 4)/8): the gather then hands
+    panels over no faster than the array takes tiles, so it is never more than a
+    panel ahead of the array (its requests stay below b_base + depth) and the drain,
+    which trails the array by C + 2R + 4 cycles, at most 1 + 8 panels behind (the
+    info ring holds 16): neither ring limit ever stalls it and the timing stays
+    exact."""
+    return (cfg.drain_period <= k and 2 * k <= cfg.spad_b_words
+            and 8 * k >= cfg.cols + 2 * cfg.rows + 4)
 
 
 def zero_wr_layout(cfg: AcceleratorConfig):
@@ -178,7 +183,8 @@ class Engine(wiring.Component):
         ready = (a_have > a_base + kk) & (gb.words_loaded > b_base + kcur)
         # ocompact: the tiles are the B gather's compacted panels (one tile row)
         oc = cur.ocompact
-        ring_ok = (cur.k >= cfg.drain_period) & (cur.k * 2 <= cfg.spad_b_words)
+        ring_ok = ((cur.k >= cfg.drain_period) & (cur.k * 2 <= cfg.spad_b_words)
+                   & (cur.k * 8 >= C + 2 * R + 4))     # see ocompact_ring()
         m.d.comb += [gb.ring.eq(oc & ring_ok), gb.limit.eq(b_base + cfg.spad_b_words)]
         more_tiles = Mux(oc, ~(gb.walk_done & (gb.panels == tj)), tiles_left)
         tile_end = Mux(cmp, ga.k_last, kk + 1 == cur.k)
