@@ -11,7 +11,7 @@ more (``ideal = dense_cycles * density``).  Cases:
 * ``iid-*`` / ``pixel-*``: a backward-weight-shaped GEMM dW = (G*mask) . X^T whose
   gradient operand is masked by a synthetic ReLU mask over [channels, pixels]:
   i.i.d. elements, or spatially structured (whole pixels zero in every channel,
-  in runs; ``tests.sparse_cases.mask_pixels``); sparse = zero-word skipping
+  in runs; :func:`mask_pixels`); sparse = zero-word skipping
   (compact_a);
 * ``digits-*``: each backward op of the digits CNN (model_sw) on its real ReLU
   masks, dense vs sparse, and the whole backward pass;
@@ -24,11 +24,65 @@ from __future__ import annotations
 import numpy as np
 
 from rtl.config import preset
-from . import cyclemodel
+from . import cyclemodel, driver
+from .driver import MemoryImage
 from .execute import MismatchError, golden_run, run_checked
 from .rtlsim import RtlSim
 
 DENSITIES = (1.0, 0.75, 0.5, 0.25, 0.1, 0.05)
+
+
+# ---- synthetic masks and masked GEMMs (also used by the tests) -----------------
+def mask_iid(rng, shape, density):
+    """Every element kept independently with probability ``density``."""
+    return (rng.random(shape) < density).astype(np.int64)
+
+
+def mask_pixels(rng, shape, density):
+    """Spatially structured: a [channels, pixels] mask whose zeros are whole pixels
+    (the same in every channel), as bias-free convolutions over blank image regions
+    give; kept pixels are runs (a random walk of run lengths ~8), then each kept
+    element survives with probability 0.9 so channels still differ a little."""
+    ch, px = shape
+    keep = np.zeros(px, dtype=bool)
+    p = 0
+    on = rng.random() < density
+    while p < px:
+        run = int(rng.geometric(1 / 8))
+        keep[p:p + run] = on
+        p += run
+        on = rng.random() < density
+    # fix the density of kept pixels exactly-ish by trimming / adding runs at random
+    want = int(round(density / 0.9 * px)) if density < 0.9 else px
+    idx = np.nonzero(keep)[0]
+    if len(idx) > want:
+        keep[rng.choice(idx, len(idx) - want, replace=False)] = False
+    elif len(idx) < want:
+        off = np.nonzero(~keep)[0]
+        keep[rng.choice(off, min(len(off), want - len(idx)), replace=False)] = True
+    m = np.broadcast_to(keep, (ch, px)).copy()
+    if density < 0.9:
+        m &= rng.random((ch, px)) < 0.9
+    return m.astype(np.int64)
+
+
+def masked_gemm_case(cfg, rng, M, N, K, gmask, omask=None, compact=True, ocompact=False, shift=6):
+    """D = A.B with A = G * gmask (the masked gradient, M x K, zeros where gmask is 0)
+    and the output masked by ``omask`` (M x N) if given (``ocompact``: computing only
+    the columns some row needs); dense when ``compact`` is False and ``omask`` None."""
+    img = MemoryImage(cfg)
+    A = rng.integers(-128, 128, (M, K)) * gmask
+    B = rng.integers(-128, 128, (K, N))
+    a = img.put("a", A)
+    b = img.put("b", B)
+    d = img.alloc("d", (M, N))
+    kw = dict(d_addr=d.base, d_si=N, d_sj=1, shift=shift, compact_a=compact)
+    if omask is not None:
+        om = img.put("om", omask)
+        kw.update(om_addr=om.base, om_si=N, om_sj=1, ocompact=ocompact)
+    ad, bd = driver.matrix_desc(a.base, K, 1), driver.matrix_desc(b.base, 1, N)
+    prog = driver.gemm_program(cfg, M, N, K, ad, bd, **kw)
+    return img, prog, A, B
 
 
 def _run(sim, cfg, img, prog, what, model_only):
@@ -47,7 +101,6 @@ def _run(sim, cfg, img, prog, what, model_only):
 
 
 def synthetic_cases(cfg, sim, emit, model_only, seed=0):
-    from tests.sparse_cases import mask_iid, mask_pixels, masked_gemm_case
     R, C = cfg.rows, cfg.cols
     # channels x pixels gradient (A), pixels x taps operand (B): enough tiles on both
     # sides that the operand loads do not bound the sparse run (see docs/sparsity.md)
@@ -71,7 +124,6 @@ def output_cases(cfg, sim, emit, model_only, seed=0):
     """Output sparsity: a backward-data-shaped GEMM (one tile row of R channels, many
     pixel columns) whose outputs are masked; dense = hardware masking only (omask),
     sparse = only the columns some channel needs are computed (ocompact)."""
-    from tests.sparse_cases import mask_iid, mask_pixels, masked_gemm_case
     R, C = cfg.rows, cfg.cols
     M, K = min(R, C), 64
     N = 4 * C * min(cfg.spad_b_words // K, 16)
@@ -188,7 +240,6 @@ def grouping_cases(cfg, emit, p):
     backward-data layer of the digits CNN on its real mask, in the natural channel
     order and after the driver regroups channels by mask similarity, beside the
     element-granular ideal (dense x density)."""
-    from .driver import MemoryImage, gemm_program, matrix_desc
     G = min(cfg.rows, cfg.cols)
     for name, act in (("fc", "h2"), ("conv2", "h1")):
         geo = p.geoms[name]
@@ -203,9 +254,10 @@ def grouping_cases(cfg, emit, p):
             o = img.put("om", om)
             d = img.alloc("d", om.shape)
             n = om.shape[1]
-            prog = gemm_program(cfg, om.shape[0], n, K, matrix_desc(0, 0, 0), matrix_desc(0, 0, 0),
-                                d_addr=d.base, d_si=n, om_addr=o.base, om_si=n, om_sj=1,
-                                ocompact=mode != "dense", layer=f"{name} {mode}")
+            one = driver.matrix_desc(0, 0, 0)
+            prog = driver.gemm_program(cfg, om.shape[0], n, K, one, one, d_addr=d.base, d_si=n,
+                                       om_addr=o.base, om_si=n, om_sj=1, ocompact=mode != "dense",
+                                       layer=f"{name} {mode}")
             cyc[mode] = cyclemodel.program_cycles(cfg, prog, img.mem)
         unions = {mode: float(np.mean([om[r:r + G].any(axis=0).mean() for r in range(0, len(om), G)]))
                   for mode, om in (("natural", mk), ("grouped", mk[group_rows(mk, G)]))}

@@ -18,7 +18,7 @@ from model_sw.models import CNN
 from rtl import isa
 from rtl.config import preset
 from tests.rtl_cases import raw_gemm
-from tests.sparse_cases import mask_iid, mask_pixels, masked_gemm_case
+from cosim.bench_sparsity import mask_iid, mask_pixels, masked_gemm_case
 
 CFG = preset("small")
 DENSITIES = (1.0, 0.5, 0.25, 0.1, 0.05, 0.0)
@@ -140,3 +140,19 @@ def test_driver_names_the_bad_mask():
                             d_addr=64, d_si=4, om_addr=100, om_si=4, ocompact=True)
     with pytest.raises(DriverError, match=r"omask=1 with store=0"):
         driver.validate(cfg, raw_gemm(cfg, omask=1, store=0, om_addr=100), "layer")
+
+
+def test_transposed_program_skips_the_sparse_b_operand(sim):
+    """The sparse operand on the B side: gemm_program_t moves it to the engine's A side."""
+    rng = np.random.default_rng(9)
+    M, N, K = 6, 13, 29
+    A = rng.integers(-128, 128, (M, K))
+    B = rng.integers(-128, 128, (K, N)) * mask_pixels(rng, (N, K), 0.2).T
+    img = MemoryImage(CFG)
+    a, b, d = img.put("a", A), img.put("b", B), img.alloc("d", (M, N))
+    prog = driver.gemm_program_t(CFG, M, N, K, driver.matrix_desc(a.base, K, 1),
+                                 driver.matrix_desc(b.base, 1, N), d_addr=d.base, d_si=N, d_sj=1,
+                                 out_raw=True, compact_a=True)
+    res = run_checked(sim, CFG, img, prog, what="transposed compact_a")
+    assert (img.get("d") == A @ B).all()
+    assert res.counters["compute_cycles"] < -(-N // CFG.rows) * -(-M // CFG.cols) * K

@@ -7,7 +7,7 @@ import pytest
 
 from cosim.execute import run_checked
 from rtl.config import preset
-from tests.sparse_cases import mask_pixels, masked_gemm_case
+from cosim.bench_sparsity import mask_pixels, masked_gemm_case
 
 CFG = preset("small")
 SIMULATOR = "icarus"

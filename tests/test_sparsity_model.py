@@ -9,7 +9,7 @@ from cosim import cyclemodel
 from cosim.execute import golden_run
 from model_sw import numerics
 from rtl.config import preset
-from tests.sparse_cases import mask_iid, mask_pixels, masked_gemm_case
+from cosim.bench_sparsity import mask_iid, mask_pixels, masked_gemm_case
 
 CFG = preset("default")
 
@@ -65,3 +65,23 @@ def test_all_zero_output_mask_costs_a_walk_not_a_computation():
     sparse = cyclemodel.program_cycles(CFG, prog, img.mem)
     # the lane walk scans one column per cycle; no tile is computed
     assert N <= sparse < N + 4 * K < dense
+
+
+def test_transposed_program_puts_the_other_operand_on_the_a_side():
+    """gemm_program_t computes D = A.B as D^T = B^T.A^T (B on the engine's A side,
+    where compact_a skips its zero words) and writes D in its own layout."""
+    from cosim import driver
+    from cosim.driver import MemoryImage
+    rng = np.random.default_rng(6)
+    M, N, K = 5, 19, 23
+    A = rng.integers(-128, 128, (M, K))
+    B = rng.integers(-128, 128, (K, N)) * (rng.random((K, N)) < 0.3)
+    img = MemoryImage(CFG)
+    a, b, d = img.put("a", A), img.put("b", B), img.alloc("d", (M, N))
+    prog = driver.gemm_program_t(CFG, M, N, K, driver.matrix_desc(a.base, K, 1),
+                                 driver.matrix_desc(b.base, 1, N), d_addr=d.base, d_si=N, d_sj=1,
+                                 out_raw=True, compact_a=True)
+    assert prog[0]["m"] == N and prog[0]["n"] == M and prog[0]["compact_a"] == 1
+    mem, err = golden_run(CFG, img, prog)
+    assert err == 0
+    assert (mem[d.base:d.base + M * N].reshape(M, N) == A @ B).all()
