@@ -11,6 +11,12 @@ One GEMM instruction (see ``rtl.isa``) runs as:
                   accumulator SRAM's partial sums, and are either kept there
                   (store=0) or requantized and written out with their ReLU mask.
 
+Sparsity (docs/sparsity.md): ``omask`` zeroes outputs whose mask bit (read
+through the mask port ``rd_m``) is 0; ``compact_a`` steps only A's nonzero words;
+``ocompact`` computes only the output columns some row needs (gather B's lane walk
+drops the others, the zero-write port ``wz`` clears them, the writer scatters the
+kept columns with the offsets from the panel-info ring).
+
 All timing is deterministic given the memory's behaviour, which is what lets
 ``cosim.cyclemodel`` reproduce the cycle counters exactly.
 """
