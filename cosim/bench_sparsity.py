@@ -125,9 +125,11 @@ def output_cases(cfg, sim, emit, model_only, seed=0):
     pixel columns) whose outputs are masked; dense = hardware masking only (omask),
     sparse = only the columns some channel needs are computed (ocompact)."""
     R, C = cfg.rows, cfg.cols
-    M, K = min(R, C), 64
-    N = 4 * C * min(cfg.spad_b_words // K, 16)
-    for kind, gen in (("iid", mask_iid), ("pixel", mask_pixels)):
+    M, N = min(R, C), 64 * C
+    # K = 64, and K = 144 as in the digits CNN's conv2 backward-data (16 x 3 x 3): the
+    # lane walk costs one cycle per column, so the speed-up is bounded by K / C
+    for kind, gen, K in [(k, g, kk) for kk in (64, 144)
+                         for k, g in (("iid", mask_iid), ("pixel", mask_pixels))]:
         for dens in DENSITIES:
             om = gen(np.random.default_rng(seed), (M, N), dens)
             g = np.ones((M, K), dtype=np.int64)
