@@ -6,6 +6,7 @@
     python -m cosim run                 the main job (`make run`): a few training steps of the digits
                                         CNN on Verilator, preset default, every method available
     python -m cosim bench gemm [--presets small default large] [--sim verilator] [--json]
+    python -m cosim bench sparsity [--presets default] [--sim verilator] [--json] [--model-only]
     python -m cosim bench harness       a few BP steps: time inside the simulator vs harness overhead
     python -m cosim report ...          analytic cycle/energy report of the papers' networks
 """
@@ -132,7 +133,23 @@ def _quiet_train(rc) -> int:
     return code
 
 
-BENCHES = {"gemm": (_gemm_args, _gemm_main), "harness": (_harness_args, _harness_main)}
+def _sparsity_args(p):
+    p.add_argument("--presets", nargs="+", default=["default"], choices=list(PRESETS),
+                   help="the first one is used")
+    p.add_argument("--sim", default="verilator", choices=SIMULATORS)
+    p.add_argument("--model-only", action="store_true", help="cycle model only, no RTL")
+    p.add_argument("--json", action="store_true")
+
+
+def _sparsity_main(args) -> int:
+    from . import bench_sparsity
+    emit = (lambda row: print(json.dumps(row), flush=True)) if args.json else bench_sparsity.table_printer()
+    bench_sparsity.run(args.presets[0], args.sim, emit, args.model_only)
+    return 0
+
+
+BENCHES = {"gemm": (_gemm_args, _gemm_main), "harness": (_harness_args, _harness_main),
+           "sparsity": (_sparsity_args, _sparsity_main)}
 
 
 def _report_main(argv) -> int:

@@ -3,10 +3,14 @@ convolution and the classifier computed by the engine (golden model or RTL), in
 8-bit operands with per-tensor power-of-two scales.
 
 Per-tensor scales are calibrated from the PyTorch fp32 pass of the same model on
-the same (dequantized) inputs.  The host does only what the engine does not
-(yet): the softmax cross-entropy gradient of the logits and the ReLU-mask
-multiply of the backward pass (the masks themselves come from the engine's
-forward epilogue).
+the same (dequantized) inputs.  The host does only what the engine does not:
+the softmax cross-entropy gradient of the logits.  The ReLU masks come from the
+engine's forward epilogue and the backward-data convolutions apply them in their
+own epilogue (``omask``): dL/d(pre-activation) = dL/d(activation) * mask is what
+they write.  With ``sparse`` they compute only the output columns (pixels) that
+some channel of the instruction needs (``ocompact``) and the backward-weight GEMMs
+skip the K steps whose masked-gradient word is all zero (``compact_a``); see
+docs/sparsity.md.
 
 The classifier runs as a convolution whose kernel covers the whole 4x4 map, so
 activations stay in the engine's [C, B, H, W] layout end to end.
@@ -45,6 +49,7 @@ class CnnPass:
     img: MemoryImage = None
     frac: dict = field(default_factory=dict)
     ref: dict = field(default_factory=dict)
+    sparse: bool = False       # zero-word skipping (compact_a) in the backward pass
 
     def __post_init__(self):
         self.img = MemoryImage(self.cfg)
@@ -135,30 +140,30 @@ class CnnPass:
         dw = img.alloc("dw_" + name, (g.cout, g.cin, g.kh, g.kw))
         kk = g.cin * g.kh * g.kw
         a, b = driver.conv_bwd_weight_descs(g, img.tensors[g_out].base, img.tensors[act_in].base)
+        # A = the gradient; after a ReLU it was masked by the engine and has zero words
+        masked = "mask_" + g_out[2:] in img.tensors
         ops.append(Op(name, "bwd_weight", driver.gemm_program(
             self.cfg, g.cout, kk, g.batch * g.ho * g.wo, a, b, d_addr=dw.base, d_si=kk, out_raw=True,
-            layer=name), "dw_" + name))
+            compact_a=self.sparse and masked, layer=name), "dw_" + name))
         if g_in is not None:
             dx = img.alloc(g_in, (g.cin, g.batch, g.h, g.w))
             a, b = driver.conv_bwd_data_descs(g, img.tensors[g_out].base, img.tensors["w_" + name].base)
             n = g.batch * g.h * g.w
             shift = nx.requant_shift(f[g_out], f["w_" + name], f[g_in])
+            mk = img.tensors["mask_" + act_in]       # the forward ReLU mask of act_in
             ops.append(Op(name, "bwd_data", driver.gemm_program(
                 self.cfg, g.cin, n, g.cout * g.kh * g.kw, a, b, d_addr=dx.base, d_si=n, shift=shift,
-                layer=name), g_in))
+                om_addr=mk.base, om_si=n, om_sj=1, ocompact=self.sparse, layer=name), g_in))
         return ops
 
-    def apply_relu_mask(self, g_name: str, act: str):
-        """Host: dL/d(pre-activation) = dL/d(activation) * mask, in place (exact)."""
-        masked = self.img.get(g_name) * self.img.get("mask_" + act)
-        self.img.put(g_name, masked)
-
     def backward_stages(self):
-        """Programs of the backward pass, each followed by its host step."""
+        """Programs of the backward pass, each with its host step (none left: the
+        engine applies the ReLU masks itself; kept so callers need not change)."""
+        nothing = lambda: None   # noqa: E731
         return [
-            (self._bwd("fc", "g_logits", "h2", "g_h2"), lambda: self.apply_relu_mask("g_h2", "h2")),
-            (self._bwd("conv2", "g_h2", "h1", "g_h1"), lambda: self.apply_relu_mask("g_h1", "h1")),
-            (self._bwd("conv1", "g_h1", "x", None), lambda: None),
+            (self._bwd("fc", "g_logits", "h2", "g_h2"), nothing),
+            (self._bwd("conv2", "g_h2", "h1", "g_h1"), nothing),
+            (self._bwd("conv1", "g_h1", "x", None), nothing),
         ]
 
     # ---- comparison with PyTorch -----------------------------------------------------

@@ -19,6 +19,29 @@ It follows the RTL's structure (see rtl/gather.py, rtl/engine.py, rtl/systolic.p
   (the mask travels in the same beat).
 Tile start times are computed with a running maximum in numpy, so the model
 costs O(tiles) and extrapolates to layers far too large to simulate.
+
+Sparse execution (docs/sparsity.md):
+
+* ``omask`` (output masking) never changes the timing: the mask reader runs ahead
+  of the drain (``rtl.engine.mask_queue_rows``);
+* ``compact_a`` (zero-word skipping) depends on the data, so the model takes the
+  memory image: A panel p keeps its nonzero words k_0 < k_1 < ... (or one entry
+  at k = K-1 if it has none); entry j is visible to the sequencer when the next
+  nonzero word of its panel arrives, the last one when the panel's word K-1
+  arrives (``readyA(p) + k_{j+1}``, resp. ``readyA(p) + K - 1``), and its step also
+  needs B's word k_j (``readyB(tj) + k_j``).  Steps go one per cycle as soon as
+  both are in, a tile's first step no sooner than 2R-1 after the previous
+  tile's first step; the flush follows the last tile by 2R-1 and its last step
+  by 1.  The model walks the steps (O(steps)).
+* ``ocompact`` (output-column compaction, one tile row) changes when B's panels
+  exist: the mask reader issues one column's mask per cycle (at most
+  ``mask_queue_rows`` ahead of the lane walker), a column's mask vector can be
+  popped LAT + 2 cycles after its request, and the walker keeps the columns that
+  some row needs, C per panel.  :func:`lane_walk` replays these few registers
+  cycle by cycle (O(N + panels*K) cycles); the tiles then follow the dense
+  recurrence on the panels' hand-over times, the flush waits for the walk's
+  end, and the zero-write queue must be empty (3 cycles after its last push)
+  and gather A idle (its one panel's last response in, ``4 + R + K + LAT + 2``).
 """
 from __future__ import annotations
 
@@ -53,16 +76,142 @@ def tile_starts(cfg: AcceleratorConfig, m: int, n: int, k: int) -> np.ndarray:
     return np.maximum.accumulate(ready - idx * period) + idx * period
 
 
-def instruction_cycles(cfg: AcceleratorConfig, ins: dict) -> int:
-    """busy_cycles of one instruction (decode to retirement)."""
+def compact_entries(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray) -> list[np.ndarray]:
+    """Per A panel, the step indices k of its stored entries in compact mode."""
+    R, m, k = cfg.rows, ins["m"], ins["k"]
+    nm = -(-m // R)
+    addr, en, _ = golden.gather(cfg, ins["a"], m, k)
+    A = np.zeros((nm * R, k), dtype=np.int64)
+    A[:m] = golden.operand_values(cfg, mem, addr, en)
+    nzw = (A.reshape(nm, R, k) != 0).any(axis=1)
+    return [np.nonzero(row)[0] if row.any() else np.array([k - 1]) for row in nzw]
+
+
+def compact_flush(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray) -> int:
+    """Cycle of the flush marker of a compact_a instruction (see the module doc)."""
+    R, C = cfg.rows, cfg.cols
+    m, n, k = ins["m"], ins["n"], ins["k"]
+    nm, nn = -(-m // R), -(-n // C)
+    ra = panel_ready(cfg, R, nm, k)
+    rb = panel_ready(cfg, C, nn, k)
+    P = cfg.drain_period
+    start, last = None, DECODE     # first step of the previous tile, last step so far
+    for ti, ks in enumerate(compact_entries(cfg, ins, mem)):
+        vis_a = (int(ra[ti]) + np.append(ks[1:], k - 1)).tolist()
+        ks = ks.tolist()
+        for tj in range(nn):
+            b0 = int(rb[tj])
+            t = max(last + 1, vis_a[0], b0 + ks[0], DECODE + 1 if start is None else start + P)
+            start = last = t
+            for j in range(1, len(ks)):
+                last = max(last + 1, vis_a[j], b0 + ks[j])
+    return max(start + P, last + 1)
+
+
+def lane_walk(cfg: AcceleratorConfig, ins: dict, keep: np.ndarray):
+    """Gather B's lane walk in ocompact mode, replayed per cycle from start (t = 4).
+
+    ``keep[l]``: some output row needs column l.  Returns (hand-over cycles T_p of
+    the panels, first cycle the walk is done, last zero-queue push or None)."""
+    from rtl.engine import mask_queue_rows
+    L, K, N, LAT = cfg.cols, ins["k"], ins["n"], cfg.dram_latency
+    mqd = mask_queue_rows(cfg)
+    # mask reader: issued (registered) count, request on the bus, requests in flight
+    issued, req_v, inflight = 0, False, 0
+    fire_at = []                    # cycle each column's mask request is accepted
+    last_pop = -1
+    w_n = w_cnt = 0
+    w_full = w_done = r_active = False
+    r_k = 0
+    T, zlast = [], None
+    t = DECODE + 1
+    while not w_done:
+        # ---- combinational decisions of cycle t (registers as of its start)
+        fire = req_v
+        if fire:
+            fire_at.append(t)
+        can_m = issued < N and inflight + req_v < mqd
+        last_issue = r_active and r_k + 1 == K
+        transfer = w_full and (not r_active or last_issue)
+        no_more = w_cnt == 0 and w_n >= N
+        walk = pop = False
+        if not w_full and not no_more:
+            if w_n >= N:
+                walk = True                      # padding lanes of the last panel
+            elif w_n < len(fire_at) and t >= max(fire_at[w_n] + LAT + 2, last_pop + 1):
+                walk = pop = True
+        # ---- register updates at the end of cycle t
+        if pop:
+            last_pop = t
+        inflight += fire - pop
+        if can_m:
+            issued += 1
+        req_v = can_m
+        if walk:
+            real = w_n < N
+            w_n += 1
+            if real and not keep[w_n - 1]:
+                zlast = t
+            else:
+                if w_cnt == L - 1:
+                    w_full, w_cnt = True, 0
+                else:
+                    w_cnt += 1
+        if not w_full and no_more:
+            w_done = True
+        if r_active:
+            r_k += 1
+        if transfer:
+            T.append(t)
+            r_active, w_full, r_k = True, False, 0
+        elif last_issue:
+            r_active = False
+        t += 1
+    return np.array(T, dtype=np.int64), t, zlast
+
+
+def ocompact_end(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray) -> int:
+    """busy_cycles of an ocompact instruction (see the module doc)."""
+    R, C, K, m = cfg.rows, cfg.cols, ins["k"], ins["m"]
+    keep = golden.output_mask(cfg, ins, mem).any(axis=0)
+    T, walk_done, zlast = lane_walk(cfg, ins, keep)
+    period = max(K, cfg.drain_period)
+    end = walk_done + 1 if zlast is None else max(walk_done + 1, zlast + 3)
+    # gather A (one panel) is idle once its last response is in
+    end = max(end, DECODE + 1 + R + K + cfg.dram_latency + 2)
+    if len(T) == 0:
+        return end
+    ra = int(panel_ready(cfg, R, 1, K)[0])
+    ready = np.maximum(T + cfg.dram_latency + 3, ra)
+    ready[0] = max(ready[0], DECODE + 1)
+    idx = np.arange(len(T), dtype=np.int64)
+    S = np.maximum.accumulate(ready - idx * period) + idx * period
+    flush = max(int(S[-1]) + period, walk_done)
+    x = flush + 1 + C + 2 * (m - 1)            # the last stored row leaves the array
+    return max(end, flush + 1 + C + 2 * (R - 1) + 2, x + 2 + FIFO_LAT + 1)
+
+
+def instruction_cycles(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray | None = None) -> int:
+    """busy_cycles of one instruction (decode to retirement); ``mem`` (the memory
+    image before the instruction) is needed for compact_a instructions only."""
     if golden.check(cfg, ins) or ins.get("opcode", isa.OP_GEMM) == isa.OP_NOP:
         return DECODE
     R, C = cfg.rows, cfg.cols
     m, n, k = ins["m"], ins["n"], ins["k"]
     nm = -(-m // R)
-    S = tile_starts(cfg, m, n, k)
-    period = max(k, cfg.drain_period)
-    flush = int(S[-1]) + period
+    if ins.get("ocompact", 0):
+        if mem is None:
+            raise ValueError("instruction_cycles: an ocompact instruction's timing depends on its "
+                             "output mask: pass the memory image (mem=...)")
+        return ocompact_end(cfg, ins, mem)
+    if ins.get("compact_a", 0):
+        if mem is None:
+            raise ValueError("instruction_cycles: a compact_a instruction's timing depends on its "
+                             "operands: pass the memory image (mem=...)")
+        flush = compact_flush(cfg, ins, mem)
+    else:
+        S = tile_starts(cfg, m, n, k)
+        flush = int(S[-1]) + max(k, cfg.drain_period)
     def leaves(capture, i):
         return capture + 1 + C + 2 * i
     last_row = leaves(flush, R - 1)
@@ -75,8 +224,18 @@ def instruction_cycles(cfg: AcceleratorConfig, ins: dict) -> int:
     return end
 
 
-def program_cycles(cfg: AcceleratorConfig, prog: list[dict]) -> int:
-    return sum(instruction_cycles(cfg, ins) for ins in prog)
+def program_cycles(cfg: AcceleratorConfig, prog: list[dict], mem: np.ndarray | None = None) -> int:
+    """busy_cycles of a program; with ``mem`` (the image before it) the golden model
+    runs alongside, so data-dependent (compact_a) instructions see their operands."""
+    if mem is None or not any(ins.get("compact_a", 0) or ins.get("ocompact", 0) for ins in prog):
+        return sum(instruction_cycles(cfg, ins) for ins in prog)
+    mem = mem.copy()
+    acc = np.zeros((cfg.acc_words, cfg.cols), dtype=np.int64)
+    total = 0
+    for ins in prog:
+        total += instruction_cycles(cfg, ins, mem)
+        golden.execute(cfg, ins, mem, acc)
+    return total
 
 
 def ideal_cycles(cfg: AcceleratorConfig, m: int, n: int, k: int) -> int:

@@ -15,6 +15,7 @@ import numpy as np
 
 from rtl import isa
 from rtl.config import AcceleratorConfig
+from rtl.engine import ocompact_ring, panel_info_depth
 from . import golden
 
 UNBOUNDED = 0xFFFF      # digit count that never wraps within one instruction
@@ -223,8 +224,15 @@ def _shifted(desc: dict, lane0: int, k0: int) -> dict:
 def gemm_program(cfg: AcceleratorConfig, m: int, n: int, k: int, a: dict, b: dict, *,
                  d_addr: int, d_si: int, d_sj: int = 1, shift: int = 0, relu: bool = False,
                  out_raw: bool = False, mask_addr: int | None = None, mask_si: int | None = None,
-                 layer: str = "gemm") -> list[dict]:
-    """Instructions computing D = epilogue(A.B), split to fit the scratchpads."""
+                 om_addr: int | None = None, om_si: int = 0, om_sj: int = 1, compact_a: bool = False,
+                 ocompact: bool = False, layer: str = "gemm") -> list[dict]:
+    """Instructions computing D = epilogue(A.B), split to fit the scratchpads.
+
+    Sparsity (docs/sparsity.md): with ``om_addr`` the engine forces D[i,j] to 0
+    where the mask slot at om_addr + i*om_si + j*om_sj has bit 0 clear (the ReLU
+    mask of the backward pass); ``compact_a`` skips the K steps whose A word (R
+    elements) is all zero; ``ocompact`` (with ``om_addr``) computes only the output
+    columns some row needs (instructions of at most min(R, C) rows, K unsplit)."""
     for name, v in (("M", m), ("N", n), ("K", k)):
         if v < 1:
             raise DriverError(f"{layer}: {name}={v} must be >= 1")
@@ -241,6 +249,14 @@ def gemm_program(cfg: AcceleratorConfig, m: int, n: int, k: int, a: dict, b: dic
         m_lim = min(m_lim, R * max(1, cfg.acc_words // R // max(1, -(-min(n, n_lim) // C))))
         while -(-min(m, m_lim) // R) * -(-min(n, n_lim) // C) * R > cfg.acc_words and n_lim > C:
             n_lim //= 2
+    if ocompact:
+        if om_addr is None:
+            raise DriverError(f"{layer}: ocompact needs the output mask (om_addr)")
+        if split_k:
+            raise DriverError(f"{layer}: ocompact needs K={k} in one instruction (max {kc})")
+        m_lim = min(m_lim, R, C)
+        # scratchpad B as a ring: any N in one instruction (else N/C <= the info ring)
+        n_lim = maxdim if ocompact_ring(cfg, kc) else min(n_lim, C * panel_info_depth(cfg))
     m_ranges = _ranges(m, m_lim, *_periods(a, "lane"), "M", layer)
     n_ranges = _ranges(n, n_lim, *_periods(b, "lane"), "N", layer)
     prog = []
@@ -258,9 +274,26 @@ def gemm_program(cfg: AcceleratorConfig, m: int, n: int, k: int, a: dict, b: dic
                 if mask_addr is not None:
                     ins.update(write_mask=1, mask_addr=mask_addr + m0 * mask_si + n0 * d_sj,
                                mask_si=mask_si)
+                if om_addr is not None:
+                    ins.update(omask=1, om_addr=om_addr + m0 * om_si + n0 * om_sj, om_si=om_si, om_sj=om_sj)
+                if compact_a:
+                    ins["compact_a"] = 1
+                if ocompact:
+                    ins["ocompact"] = 1
                 validate(cfg, ins, layer)
                 prog.append(ins)
     return prog
+
+
+def gemm_program_t(cfg: AcceleratorConfig, m: int, n: int, k: int, a: dict, b: dict, *,
+                   d_addr: int, d_si: int, d_sj: int = 1, om_addr: int | None = None,
+                   om_si: int = 0, om_sj: int = 1, **kw) -> list[dict]:
+    """D = A.B computed as D^T = B^T.A^T: the engine's A side becomes the old B.
+
+    The gathers and the writer are addressed per lane, so this costs no copy; it
+    puts the operand whose zero words are to be skipped (compact_a) on the A side."""
+    return gemm_program(cfg, n, m, k, b, a, d_addr=d_addr, d_si=d_sj, d_sj=d_si, om_addr=om_addr,
+                        om_si=om_sj, om_sj=om_si, **kw)
 
 
 def validate(cfg: AcceleratorConfig, ins: dict, layer: str = "instruction") -> None:
@@ -277,6 +310,11 @@ def validate(cfg: AcceleratorConfig, ins: dict, layer: str = "instruction") -> N
             isa.ERR_ADDR_WRITE: f"d_addr={ins.get('d_addr')} / mask_addr={ins.get('mask_addr')} span leaves "
                                 f"memory of {cfg.mem_words} slots",
             isa.ERR_SHIFT: f"shift={ins.get('shift')} >= acc_bits={cfg.acc_bits}",
+            isa.ERR_MASK_SHAPE: f"omask=1 with store={ins.get('store')}: the output mask applies to "
+                                "stored outputs only",
+            isa.ERR_MASK_ADDR: f"om_addr={ins.get('om_addr')} (om_si={ins.get('om_si')}, "
+                               f"om_sj={ins.get('om_sj')}, M={M}, N={N}) span leaves memory of "
+                               f"{cfg.mem_words} slots",
         }[code]
         raise DriverError(f"{layer}: {isa.ERROR_NAMES[code]}: {detail}")
     try:

@@ -59,13 +59,14 @@ def run_checked(sim: RtlSim, cfg: AcceleratorConfig, img: MemoryImage, prog: lis
     """Run ``prog`` on the RTL from ``img`` and check it; updates ``img.mem`` to the result."""
     t0 = time.perf_counter()
     want, gerr = golden_run(cfg, img, prog)
-    model = cyclemodel.program_cycles(cfg, prog)
+    model = cyclemodel.program_cycles(cfg, prog, img.mem)
     sim.load_mem(img.mem, 0, img.top)
     counters, sim_wall, err = {}, 0.0, 0
     for start in range(0, len(prog), PMAX):
         part = prog[start:start + PMAX]
         sim.load_program([isa.encode(cfg, ins) for ins in part])
-        budget = 4 * cyclemodel.program_cycles(cfg, part) + 10_000
+        # watchdog budget: the whole program's modelled cycles bound any part's
+        budget = 4 * model + 10_000
         if stall_prob:
             budget *= 1 + 4 * stall_prob // 16
         rep = sim.run(len(part), budget, stall_prob=stall_prob, stall_seed=stall_seed,

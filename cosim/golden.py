@@ -12,6 +12,7 @@ import numpy as np
 from model_sw import numerics
 from rtl import isa
 from rtl.config import AcceleratorConfig
+from rtl.engine import ocompact_ring, panel_info_depth
 
 
 def wrap(x, bits: int):
@@ -84,7 +85,8 @@ def check(cfg: AcceleratorConfig, ins: dict) -> int:
     nm, nn = -(-M // cfg.rows), -(-N // cfg.cols)
     if nm * K > cfg.spad_a_words:
         return isa.ERR_SPAD_A
-    if nn * K > cfg.spad_b_words:
+    oc = ins.get("ocompact", 0)
+    if nn * K > cfg.spad_b_words and not (oc and ocompact_ring(cfg, K)):
         return isa.ERR_SPAD_B
     store = ins.get("store", 1)
     if (ins.get("accumulate", 0) or not store) and ins.get("acc_addr", 0) + nm * nn * cfg.rows > cfg.acc_words:
@@ -100,7 +102,25 @@ def check(cfg: AcceleratorConfig, ins: dict) -> int:
                 return isa.ERR_ADDR_WRITE
         if not ins.get("out_raw", 0) and ins.get("shift", 0) >= cfg.acc_bits:
             return isa.ERR_SHIFT
+    if ins.get("omask", 0) and not store:
+        return isa.ERR_MASK_SHAPE
+    if ins.get("ocompact", 0) and (not ins.get("omask", 0) or ins.get("accumulate", 0)
+                                   or ins.get("write_mask", 0) or M > min(cfg.rows, cfg.cols)
+                                   or (not ocompact_ring(cfg, K) and nn > panel_info_depth(cfg))):
+        return isa.ERR_MASK_SHAPE
+    if ins.get("omask", 0):
+        base, si, sj = ins.get("om_addr", 0), ins.get("om_si", 0), ins.get("om_sj", 0)
+        corners = [base + a * (M - 1) * si + b * (N - 1) * sj for a in (0, 1) for b in (0, 1)]
+        if min(corners) < 0 or max(corners) >= cfg.mem_words:
+            return isa.ERR_MASK_ADDR
     return isa.ERR_NONE
+
+
+def output_mask(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray) -> np.ndarray:
+    """The omask bits of an instruction's M x N outputs (bit 0 of each mask slot)."""
+    i = np.arange(ins["m"])[:, None]
+    j = np.arange(ins["n"])[None, :]
+    return (mem[ins.get("om_addr", 0) + i * ins.get("om_si", 0) + j * ins.get("om_sj", 0)] & 1).astype(bool)
 
 
 def operand_values(cfg, mem, addr, en):
@@ -140,6 +160,10 @@ def execute(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray, acc: np.ndarray)
         # the mask is always that of the requantized value, as the epilogue computes it
         req, mask = numerics.requantize(S, ins.get("shift", 0), cfg.op_bits, bool(ins.get("relu", 0)))
         out = S if ins.get("out_raw", 0) else np.asarray(req)
+        if ins.get("omask", 0):        # dense result, then masking
+            keep = output_mask(cfg, ins, mem)
+            out = np.where(keep, out, 0)
+            mask = np.asarray(mask) & keep
         i = np.arange(M)[:, None]
         j = np.arange(N)[None, :]
         mem[ins.get("d_addr", 0) + i * ins.get("d_si", 0) + j * ins.get("d_sj", 0)] = wrap(out, cfg.slot_bits)

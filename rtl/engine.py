@@ -11,6 +11,12 @@ One GEMM instruction (see ``rtl.isa``) runs as:
                   accumulator SRAM's partial sums, and are either kept there
                   (store=0) or requantized and written out with their ReLU mask.
 
+Sparsity (docs/sparsity.md): ``omask`` zeroes outputs whose mask bit (read
+through the mask port ``rd_m``) is 0; ``compact_a`` steps only A's nonzero words;
+``ocompact`` computes only the output columns some row needs (gather B's lane walk
+drops the others, the zero-write port ``wz`` clears them, the writer scatters the
+kept columns with the offsets from the panel-info ring).
+
 All timing is deterministic given the memory's behaviour, which is what lets
 ``cosim.cyclemodel`` reproduce the cycle counters exactly.
 """
@@ -22,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 from . import isa
 from .config import AcceleratorConfig
 from .epilogue import Requantize
-from .gather import OperandGather, mem_rd_signature
+from .gather import OperandGather, mem_rd_signature, mem_req_layout, panel_info_layout
 from .systolic import SystolicArray
 
 COUNTER_BITS = 48
@@ -41,8 +47,46 @@ COUNTERS = (
     "acc_writes",      # accumulator SRAM row writes
     "retired",         # instructions completed
     "errors",          # instructions that ended with an error status
+    "mask_rd_bits",    # output-mask (omask) bits read
 )
 OUT_FIFO_ROWS = 4
+
+
+def mask_queue_rows(cfg: AcceleratorConfig) -> int:
+    """Depth of the output-mask row queue: deep enough that the mask reader, which
+    runs ahead in drain order, always has a tile row's mask before the row leaves
+    the array (rows leave at most R per 2R-1 cycles; a re-issued read takes about
+    LAT + 4 cycles), so masking never changes the timing."""
+    return 2 * cfg.dram_latency + 8
+
+
+PANEL_INFO_DEPTH = 16
+
+
+def panel_info_depth(cfg: AcceleratorConfig) -> int:
+    """Depth of the ocompact panel-info ring (lane offsets and masks of the panels
+    between gather B and the writer): a bound on N/C unless the ring runs."""
+    return PANEL_INFO_DEPTH
+
+
+def ocompact_ring(cfg: AcceleratorConfig, k: int) -> bool:
+    """ocompact may stream any number of columns through scratchpad B as a ring
+    when 2R-1 <= K <= depth/2 (and K >= (C + 2R + 4)/8): the gather then hands
+    panels over no faster than the array takes tiles, so it is never more than a
+    panel ahead of the array (its requests stay below b_base + depth) and the drain,
+    which trails the array by C + 2R + 4 cycles, at most 1 + 8 panels behind (the
+    info ring holds 16): neither ring limit ever stalls it and the timing stays
+    exact."""
+    return (cfg.drain_period <= k and 2 * k <= cfg.spad_b_words
+            and 8 * k >= cfg.cols + 2 * cfg.rows + 4)
+
+
+def zero_wr_layout(cfg: AcceleratorConfig):
+    """A zero-write beat (ocompact): C slots set to 0 at per-lane addresses."""
+    return data.StructLayout({
+        "addr": data.ArrayLayout(unsigned(cfg.mem_addr_bits), cfg.cols),
+        "en": unsigned(cfg.cols),
+    })
 
 
 def counters_layout():
@@ -71,6 +115,10 @@ class Engine(wiring.Component):
             "rd_a": Out(mem_rd_signature(cfg, cfg.rows)),
             "rd_b": Out(mem_rd_signature(cfg, cfg.cols)),
             "wr": Out(stream.Signature(mem_wr_layout(cfg))),
+            # output-mask reads (omask); idle unless an instruction sets omask
+            "rd_m": Out(mem_rd_signature(cfg, cfg.cols)),
+            # zero writes of output columns no row needs (ocompact); idle otherwise
+            "wz": Out(stream.Signature(zero_wr_layout(cfg))),
             "busy": Out(1),
             "error": Out(4),           # first error code since reset (sticky)
             "counters": Out(counters_layout()),
@@ -96,11 +144,11 @@ class Engine(wiring.Component):
         acc_w, acc_r = acc_sram.write_port(), acc_sram.read_port()
 
         # ---------------- gathers ---------------------------------------------------
-        m.submodules.gather_a = ga = OperandGather(cfg, R, cfg.spad_a_words)
-        m.submodules.gather_b = gb = OperandGather(cfg, C, cfg.spad_b_words)
+        m.submodules.gather_a = ga = OperandGather(cfg, R, cfg.spad_a_words, compactable=True)
+        m.submodules.gather_b = gb = OperandGather(cfg, C, cfg.spad_b_words, lane_compactable=True)
         wiring.connect(m, ga.mem, wiring.flipped(self.rd_a))
         wiring.connect(m, gb.mem, wiring.flipped(self.rd_b))
-        m.d.comb += [ga.desc.eq(cur.a), ga.total.eq(cur.m), ga.k.eq(cur.k),
+        m.d.comb += [ga.desc.eq(cur.a), ga.total.eq(cur.m), ga.k.eq(cur.k), ga.compact.eq(cur.compact_a),
                      gb.desc.eq(cur.b), gb.total.eq(cur.n), gb.k.eq(cur.k),
                      spa_w.addr.eq(ga.wr_addr), spa_w.data.eq(ga.wr_data), spa_w.en.eq(ga.wr_en),
                      spb_w.addr.eq(gb.wr_addr), spb_w.data.eq(gb.wr_data), spb_w.en.eq(gb.wr_en)]
@@ -115,6 +163,7 @@ class Engine(wiring.Component):
         aw = cfg.mem_addr_bits
         sx = signed(aw + dw + 4)
         d_lo, d_hi, k_lo, k_hi = (Signal(sx, name=n) for n in ("d_lo", "d_hi", "k_lo", "k_hi"))
+        o_lo, o_hi = Signal(sx, name="o_lo"), Signal(sx, name="o_hi")
         start = Signal()
 
         # ---------------- array + sequencer ------------------------------------------
@@ -126,18 +175,32 @@ class Engine(wiring.Component):
         tiles_left = Signal()
         flushed = Signal()
         a_base = Signal(range(cfg.spad_a_words + 1))
-        b_base = Signal(range(cfg.spad_b_words + 1))
+        b_base = Signal(gb.ptr_shape)
         since_first = Signal(range(cfg.drain_period + 1))
         period_ok = since_first >= cfg.drain_period
-        # a step may go as soon as its A and B words are in the scratchpads
-        ready = (ga.words_loaded > a_base + kk) & (gb.words_loaded > b_base + kk)
+        # A step may go as soon as its A and B words are in the scratchpads.  In
+        # compact mode (input sparsity) kk counts A's stored nonzero words: entry
+        # a_base + kk carries its step index k (B is read at that k) and whether it
+        # is the last of its panel (the tile ends there).
+        cmp = cur.compact_a
+        m.d.comb += ga.k_addr.eq(a_base + kk)
+        kcur = Mux(cmp, ga.k_val, kk)
+        a_have = Mux(cmp, ga.words_final, ga.words_loaded)
+        ready = (a_have > a_base + kk) & (gb.words_loaded > b_base + kcur)
+        # ocompact: the tiles are the B gather's compacted panels (one tile row)
+        oc = cur.ocompact
+        ring_ok = ((cur.k >= cfg.drain_period) & (cur.k * 2 <= cfg.spad_b_words)
+                   & (cur.k * 8 >= C + 2 * R + 4))     # see ocompact_ring()
+        m.d.comb += [gb.ring.eq(oc & ring_ok), gb.limit.eq(b_base + cfg.spad_b_words)]
+        more_tiles = Mux(oc, ~(gb.walk_done & (gb.panels == tj)), tiles_left)
+        tile_end = Mux(cmp, ga.k_last, kk + 1 == cur.k)
         mid_tile = kk != 0
         step = Signal()
         flush = Signal()
         run = Signal()            # the sequencer owns the current instruction
         m.d.comb += [
-            step.eq(run & en & tiles_left & ready & (mid_tile | period_ok)),
-            flush.eq(run & en & ~tiles_left & ~flushed & period_ok),
+            step.eq(run & en & more_tiles & ready & (mid_tile | period_ok)),
+            flush.eq(run & en & ~more_tiles & ~flushed & period_ok),
         ]
         m_left = Signal(signed(dw + 1))
         n_left = Signal(signed(dw + 1))
@@ -146,7 +209,7 @@ class Engine(wiring.Component):
         macs_per_step = Signal(lg_r + lg_c + 4)
         m.d.comb += macs_per_step.eq(rows_act * cols_act)
 
-        m.d.comb += [spa_r.addr.eq(a_base + kk), spb_r.addr.eq(b_base + kk),
+        m.d.comb += [spa_r.addr.eq(a_base + kk), spb_r.addr.eq(b_base + kcur),
                      spa_r.en.eq(en), spb_r.en.eq(en)]
         v1, f1 = Signal(), Signal()
         with m.If(en):
@@ -169,15 +232,15 @@ class Engine(wiring.Component):
             with m.If(flush):
                 m.d.sync += flushed.eq(1)
             with m.If(step):
-                with m.If(kk + 1 == cur.k):
+                with m.If(tile_end):
                     m.d.sync += kk.eq(0)
-                    with m.If(tj + 1 == n_n):
-                        m.d.sync += [tj.eq(0), b_base.eq(0), n_left.eq(cur.n),
-                                     ti.eq(ti + 1), a_base.eq(a_base + cur.k), m_left.eq(m_left - R)]
+                    with m.If((tj + 1 == n_n) & ~oc):
+                        m.d.sync += [tj.eq(0), b_base.eq(0), n_left.eq(cur.n), ti.eq(ti + 1),
+                                     a_base.eq(a_base + Mux(cmp, kk + 1, cur.k)), m_left.eq(m_left - R)]
                         with m.If(ti + 1 == n_m):
                             m.d.sync += tiles_left.eq(0)
                     with m.Else():
-                        m.d.sync += [tj.eq(tj + 1), b_base.eq(b_base + cur.k), n_left.eq(n_left - C)]
+                        m.d.sync += [tj.eq(tj + 1), b_base.eq(b_base + cur.k), n_left.eq(Mux(oc, n_left, n_left - C))]
                 with m.Else():
                     m.d.sync += kk.eq(kk + 1)
 
@@ -185,10 +248,20 @@ class Engine(wiring.Component):
         m.submodules.requant = rq = Requantize(cfg)
         m.submodules.out_fifo = ofifo = SyncFIFOBuffered(
             width=self._fifo_width(), depth=OUT_FIFO_ROWS)
-        # Stall the whole compute pipeline before the output FIFO can overflow.
-        m.d.comb += en.eq(ofifo.level < OUT_FIFO_ROWS - 1)
+        # Stall the whole compute pipeline before the output FIFO can overflow (and,
+        # with omask, if a row's mask has not arrived: only under memory back-pressure).
+        m.submodules.mask_q = mq = SyncFIFOBuffered(width=C, depth=mask_queue_rows(cfg))
+        s1_v = Signal()
+        m.d.comb += en.eq((ofifo.level < OUT_FIFO_ROWS - 1) & ~(cur.omask & ~oc & s1_v & ~mq.r_rdy))
+        # ocompact: per panel, its lanes' output offsets and row masks (from gather B)
+        pi_depth = panel_info_depth(cfg)
+        m.submodules.panel_info = pinfo = memory.Memory(
+            shape=panel_info_layout(cfg, C), depth=pi_depth, init=[])
+        pi_w, pi_r = pinfo.write_port(), pinfo.read_port()
+        m.d.comb += [pi_w.addr.eq(gb.pi_idx), pi_w.data.eq(gb.pi_data), pi_w.en.eq(gb.pi_we & oc)]
 
         dr_ti, dr_tj, dr_i = Signal(dw), Signal(dw), Signal(range(R))
+        m.d.comb += gb.pi_room.eq(gb.panels - dr_tj < pi_depth)     # the info ring has room
         rows_drained = Signal(2 * dw + 1)
         row_base = Signal(dw + 1)       # ti * R
         col_base = Signal(dw + 1)       # tj * C
@@ -198,7 +271,8 @@ class Engine(wiring.Component):
         d_i_off = Signal(sx)
         m_i_off = Signal(sx)
         # stage 1 (row left the array; accumulator SRAM read issued)
-        s1_v, s1_row_ok = Signal(), Signal()
+        s1_row_ok = Signal()
+        s1_i = Signal(range(R))
         s1_data = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
         s1_lane = Signal(C)
         s1_slot = Signal(range(cfg.acc_words))
@@ -209,6 +283,7 @@ class Engine(wiring.Component):
         s2_vals = Signal(data.ArrayLayout(unsigned(cfg.slot_bits), C))
         s2_mask = Signal(C)
         s2_daddr, s2_maddr = Signal(sx), Signal(sx)
+        s2_offs = Signal(data.ArrayLayout(signed(aw + 2), C))
 
         arow = arr.out_valid
         with m.If(start):
@@ -220,21 +295,21 @@ class Engine(wiring.Component):
             with m.If(arow):
                 lanes = Cat(*[(col_base + j < cur.n) for j in range(C)])
                 m.d.sync += [s1_data.eq(arr.out_row), s1_lane.eq(lanes),
-                             s1_row_ok.eq(row_base + dr_i < cur.m),
+                             s1_row_ok.eq(row_base + dr_i < cur.m), s1_i.eq(dr_i),
                              s1_slot.eq(cur.acc_addr + rows_drained),
                              s1_daddr.eq(d_ti_base + d_tj_off + d_i_off),
                              s1_maddr.eq(m_ti_base + d_tj_off + m_i_off),
                              rows_drained.eq(rows_drained + 1)]
                 with m.If(dr_i == R - 1):
                     m.d.sync += [dr_i.eq(0), d_i_off.eq(0), m_i_off.eq(0)]
-                    with m.If(dr_tj + 1 == n_n):
+                    with m.If((dr_tj + 1 == n_n) & ~oc):
                         m.d.sync += [dr_tj.eq(0), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
                                      row_base.eq(row_base + R),
                                      d_ti_base.eq(d_ti_base + (cur.d_si << lg_r)),
                                      m_ti_base.eq(m_ti_base + (cur.mask_si << lg_r))]
                     with m.Else():
                         m.d.sync += [dr_tj.eq(dr_tj + 1), col_base.eq(col_base + C),
-                                     d_tj_off.eq(d_tj_off + (cur.d_sj << lg_c))]
+                                     d_tj_off.eq(Mux(oc, 0, d_tj_off + (cur.d_sj << lg_c)))]
                 with m.Else():
                     m.d.sync += [dr_i.eq(dr_i + 1), d_i_off.eq(d_i_off + cur.d_si),
                                  m_i_off.eq(m_i_off + cur.mask_si)]
@@ -247,13 +322,24 @@ class Engine(wiring.Component):
         m.d.comb += [rq.row.eq(summed), rq.shift.eq(cur.shift), rq.relu.eq(cur.relu)]
         m.d.comb += [acc_w.addr.eq(s1_slot), acc_w.data.eq(summed),
                      acc_w.en.eq(en & s1_v & ~cur.store)]
+        # omask: the row's output mask from the mask queue (all ones without omask);
+        # ocompact: the tile's lanes, offsets and row masks from the panel info
+        m.d.comb += [pi_r.addr.eq(dr_tj), pi_r.en.eq(en)]   # held while the drain is stalled
+        pi = pi_r.data
+        keep = Signal(C)
+        oc_keep = Cat(*[pi[j].mv.bit_select(s1_i, 1) for j in range(C)])
+        m.d.comb += [keep.eq(Mux(oc, oc_keep, Mux(cur.omask, mq.r_data, (1 << C) - 1))),
+                     mq.r_en.eq(Mux(oc, gb.lm_pop, en & s1_v & cur.omask & ~start))]
         with m.If(en & ~start):
-            m.d.sync += [s2_v.eq(s1_v & s1_row_ok & cur.store), s2_lane.eq(s1_lane),
-                         s2_daddr.eq(s1_daddr), s2_maddr.eq(s1_maddr), s2_mask.eq(rq.mask)]
+            m.d.sync += [s2_v.eq(s1_v & s1_row_ok & cur.store),
+                         s2_lane.eq(Mux(oc, Cat(*[pi[j].ok for j in range(C)]), s1_lane)),
+                         s2_daddr.eq(s1_daddr), s2_maddr.eq(s1_maddr), s2_mask.eq(rq.mask & keep)]
+            for j in range(C):
+                m.d.sync += s2_offs[j].eq(pi[j].off)
             for j in range(C):
                 # signed values sign-extend into the memory slot
-                m.d.sync += s2_vals[j].eq(Mux(cur.out_raw, summed[j], rq.out[j]))
-        entry = self._fifo_entry(m, s2_lane, s2_vals, s2_mask, s2_daddr, s2_maddr)
+                m.d.sync += s2_vals[j].eq(Mux(keep[j], Mux(cur.out_raw, summed[j], rq.out[j]), 0))
+        entry = self._fifo_entry(m, s2_lane, s2_vals, s2_mask, s2_daddr, s2_maddr, s2_offs)
         m.d.comb += [ofifo.w_data.eq(entry), ofifo.w_en.eq(en & s2_v)]
 
         # ---------------- writer: one beat per stored row (D and its mask) --------
@@ -261,7 +347,7 @@ class Engine(wiring.Component):
         e = self._fifo_unpack(ofifo.r_data)
         for j in range(C):
             off = Const(j) * cur.d_sj
-            m.d.comb += [wr.payload.addr[j].eq(e["daddr"] + off),
+            m.d.comb += [wr.payload.addr[j].eq(e["daddr"] + Mux(oc, e["offs"][j], off)),
                          wr.payload.data[j].eq(e["vals"][j]),
                          wr.payload.mask_addr[j].eq(e["maddr"] + off)]
         m.d.comb += [wr.payload.en.eq(e["lane"]), wr.payload.mask.eq(e["mask"]),
@@ -272,7 +358,74 @@ class Engine(wiring.Component):
 
         # ---------------- control FSM -------------------------------------------------
         total_rows = Signal(2 * dw + lg_r + 2)
-        m.d.comb += total_rows.eq(p_tiles << lg_r)
+        m.d.comb += total_rows.eq(Mux(oc, gb.panels << lg_r, p_tiles << lg_r))
+
+        # ---------------- output-mask reader (omask) ----------------------------------
+        # Reads each tile row's C mask bits in drain order (ti, tj, row), one request
+        # per cycle, into the mask queue, staying at most mask_queue_rows() ahead of
+        # the drain, which pops one entry per row leaving the array.  With ocompact
+        # it reads per output column instead (the M rows' bits of column l, lane i =
+        # row i) for gather B's lane walker, which pops them.
+        rdm = self.rd_m
+        mqd = mask_queue_rows(cfg)
+        mr_run = Signal()
+        mr_tj, mr_i = Signal(dw), Signal(range(R))
+        mr_rows = Signal.like(total_rows)
+        mr_row, mr_col = Signal(dw + 1), Signal(dw + 1)          # ti*R + i, tj*C
+        mr_ti_base, mr_i_off, mr_tj_off = Signal(sx), Signal(sx), Signal(sx)
+        inflight = Signal(range(mqd + 1))     # requests accepted, rows not yet popped
+        m_fire = rdm.req.valid & rdm.req.ready
+        can_m = mr_run & (~rdm.req.valid | rdm.req.ready) & (inflight + rdm.req.valid < mqd)
+        m_pay = Signal(mem_req_layout(cfg, C))
+        row_in = mr_row < cur.m
+        mr_total = Mux(oc, cur.n, p_tiles << lg_r)
+        for j in range(C):
+            a = Mux(oc, cur.om_addr + Const(j) * cur.om_si + mr_tj_off,
+                    mr_ti_base + mr_i_off + mr_tj_off + Const(j) * cur.om_sj)
+            ok = Mux(oc, j < cur.m, row_in & (mr_col + j < cur.n))
+            m.d.comb += [m_pay.addr[j].eq(Mux(ok, a, 0)), m_pay.en[j].eq(ok)]
+        with m.If(start):
+            m.d.sync += [mr_run.eq(cur.omask), mr_tj.eq(0), mr_i.eq(0), mr_rows.eq(0), mr_row.eq(0),
+                         mr_col.eq(0), mr_ti_base.eq(cur.om_addr), mr_i_off.eq(0), mr_tj_off.eq(0),
+                         rdm.req.valid.eq(0)]
+        with m.Else():
+            with m.If(can_m):
+                m.d.sync += [rdm.req.payload.eq(m_pay), rdm.req.valid.eq(1), mr_rows.eq(mr_rows + 1)]
+                with m.If(mr_rows + 1 == mr_total):
+                    m.d.sync += mr_run.eq(0)
+                with m.If(oc):
+                    m.d.sync += mr_tj_off.eq(mr_tj_off + cur.om_sj)
+                with m.Elif(mr_i == R - 1):
+                    m.d.sync += [mr_i.eq(0), mr_i_off.eq(0), mr_row.eq(mr_row - (R - 1))]
+                    with m.If(mr_tj + 1 == n_n):
+                        m.d.sync += [mr_tj.eq(0), mr_col.eq(0), mr_tj_off.eq(0), mr_row.eq(mr_row + 1),
+                                     mr_ti_base.eq(mr_ti_base + (cur.om_si << lg_r))]
+                    with m.Else():
+                        m.d.sync += [mr_tj.eq(mr_tj + 1), mr_col.eq(mr_col + C),
+                                     mr_tj_off.eq(mr_tj_off + (cur.om_sj << lg_c))]
+                with m.Else():
+                    m.d.sync += [mr_i.eq(mr_i + 1), mr_row.eq(mr_row + 1), mr_i_off.eq(mr_i_off + cur.om_si)]
+            with m.Elif(rdm.req.ready):
+                m.d.sync += rdm.req.valid.eq(0)
+        with m.If(start):
+            m.d.sync += inflight.eq(0)
+        with m.Else():
+            m.d.sync += inflight.eq(inflight + m_fire - mq.r_en)
+        m.d.comb += [rdm.resp.ready.eq(1), mq.w_en.eq(rdm.resp.valid),
+                     mq.w_data.eq(Cat(*[rdm.resp.payload[j][0] for j in range(C)]))]
+
+        # ---------------- zero writes (ocompact) ----------------------------------------
+        # Output columns that no row needs are never computed; gather B queues their
+        # offsets and this port clears their M slots, one column per cycle.
+        m.submodules.zero_q = zq = SyncFIFOBuffered(width=aw + 2, depth=4)
+        wz = self.wz
+        m.d.comb += [gb.lane_compact.eq(oc), gb.off_step.eq(cur.d_sj), gb.lm_valid.eq(mq.r_rdy),
+                     gb.lm_bits.eq(mq.r_data), gb.zq_space.eq(zq.w_rdy),
+                     zq.w_en.eq(gb.zq_push), zq.w_data.eq(gb.zq_off)]
+        for i in range(C):
+            m.d.comb += [wz.payload.addr[i].eq(cur.d_addr + Const(i) * cur.d_si + zq.r_data.as_signed()),
+                         wz.payload.en[i].eq(i < cur.m)]
+        m.d.comb += [wz.valid.eq(zq.r_rdy), zq.r_en.eq(wz.valid & wz.ready)]
         drained = ((rows_drained == total_rows) & ~s1_v & ~s2_v & (ofifo.level == 0))
         err_sticky = Signal(4)
         m.d.comb += [self.error.eq(err_sticky)]
@@ -296,6 +449,11 @@ class Engine(wiring.Component):
                             + Mux(cur.d_sj < 0, (cur.n - 1) * cur.d_sj, 0)),
                     k_hi.eq(cur.mask_addr + Mux(cur.mask_si > 0, (cur.m - 1) * cur.mask_si, 0)
                             + Mux(cur.d_sj > 0, (cur.n - 1) * cur.d_sj, 0)),
+                    # the output mask's span (omask)
+                    o_lo.eq(cur.om_addr + Mux(cur.om_si < 0, (cur.m - 1) * cur.om_si, 0)
+                            + Mux(cur.om_sj < 0, (cur.n - 1) * cur.om_sj, 0)),
+                    o_hi.eq(cur.om_addr + Mux(cur.om_si > 0, (cur.m - 1) * cur.om_si, 0)
+                            + Mux(cur.om_sj > 0, (cur.n - 1) * cur.om_sj, 0)),
                 ]
                 m.next = "PRODUCTS"
             with m.State("PRODUCTS"):
@@ -315,7 +473,7 @@ class Engine(wiring.Component):
                 with m.Elif(p_am > cfg.spad_a_words):
                     m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_SPAD_A)]
                     m.next = "IDLE"
-                with m.Elif(p_bn > cfg.spad_b_words):
+                with m.Elif((p_bn > cfg.spad_b_words) & ~(oc & ring_ok)):
                     m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_SPAD_B)]
                     m.next = "IDLE"
                 with m.Elif((cur.accumulate | ~cur.store) & (cur.acc_addr + total_rows > cfg.acc_words)):
@@ -328,11 +486,21 @@ class Engine(wiring.Component):
                 with m.Elif(cur.store & ~cur.out_raw & (cur.shift >= cfg.acc_bits)):
                     m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_SHIFT)]
                     m.next = "IDLE"
+                with m.Elif(cur.omask & ~cur.store):
+                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_MASK_SHAPE)]
+                    m.next = "IDLE"
+                with m.Elif(oc & (~cur.omask | cur.accumulate | cur.write_mask
+                                  | (cur.m > min(R, C)) | (~ring_ok & (n_n > pi_depth)))):
+                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_MASK_SHAPE)]
+                    m.next = "IDLE"
+                with m.Elif(cur.omask & ((o_lo < 0) | (o_hi >= words))):
+                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_MASK_ADDR)]
+                    m.next = "IDLE"
                 with m.Else():
                     m.d.comb += start.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
-                with m.If(flushed & drained & ~ga.busy & ~gb.busy):
+                with m.If(flushed & drained & ~ga.busy & ~gb.busy & (zq.level == 0)):
                     m.d.comb += [retire.eq(1),
                                  retire_err.eq(Mux(ga.addr_error | gb.addr_error, isa.ERR_ADDR_READ, 0))]
                     m.next = "IDLE"
@@ -351,7 +519,7 @@ class Engine(wiring.Component):
             "cycles": 1,
             "busy_cycles": busy,
             "compute_cycles": step,
-            "stall_cycles": run & tiles_left & (~en | (~ready & (mid_tile | period_ok))),
+            "stall_cycles": run & more_tiles & (~en | (~ready & (mid_tile | period_ok))),
             "macs": Mux(step, macs_per_step, 0),
             "rd_bytes": (ga.req_elems + gb.req_elems) * cfg.op_bytes,
             "wr_bytes": Mux(wr_fire, sum(e["lane"][j] for j in range(C))
@@ -363,6 +531,7 @@ class Engine(wiring.Component):
             "acc_writes": acc_w.en,
             "retired": retire,
             "errors": retire & (retire_err != 0),
+            "mask_rd_bits": Mux(m_fire, sum(rdm.req.payload.en[j] for j in range(C)), 0),
         }
         for name in COUNTERS:
             m.d.sync += cnt[name].eq(cnt[name] + incs[name])
@@ -377,18 +546,19 @@ class Engine(wiring.Component):
             "vals": data.ArrayLayout(unsigned(cfg.slot_bits), cfg.cols),
             "mask": unsigned(cfg.cols),
             "daddr": sx, "maddr": sx,
+            "offs": data.ArrayLayout(signed(cfg.mem_addr_bits + 2), cfg.cols),
         })
 
     def _fifo_width(self):
         return self._entry_layout().size
 
-    def _fifo_entry(self, m, lane, vals, mask, daddr, maddr):
+    def _fifo_entry(self, m, lane, vals, mask, daddr, maddr, offs):
         ent = Signal(self._entry_layout())
         m.d.comb += [ent.lane.eq(lane), ent.vals.eq(vals), ent.mask.eq(mask),
-                     ent.daddr.eq(daddr), ent.maddr.eq(maddr)]
+                     ent.daddr.eq(daddr), ent.maddr.eq(maddr), ent.offs.eq(offs)]
         return ent.as_value()
 
     def _fifo_unpack(self, bits):
         view = data.View(self._entry_layout(), bits)
         return {"lane": view.lane, "vals": view.vals, "mask": view.mask,
-                "daddr": view.daddr, "maddr": view.maddr}
+                "daddr": view.daddr, "maddr": view.maddr, "offs": view.offs}

@@ -13,9 +13,28 @@ Two parts run concurrently:
   lane vector + k vector, lanes outside the operand or in padding disabled.
 Responses come back in order; disabled lanes are written as zero.  The
 ``words_loaded`` count lets the sequencer take a step as soon as its word is in.
+
+Compact mode (``compact``, input sparsity): only nonzero words are written, packed,
+each with its step index k and a ``last`` flag (end of its panel) in a small side
+memory read asynchronously by the sequencer (``k_addr`` -> ``k_val``, ``k_last``).
+A panel without any nonzero word stores one zero word at k = K-1 so that every
+panel has an entry.  Whether an entry is its panel's last is known only when the
+next nonzero word arrives or the panel ends (then the previous entry's flag is
+rewritten), so ``words_final`` counts the entries whose flag is final.
+
+Lane-compact mode (``lane_compact``, output sparsity): the walker takes one mask
+vector per lane (``lm_*``: which of the instruction's output rows need this output
+column) and keeps only lanes that some row needs; the others go to the zero-write
+queue (``zq_*``) with their output offset.  A panel is then C kept lanes; its
+lanes' output offsets and mask vectors are handed out (``pi_*``) when the panel
+goes to the requester, so the writer can scatter the tile's results.  There the
+scratchpad can be used as a ring (``ring``): word w of the operand lives at
+w mod depth, ``words_loaded`` counts on past the depth, and a request for word w
+waits until w < ``limit`` (the consumer's free space); panel hand-over waits for
+``pi_room`` (space in the consumer's panel-info ring).
 """
 from amaranth import Module, Signal, Mux, Cat, Const, signed, unsigned
-from amaranth.lib import wiring, stream, data
+from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
@@ -36,6 +55,12 @@ def mem_req_layout(cfg: AcceleratorConfig, lanes: int) -> data.StructLayout:
     })
 
 
+def panel_info_layout(cfg: AcceleratorConfig, lanes: int) -> data.ArrayLayout:
+    """Per lane of a lane-compacted panel: real, its output offset, its row mask."""
+    return data.ArrayLayout(data.StructLayout({
+        "ok": 1, "off": signed(cfg.mem_addr_bits + 2), "mv": cfg.cols}), lanes)
+
+
 def mem_rd_signature(cfg: AcceleratorConfig, lanes: int) -> wiring.Signature:
     """An external read port: request stream out, response stream (slots) in."""
     return wiring.Signature({
@@ -45,8 +70,14 @@ def mem_rd_signature(cfg: AcceleratorConfig, lanes: int) -> wiring.Signature:
 
 
 class OperandGather(wiring.Component):
-    def __init__(self, cfg: AcceleratorConfig, lanes: int, spad_words: int):
+    def __init__(self, cfg: AcceleratorConfig, lanes: int, spad_words: int, compactable: bool = False,
+                 lane_compactable: bool = False):
         self.cfg, self.lanes, self.spad_words = cfg, lanes, spad_words
+        self.compactable, self.lane_compactable = compactable, lane_compactable
+        off = signed(cfg.mem_addr_bits + 2)
+        # word counters: past the scratchpad depth in ring mode (lane-compact gather)
+        self.ptr_shape = (unsigned(cfg.dim_bits + spad_words.bit_length() + 1) if lane_compactable
+                          else range(spad_words + 1))
         dw = cfg.dim_bits
         super().__init__({
             "desc": In(gather_layout(cfg)),
@@ -57,10 +88,26 @@ class OperandGather(wiring.Component):
             "wr_addr": Out(range(spad_words)),
             "wr_data": Out(data.ArrayLayout(signed(cfg.op_bits), lanes)),
             "wr_en": Out(1),
-            "words_loaded": Out(range(spad_words + 1)),  # scratchpad words written so far
+            "words_loaded": Out(self.ptr_shape),  # scratchpad words written so far
             "busy": Out(1),
             "addr_error": Out(1),     # sticky until the next start
             "req_elems": Out(range(lanes + 1)),   # enabled lanes of the request now accepted
+            # compact mode (see the module docstring)
+            "compact": In(1),
+            "k_addr": In(range(spad_words)),
+            "k_val": Out(range(spad_words)),
+            "k_last": Out(1),
+            "words_final": Out(range(spad_words + 1)),
+            # lane-compact mode (see the module docstring)
+            "lane_compact": In(1),
+            "off_step": In(off),              # output offset between consecutive lanes (d_sj)
+            "lm_valid": In(1), "lm_bits": In(cfg.cols), "lm_pop": Out(1),
+            "zq_push": Out(1), "zq_off": Out(off), "zq_space": In(1),
+            "pi_we": Out(1), "pi_idx": Out(dw),
+            "pi_data": Out(panel_info_layout(cfg, lanes)),
+            "panels": Out(dw),                # panels handed to the requester
+            "walk_done": Out(1),              # the lane walk is over (panels is final)
+            "ring": In(1), "limit": In(self.ptr_shape), "pi_room": In(1),
         })
 
     def elaborate(self, platform):
@@ -93,34 +140,60 @@ class OperandGather(wiring.Component):
         fifo = m.submodules.en_fifo = SyncFIFO(width=L, depth=max_out)
         req_fire = req.valid & req.ready
         can_issue = r_active & (~req.valid | req.ready) & (fifo.level + req.valid < max_out)
+        if self.lane_compactable:     # ring mode: never overwrite words still to be used
+            r_words = Signal(self.ptr_shape)
+            can_issue = can_issue & (~self.ring | (r_words < self.limit))
+            with m.If(self.start):
+                m.d.sync += r_words.eq(0)
+            with m.Elif(can_issue):
+                m.d.sync += r_words.eq(r_words + 1)
         last_issue = can_issue & (r_k + 1 == self.k)
         transfer = w_full & (~r_active | last_issue)
+        if self.lane_compactable:
+            transfer = transfer & (~self.lane_compact | self.pi_room)
 
+        # lane-compact side information of the staged lanes
+        w_info = Signal(panel_info_layout(cfg, L))
+        w_off = Signal(signed(cfg.mem_addr_bits + 2))     # output offset of lane w_n
+        panels = Signal(cfg.dim_bits)
+        lc = self.lane_compact if self.lane_compactable else Const(0)
+        real = w_n < self.total
+        lm_any = (self.lm_bits != 0)
+        # a real lane in lane-compact mode needs its mask vector (and, if it is
+        # dropped, room in the zero-write queue)
+        pop_ok = ~lc | ~real | (self.lm_valid & (lm_any | self.zq_space))
+        keep = ~lc | ~real | lm_any
         with m.If(self.start):
             m.d.sync += [w_run.eq(1), w_cnt.eq(0), w_full.eq(0), w_n.eq(0), w_done.eq(0),
-                         r_active.eq(0), self.addr_error.eq(0)]
+                         r_active.eq(0), self.addr_error.eq(0), w_off.eq(0), panels.eq(0)]
             m.d.comb += walker.clear.eq(1)
         with m.Else():
             # walk one lane per cycle while the staging buffer has room
             no_more = (w_cnt == 0) & (w_n >= self.total)
-            walking = w_run & ~w_full & ~w_done & ~no_more
+            walking = w_run & ~w_full & ~w_done & ~no_more & pop_ok
             with m.If(walking):
-                m.d.comb += walker.step.eq(1)
-                m.d.sync += [w_buf[L - 1].v.eq(walker.value), w_buf[L - 1].ok.eq(w_n < self.total),
-                             w_n.eq(w_n + 1)]
-                for i in range(L - 1):
-                    m.d.sync += w_buf[i].eq(w_buf[i + 1])
-                with m.If(w_cnt == L - 1):
-                    m.d.sync += [w_full.eq(1), w_cnt.eq(0)]
-                with m.Else():
-                    m.d.sync += w_cnt.eq(w_cnt + 1)
+                m.d.comb += [walker.step.eq(1), self.lm_pop.eq(lc & real),
+                             self.zq_push.eq(~keep), self.zq_off.eq(w_off)]
+                m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step)]
+                with m.If(keep):
+                    m.d.sync += [w_buf[L - 1].v.eq(walker.value), w_buf[L - 1].ok.eq(real),
+                                 w_info[L - 1].ok.eq(real), w_info[L - 1].off.eq(w_off),
+                                 w_info[L - 1].mv.eq(self.lm_bits)]
+                    for i in range(L - 1):
+                        m.d.sync += [w_buf[i].eq(w_buf[i + 1]), w_info[i].eq(w_info[i + 1])]
+                    with m.If(w_cnt == L - 1):
+                        m.d.sync += [w_full.eq(1), w_cnt.eq(0)]
+                    with m.Else():
+                        m.d.sync += w_cnt.eq(w_cnt + 1)
             with m.If(w_run & ~w_full & no_more):
                 m.d.sync += w_done.eq(1)
             with m.If(transfer):
-                m.d.sync += [r_buf.eq(w_buf), r_active.eq(1), w_full.eq(0)]
+                m.d.sync += [r_buf.eq(w_buf), r_active.eq(1), w_full.eq(0), panels.eq(panels + 1)]
                 m.d.comb += kctr.clear.eq(1)
             with m.Elif(last_issue):
                 m.d.sync += r_active.eq(0)
+        m.d.comb += [self.pi_we.eq(transfer & ~self.start), self.pi_idx.eq(panels),
+                     self.pi_data.eq(w_info), self.panels.eq(panels), self.walk_done.eq(w_done)]
 
         # ---- address generation, one request per cycle ------------------------
         dil = desc.dil
@@ -167,16 +240,43 @@ class OperandGather(wiring.Component):
 
         # ---- responses -> scratchpad ------------------------------------------
         resp = self.mem.resp
-        wr_ptr = Signal(range(self.spad_words + 1))
+        wr_ptr = Signal(self.ptr_shape)
         m.d.comb += [resp.ready.eq(1), fifo.r_en.eq(resp.valid)]
-        m.d.comb += [self.wr_en.eq(resp.valid), self.wr_addr.eq(wr_ptr)]
         for l in range(L):
             m.d.comb += self.wr_data[l].eq(Mux(fifo.r_data[l], resp.payload[l][:cfg.op_bits], 0))
         m.d.comb += self.words_loaded.eq(wr_ptr)
+
+        # compact mode: nonzero words only, with (k, last) in the side memory
+        sw = self.spad_words
+        resp_k = Signal(cfg.dim_bits)     # step index of the next response in its panel
+        p_has = Signal()                  # the current panel has an entry already
+        last_k = Signal(range(sw))        # k of the latest entry
+        fin_ptr = Signal(range(sw + 1))
+        nz = self.wr_data.as_value().any()
+        p_end = resp_k + 1 == self.k
+        cmp = self.compact if self.compactable else Const(0)
+        write = resp.valid & (~cmp | nz | (p_end & ~p_has))
+        m.d.comb += [self.wr_en.eq(write), self.wr_addr.eq(wr_ptr[:(sw - 1).bit_length()] if sw > 1 else 0),
+                     self.words_final.eq(fin_ptr)]
+        if self.compactable:
+            m.submodules.kmem = kmem = memory.Memory(
+                shape=data.StructLayout({"k": range(sw), "last": 1}), depth=sw, init=[])
+            kw, kr = kmem.write_port(), kmem.read_port(domain="comb")
+            rewrite = resp.valid & cmp & p_end & ~nz & p_has     # mark the previous entry last
+            m.d.comb += [kw.addr.eq(Mux(rewrite, wr_ptr - 1, wr_ptr)),
+                         kw.data.k.eq(Mux(rewrite, last_k, resp_k)), kw.data.last.eq(p_end),
+                         kw.en.eq((write & cmp) | rewrite),
+                         kr.addr.eq(self.k_addr), self.k_val.eq(kr.data.k), self.k_last.eq(kr.data.last)]
         with m.If(self.start):
-            m.d.sync += wr_ptr.eq(0)
+            m.d.sync += [wr_ptr.eq(0), resp_k.eq(0), p_has.eq(0), fin_ptr.eq(0)]
         with m.Elif(resp.valid):
-            m.d.sync += wr_ptr.eq(wr_ptr + 1)
+            m.d.sync += [resp_k.eq(Mux(p_end, 0, resp_k + 1)), p_has.eq(~p_end & (p_has | write))]
+            with m.If(write):
+                m.d.sync += [wr_ptr.eq(wr_ptr + 1), last_k.eq(resp_k)]
+            with m.If(p_end):
+                m.d.sync += fin_ptr.eq(wr_ptr + write)
+            with m.Elif(write):
+                m.d.sync += fin_ptr.eq(wr_ptr)
 
         m.d.comb += self.busy.eq(~w_done | w_full | r_active | req.valid | (fifo.level != 0))
         return m

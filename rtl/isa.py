@@ -42,11 +42,15 @@ ERR_ACC = 5             # accumulator rows needed do not fit the accumulator SRA
 ERR_ADDR_WRITE = 6      # an output or mask address falls outside external memory
 ERR_ADDR_READ = 7       # a gathered operand address falls outside external memory
 ERR_SHIFT = 8           # requantize shift wider than the accumulator
+ERR_MASK_ADDR = 9       # an output-mask (omask) address falls outside external memory
+ERR_MASK_SHAPE = 10     # omask without store, or ocompact outside its limits (see _spec)
 ERROR_NAMES = {
     ERR_NONE: "ok", ERR_OPCODE: "unknown opcode", ERR_ZERO_DIM: "zero dimension",
     ERR_SPAD_A: "A operand does not fit scratchpad A", ERR_SPAD_B: "B operand does not fit scratchpad B",
     ERR_ACC: "output tiles do not fit the accumulator SRAM", ERR_ADDR_WRITE: "write address out of range",
     ERR_ADDR_READ: "read address out of range", ERR_SHIFT: "shift out of range",
+    ERR_MASK_ADDR: "output mask address out of range",
+    ERR_MASK_SHAPE: "output mask does not fit the instruction",
 }
 
 
@@ -88,6 +92,19 @@ def _spec(cfg: AcceleratorConfig) -> dict:
         "a": gather, "b": gather,
         "d_addr": Field(aw), "d_si": Field(aw + 2, True), "d_sj": Field(aw + 2, True),
         "mask_addr": Field(aw), "mask_si": Field(aw + 2, True),
+        # --- sparsity (rtl/engine.py, docs/sparsity.md); all zero = dense ---------
+        # omask: D[i,j] is forced to 0 where the 1-bit mask slot (bit 0) at
+        # om_addr + i*om_si + j*om_sj is 0 (the forward ReLU mask: dL/dx = dL/dy * mask)
+        "omask": Field(1), "om_addr": Field(aw), "om_si": Field(aw + 2, True),
+        "om_sj": Field(aw + 2, True),
+        # compact_a: the A gather keeps only nonzero words (R elements) with their k;
+        # the sequencer steps only those, reading B at the same k (zero-word skipping)
+        "compact_a": Field(1),
+        # ocompact (needs omask, M <= min(R, C), no accumulate, no write_mask): the B
+        # gather walks only the output columns some row needs (their mask vector is
+        # read per column), the writer scatters the tiles' columns to their addresses
+        # and a zero-write port clears the columns no row needs (output sparsity)
+        "ocompact": Field(1),
     }
 
 

@@ -1,6 +1,7 @@
 // Simulation harness around the generated engine (Verilator and Icarus).
 //
-// It plays the external memory (two read ports with a fixed latency and one write
+// It plays the external memory (two operand read ports and a mask read port with a
+// fixed latency, one write port and a zero-write port
 // port, optional random back-pressure) and the instruction source (a program ROM),
 // so that a whole program runs without a Python call per cycle. Bulk data moves
 // through $readmemh / $writememh files named by plusargs.
@@ -70,6 +71,7 @@ module harness #(
     wire rdy_a = (lfsr[7:0]   >= stall_q);
     wire rdy_b = (lfsr[15:8]  >= stall_q);
     wire rdy_w = (lfsr[23:16] >= stall_q);
+    wire rdy_m = (lfsr[31:24] >= stall_q);
 
     // ---- engine -------------------------------------------------------------
     wire              instr_ready;
@@ -78,7 +80,10 @@ module harness #(
     wire [C*AW+C-1:0] b_req;  wire b_req_valid;
     reg  [R*SLOT-1:0] a_resp; reg  a_resp_valid;
     reg  [C*SLOT-1:0] b_resp; reg  b_resp_valid;
+    wire [C*AW+C-1:0] m_req;  wire m_req_valid;
+    reg  [C*SLOT-1:0] m_resp; reg  m_resp_valid;
     wire [2*C*AW+C*SLOT+3*C-1:0] w_req; wire w_valid;
+    wire [C*AW+C-1:0] z_req; wire z_valid;
     reg  running;
     reg  [31:0] pc;
     wire instr_valid = running && (pc < prog_len_q);
@@ -90,17 +95,22 @@ module harness #(
         .rd_a__resp__payload(a_resp), .rd_a__resp__valid(a_resp_valid), .rd_a__resp__ready(),
         .rd_b__req__payload(b_req), .rd_b__req__valid(b_req_valid), .rd_b__req__ready(rdy_b),
         .rd_b__resp__payload(b_resp), .rd_b__resp__valid(b_resp_valid), .rd_b__resp__ready(),
+        .rd_m__req__payload(m_req), .rd_m__req__valid(m_req_valid), .rd_m__req__ready(rdy_m),
+        .rd_m__resp__payload(m_resp), .rd_m__resp__valid(m_resp_valid), .rd_m__resp__ready(),
         .wr__payload(w_req), .wr__valid(w_valid), .wr__ready(rdy_w),
+        .wz__payload(z_req), .wz__valid(z_valid), .wz__ready(rdy_m),
         .busy(busy), .error(error), .counters(counters)
     );
 
     // ---- read ports: fixed latency LAT, in order ------------------------------
     reg [R*SLOT-1:0] a_pipe [0:LAT-1]; reg a_pv [0:LAT-1];
     reg [C*SLOT-1:0] b_pipe [0:LAT-1]; reg b_pv [0:LAT-1];
+    reg [C*SLOT-1:0] m_pipe [0:LAT-1]; reg m_pv [0:LAT-1];
     integer l, s;
     initial begin   // 4-state simulators start registers at X: give the pipes a defined state
         for (s = 0; s < LAT; s = s + 1) begin
             a_pv[s] = 1'b0; b_pv[s] = 1'b0; a_pipe[s] = {R*SLOT{1'b0}}; b_pipe[s] = {C*SLOT{1'b0}};
+            m_pv[s] = 1'b0; m_pipe[s] = {C*SLOT{1'b0}};
         end
     end
     always @(posedge clk) begin
@@ -108,16 +118,21 @@ module harness #(
             a_pipe[0][l*SLOT +: SLOT] <= a_req[R*AW + l] ? mem[a_req[l*AW +: AW]] : {SLOT{1'b0}};
         for (l = 0; l < C; l = l + 1)
             b_pipe[0][l*SLOT +: SLOT] <= b_req[C*AW + l] ? mem[b_req[l*AW +: AW]] : {SLOT{1'b0}};
+        for (l = 0; l < C; l = l + 1)
+            m_pipe[0][l*SLOT +: SLOT] <= m_req[C*AW + l] ? mem[m_req[l*AW +: AW]] : {SLOT{1'b0}};
+        m_pv[0] <= m_req_valid && rdy_m && !rst;
         a_pv[0] <= a_req_valid && rdy_a && !rst;
         b_pv[0] <= b_req_valid && rdy_b && !rst;
         for (s = 1; s < LAT; s = s + 1) begin
             a_pipe[s] <= a_pipe[s-1]; a_pv[s] <= a_pv[s-1] && !rst;
             b_pipe[s] <= b_pipe[s-1]; b_pv[s] <= b_pv[s-1] && !rst;
+            m_pipe[s] <= m_pipe[s-1]; m_pv[s] <= m_pv[s-1] && !rst;
         end
     end
     always @(*) begin
         a_resp = a_pipe[LAT-1]; a_resp_valid = a_pv[LAT-1];
         b_resp = b_pipe[LAT-1]; b_resp_valid = b_pv[LAT-1];
+        m_resp = m_pipe[LAT-1]; m_resp_valid = m_pv[LAT-1];
     end
 
     // ---- write port ----------------------------------------------------------
@@ -138,6 +153,10 @@ module harness #(
                 if (w_req[2*C*AW + C*SLOT + 2*C + l])
                     mem[w_req[C*AW + C*SLOT + C + l*AW +: AW]] <= {{(SLOT-1){1'b0}}, w_req[2*C*AW + C*SLOT + C + l]};
         end
+        // zero writes (output columns that no row needs)
+        if (z_valid && rdy_m)
+            for (l = 0; l < C; l = l + 1)
+                if (z_req[C*AW + l]) mem[z_req[l*AW +: AW]] <= {SLOT{1'b0}};
     end
 
     // ---- program sequencing and watchdog ------------------------------------
