@@ -23,7 +23,8 @@ One step (BP):
 
 Methods are a small registry (:data:`METHODS`) of per-step functions, so a method
 whose hardware lands later (sparsity, the predictor array) plugs in with
-:func:`register_method`.  ``sparse`` is listed but not available in this tree.
+:func:`register_method`.  ``sparse`` runs the backward pass with the
+sparse engine modes (output-column compaction and zero-word skipping, docs/sparsity.md).
 
 Modules: ``train_engine`` (the backend running and checking each operation, the
 step's pass over the CNN), ``train_methods`` (one step function per method), this
@@ -52,7 +53,7 @@ from . import checkpoint
 from .rtlsim import SIMULATORS, SimError
 from .train_engine import (FWD_TOL, GRAD_TOL, LAYERS, OPS, CheckFailed, Engine, Fault, StepPass,  # noqa: F401
                            TrainError, _choose, _programs, bp_step_cycles)
-from .train_methods import ALL_ORDER, BP, METHODS, UNAVAILABLE, AdaGP, AutoAssist, register_method  # noqa: F401
+from .train_methods import ALL_ORDER, BP, METHODS, UNAVAILABLE, AdaGP, AutoAssist, Sparse, register_method  # noqa: F401
 
 MODELS = ("cnn",)
 DATASETS = ("digits",)
@@ -161,8 +162,8 @@ class Trainer:
         return idx
 
     # -- engine work -------------------------------------------------------------
-    def new_pass(self, idx: torch.Tensor) -> StepPass:
-        return StepPass(self.cfg, self.model, self.data.x_train[idx], self.data.y_train[idx])
+    def new_pass(self, idx: torch.Tensor, sparse: bool = False) -> StepPass:
+        return StepPass(self.cfg, self.model, self.data.x_train[idx], self.data.y_train[idx], sparse=sparse)
 
     def forward(self, p: StepPass, step: int) -> list[dict]:
         return [self.engine.run(p.img, op, step) for op in _programs(p, "forward", False)]

@@ -255,13 +255,15 @@ class Engine:
         what = f"step {step}, layer {op.layer}, {op.kind}"
         t0 = time.perf_counter()
         if self.sim is None:
+            # sparse programs' cycles depend on the masks and data: model them on the image before the op
+            model = cyclemodel.program_cycles(cfg, op.prog, img.mem)
             mem, err = golden_run(cfg, img, op.prog)
             if err:
                 raise CheckFailed(f"{what}: the golden model reports error status {err}",
                                   dict(step=step, layer=op.layer, op=op.kind, check="error_status", error=err))
             img.mem[:img.top] = mem[:img.top]
             counters = golden_counters(cfg, op.prog)
-            cycles = model = cyclemodel.program_cycles(cfg, op.prog)
+            cycles = model
             stall = None
             self.timing["golden_s"] += time.perf_counter() - t0
         else:

@@ -30,9 +30,11 @@ def test_unknown_choice_lists_the_choices(tmp_path, capsys, flag, value, choices
     assert not (out / "results.json").exists()
 
 
-def test_sparse_says_it_is_not_available(tmp_path, capsys):
+def test_unavailable_method_says_why(tmp_path, capsys, monkeypatch):
+    from cosim import train
+    monkeypatch.setitem(train.UNAVAILABLE, "sparse", "its hardware has not landed")
     code, err = main_err(capsys, "train", "--method", "sparse", "--out", str(tmp_path))
-    assert code == 2 and "not available" in err and "sparse" in err
+    assert code == 2 and "not available" in err and "has not landed" in err
 
 
 def test_preset_too_small_names_layer_and_limit(tmp_path, capsys):
