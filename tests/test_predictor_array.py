@@ -1,0 +1,211 @@
+"""PredictorArray in Amaranth's simulator: every gradient row bit-exact against
+model_sw.adagp_predictor.predictor_forward_int, every counter equal to
+predictor_array_cycles / assistant_cycles, error status for bad k."""
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from model_sw.adagp_predictor import PredictorSizeError
+from model_sw.autoassist_assistant import assistant_logit_int
+from predictor_hw.predictor_array import (
+    ASSIST_CLASSES, COUNTERS, ERR_K, ERR_NONE, Geometry, PredictorArray, PredictorArrayError,
+    assistant_cycles, check_k, feature_beats, golden_logits, golden_rows, pack_assistant_weights,
+    pack_predictor_weights, predictor_array_cycles)
+from predictor_hw.interfaces import grad_row_layout, sample_layout
+from rtl.config import AcceleratorConfig
+
+CFG = AcceleratorConfig(name="pred-unit", rows=4, cols=4, spad_a_words=64, spad_b_words=64,
+                        acc_words=32, mem_addr_bits=12, pred_kmax=64)
+# odd shapes: a window wider than the array (pred_cols < pool^2), channels not a multiple of rows
+CFG_ODD = CFG.replace(name="pred-odd", pred_rows=2, pred_cols=2, pred_channels=3, pred_p=4, pred_kmax=20)
+# a tiny fc fan-in (F = 1) and tall array: output rows outpace the tiles (structural stalls),
+# more columns than pixels (masked columns)
+CFG_STALL = CFG.replace(name="pred-stall", pred_rows=16, pred_cols=4, pred_channels=1, pred_p=2,
+                        pred_kmax=130)
+
+
+def random_params(cfg, rng, k_rows=None):
+    g = Geometry(cfg)
+    kr = k_rows or cfg.pred_kmax
+    return dict(w1=rng.integers(-128, 128, (g.C, 1, 3, 3)), w2=rng.integers(-128, 128, (kr, g.F)),
+                shift1=int(rng.integers(6, 11)), shift2=int(rng.integers(7, 12)))
+
+
+def run_pysim(cfg, jobs, weights, ready_prob=1.0, valid_prob=1.0, seed=0, max_cycles=200_000):
+    """Load ``weights`` beats, then run ``jobs`` one after another.  A job is a dict
+    (mode, k, shift1, shift2, beats); returns per job its outputs, counter deltas and error."""
+    dut = PredictorArray(cfg)
+    rng = np.random.default_rng(seed)
+    results = []
+    wl = dut.weights.payload.shape()
+    sl, fl = dut.samples.payload.shape(), dut.feats.payload.shape()
+
+    async def counters(ctx):
+        c = ctx.get(dut.counters)
+        return {n: int(c[n]) for n in COUNTERS}
+
+    async def tb(ctx):
+        cyc = 0
+        for w in weights:
+            ctx.set(dut.weights.valid, 1)
+            ctx.set(dut.weights.payload, wl.const(w))
+            while not ctx.get(dut.weights.ready):
+                await ctx.tick()
+            await ctx.tick()
+        ctx.set(dut.weights.valid, 0)
+        for job in jobs:
+            ctx.set(dut.mode, job["mode"])
+            ctx.set(dut.k, job["k"])
+            ctx.set(dut.shift1, job.get("shift1", 0))
+            ctx.set(dut.shift2, job.get("shift2", 0))
+            before = await counters(ctx)
+            inp = dut.feats if job["mode"] else dut.samples
+            out = dut.logits if job["mode"] else dut.rows
+            lay = fl if job["mode"] else sl
+            beats = list(job["beats"])
+            got = []
+            i = 0
+            done_in = False
+            while True:
+                if i < len(beats) and rng.random() < valid_prob:
+                    ctx.set(inp.valid, 1)
+                    ctx.set(inp.payload, lay.const(beats[i]))
+                else:
+                    ctx.set(inp.valid, 0)
+                ctx.set(out.ready, int(rng.random() < ready_prob))
+                in_fire = ctx.get(inp.valid) and ctx.get(inp.ready)
+                if ctx.get(out.valid) and ctx.get(out.ready):
+                    got.append(ctx.get(out.payload))
+                await ctx.tick()
+                cyc += 1
+                assert cyc < max_cycles, "watchdog: the array did not finish"
+                if in_fire:
+                    i += 1
+                done_in = i == len(beats)
+                if done_in and not ctx.get(dut.busy):
+                    break
+            ctx.set(inp.valid, 0)
+            after = await counters(ctx)
+            results.append(dict(out=[_py(cfg, job["mode"], b) for b in got],
+                                counters={n: after[n] - before[n] for n in COUNTERS},
+                                error=ctx.get(dut.error)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return results
+
+
+def _py(cfg, mode, b):
+    g = Geometry(cfg)
+    if mode:
+        return dict(z=[int(b["z"][l]) for l in range(g.L)], en=[int(b["en"]) >> l & 1 for l in range(g.L)],
+                    group=int(b["group"]), last=int(b["last"]))
+    return dict(data=[int(b["data"][j]) for j in range(g.Cc)], en=[int(b["en"]) >> j & 1 for j in range(g.Cc)],
+                channel=int(b["channel"]), col=int(b["col"]), last=int(b["last"]))
+
+
+def sample_beats(x, channels):
+    n = x.shape[0]
+    return [dict(pix=[int(v) for v in x[i, 0].reshape(-1)], channel=int(channels[i]), last=int(i == n - 1))
+            for i in range(n)]
+
+
+def pred_job(cfg, x, params, k, channels=None):
+    channels = list(range(x.shape[0])) if channels is None else channels
+    return dict(mode=0, k=k, shift1=params["shift1"], shift2=params["shift2"], beats=sample_beats(x, channels),
+                want=golden_rows(cfg, x, params, k, channels))
+
+
+@pytest.mark.parametrize("cfg,ks", [(CFG, [1, 9, 64, 17]), (CFG_ODD, [20, 3]), (CFG_STALL, [130, 64])],
+                         ids=["4x4", "odd", "stall"])
+def test_predictor_rows_bit_exact_and_cycles(cfg, ks):
+    rng = np.random.default_rng(1)
+    params = random_params(cfg, rng)
+    jobs = []
+    for k in ks:
+        x = rng.integers(-128, 128, (3, 1, cfg.pred_p, cfg.pred_p))
+        jobs.append(pred_job(cfg, x, params, k, channels=rng.permutation(10)[:3]))
+    res = run_pysim(cfg, jobs, pack_predictor_weights(cfg, params["w1"], params["w2"]))
+    for job, r in zip(jobs, res):
+        assert r["out"] == job["want"], f"k={job['k']}"
+        assert r["error"] == ERR_NONE
+        assert r["counters"] == dict(predictor_array_cycles(cfg, len(job["beats"]), job["k"]), errors=0)
+    if cfg is CFG_STALL:   # the configuration is there to exercise the structural stalls
+        assert all(predictor_array_cycles(cfg, 3, k)["stall_cycles"] > 0 for k in ks)
+
+
+def test_predictor_back_pressure_changes_only_stalls():
+    cfg = CFG
+    rng = np.random.default_rng(2)
+    params = random_params(cfg, rng)
+    x = rng.integers(-128, 128, (4, 1, 4, 4))
+    job = pred_job(cfg, x, params, 40)
+    [r] = run_pysim(cfg, [job], pack_predictor_weights(cfg, params["w1"], params["w2"]),
+                    ready_prob=0.3, valid_prob=0.5, seed=3)
+    assert r["out"] == job["want"]
+    want = predictor_array_cycles(cfg, 4, 40)
+    c = r["counters"]
+    assert c["stall_cycles"] > want["stall_cycles"]
+    assert c["busy_cycles"] - c["stall_cycles"] == want["busy_cycles"] - want["stall_cycles"]
+    for n in ("step_cycles", "macs", "in_beats", "out_beats"):
+        assert c[n] == want[n], n
+
+
+def test_assistant_logits_bit_exact_and_cycles():
+    cfg = CFG
+    g = Geometry(cfg)
+    rng = np.random.default_rng(4)
+    jobs, wants = [], []
+    w = rng.integers(-128, 128, 5)
+    u = rng.integers(-(1 << 20), 1 << 20, 10)
+    for n in (g.L + 3, 2):
+        x = rng.integers(-128, 128, (n, 5))
+        y = rng.integers(0, 10, n)
+        jobs.append(dict(mode=1, k=5, beats=feature_beats(cfg, x, y)))
+        wants.append(golden_logits(cfg, x, w, u, y))
+        # the golden beats are assistant_logit_int itself, regrouped
+        assert [z for b in wants[-1] for z, e in zip(b["z"], b["en"]) if e] == list(assistant_logit_int(x, w, u, y))
+    res = run_pysim(cfg, jobs, pack_assistant_weights(cfg, w, u))
+    for job, want, r, n in zip(jobs, wants, res, (g.L + 3, 2)):
+        assert r["out"] == want
+        assert r["counters"] == dict(assistant_cycles(cfg, n, 5), errors=0)
+
+
+def test_bad_k_sets_error_status_and_drops_the_job():
+    cfg = CFG
+    rng = np.random.default_rng(5)
+    params = random_params(cfg, rng)
+    x = rng.integers(-128, 128, (2, 1, 4, 4))
+    good = pred_job(cfg, x, params, 8)
+    jobs = [dict(mode=0, k=0, beats=sample_beats(x, [0, 1])),
+            dict(mode=0, k=cfg.pred_kmax + 1, beats=sample_beats(x, [0, 1])),
+            dict(mode=1, k=0, beats=[dict(x=[0] * 16, y=[0] * 16, en=0xFFFF, last=1)]),
+            good]
+    res = run_pysim(cfg, jobs, pack_predictor_weights(cfg, params["w1"], params["w2"]))
+    for r in res[:3]:
+        assert r["out"] == [] and r["error"] == ERR_K and r["counters"]["errors"] == 1
+        assert r["counters"]["macs"] == 0
+    assert res[3]["out"] == good["want"]        # the array goes on after a refused job
+
+
+def test_driver_side_checks_name_the_bad_value():
+    for k in (0, CFG.pred_kmax + 1):
+        with pytest.raises(PredictorSizeError, match=f"k={k}"):
+            check_k(CFG, k)
+        with pytest.raises(PredictorSizeError, match=f"k={k}"):
+            predictor_array_cycles(CFG, 4, k)
+    with pytest.raises(PredictorArrayError, match="conv weight shape"):
+        pack_predictor_weights(CFG, np.zeros((3, 1, 3, 3)), np.zeros((4, CFG.pred_features)))
+    with pytest.raises(PredictorArrayError, match="classes"):
+        pack_assistant_weights(CFG, np.zeros(4), np.zeros(ASSIST_CLASSES + 1))
+    with pytest.raises(PredictorArrayError, match="empty batch"):
+        feature_beats(CFG, np.zeros((0, 3)), np.zeros(0))
+
+
+def test_stream_layouts_are_the_shared_contract():
+    dut = PredictorArray(CFG)
+    dut._MustUse__silence = True      # never elaborated here
+    assert dut.samples.payload.shape() == sample_layout(CFG)
+    assert dut.rows.payload.shape() == grad_row_layout(CFG)
