@@ -93,4 +93,5 @@ def digits_assistant_case(feature_set: str = "loss", n: int = 40, steps: int = 6
     ia = quantize_assistant(a, fx)
     return dict(feature_set=feature_set, x=np.asarray(x_int).astype(int).tolist(), y=ys[pick].astype(int).tolist(),
                 w=np.asarray(ia.w_int).astype(int).tolist(), u=np.asarray(ia.u_int).astype(int).tolist(),
-                fx=int(ia.fx), fw=int(ia.fw), prob=a.prob(f, ys[pick]).tolist())
+                fx=int(ia.fx), fw=int(ia.fw), prob=a.prob(f, ys[pick]).tolist(),
+                f=f.tolist(), w_float=a.w.tolist(), u_float=a.u.tolist())

@@ -200,6 +200,8 @@ async def predictor_array_jobs(dut):
                             bit_exact=len(got) == len(want) and not bad, first_bad=bad[:3],
                             counters=counters, model=cm, cycles_ok=bool(ok_cycles), full_rate=full_rate,
                             error=int(dut.error.value)))
+        if job.get("return_outputs"):
+            results[-1]["outputs"] = got
         dut._log.info("job %s: %d beats, bit_exact=%s, counters=%s", job["name"], len(got),
                       results[-1]["bit_exact"], counters)
     with open(os.environ["PA_RESULT"], "w") as fh:
