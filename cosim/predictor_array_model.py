@@ -112,3 +112,82 @@ def assistant_filter_hw(cfg: AcceleratorConfig, features, y, ia: IntAssistant, u
         out.update(engine_cycles_full=full, engine_cycles_kept=kept, engine_cycles_saved=full - kept,
                    net_cycles_saved=full - kept - arr["busy_cycles"])
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# python -m cosim.predictor_array_model: measured cycles per digits-CNN layer on the RTL
+# ------------------------------------------------------------------------------------------
+
+def measure_digits(cfg: AcceleratorConfig, sim: str = "verilator", batch: int = 32, seed: int = 0) -> dict:
+    """Predictor jobs of one captured digits GP step (every layer) and one Assistant batch
+    run on the RTL; per job the RTL counters, the cycle model and bit-exactness."""
+    from tb.predictor_array_cases import digits_assistant_case, digits_predictor_case
+    from tb.predictor_array_runner import cfg_dict, run_case
+
+    pred = digits_predictor_case(seed=seed)
+    asst = digits_assistant_case("loss", n=batch, seed=seed)
+    jobs = [dict(name=l["name"], mode=0, k=l["k"], x=l["x"], channels=list(range(len(l["x"]))),
+                 valid_prob=1.0, ready_prob=1.0) for l in pred["layers"]]
+    jobs.append(dict(name="assistant(loss)", mode=1, k=len(asst["w"]), x=asst["x"], y=asst["y"],
+                     valid_prob=1.0, ready_prob=1.0))
+    case = dict(cfg=cfg_dict(cfg), params=dict(pred["params"], aw=asst["w"], au=asst["u"]), jobs=jobs)
+    out = run_case(case, sim)
+    rows = []
+    for r in out["results"]:
+        rows.append(dict(job=r["name"], n=r["n"], k=r["k"], rtl_busy_cycles=r["counters"]["busy_cycles"],
+                         model_busy_cycles=r["model"]["busy_cycles"], macs=r["counters"]["macs"],
+                         macs_per_cycle=round(r["counters"]["macs"] / r["counters"]["busy_cycles"], 2),
+                         counters_equal_model=r["cycles_ok"], bit_exact=r["bit_exact"]))
+    eng = engine_step_cycles(cfg, batch)
+    ia = IntAssistant(np.asarray(asst["w"]), np.asarray(asst["u"]), asst["fx"], asst["fw"])
+    u = np.random.default_rng(seed).random(batch)
+    filt = assistant_filter_hw(cfg, np.asarray(asst["f"]), np.asarray(asst["y"]), ia, u, 0.3)
+    return dict(config=cfg.name, pred_array=f"{cfg.pred_rows}x{cfg.pred_cols}", sim=sim, jobs=rows,
+                engine_forward_cycles=eng["forward"], engine_backward_cycles=eng["backward"],
+                filter=dict(batch=batch, base_prob=0.3, kept=filt["n_kept"],
+                            array_busy_cycles=filt["array_cycles"]["busy_cycles"],
+                            engine_cycles_full=filt["engine_cycles_full"],
+                            engine_cycles_kept=filt["engine_cycles_kept"],
+                            engine_cycles_saved=filt["engine_cycles_saved"],
+                            net_cycles_saved=filt["net_cycles_saved"]),
+                sim_seconds=round(out["sim_s"], 1), build_seconds=round(out["build_s"], 1))
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+
+    from model_sw.fileio import write_atomic
+    from rtl.config import preset
+
+    ap = argparse.ArgumentParser(description="PredictorArray on the RTL: cycles per digits-CNN layer")
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--pred-array", default=None, help="override pred_rows x pred_cols, e.g. 8x8")
+    ap.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
+    ap.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    ap.add_argument("--out", default=None, help="also write the JSON result to this file")
+    args = ap.parse_args(argv)
+    cfg = preset(args.preset)
+    if args.pred_array:
+        r, c = (int(v) for v in args.pred_array.lower().split("x"))
+        cfg = cfg.replace(name=f"{cfg.name}-pred{r}x{c}", pred_rows=r, pred_cols=c)
+    res = measure_digits(cfg, args.sim)
+    text = json.dumps(res, indent=None if args.json else 2)
+    if args.out:
+        write_atomic(args.out, text + "\n")
+    if args.json:
+        print(text)
+    else:
+        print(f"{res['config']}, predictor array {res['pred_array']}, {res['sim']}")
+        print(f"{'job':16} {'n':>4} {'k':>4} {'rtl_cycles':>10} {'model':>8} {'macs/cyc':>8}  exact")
+        for j in res["jobs"]:
+            print(f"{j['job']:16} {j['n']:4} {j['k']:4} {j['rtl_busy_cycles']:10} {j['model_busy_cycles']:8} "
+                  f"{j['macs_per_cycle']:8}  {j['bit_exact'] and j['counters_equal_model']}")
+        print(f"engine (cycle model), digits BP step at batch 32: forward {res['engine_forward_cycles']}, "
+              f"backward {res['engine_backward_cycles']}")
+        print("AutoAssist filter:", json.dumps(res["filter"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
