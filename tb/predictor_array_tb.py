@@ -178,13 +178,24 @@ async def predictor_array_jobs(dut):
         before = await read_counters(dut)
         t_in = cocotb.start_soon(drv.send(inb))
         t_out = cocotb.start_soon(mon.collect())
+        refused = job.get("expect_error", 0)
         cycles = 0
-        while not (t_in.done() and t_out.done()):
+        while not (t_in.done() and (refused or t_out.done())):
             await RisingEdge(dut.clk)
             cycles += 1
             assert cycles < WATCHDOG, f"watchdog: job {job['name']} did not finish in {WATCHDOG} cycles"
         while int(dut.busy.value):
             await RisingEdge(dut.clk)
+        if refused:      # a refused job: its input is dropped, nothing comes out, error status set
+            for _ in range(20):
+                await RisingEdge(dut.clk)
+            t_out.cancel()
+            dut.rows__ready.value = dut.logits__ready.value = 0
+            after = await read_counters(dut)
+            results.append(dict(name=job["name"], mode=mode, k=job["k"], n=len(job["x"]), beats=len(mon.beats),
+                                error=int(dut.error.value), expect_error=refused,
+                                counters={n: after[n] - before[n] for n in COUNTERS}))
+            continue
         after = await read_counters(dut)
         got = [to_lists(cfg, mode, b) for b in mon.beats]
         want = model(cfg, job, params)
@@ -207,6 +218,9 @@ async def predictor_array_jobs(dut):
     with open(os.environ["PA_RESULT"], "w") as fh:
         json.dump(results, fh)
     for r in results:
+        if r.get("expect_error"):
+            assert r["beats"] == 0 and r["error"] == r["expect_error"] and r["counters"]["errors"] == 1, r
+            continue
         assert r["bit_exact"], f"job {r['name']}: outputs differ from model() at beats {r['first_bad']}"
         assert r["cycles_ok"], f"job {r['name']}: counters {r['counters']} != cycle model {r['model']}"
         assert r["error"] == 0

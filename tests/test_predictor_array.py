@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 from model_sw.adagp_predictor import PredictorSizeError
 from model_sw.autoassist_assistant import assistant_logit_int
 from predictor_hw.predictor_array import (
-    ASSIST_CLASSES, COUNTERS, ERR_K, ERR_NONE, Geometry, PredictorArray, PredictorArrayError,
+    ASSIST_CLASSES, COUNTERS, ERR_K, ERR_NONE, ERR_WADDR, TGT_CONV, TGT_FC, Geometry, PredictorArray, PredictorArrayError,
     assistant_cycles, check_k, feature_beats, golden_logits, golden_rows, pack_assistant_weights,
     pack_predictor_weights, predictor_array_cycles)
 from predictor_hw.interfaces import grad_row_layout, sample_layout
@@ -188,6 +188,19 @@ def test_bad_k_sets_error_status_and_drops_the_job():
         assert r["out"] == [] and r["error"] == ERR_K and r["counters"]["errors"] == 1
         assert r["counters"]["macs"] == 0
     assert res[3]["out"] == good["want"]        # the array goes on after a refused job
+
+
+def test_weight_address_out_of_range_is_refused():
+    cfg = CFG
+    g = Geometry(cfg)
+    rng = np.random.default_rng(6)
+    params = random_params(cfg, rng)
+    x = rng.integers(-128, 128, (2, 1, 4, 4))
+    job = pred_job(cfg, x, params, 20)
+    bad = [dict(target=TGT_CONV, addr=g.conv_depth, data=-1 & ((1 << 32) - 1)),
+           dict(target=TGT_FC, addr=g.fc_depth, data=(1 << (8 * g.L)) - 1)]
+    [r] = run_pysim(cfg, [job], pack_predictor_weights(cfg, params["w1"], params["w2"]) + bad)
+    assert r["out"] == job["want"] and r["error"] == ERR_WADDR
 
 
 def test_driver_side_checks_name_the_bad_value():

@@ -34,6 +34,10 @@ def _check(out, case):
     res = out["results"]
     assert [r["name"] for r in res] == [j["name"] for j in case["jobs"]]
     for r in res:
+        if r.get("expect_error"):
+            assert r["beats"] == 0 and r["error"] == 1 and r["counters"]["errors"] == 1
+            assert r["counters"]["macs"] == 0 and r["counters"]["busy_cycles"] == 0
+            continue
         assert r["bit_exact"] and r["beats"] == r["want_beats"] > 0, r
         assert r["cycles_ok"], r
         if r["full_rate"]:
@@ -50,9 +54,11 @@ def test_verilator_digits_capture(digits):
     case = dict(cfg=cfg_dict(CFG), params=params, seed=11, jobs=[
         _pjob("conv1", conv1, 1.0, 1.0), _pjob("conv2-bp", conv2, 0.7, 0.4), _pjob("fc", fc, 1.0, 1.0),
         _pjob("conv1-bp", conv1, 0.5, 0.5), _ajob("assistant-loss", asst, 1.0, 1.0),
-        _ajob("assistant-loss-bp", asst, 0.6, 0.3)])
+        _ajob("assistant-loss-bp", asst, 0.6, 0.3),
+        dict(_pjob("too-wide", conv1, 1.0, 1.0, n=3), k=CFG.pred_kmax + 1, expect_error=1)])  # error is sticky: last
     res = _check(run_case(case, "verilator"), case)
     assert {r["name"]: r["k"] for r in res}["fc"] == 256   # the digits CNN's widest layer
+    assert res[-1]["name"] == "too-wide" and res[-1]["expect_error"]
 
 
 def test_verilator_random_weights_and_pixels_assistant(digits):
