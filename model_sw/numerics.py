@@ -252,3 +252,21 @@ def shift_round_saturate(x, g: int, bits: int):
     if g >= 0:
         return saturate(x << g, bits)
     return saturate(round_shift_rne(x, -g), bits)
+
+
+def shift_round(x, g: int):
+    """``round_half_even(x * 2**g)`` without saturation (exact left shift for g >= 0)."""
+    x = _as_int64(x)
+    return x << g if g >= 0 else round_shift_rne(x, -g)
+
+
+def sgd_update_int(w, g, g_shift: int, w_bits: int):
+    """The integer SGD step of the weight-update unit (predictor_hw/update.py):
+    ``w' = sat_{w_bits}(w - round_half_even(g * 2**g_shift))``.
+
+    ``w`` is a weight tensor with frac ``fw``, ``g`` a gradient with frac ``fg``; with a
+    power-of-two learning rate ``2**lr_log2`` (and, for a predicted normalized gradient,
+    the layer's power-of-two scale ``2**s``), ``g_shift = fw + lr_log2 (+ s) - fg`` makes
+    the subtracted term ``lr * g`` on the weight's grid, rounded half to even.
+    """
+    return saturate(_as_int64(w) - shift_round(g, g_shift), w_bits)
