@@ -118,6 +118,37 @@ def assistant_filter_hw(cfg: AcceleratorConfig, features, y, ia: IntAssistant, u
 # python -m cosim.predictor_array_model: measured cycles per digits-CNN layer on the RTL
 # ------------------------------------------------------------------------------------------
 
+def _run_amaranth(cfg: AcceleratorConfig, case: dict) -> dict:
+    """The same jobs in Amaranth's simulator (no Verilog build: handy for big arrays)."""
+    import time
+
+    from predictor_hw.predictor_array import (feature_beats, golden_logits, golden_rows,
+                                              pack_assistant_weights, pack_predictor_weights)
+    from tb.predictor_array_pysim import run_pysim, sample_beats
+
+    p = case["params"]
+    weights = pack_predictor_weights(cfg, p["w1"], p["w2"]) + pack_assistant_weights(cfg, p["aw"], p["au"])
+    jobs, wants = [], []
+    for j in case["jobs"]:
+        if j["mode"] == 0:
+            x = np.asarray(j["x"])
+            jobs.append(dict(mode=0, k=j["k"], shift1=p["shift1"], shift2=p["shift2"],
+                             beats=sample_beats(x, j["channels"])))
+            wants.append(golden_rows(cfg, x, p, j["k"], j["channels"]))
+        else:
+            jobs.append(dict(mode=1, k=j["k"], beats=feature_beats(cfg, j["x"], j["y"])))
+            wants.append(golden_logits(cfg, j["x"], p["aw"], p["au"], j["y"]))
+    t0 = time.perf_counter()
+    res = run_pysim(cfg, jobs, weights, max_cycles=10_000_000)
+    results = []
+    for j, want, r in zip(case["jobs"], wants, res):
+        n = len(j["x"])
+        cm = predictor_array_cycles(cfg, n, j["k"]) if j["mode"] == 0 else assistant_cycles(cfg, n, j["k"])
+        results.append(dict(name=j["name"], n=n, k=j["k"], counters=r["counters"], model=cm,
+                            cycles_ok=r["counters"] == dict(cm, errors=0), bit_exact=r["out"] == want))
+    return dict(results=results, build_s=0.0, sim_s=time.perf_counter() - t0)
+
+
 def measure_digits(cfg: AcceleratorConfig, sim: str = "verilator", batch: int = 32, seed: int = 0) -> dict:
     """Predictor jobs of one captured digits GP step (every layer) and one Assistant batch
     run on the RTL; per job the RTL counters, the cycle model and bit-exactness."""
@@ -131,7 +162,7 @@ def measure_digits(cfg: AcceleratorConfig, sim: str = "verilator", batch: int = 
     jobs.append(dict(name="assistant(loss)", mode=1, k=len(asst["w"]), x=asst["x"], y=asst["y"],
                      valid_prob=1.0, ready_prob=1.0))
     case = dict(cfg=cfg_dict(cfg), params=dict(pred["params"], aw=asst["w"], au=asst["u"]), jobs=jobs)
-    out = run_case(case, sim)
+    out = run_case(case, sim) if sim != "amaranth" else _run_amaranth(cfg, case)
     rows = []
     for r in out["results"]:
         rows.append(dict(job=r["name"], n=r["n"], k=r["k"], rtl_busy_cycles=r["counters"]["busy_cycles"],
@@ -163,7 +194,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="PredictorArray on the RTL: cycles per digits-CNN layer")
     ap.add_argument("--preset", default="default")
     ap.add_argument("--pred-array", default=None, help="override pred_rows x pred_cols, e.g. 8x8")
-    ap.add_argument("--sim", default="verilator", choices=("verilator", "icarus"))
+    ap.add_argument("--sim", default="verilator", choices=("verilator", "icarus", "amaranth"))
     ap.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     ap.add_argument("--out", default=None, help="also write the JSON result to this file")
     args = ap.parse_args(argv)
