@@ -166,7 +166,7 @@ class ReorgUnit(wiring.Component):
     * ``layer_k``, ``layer_id``  of the layer being emitted
     * ``armed``, ``armed_id``    a layer is being accumulated, and which
     * ``error``    first error status since reset (sticky; the unit stops)
-    * ``busy``     anything in flight; ``n_beats`` beats with an element of an armed layer
+    * ``busy``     anything in flight (a layer armed, a bank in use); ``emitting``: scan/shift/emit
     """
 
     def __init__(self, cfg: AcceleratorConfig):
@@ -183,6 +183,7 @@ class ReorgUnit(wiring.Component):
             "armed_id": Out(8),
             "error": Out(4),
             "busy": Out(1),
+            "emitting": Out(1),
         })
 
     def elaborate(self, platform):
@@ -395,7 +396,7 @@ class ReorgUnit(wiring.Component):
         g0 = Signal(signed(9))
         m.d.comb += g0.eq(7 - kbits.as_signed() - (top8 == 0xFF))
 
-        with m.FSM(name="fin"):
+        with m.FSM(name="fin") as fin_fsm:
             with m.State("IDLE"):
                 with m.If(st_fin == 2):
                     m.d.sync += [idx.eq(0), amax.eq(0)]
@@ -450,4 +451,5 @@ class ReorgUnit(wiring.Component):
                         m.d.sync += st[b].eq(0)
                 m.next = "IDLE"
         m.d.comb += self.busy.eq(armed | (st[0] != 0) | (st[1] != 0) | s1_v | s3_v)
+        m.d.comb += self.emitting.eq(~fin_fsm.ongoing("IDLE"))
         return m

@@ -102,7 +102,8 @@ def _sat(v, bits):
 class UpdateUnit(wiring.Component):
     """Ports: ``desc`` (one per layer, consumed with the layer's ``last`` row), ``rows``,
     ``mem`` (read port, pred_cols lanes), ``wr`` (write stream), ``layers_done`` (count of
-    finished layer updates), ``busy``, ``error`` (sticky), ``elems`` (weights updated)."""
+    finished layer updates), ``busy`` (a layer's descriptor held), ``working`` (a row in
+    flight), ``error`` (sticky), ``elems`` (weights updated)."""
 
     def __init__(self, cfg: AcceleratorConfig):
         self.cfg = cfg
@@ -113,6 +114,7 @@ class UpdateUnit(wiring.Component):
             "wr": Out(stream.Signature(update_wr_layout(cfg))),
             "layers_done": Out(16),
             "busy": Out(1),
+            "working": Out(1),
             "error": Out(2),
             "elems": Out(COUNTER_BITS),
         })
@@ -154,7 +156,7 @@ class UpdateUnit(wiring.Component):
         done = Signal(16)
         m.d.comb += self.layers_done.eq(done)
         m.d.comb += self.busy.eq(have)
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("DESC"):
                 m.d.comb += self.desc.ready.eq(err == 0)
                 with m.If(self.desc.valid & (err == 0)):
@@ -206,4 +208,5 @@ class UpdateUnit(wiring.Component):
                         m.next = "ROW"
             with m.State("ERROR"):
                 pass
+        m.d.comb += self.working.eq(fsm.ongoing("REQ") | fsm.ongoing("RESP") | fsm.ongoing("WRITE"))
         return m

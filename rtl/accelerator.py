@@ -28,7 +28,7 @@ from amaranth.lib import wiring, stream, data
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from predictor_hw.interfaces import grad_row_layout
+from predictor_hw.interfaces import grad_row_layout, sample_layout
 from predictor_hw.predictor_array import PredictorArray, weight_layout, SHIFT_BITS
 from predictor_hw.reorg import ReorgUnit, desc_layout
 from predictor_hw.update import UpdateUnit, update_desc_layout, update_wr_layout
@@ -38,8 +38,11 @@ from .engine import Engine, COUNTER_BITS, counters_layout, mem_wr_layout
 from .gather import mem_rd_signature
 
 ROWS_FIFO = 8
+# Samples FIFO between the reorganization unit and the array: the reorg unit empties
+# a bank in ~3 cycles per sample, so its two banks are free again long before the
+# (much slower) array has used the samples, and the next layers can be armed.
 PRED_COUNTERS = (
-    "pred_busy_cycles",   # any predictor-side unit busy (reorg, array, row FIFO, update)
+    "pred_busy_cycles",   # predictor side working: reorg scan/emit, sample FIFO, array, row FIFO, update
     "gate_cycles",        # an instruction waited at a fence (the engine idle because of the predictor)
     "samples",            # predictor samples handed to the array
     "pred_rows",          # predicted gradient rows out of the array
@@ -108,6 +111,9 @@ class Accelerator(wiring.Component):
         m.submodules.update = up = UpdateUnit(cfg)
         rl = grad_row_layout(cfg)
         m.submodules.rows_fifo = rf = SyncFIFOBuffered(width=rl.size, depth=ROWS_FIFO)
+        sl = sample_layout(cfg)
+        # one sample FIFO entry also carries the layer's fan-in (the array latches it per job)
+        m.submodules.samples_fifo = sf = SyncFIFOBuffered(width=sl.size + cfg.dim_bits, depth=cfg.pred_max_cout)
 
         # engine <-> memory, and the tap
         wiring.connect(m, eng.rd_a, wiring.flipped(self.rd_a))
@@ -126,9 +132,13 @@ class Accelerator(wiring.Component):
 
         # predictor side
         wiring.connect(m, wiring.flipped(self.rdesc), ro.desc)
-        wiring.connect(m, ro.samples, pa.samples)
+        m.d.comb += [sf.w_data.eq(Cat(ro.samples.payload.as_value(), ro.layer_k)), sf.w_en.eq(ro.samples.valid),
+                     ro.samples.ready.eq(sf.w_rdy),
+                     pa.samples.payload.eq(sf.r_data[:sl.size]), pa.samples.valid.eq(sf.r_rdy),
+                     sf.r_en.eq(pa.samples.ready)]
         wiring.connect(m, wiring.flipped(self.pweights), pa.weights)
-        m.d.comb += [pa.k.eq(ro.layer_k), pa.mode.eq(0), pa.shift1.eq(self.shift1), pa.shift2.eq(self.shift2),
+        m.d.comb += [pa.k.eq(sf.r_data[sl.size:]), pa.mode.eq(0), pa.shift1.eq(self.shift1),
+                     pa.shift2.eq(self.shift2),
                      pa.feats.valid.eq(0), pa.logits.ready.eq(1)]
         m.d.comb += [rf.w_data.eq(pa.rows.payload.as_value()), rf.w_en.eq(pa.rows.valid),
                      pa.rows.ready.eq(rf.w_rdy),
@@ -138,8 +148,8 @@ class Accelerator(wiring.Component):
         wiring.connect(m, up.wr, wiring.flipped(self.upd_wr))
 
         pred_busy = Signal()
-        m.d.comb += pred_busy.eq(ro.busy | pa.busy | (rf.level != 0) | up.busy)
-        m.d.comb += [self.busy.eq(eng.busy | pred_busy),
+        m.d.comb += pred_busy.eq(ro.emitting | (sf.level != 0) | pa.busy | (rf.level != 0) | up.working)
+        m.d.comb += [self.busy.eq(eng.busy | pred_busy | ro.busy | up.busy),
                      self.error.eq(Cat(eng.error, ro.error, pa.error, up.error)),
                      self.counters.eq(eng.counters)]
         pc = self.pcounters
