@@ -18,7 +18,7 @@ import numpy as np
 
 from model_sw.autoassist_assistant import (IntAssistant, assistant_logit_int, check_base_prob,
                                            quantize_features, shrink_keep, sigmoid)
-from predictor_hw.predictor_array import (Geometry, PredictorArrayError, assistant_cycles,  # noqa: F401
+from predictor_hw.predictor_array import (PredictorArrayError, assistant_cycles,  # noqa: F401 (re-exported)
                                           predictor_array_cycles)
 from rtl.config import AcceleratorConfig
 

@@ -53,7 +53,6 @@ up to its ``last`` beat without any output.  Weights are written through the
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from amaranth import Module, Signal, Mux, Array, Const, signed, unsigned

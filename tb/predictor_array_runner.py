@@ -22,7 +22,7 @@ from predictor_hw.predictor_array import PredictorArray
 from rtl.config import AcceleratorConfig
 
 TOP = "predictor_array"
-MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines OPT_FAST=-O2 OPT_SLOW=-O1"
+MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines OPT_FAST=-O2 OPT_SLOW=-O0"
 
 
 @functools.lru_cache(maxsize=8)
