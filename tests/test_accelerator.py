@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from cosim import accel_sim as AS
+from cosim import predictor_model as PM
+from predictor_hw import reorg as RU
 from cosim.bench_predictor import capture_digits
 from rtl.config import preset
 
@@ -47,17 +49,49 @@ def test_gp_step_predicted_gradients_bit_exact(cap, asim):
         got_g = L.w_master.reshape(w16.shape) - w16
         assert np.array_equal(got_g, gold[L.name]["pred"]), L.name
         assert np.abs(got_g).sum() > 0, f"{L.name}: an all-zero prediction tests nothing"
-    c = rep["counters"]
-    assert c["samples"] == sum(Ld["geom"].cout for Ld in run.layers)
-    assert c["upd_elems"] == sum(Ld["geom"].cout * Ld["cap"].fan_in for Ld in run.layers)
-    assert c["upd_layers"] == len(run.layers)
+    _check_counters(rep, run)
+    assert rep["counters"]["samples"] == sum(Ld["geom"].cout for Ld in run.layers)
+
+
+def _check_counters(rep, run):
+    """Every counter the predictor model predicts equals the RTL's, exactly."""
+    model = PM.gp_timeline(CFG, PM.specs_from_run(run), run.steps)
+    got = dict(rep["counters"], run_cycles=rep["run_cycles"])
+    assert {k: got[k] for k in model} == model
 
 
 def test_two_gp_steps_scaled_update_bit_exact(cap, asim):
     run = AS.gp_program(CFG, cap, steps=2)
-    AS.run_gp(asim, run)
+    rep = AS.run_gp(asim, run)
+    _check_counters(rep, run)
     gold = AS.gp_golden(run, cap)["steps"][-1]
     for Ld in run.layers:
         L = Ld["cap"]
         assert np.array_equal(_dump(asim, run, "w16_" + L.name), gold[L.name]["w16"]), L.name
         assert np.array_equal(_dump(asim, run, "w8_" + L.name), gold[L.name]["w8"]), L.name
+
+
+def test_small_batch_waits_for_updates(asim):
+    """Batch 8: the forward is short, so the next step's layers wait at the wait_upd fence
+    for the previous step's updates; the model still gives every counter exactly."""
+    cap8 = capture_digits(steps=6, batch=8)
+    run = AS.gp_program(CFG, cap8, steps=2)
+    rep = AS.run_gp(asim, run)
+    assert rep["counters"]["gate_cycles"] > 1000
+    _check_counters(rep, run)
+    gold = AS.gp_golden(run, cap8)["steps"][-1]
+    for Ld in run.layers:
+        assert np.array_equal(_dump(asim, run, "w16_" + Ld["name"]), gold[Ld["name"]]["w16"])
+
+
+def test_too_wide_layer_error_status_and_exception(cap, asim):
+    run = AS.gp_program(CFG, cap, steps=1)
+    d = RU.reorg_descriptor(CFG, kind="conv", base=run.layers[0]["y"].base, batch=cap.batch, c_out=8,
+                            h=8, w=8, y_frac=3, k=9, layer_id=1)
+    d["c_out"] = CFG.pred_max_cout + 1          # the Python side refuses this (below)
+    run.rdescs[0] = RU.pack_desc(CFG, d)
+    with pytest.raises(AS.AccelError, match="'reorg': 1"):
+        AS.run_gp(asim, run, watchdog=200_000)
+    with pytest.raises(RU.ReorgHwError, match=f"C_out={CFG.pred_max_cout + 1}"):
+        RU.reorg_descriptor(CFG, kind="conv", base=0, batch=cap.batch, c_out=CFG.pred_max_cout + 1,
+                            h=8, w=8, y_frac=3, k=9)
