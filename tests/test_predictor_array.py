@@ -1,4 +1,4 @@
-"""PredictorArray in Amaranth's simulator: every gradient row bit-exact against
+"""PredictorArray in Amaranth's simulator (random geometries too): every gradient row bit-exact against
 model_sw.adagp_predictor.predictor_forward_int, every counter equal to
 predictor_array_cycles / assistant_cycles, error status for bad k."""
 import numpy as np
@@ -141,3 +141,33 @@ def test_stream_layouts_are_the_shared_contract():
     dut._MustUse__silence = True      # never elaborated here
     assert dut.samples.payload.shape() == sample_layout(CFG)
     assert dut.rows.payload.shape() == grad_row_layout(CFG)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_geometries(seed):
+    """Random array shapes (1..4 rows, 1..8 columns), pools 1 and 2, sample sides with
+    non-power-of-two pooled sides, 1..5 channels, small pred_kmax: rows and logits
+    bit-exact, every counter equal to the cycle model."""
+    rng = np.random.default_rng(100 + seed)
+    pool = int(rng.choice([1, 2]))
+    cfg = CFG.replace(name=f"pred-rand{seed}", pred_rows=int(rng.choice([1, 2, 4])),
+                      pred_cols=int(rng.choice([1, 2, 4, 8])), pred_pool=pool,
+                      pred_p=int(rng.choice([2, 4, 6] if pool == 2 else [1, 3, 5])),
+                      pred_channels=int(rng.integers(1, 6)), pred_kmax=int(rng.integers(1, 40)))
+    g = Geometry(cfg)
+    params = random_params(cfg, rng)
+    jobs = []
+    for _ in range(2):
+        x = rng.integers(-128, 128, (int(rng.integers(1, 4)), 1, g.P, g.P))
+        jobs.append(pred_job(cfg, x, params, int(rng.integers(1, g.kmax + 1))))
+    kf, n = int(rng.integers(1, g.kmax + 1)), int(rng.integers(1, 2 * g.L + 2))
+    xa, ya = rng.integers(-128, 128, (n, kf)), rng.integers(0, 10, n)
+    wa, ua = rng.integers(-128, 128, kf), rng.integers(-1000, 1000, 10)
+    jobs.append(dict(mode=1, k=kf, beats=feature_beats(cfg, xa, ya), want=golden_logits(cfg, xa, wa, ua, ya)))
+    res = run_pysim(cfg, jobs, pack_predictor_weights(cfg, params["w1"], params["w2"])
+                    + pack_assistant_weights(cfg, wa, ua))
+    for job, r in zip(jobs, res):
+        assert r["out"] == job["want"], (cfg, job["k"])
+        cm = (predictor_array_cycles(cfg, len(job["beats"]), job["k"]) if job["mode"] == 0
+              else assistant_cycles(cfg, n, kf))
+        assert r["counters"] == dict(cm, errors=0), (cfg, job["k"])
