@@ -1,6 +1,6 @@
-"""PredictorArray in Amaranth's simulator (random geometries too): every gradient row bit-exact against
-model_sw.adagp_predictor.predictor_forward_int, every counter equal to
-predictor_array_cycles / assistant_cycles, error status for bad k."""
+"""PredictorArray in Amaranth's simulator (fixed and random geometries): every gradient
+row bit-exact against model_sw.adagp_predictor.predictor_forward_int, every counter equal
+to predictor_array_cycles / assistant_cycles, error status for bad k."""
 import numpy as np
 import pytest
 
