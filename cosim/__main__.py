@@ -1,6 +1,7 @@
 """Command line of the co-simulation harness.
 
     python -m cosim bench gemm [--presets small default large] [--sim verilator] [--json]
+    python -m cosim bench predictor [--sim verilator] [--json]
     python -m cosim run [--preset default] [--sim verilator] [--out build/run]
 """
 from __future__ import annotations
@@ -121,7 +122,7 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bench", help="benchmarks that print figures")
-    b.add_argument("what", choices=["gemm"])
+    b.add_argument("what", choices=["gemm", "predictor"])
     b.add_argument("--presets", nargs="+", default=["small", "default", "large"], choices=list(PRESETS))
     b.add_argument("--sim", default="verilator", choices=SIMULATORS)
     b.add_argument("--repeat", type=int, default=20, help="runs of each GEMM per program (speed figure)")
@@ -135,6 +136,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         if args.cmd == "bench":
+            if args.what == "predictor":   # ADA-GP predictor side (cosim/bench_predictor.py)
+                from .bench_predictor import bench as bench_predictor, table_printer as pred_table
+                bench_predictor(args.sim, emit=(lambda row: print(json.dumps(row), flush=True))
+                                if args.json else pred_table())
+                return 0
             emit = (lambda row: print(json.dumps(row), flush=True)) if args.json else table_printer()
             bench_gemm(args.presets, args.sim, args.repeat, emit)
         else:

@@ -76,8 +76,9 @@ class LayerSpec:
     instrs: list               # the layer's engine instructions (dicts)
 
 
-def gp_timeline(cfg, layers: list[LayerSpec], steps: int) -> dict:
-    """Cycle-level timeline of ``steps`` GP steps; returns the counters it predicts."""
+def gp_timeline(cfg, layers: list[LayerSpec], steps: int, gates_per_layer: bool = False) -> dict:
+    """Cycle-level timeline of ``steps`` GP steps; returns the counters it predicts
+    (and, with ``gates_per_layer``, the fence cycles in front of each layer)."""
     nl = len(layers)
     seq = [layers[i] for _ in range(steps) for i in range(nl)]
     t = 0                         # next cycle the engine can accept an instruction
@@ -88,6 +89,7 @@ def gp_timeline(cfg, layers: list[LayerSpec], steps: int) -> dict:
     upd_free = 0                  # update unit free
     upd_done = []                 # cycle each layer's update is done (counter visible)
     gate = 0
+    gates = []
     eng_busy = 0
     arr_busy = 0
     rows = 0
@@ -103,6 +105,7 @@ def gp_timeline(cfg, layers: list[LayerSpec], steps: int) -> dict:
                 if idx >= nl:
                     ready = max(ready, upd_done[idx - nl])
                 gate += ready - t
+                gates.append(ready - t)
                 first = False
             a = ready
             E = cm.instruction_cycles(cfg, ins)
@@ -131,7 +134,8 @@ def gp_timeline(cfg, layers: list[LayerSpec], steps: int) -> dict:
         upd_free = upd_end
         upd_done.append(upd_end)
     end = max(t, upd_free + 1)       # the harness sees the unit idle one cycle after the last WRITE
-    return dict(run_cycles=end, gate_cycles=gate, busy_cycles=eng_busy, array_busy_cycles=arr_busy,
+    extra = {"gates": gates} if gates_per_layer else {}
+    return dict(**extra, run_cycles=end, gate_cycles=gate, busy_cycles=eng_busy, array_busy_cycles=arr_busy,
                 pred_rows=rows, samples=sum(L.c_out for L in seq),
                 upd_elems=sum(L.c_out * L.fan_in for L in seq), upd_layers=len(seq),
                 retired=sum(len(L.instrs) for L in seq))
