@@ -21,7 +21,7 @@ also written, shifted right by ``d8`` (round half to even, saturated to 8 bits),
 """
 from __future__ import annotations
 
-from amaranth import Module, Signal, Mux, Const, signed, unsigned
+from amaranth import Module, Signal, Mux, Cat, Const, signed, unsigned
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
@@ -48,6 +48,9 @@ def update_desc_layout(cfg: AcceleratorConfig) -> data.StructLayout:
         "copy8": unsigned(1),                    # also write the 8-bit operand copy
         "w8_base": unsigned(cfg.mem_addr_bits),
         "d8": unsigned(5),                       # copy = sat8(round(w' >> d8))
+        "from_mem": unsigned(1),                 # BP: gradient rows read from memory (int8 dW at g_base)
+        "g_base": unsigned(cfg.mem_addr_bits),
+        "after": unsigned(16),                   # start once the engine has retired this many instructions
     })
 
 
@@ -62,7 +65,10 @@ def update_wr_layout(cfg: AcceleratorConfig) -> data.StructLayout:
 
 def update_descriptor(cfg: AcceleratorConfig, *, w_base: int, c_out: int, k: int, g_shift: int,
                       w_bits: int = 16, w8_base: int | None = None, d8: int = 0,
-                      name: str = "layer") -> dict:
+                      g_base: int | None = None, after: int = 0, name: str = "layer") -> dict:
+    """One layer's update.  GP: rows come from the predictor array.  BP (``g_base``
+    given): the unit reads the true gradient, int8 [C_out, k] at ``g_base`` (the engine's
+    requantized dW), once the engine has retired ``after`` instructions."""
     if c_out < 1 or k < 1:
         raise UpdateError(f"{name}: zero-size weight tensor (C_out={c_out}, k={k})")
     if w_bits not in (8, 16):
@@ -71,12 +77,15 @@ def update_descriptor(cfg: AcceleratorConfig, *, w_base: int, c_out: int, k: int
         raise UpdateError(f"{name}: g_shift={g_shift} outside -63..63")
     if not 0 <= d8 < 32:
         raise UpdateError(f"{name}: d8={d8} outside 0..31")
-    for what, base in (("w_base", w_base), ("w8_base", w8_base)):
+    if not 0 <= after < 1 << 16:
+        raise UpdateError(f"{name}: after={after} outside 0..65535")
+    for what, base in (("w_base", w_base), ("w8_base", w8_base), ("g_base", g_base)):
         if base is not None and (base < 0 or base + c_out * k > cfg.mem_words):
             raise UpdateError(f"{name}: {what}={base}: the tensor [{c_out}, {k}] leaves memory of "
                               f"{cfg.mem_words} slots")
     return {"w_base": w_base, "k": k, "c_out": c_out, "g_shift": g_shift, "w16": int(w_bits == 16),
-            "copy8": int(w8_base is not None), "w8_base": w8_base or 0, "d8": d8}
+            "copy8": int(w8_base is not None), "w8_base": w8_base or 0, "d8": d8,
+            "from_mem": int(g_base is not None), "g_base": g_base or 0, "after": after}
 
 
 def _shift_round(m, x, sh_left, sh_right, width, name):
@@ -112,6 +121,7 @@ class UpdateUnit(wiring.Component):
             "rows": In(stream.Signature(grad_row_layout(cfg))),
             "mem": Out(mem_rd_signature(cfg, cfg.pred_cols)),
             "wr": Out(stream.Signature(update_wr_layout(cfg))),
+            "retired": In(48),          # the engine's retired-instruction counter (BP fence)
             "layers_done": Out(16),
             "busy": Out(1),
             "working": Out(1),
@@ -128,6 +138,7 @@ class UpdateUnit(wiring.Component):
         have = Signal()
         row = Signal(grad_row_layout(cfg))
         ch_base = Signal(aw + cfg.dim_bits + 1)      # w_base + channel * k (running)
+        g_row = Signal(aw + cfg.dim_bits + 1)        # g_base + channel * k (running, BP)
         c8_base = Signal(aw + cfg.dim_bits + 1)
         exp_ch = Signal(cfg.dim_bits)
         exp_col = Signal(cfg.dim_bits + 1)
@@ -158,11 +169,40 @@ class UpdateUnit(wiring.Component):
         m.d.comb += self.busy.eq(have)
         with m.FSM() as fsm:
             with m.State("DESC"):
-                m.d.comb += self.desc.ready.eq(err == 0)
-                with m.If(self.desc.valid & (err == 0)):
+                go = (err == 0) & (self.retired >= self.desc.payload.after)
+                m.d.comb += self.desc.ready.eq(go)
+                with m.If(self.desc.valid & go):
                     m.d.sync += [d.eq(self.desc.payload), have.eq(1), ch_base.eq(self.desc.payload.w_base),
-                                 c8_base.eq(self.desc.payload.w8_base), exp_ch.eq(0), exp_col.eq(0)]
-                    m.next = "ROW"
+                                 c8_base.eq(self.desc.payload.w8_base), g_row.eq(self.desc.payload.g_base),
+                                 exp_ch.eq(0), exp_col.eq(0)]
+                    with m.If(self.desc.payload.from_mem):
+                        m.next = "GROW"
+                    with m.Else():
+                        m.next = "ROW"
+            with m.State("GROW"):      # BP: the next row of the true gradient, made here
+                new_ch = exp_col >= d.k
+                col = Mux(new_ch, 0, exp_col)
+                ch = Mux(new_ch, exp_ch + 1, exp_ch)
+                m.d.sync += [row.channel.eq(ch), row.col.eq(col),
+                             row.en.eq(Cat(*[(col + j < d.k) for j in range(L)])),
+                             row.last.eq((ch + 1 == d.c_out) & (col + L >= d.k))]
+                with m.If(new_ch):
+                    m.d.sync += [exp_ch.eq(exp_ch + 1), exp_col.eq(0), ch_base.eq(ch_base + d.k),
+                                 c8_base.eq(c8_base + d.k), g_row.eq(g_row + d.k)]
+                m.next = "GREQ"
+            with m.State("GREQ"):
+                m.d.comb += self.mem.req.valid.eq(1)
+                for j in range(L):
+                    m.d.comb += self.mem.req.payload.addr[j].eq(g_row + row.col + j)
+                m.d.comb += self.mem.req.payload.en.eq(row.en)
+                with m.If(self.mem.req.ready):
+                    m.next = "GRESP"
+            with m.State("GRESP"):
+                m.d.comb += self.mem.resp.ready.eq(1)
+                with m.If(self.mem.resp.valid):
+                    for j in range(L):
+                        m.d.sync += row.data[j].eq(Mux(row.en[j], self.mem.resp.payload[j][:PRED_OP_BITS], 0))
+                    m.next = "REQ"
             with m.State("ROW"):
                 m.d.comb += self.rows.ready.eq(1)
                 with m.If(self.rows.valid):
@@ -204,9 +244,12 @@ class UpdateUnit(wiring.Component):
                     with m.If(row.last):
                         m.d.sync += [done.eq(done + 1), have.eq(0)]
                         m.next = "DESC"
+                    with m.Elif(d.from_mem):
+                        m.next = "GROW"
                     with m.Else():
                         m.next = "ROW"
             with m.State("ERROR"):
                 pass
-        m.d.comb += self.working.eq(fsm.ongoing("REQ") | fsm.ongoing("RESP") | fsm.ongoing("WRITE"))
+        m.d.comb += self.working.eq(fsm.ongoing("REQ") | fsm.ongoing("RESP") | fsm.ongoing("WRITE")
+                                    | fsm.ongoing("GROW") | fsm.ongoing("GREQ") | fsm.ongoing("GRESP"))
         return m

@@ -144,12 +144,14 @@ class Accelerator(wiring.Component):
                      pa.rows.ready.eq(rf.w_rdy),
                      up.rows.payload.eq(rf.r_data), up.rows.valid.eq(rf.r_rdy), rf.r_en.eq(up.rows.ready)]
         wiring.connect(m, wiring.flipped(self.udesc), up.desc)
+        m.d.comb += up.retired.eq(eng.counters.retired)
         wiring.connect(m, up.mem, wiring.flipped(self.upd_rd))
         wiring.connect(m, up.wr, wiring.flipped(self.upd_wr))
 
         pred_busy = Signal()
         m.d.comb += pred_busy.eq(ro.emitting | (sf.level != 0) | pa.busy | (rf.level != 0) | up.working)
-        m.d.comb += [self.busy.eq(eng.busy | pred_busy | ro.busy | up.busy),
+        # a pending update descriptor is work too (a BP update waits for the engine's dW)
+        m.d.comb += [self.busy.eq(eng.busy | pred_busy | ro.busy | up.busy | self.udesc.valid),
                      self.error.eq(Cat(eng.error, ro.error, pa.error, up.error)),
                      self.counters.eq(eng.counters)]
         pc = self.pcounters
