@@ -95,3 +95,41 @@ def test_too_wide_layer_error_status_and_exception(cap, asim):
     with pytest.raises(RU.ReorgHwError, match=f"C_out={CFG.pred_max_cout + 1}"):
         RU.reorg_descriptor(CFG, kind="conv", base=0, batch=cap.batch, c_out=CFG.pred_max_cout + 1,
                             h=8, w=8, y_frac=3, k=9)
+
+
+def test_bp_update_with_true_gradient_from_the_engine(cap, asim):
+    """A BP step's update: the engine computes the fc layer's weight gradient (requantized
+    to int8), then the update unit (fenced on the engine's retired count) reads it and
+    applies w16 <- sat16(w16 - round(dW * 2**g_shift)); both bit-exact."""
+    from cosim import driver
+    from cosim.driver import MemoryImage
+    from model_sw import numerics
+    from predictor_hw import update as U
+    from rtl import accelerator as acc
+    L = cap.layers[-1]                                    # fc: x (B, 16, 4, 4), w (10, 256)
+    B, k, n_out = cap.batch, L.fan_in, L.w_int.shape[0]
+    rng = np.random.default_rng(4)
+    dy = rng.integers(-128, 128, size=(n_out, B))          # dL/dlogits, int8 [N, B]
+    img = MemoryImage(CFG)
+    x = img.put("x", np.ascontiguousarray(L.x_int.reshape(B, 16, 4, 4).transpose(1, 0, 2, 3)))
+    t_dy = img.put("dy", dy)
+    w16 = img.put("w16", L.w_master.reshape(n_out, k))
+    dw = img.alloc("dw", (n_out, k))
+    xt = {"base": x.base, "lane": [driver.digit(4, cb=1), driver.digit(4, cb=4), driver.digit(cb=B * 16)],
+          "k": [driver.digit(cb=16), driver.digit(1), driver.digit(1)], "init": {}}
+    shift = 9
+    prog = driver.gemm_program(CFG, n_out, k, B, driver.matrix_desc(t_dy.base, B, 1), xt, d_addr=dw.base,
+                               d_si=k, shift=shift, layer="fc_dw")
+    ud = U.update_descriptor(CFG, w_base=w16.base, c_out=n_out, k=k, g_shift=-1, g_base=dw.base,
+                             after=len(prog))
+    asim.load_mem(img.mem)
+    asim.load_streams([], [AS._pack(U.update_desc_layout(CFG), ud)], [], 0, 0)
+    asim.load_program([acc.encode(CFG, ins) for ins in prog])
+    rep = asim.run(len(prog), 2_000_000)
+    assert rep["error"] == 0 and rep["counters"]["upd_layers"] == 1
+    xf = L.x_int.reshape(B, k).astype(np.int64)
+    dw8, _ = numerics.requantize(dy @ xf, shift, 8)
+    assert np.array_equal(asim.dump(dw.base, dw.base + dw.size).reshape(n_out, k), dw8)
+    want = numerics.sgd_update_int(L.w_master.reshape(n_out, k), dw8, -1, 16)
+    assert np.array_equal(asim.dump(w16.base, w16.base + w16.size).reshape(n_out, k), want)
+    assert rep["counters"]["upd_elems"] == n_out * k
