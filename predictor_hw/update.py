@@ -129,6 +129,22 @@ class UpdateUnit(wiring.Component):
             "elems": Out(COUNTER_BITS),
         })
 
+    def _read_row(self, m, req, resp, then, base, row, store):
+        """Two FSM states: request the row's lanes at ``base + col + j``, then ``store``
+        each response lane; go to ``then``."""
+        with m.State(req):
+            m.d.comb += self.mem.req.valid.eq(1)
+            for j in range(self.cfg.pred_cols):
+                m.d.comb += self.mem.req.payload.addr[j].eq(base + row.col + j)
+            m.d.comb += self.mem.req.payload.en.eq(row.en)
+            with m.If(self.mem.req.ready):
+                m.next = resp
+        with m.State(resp):
+            m.d.comb += self.mem.resp.ready.eq(1)
+            with m.If(self.mem.resp.valid):
+                m.d.sync += [store(j, self.mem.resp.payload[j]) for j in range(self.cfg.pred_cols)]
+                m.next = then
+
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
@@ -190,19 +206,8 @@ class UpdateUnit(wiring.Component):
                     m.d.sync += [exp_ch.eq(exp_ch + 1), exp_col.eq(0), ch_base.eq(ch_base + d.k),
                                  c8_base.eq(c8_base + d.k), g_row.eq(g_row + d.k)]
                 m.next = "GREQ"
-            with m.State("GREQ"):
-                m.d.comb += self.mem.req.valid.eq(1)
-                for j in range(L):
-                    m.d.comb += self.mem.req.payload.addr[j].eq(g_row + row.col + j)
-                m.d.comb += self.mem.req.payload.en.eq(row.en)
-                with m.If(self.mem.req.ready):
-                    m.next = "GRESP"
-            with m.State("GRESP"):
-                m.d.comb += self.mem.resp.ready.eq(1)
-                with m.If(self.mem.resp.valid):
-                    for j in range(L):
-                        m.d.sync += row.data[j].eq(Mux(row.en[j], self.mem.resp.payload[j][:PRED_OP_BITS], 0))
-                    m.next = "REQ"
+            self._read_row(m, "GREQ", "GRESP", "REQ", g_row, row,
+                           lambda j, v: row.data[j].eq(Mux(row.en[j], v[:PRED_OP_BITS], 0)))
             with m.State("ROW"):
                 m.d.comb += self.rows.ready.eq(1)
                 with m.If(self.rows.valid):
@@ -217,19 +222,8 @@ class UpdateUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += err.eq(ERR_ORDER)
                         m.next = "ERROR"
-            with m.State("REQ"):
-                m.d.comb += self.mem.req.valid.eq(1)
-                for j in range(L):
-                    m.d.comb += self.mem.req.payload.addr[j].eq(ch_base + row.col + j)
-                m.d.comb += self.mem.req.payload.en.eq(row.en)
-                with m.If(self.mem.req.ready):
-                    m.next = "RESP"
-            with m.State("RESP"):
-                m.d.comb += self.mem.resp.ready.eq(1)
-                with m.If(self.mem.resp.valid):
-                    for j in range(L):
-                        m.d.sync += wvals[j].eq(self.mem.resp.payload[j].as_signed())
-                    m.next = "WRITE"
+            self._read_row(m, "REQ", "RESP", "WRITE", ch_base, row,
+                           lambda j, v: wvals[j].eq(v.as_signed()))
             with m.State("WRITE"):
                 m.d.comb += self.wr.valid.eq(1)
                 for j in range(L):
