@@ -1,4 +1,8 @@
-"""ADA-GP predictor side: captures from model_sw runs and the ``bench predictor`` CLI.
+"""ADA-GP predictor side: captures from model_sw runs and ``python -m cosim bench predictor``.
+
+The bench prints one row per layer (and a ``step`` row) of the digits CNN, simulated on
+Verilator through the Accelerator top (bit-exact checks, counters == cosim.predictor_model),
+and of a CIFAR-sized CNN's layer shapes from the models alone (``simulated: false``).
 
 :func:`capture_digits` trains the digits CNN with model_sw's quantized ADA-GP
 (``adagp-q``) for a few BP steps (so the predictor is trained and its quantized

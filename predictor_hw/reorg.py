@@ -122,9 +122,9 @@ def reorg_descriptor(cfg: AcceleratorConfig, *, kind: str, base: int, batch: int
                            f"of {cfg.mem_words} slots")
     if not 0 <= k < 1 << cfg.dim_bits or not 0 <= layer_id < 256:
         raise ReorgHwError(f"{name}: k={k} or layer_id={layer_id} out of range")
-    g_cap = max(-40, min(MAX_FRAC - y_frac - count_lg, 100))
-    if g_cap > 127:
-        g_cap = 127
+    # the shift cap of choose_frac_bits' max_frac; below -40 every |S| < 2**31 rounds to 0
+    # either way, so clamping keeps the field and the shifters narrow without changing a value
+    g_cap = max(-40, min(MAX_FRAC - y_frac - count_lg, 127))
     return {"kind": int(kind == "linear"), "base": base, "c_out": c_out, "lg_cs": lg_cs,
             "lg_h": lg_h, "lg_w": lg_w, "lg_fh": lg_fh, "lg_fw": lg_fw, "g_cap": g_cap,
             "k": k, "layer_id": layer_id}

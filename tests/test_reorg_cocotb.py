@@ -55,7 +55,7 @@ def test_verilator_digits_capture_and_random():
     for i, L in enumerate(cap.layers):
         layers.append(_layer(L.kind, L.y_post, L.y_frac, base, i + 1, k=L.fan_in))
         base += L.y_post.size + 3
-    layers.append(_layer("conv", rng.integers(-128, 128, (2, 5, 16, 16)), 9, 6000, 9))
+    layers.append(_layer("conv", rng.integers(-128, 128, (1, 3, 16, 16)), 9, 6000, 9))
     layers.append(_layer("linear", rng.integers(-128, 128, (4, 16)), 3, 9000, 10))
     res = _run(layers, seed=3)
     _check(res, layers)
