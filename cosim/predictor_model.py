@@ -22,6 +22,9 @@ Per layer l (in program order over all steps) it computes, from the RTL's struct
 * ``wait_upd`` fences: the first instruction of a layer in step s+1 waits for that
   layer's update of step s.
 The run ends when the last update is done (the harness stops one cycle later).
+``pred_busy_cycles`` (the predictor side working: reorg scan/emit, either FIFO holding
+data, the array, the update unit with a row in flight) is the union over layers of
+[scan start, update done): each layer's span is gap-free.
 """
 from __future__ import annotations
 
@@ -61,6 +64,18 @@ def reorg_emit(cfg, kind: str, c_out: int) -> tuple[int, list[int]]:
     return offs[-1] + 2, offs      # DONE the cycle after the last hand-over, bank free after it
 
 
+def union_length(spans) -> int:
+    """Cycles covered by the union of half-open intervals [start, end)."""
+    total, cur = 0, None
+    for a, b in sorted(spans):
+        if cur is None or a > cur[1]:
+            total += cur[1] - cur[0] if cur else 0
+            cur = [a, b]
+        else:
+            cur[1] = max(cur[1], b)
+    return total + (cur[1] - cur[0] if cur else 0)
+
+
 def last_tile_rows(cfg, k: int) -> int:
     """Gradient rows of a sample's last fc tile (predictor_hw.predictor_array.Geometry)."""
     g = Geometry(cfg)
@@ -90,6 +105,7 @@ def gp_timeline(cfg, layers: list[LayerSpec], steps: int, gates_per_layer: bool 
     upd_done = []                 # cycle each layer's update is done (counter visible)
     gate = 0
     gates = []
+    spans = []
     eng_busy = 0
     arr_busy = 0
     rows = 0
@@ -133,9 +149,10 @@ def gp_timeline(cfg, layers: list[LayerSpec], steps: int, gates_per_layer: bool 
         upd_end = max(job_end - rl + 1 + FIFO_LAT, upd_free) + rl * UPD_ROW
         upd_free = upd_end
         upd_done.append(upd_end)
+        spans.append((scan, upd_end))
     end = max(t, upd_free + 1)       # the harness sees the unit idle one cycle after the last WRITE
-    extra = {"gates": gates} if gates_per_layer else {}
-    return dict(**extra, run_cycles=end, gate_cycles=gate, busy_cycles=eng_busy, array_busy_cycles=arr_busy,
+    extra = {"gates": gates, "spans": spans} if gates_per_layer else {}
+    return dict(**extra, run_cycles=end, gate_cycles=gate, pred_busy_cycles=union_length(spans), busy_cycles=eng_busy, array_busy_cycles=arr_busy,
                 pred_rows=rows, samples=sum(L.c_out for L in seq),
                 upd_elems=sum(L.c_out * L.fan_in for L in seq), upd_layers=len(seq),
                 retired=sum(len(L.instrs) for L in seq))
