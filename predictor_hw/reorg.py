@@ -172,6 +172,9 @@ class ReorgUnit(wiring.Component):
     def __init__(self, cfg: AcceleratorConfig):
         if cfg.pred_p & (cfg.pred_p - 1):
             raise ReorgHwError(f"pred_p={cfg.pred_p}: the reorganization unit needs a power of two")
+        if cfg.pred_max_cout < 2:
+            raise ReorgHwError(f"pred_max_cout={cfg.pred_max_cout}: the reorganization unit needs >= 2 "
+                               "(a linear layer's window reads the word after its last)")
         self.cfg = cfg
         super().__init__({
             "tap": In(tap_signature(cfg)),
