@@ -7,6 +7,7 @@
                                         CNN on Verilator, preset default, every method available
     python -m cosim bench gemm [--presets small default large] [--sim verilator] [--json]
     python -m cosim bench sparsity [--presets default] [--sim verilator] [--json] [--model-only]
+    python -m cosim bench predictor [--sim verilator] [--json]
     python -m cosim bench harness       a few BP steps: time inside the simulator vs harness overhead
     python -m cosim report ...          analytic cycle/energy report of the papers' networks
 """
@@ -148,8 +149,21 @@ def _sparsity_main(args) -> int:
     return 0
 
 
+def _predictor_args(p):
+    p.add_argument("--sim", default="verilator", choices=SIMULATORS)
+    p.add_argument("--json", action="store_true")
+
+
+def _predictor_main(args) -> int:
+    """ADA-GP predictor side (cosim/bench_predictor.py)."""
+    from .bench_predictor import bench as bench_predictor, table_printer as pred_table
+    bench_predictor(args.sim, emit=(lambda row: print(json.dumps(row), flush=True)) if args.json
+                    else pred_table())
+    return 0
+
+
 BENCHES = {"gemm": (_gemm_args, _gemm_main), "harness": (_harness_args, _harness_main),
-           "sparsity": (_sparsity_args, _sparsity_main)}
+           "sparsity": (_sparsity_args, _sparsity_main), "predictor": (_predictor_args, _predictor_main)}
 
 
 def _report_main(argv) -> int:

@@ -63,7 +63,20 @@ def _hex(v: int, bits: int) -> str:
 
 
 class RtlSim:
-    """One running simulator of one configuration.  Use as a context manager."""
+    """One running simulator of one configuration.  Use as a context manager.
+
+    Subclasses may swap the design, the harness file, its parameters and the counter
+    names (``cosim.accel_sim.AccelSim`` runs the Accelerator top this way)."""
+    harness = HARNESS
+    toplevel = "harness"
+    counter_names = COUNTERS
+
+    def design_verilog(self, cfg: AcceleratorConfig) -> str:
+        return engine_verilog(cfg)
+
+    def harness_params(self, cfg: AcceleratorConfig) -> dict:
+        return dict(R=cfg.rows, C=cfg.cols, AW=cfg.mem_addr_bits, SLOT=cfg.slot_bits, IW=self.iw,
+                    CW=counters_layout().size, LAT=cfg.dram_latency, PMAX=PMAX)
 
     def __init__(self, cfg: AcceleratorConfig, sim: str = "verilator",
                  build_root: str | os.PathLike = ROOT / "sim_build", waves: bool = False,
@@ -71,12 +84,11 @@ class RtlSim:
         check_simulator(sim)
         self.cfg, self.sim, self.waves, self.timeout_s = cfg, sim, waves, timeout_s
         self.iw = isa.instr_width(cfg)
-        verilog = engine_verilog(cfg)
+        verilog = self.design_verilog(cfg)
         if sim == "icarus":
             verilog = icarus_kick(verilog)
-        params = dict(R=cfg.rows, C=cfg.cols, AW=cfg.mem_addr_bits, SLOT=cfg.slot_bits, IW=self.iw,
-                      CW=counters_layout().size, LAT=cfg.dram_latency, PMAX=PMAX)
-        key = hashlib.sha256((verilog + HARNESS.read_text() + json.dumps(params) + sim
+        params = self.harness_params(cfg)
+        key = hashlib.sha256((verilog + self.harness.read_text() + json.dumps(params) + sim
                               + str(waves)).encode()).hexdigest()[:16]
         self.build_dir = Path(build_root) / f"{sim}-{cfg.name}-{key}"
         self.build_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +147,7 @@ class RtlSim:
         if cached:  # the runner still needs its build settings, but nothing is executed
             self.runner._execute = lambda cmds, cwd: None
         try:
-            self.runner.build(sources=[src, HARNESS], hdl_toplevel="harness", parameters=params,
+            self.runner.build(sources=[src, self.harness], hdl_toplevel=self.toplevel, parameters=params,
                               build_args=args, build_dir=self.build_dir, always=True,
                               timescale=("1ns", "1ps"), waves=self.waves,
                               log_file=None if cached else log)
@@ -167,11 +179,11 @@ class RtlSim:
                     raise RuntimeError(f"simulator exited with {rc}")
         runner._execute_cmds = execute_cmds
         env = {"GA_CMD": str(self.cmd_path), "GA_RSP": str(self.rsp_path),
-               "GA_COUNTERS": ",".join(COUNTERS),
+               "GA_COUNTERS": ",".join(self.counter_names),
                "GA_INTERNAL_CLOCK": "1" if self.sim == "verilator" else "", "GA_COUNTER_BITS": str(COUNTER_BITS),
                "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         try:
-            runner.test(test_module="tb.server", hdl_toplevel="harness", build_dir=self.build_dir,
+            runner.test(test_module="tb.server", hdl_toplevel=self.toplevel, build_dir=self.build_dir,
                         test_dir=self.work, extra_env=env, waves=self.waves,
                         parameters=params if self.sim == "icarus" else None,
                         plusargs=[f"+MEMIN={self.memin}", f"+MEMOUT={self.memout}",

@@ -24,6 +24,7 @@ the integer ``quantize(R, f, 8)`` itself, which is the same number on the grid o
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -131,3 +132,71 @@ def normalize_targets(dw: torch.Tensor) -> tuple[torch.Tensor, float]:
     if rms == 0.0:
         return torch.zeros_like(t), 0.0
     return t / rms, rms
+
+
+# ---------------------------------------------------------------------------
+# Integer golden of the hardware reorganization (predictor_hw/reorg.py)
+# ---------------------------------------------------------------------------
+
+def _log2_exact(n: int, what: str) -> int:
+    if n < 1 or n & (n - 1):
+        raise ReorgError(f"{what}={n} must be a power of two (the mean is a shift)")
+    return n.bit_length() - 1
+
+
+def pool_factors(h: int, w: int, p: int, name: str = "layer") -> tuple[int, int]:
+    """(fh, fw) of :func:`fit_map` for an H x W map: integer pool factors (1 = pad)."""
+    if h < 1 or w < 1:
+        raise ReorgError(f"{name}: zero-size map {h}x{w}")
+    for size in (h, w):
+        if size > p and size % p:
+            raise ReorgError(f"{name}: map side {size} is larger than the predictor input {p} "
+                             "and not a multiple of it")
+    return max(h // p, 1), max(w // p, 1)
+
+
+def reorg_sums_int(y_int, kind: str, p: int, name: str = "layer"):
+    """Exact integer sums behind the samples: (C_out, P, P) int64 and the count
+    (batch x pool window) they must be divided by.  ``y_int`` is (B, C, H, W) for
+    ``kind='conv'`` and (B, N) for ``kind='linear'``."""
+    y = np.asarray(y_int, dtype=np.int64)
+    if kind == "conv":
+        if y.ndim != 4:
+            raise ReorgError(f"{name}: conv output must be (B, C, H, W), got {y.shape}")
+        b, c, h, w = y.shape
+        fh, fw = pool_factors(h, w, p, name)
+        s = y.sum(0)
+        if fh > 1 or fw > 1:
+            s = s.reshape(c, h // fh, fh, w // fw, fw).sum(axis=(2, 4))
+        s = np.pad(s, ((0, 0), (0, p - s.shape[1]), (0, p - s.shape[2])))
+        return s, b * fh * fw
+    if kind == "linear":
+        if y.ndim != 2:
+            raise ReorgError(f"{name}: linear output must be (B, N), got {y.shape}")
+        b, n = y.shape
+        if n < 1:
+            raise ReorgError(f"{name}: zero-size layer (N=0)")
+        m = y.sum(0)
+        win = p * p
+        half = win // 2
+        padded = np.pad(m, (half, win - half - 1))
+        idx = np.arange(n)[:, None] + np.arange(win)[None, :]
+        return padded[idx].reshape(n, p, p), b
+    raise ReorgError(f"{name}: unknown layer kind {kind!r} (conv or linear)")
+
+
+def reorg_samples_int(y_int, y_frac: int, kind: str, p: int, name: str = "layer"):
+    """The reorganization in integers: (int8 samples (C_out, 1, P, P), input frac).
+
+    ``y_int`` holds the layer output as the engine stores it (value ``y * 2**-y_frac``).
+    Equal bit for bit to ``quantize_samples(layer_samples(layer, dequantize(y)))`` when
+    the batch x pool-window count is a power of two (then every mean is exact in float32
+    too); anything else raises.  The count becomes a shift: the sums S have scale
+    ``2**-(y_frac + log2 count)``, the frac is numerics.choose_frac_bits_int of max |S|,
+    and each sample value is S shifted (round half to even, saturated) to that frac.
+    """
+    s, count = reorg_sums_int(y_int, kind, p, name)
+    e = y_frac + _log2_exact(count, f"{name}: batch x pool window")
+    f = numerics.choose_frac_bits_int(int(np.abs(s).max()) if s.size else 0, e, 8)
+    q = numerics.shift_round_saturate(s, f - e, 8)
+    return q.reshape(s.shape[0], 1, p, p), f

@@ -216,3 +216,57 @@ def gemm_int(a, b, acc_bits: int, c=None):
         raise NumericsError(f"accumulator overflow risk: a partial sum can reach {int(bound.max())}, "
                             f"beyond the {acc_bits}-bit accumulator")
     return out
+
+
+# ---------------------------------------------------------------------------
+# Integer-only scale choice and shifts (tensor reorganization, weight update)
+# ---------------------------------------------------------------------------
+
+def choose_frac_bits_int(amax: int, exp: int, bits: int, max_frac: int = 24) -> int:
+    """:func:`choose_frac_bits` for a tensor whose values are integers ``S * 2**-exp``
+    with ``max |S| = amax``, in integer arithmetic only (what the hardware computes).
+
+    Largest ``frac`` with ``amax * 2**(frac - exp) < hi + 0.5``, capped at ``max_frac``;
+    a zero tensor gets ``max_frac``.  Equal to the float rule for every such tensor
+    (tests/test_reorg.py checks it exhaustively on small ``amax``).
+    """
+    amax = int(amax)
+    if amax < 0:
+        raise NumericsError(f"amax={amax} must be >= 0")
+    if amax == 0:
+        return max_frac
+    _, hi = int_range(bits)
+    g = bits - 1 - amax.bit_length()   # amax * 2**g in [2**(bits-2), 2**(bits-1))
+
+    def too_big(g):                    # 2 * amax * 2**g >= 2*hi + 1, exactly
+        return (amax << (g + 1) if g + 1 >= 0 else amax) >= ((2 * hi + 1) << max(0, -(g + 1)))
+    while too_big(g):
+        g -= 1
+    return min(g + exp, max_frac)
+
+
+def shift_round_saturate(x, g: int, bits: int):
+    """``sat(round_half_even(x * 2**g))`` for integers ``x`` and any integer ``g``:
+    a left shift (exact) for ``g >= 0``, :func:`round_shift_rne` for ``g < 0``."""
+    x = _as_int64(x)
+    if g >= 0:
+        return saturate(x << g, bits)
+    return saturate(round_shift_rne(x, -g), bits)
+
+
+def shift_round(x, g: int):
+    """``round_half_even(x * 2**g)`` without saturation (exact left shift for g >= 0)."""
+    x = _as_int64(x)
+    return x << g if g >= 0 else round_shift_rne(x, -g)
+
+
+def sgd_update_int(w, g, g_shift: int, w_bits: int):
+    """The integer SGD step of the weight-update unit (predictor_hw/update.py):
+    ``w' = sat_{w_bits}(w - round_half_even(g * 2**g_shift))``.
+
+    ``w`` is a weight tensor with frac ``fw``, ``g`` a gradient with frac ``fg``; with a
+    power-of-two learning rate ``2**lr_log2`` (and, for a predicted normalized gradient,
+    the layer's power-of-two scale ``2**s``), ``g_shift = fw + lr_log2 (+ s) - fg`` makes
+    the subtracted term ``lr * g`` on the weight's grid, rounded half to even.
+    """
+    return saturate(_as_int64(w) - shift_round(g, g_shift), w_bits)

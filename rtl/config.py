@@ -29,6 +29,14 @@ class AcceleratorConfig:
     dram_latency: int = 2         # read latency of the (testbench) external memory, cycles
     dim_bits: int = 16            # width of the M, N, K and geometry fields
     dataflow: str = "os"          # output-stationary (the only dataflow built so far)
+    # --- ADA-GP predictor side (predictor_hw/) -------------------------------
+    pred_rows: int = 4            # predictor MAC array rows
+    pred_cols: int = 4            # predictor MAC array columns
+    pred_p: int = 4               # predictor input side: one sample is 1 x P x P (model_sw PredictorConfig.p)
+    pred_channels: int = 8        # predictor conv output channels (PredictorConfig.channels)
+    pred_pool: int = 2            # predictor average pool (PredictorConfig.pool)
+    pred_kmax: int = 256          # predictor fc outputs: the largest layer fan-in it serves
+    pred_max_cout: int = 64       # most output channels (samples) of one layer the reorg unit holds
 
     def __post_init__(self):
         self.validate()
@@ -102,6 +110,20 @@ class AcceleratorConfig:
             bad("dram_latency", "must be in 1..16")
         if self.dataflow != "os":
             bad("dataflow", "only output-stationary ('os') is built")
+        for f in ("pred_rows", "pred_cols"):
+            v = getattr(self, f)
+            if v < 1 or v > 16 or v & (v - 1):
+                bad(f, "predictor array dimension must be a power of two in 1..16")
+        if self.pred_pool < 1 or (self.pred_pool ** 2) & (self.pred_pool ** 2 - 1):
+            bad("pred_pool", "pool^2 must be a power of two (the pool divide is a shift)")
+        if self.pred_p < 1 or self.pred_p % self.pred_pool:
+            bad("pred_p", f"must be a positive multiple of pred_pool={self.pred_pool}")
+        if not 1 <= self.pred_channels <= 64:
+            bad("pred_channels", "must be in 1..64")
+        if not 1 <= self.pred_kmax < 1 << self.dim_bits:
+            bad("pred_kmax", f"must be in 1..{(1 << self.dim_bits) - 1}")
+        if self.pred_max_cout < 1 or self.pred_max_cout & (self.pred_max_cout - 1):
+            bad("pred_max_cout", "must be a power of two (it sizes an SRAM)")
         if self.max_k >= 1 << self.dim_bits:
             bad("dim_bits", "too narrow for the scratchpad depth")
         # No reachable K may overflow the accumulator (checked here, once).
@@ -115,6 +137,11 @@ class AcceleratorConfig:
     def slot_bits(self) -> int:
         """Width of one external-memory element slot: it must hold a raw accumulator."""
         return 32 if self.acc_bits <= 32 else 64
+
+    @property
+    def pred_features(self) -> int:
+        """Predictor fc fan-in: channels x (P/pool)^2 (model_sw PredictorConfig.features)."""
+        return self.pred_channels * (self.pred_p // self.pred_pool) ** 2
 
     def replace(self, **kw) -> "AcceleratorConfig":
         return dataclasses.replace(self, **kw)

@@ -49,8 +49,17 @@ def verilator_bin() -> str:
     return found
 
 
-def lint(path: str) -> None:
-    cmd = [verilator_bin(), "--lint-only", "-Wall", *LINT_WAIVERS, "--top-module", TOP, path]
+def accelerator_verilog(cfg) -> str:
+    """The Accelerator top (engine + ADA-GP predictor side, rtl/accelerator.py)."""
+    from .accelerator import Accelerator
+    return verilog.convert(Accelerator(cfg), name=ACCEL_TOP, emit_src=False)
+
+
+ACCEL_TOP = "accelerator"
+
+
+def lint(path: str, top: str = TOP) -> None:
+    cmd = [verilator_bin(), "--lint-only", "-Wall", *LINT_WAIVERS, "--top-module", top, path]
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(verilator_bin()) + os.pathsep + env.get("PATH", "")
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -71,6 +80,13 @@ def main(argv=None):
         msg = f"wrote {path}"
         if args.lint:
             lint(path)
+            msg += " (verilator --lint-only: clean)"
+        print(msg)
+        apath = os.path.join(args.out, f"{ACCEL_TOP}_{name}.v")
+        write_atomic(apath, accelerator_verilog(cfg))
+        msg = f"wrote {apath}"
+        if args.lint:
+            lint(apath, ACCEL_TOP)
             msg += " (verilator --lint-only: clean)"
         print(msg)
 

@@ -1,0 +1,750 @@
+"""Predictor MAC array: the ADA-GP gradient predictor (and the AutoAssist Assistant)
+on a small ``pred_rows x pred_cols`` int8 MAC array with its own weight SRAMs.
+
+Golden function: :func:`model_sw.adagp_predictor.predictor_forward_int` (predictor
+mode) and :func:`model_sw.autoassist_assistant.assistant_logit_int` (Assistant
+mode); :func:`golden_rows` / :func:`golden_logits` put their results in the
+stream formats of this unit.  Cycle model: :func:`predictor_array_cycles`,
+:func:`assistant_cycles` (equal to the counters, see docs/predictor.md).
+
+Lanes: PE (r, j) is lane ``l = r * pred_cols + j``; ``L = pred_rows * pred_cols``.
+Every PE multiplies two int8 operands and accumulates exactly in int32.
+
+Predictor mode (``mode = 0``), one sample (1 x P x P int8) at a time:
+
+* conv 1->C 3x3 pad 1: rows = channels, columns = output pixels.  A conv *tile*
+  is (channel group ``cg`` of R channels, pixel tile ``pt`` of ``pred_cols``
+  pixels) and takes 9 steps, one per tap: PE (r, j) gets the conv weight of
+  channel ``cg*R + r`` at that tap (conv SRAM word ``cg*9 + tap``, lane r) and
+  the sample pixel under tap for pixel ``pt*pred_cols + j`` (im2col by
+  addressing the sample buffer; zero outside the image).  Pixels are numbered
+  window-major (all pixels of one pool window are consecutive), so the pool is
+  a sum over neighbouring columns (and over consecutive tiles if a window is
+  wider than the array).
+* when a tile is done (captured at the next tile's first step, or a drain
+  step): requantize with ReLU by ``shift1``, sum each pool x pool window,
+  requantize by log2(pool^2), store into the feature buffer ``h[f]``,
+  f = channel * Q^2 + window (the predictor's flatten order).
+* fc: lane l of fc tile ``kb`` computes output ``kb*L + l``; one step per
+  feature f: ``acc += h[f] * w2[kb*L + l, f]`` (fc SRAM word ``kb*F + f``).
+  Only the first ``k`` outputs are computed: tiles stop at ceil(k/L), lanes
+  with ``kb*L + l >= k`` are gated (no MAC, no count).
+* a finished fc tile is requantized by ``shift2`` into the output buffer and
+  leaves as up to R gradient rows (``grad_row_layout``: pred_cols values, ``en``,
+  channel, col = first fan-in index of the row, ``last`` on the layer's last
+  row).  Rows wholly at or beyond ``k`` are not sent.
+
+Assistant mode (``mode = 1``): ``feats`` beats carry feature f of L instances
+(lane l = instance l of the group, with its label and an enable); lane l does
+``acc = u[y_l] + sum_f x[l, f] * w[f]`` over ``k`` features (weight from the
+Assistant SRAM, broadcast), then a drain step sends the L int32 logits.
+
+Schedule (deterministic): the sequencer takes one *step* per cycle unless it
+waits (a sample not yet in the buffer, a feature beat not valid, or the output
+buffer still holding rows when a tile must be captured: stalls).  SRAM reads
+are issued with the step and the MACs happen one cycle later.
+
+Configuration inputs ``mode``, ``k``, ``shift1``, ``shift2`` are latched when a
+job starts (first sample / feature beat while idle).  ``k == 0`` or
+``k > pred_kmax`` sets ``error = 1`` (sticky) and the job's input is dropped
+up to its ``last`` beat without any output.  Weights are written through the
+``weights`` stream while idle (``pack_predictor_weights``,
+``pack_assistant_weights``); an address beyond a memory sets ``error = 2``.
+"""
+from __future__ import annotations
+
+
+import numpy as np
+from amaranth import Module, Signal, Mux, Array, Const, signed, unsigned
+from amaranth.lib import wiring, stream, data, memory
+from amaranth.lib.wiring import In, Out
+
+from model_sw import numerics
+from model_sw.adagp_predictor import PredictorSizeError, predictor_forward_int
+from model_sw.autoassist_assistant import assistant_logit_int
+from rtl.config import AcceleratorConfig
+from rtl.epilogue import Requantize
+
+from .interfaces import PRED_OP_BITS, grad_row_layout, sample_layout
+
+ACC_BITS = 32
+COUNTER_BITS = 32
+SHIFT_BITS = 6
+ASSIST_CLASSES = 16          # class-bias registers of the Assistant mode
+LABEL_BITS = 4
+COUNTERS = (
+    "busy_cycles",   # a job in flight (from the cycle after it started to its last output beat)
+    "step_cycles",   # the sequencer took a step (MAC step or drain step)
+    "stall_cycles",  # busy, but waiting for input, or for output space
+    "macs",          # useful multiply-accumulates (masked lanes are not counted)
+    "in_beats",      # samples / feature beats consumed by jobs
+    "out_beats",     # gradient rows / logit beats sent
+    "errors",        # jobs refused (bad k) and bad weight addresses
+)
+ERR_NONE, ERR_K, ERR_WADDR = 0, 1, 2
+TGT_CONV, TGT_FC, TGT_AW, TGT_AU = 0, 1, 2, 3
+
+
+class PredictorArrayError(ValueError):
+    """Bad input for the predictor array (caught on the driver side, before the hardware)."""
+
+
+# --------------------------------------------------------------------------------------------
+# geometry (shared by the RTL, the packers, the golden formatting and the cycle model)
+# --------------------------------------------------------------------------------------------
+
+class Geometry:
+    def __init__(self, cfg: AcceleratorConfig):
+        self.cfg = cfg
+        self.R, self.Cc = cfg.pred_rows, cfg.pred_cols
+        self.L = self.R * self.Cc
+        self.P, self.C, self.pool = cfg.pred_p, cfg.pred_channels, cfg.pred_pool
+        self.P2 = self.P * self.P
+        self.Q = self.P // self.pool
+        self.Q2 = self.Q * self.Q
+        self.F = cfg.pred_features
+        self.pool2 = self.pool * self.pool
+        self.pshift = self.pool2.bit_length() - 1
+        self.n_cg = -(-self.C // self.R)
+        self.n_pt = -(-self.P2 // self.Cc)
+        self.conv_steps = self.n_cg * self.n_pt * 9
+        self.wpt = max(1, self.Cc // self.pool2)      # whole windows per pixel tile
+        self.tpw = max(1, self.pool2 // self.Cc)      # pixel tiles per window
+        self.spw = min(self.Cc, self.pool2)           # columns of one window in a tile
+        self.kmax = cfg.pred_kmax
+        self.n_kb_max = -(-self.kmax // self.L)
+        self.conv_depth = self.n_cg * 9
+        self.fc_depth = self.n_kb_max * self.F
+        self.aw_depth = self.kmax
+        self.data_bits = max(PRED_OP_BITS * self.L, ACC_BITS)
+
+    def pixel(self, pi: int):
+        """Window-major pixel number -> (y, x), or None beyond the image."""
+        if pi >= self.P2:
+            return None
+        w, s = divmod(pi, self.pool2)
+        wy, wx = divmod(w, self.Q)
+        sy, sx = divmod(s, self.pool)
+        return wy * self.pool + sy, wx * self.pool + sx
+
+    def tap_source(self, pt: int, t: int, j: int):
+        """Sample index (y*P + x) read by column j at tap t of pixel tile pt, or None (zero)."""
+        px = self.pixel(pt * self.Cc + j)
+        if px is None:
+            return None
+        y, x = px[0] + t // 3 - 1, px[1] + t % 3 - 1
+        if 0 <= y < self.P and 0 <= x < self.P:
+            return y * self.P + x
+        return None
+
+    def n_kb(self, k: int) -> int:
+        return -(-k // self.L)
+
+    def rows_of(self, k: int) -> int:
+        """Gradient rows per sample."""
+        return -(-k // self.Cc)
+
+
+def _bits(n: int) -> int:
+    return max(1, (n - 1).bit_length())
+
+
+# --------------------------------------------------------------------------------------------
+# stream payloads of this unit (the samples / grad rows ones are in interfaces.py)
+# --------------------------------------------------------------------------------------------
+
+def weight_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    """One SRAM word write.  target 0: conv word (lanes 0..R-1 = w1[cg*R + r, tap]);
+    1: fc word (lane l = w2[kb*L + l, f]); 2: Assistant weight (byte 0);
+    3: Assistant class bias (bits 0..31, addr = class)."""
+    g = Geometry(cfg)
+    return data.StructLayout({
+        "target": unsigned(2),
+        "addr": unsigned(_bits(max(g.conv_depth, g.fc_depth, g.aw_depth, ASSIST_CLASSES)) + 1),
+        "data": unsigned(g.data_bits),
+    })
+
+
+def feat_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    """Assistant input: feature f of a group of L instances (lane l = instance l)."""
+    L = cfg.pred_rows * cfg.pred_cols
+    return data.StructLayout({
+        "x": data.ArrayLayout(signed(PRED_OP_BITS), L),
+        "y": data.ArrayLayout(unsigned(LABEL_BITS), L),
+        "en": unsigned(L),
+        "last": unsigned(1),     # on the last feature beat of the job's last group
+    })
+
+
+def logit_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    L = cfg.pred_rows * cfg.pred_cols
+    return data.StructLayout({
+        "z": data.ArrayLayout(signed(ACC_BITS), L),
+        "en": unsigned(L),
+        "group": unsigned(cfg.dim_bits),
+        "last": unsigned(1),
+    })
+
+
+def counters_layout() -> data.StructLayout:
+    return data.StructLayout({n: unsigned(COUNTER_BITS) for n in COUNTERS})
+
+
+def _rq_cfg(cfg: AcceleratorConfig, lanes: int) -> AcceleratorConfig:
+    """A configuration view for rtl.epilogue.Requantize: int32 -> int8 over ``lanes``."""
+    return cfg.replace(name=f"{cfg.name}-pred-rq{lanes}", cols=lanes, op_bits=PRED_OP_BITS,
+                       acc_bits=ACC_BITS)
+
+
+# --------------------------------------------------------------------------------------------
+# the component
+# --------------------------------------------------------------------------------------------
+
+class PredictorArray(wiring.Component):
+    def __init__(self, cfg: AcceleratorConfig):
+        self.cfg = cfg
+        self.geo = Geometry(cfg)
+        super().__init__({
+            "samples": In(stream.Signature(sample_layout(cfg))),
+            "feats": In(stream.Signature(feat_layout(cfg))),
+            "weights": In(stream.Signature(weight_layout(cfg))),
+            "rows": Out(stream.Signature(grad_row_layout(cfg))),
+            "logits": Out(stream.Signature(logit_layout(cfg))),
+            "mode": In(1),
+            "k": In(cfg.dim_bits),
+            "shift1": In(SHIFT_BITS),
+            "shift2": In(SHIFT_BITS),
+            "busy": Out(1),
+            "error": Out(2),
+            "counters": Out(counters_layout()),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, g = self.cfg, self.geo
+        R, Cc, L, F = g.R, g.Cc, g.L, g.F
+        dw = cfg.dim_bits
+        op = signed(PRED_OP_BITS)
+
+        # ---------------- weight SRAMs and the class-bias registers ----------------------
+        m.submodules.conv_mem = conv_mem = memory.Memory(
+            shape=data.ArrayLayout(op, R), depth=g.conv_depth, init=[])
+        m.submodules.fc_mem = fc_mem = memory.Memory(
+            shape=data.ArrayLayout(op, L), depth=g.fc_depth, init=[])
+        m.submodules.aw_mem = aw_mem = memory.Memory(shape=op, depth=g.aw_depth, init=[])
+        conv_w, conv_r = conv_mem.write_port(), conv_mem.read_port()
+        fc_w, fc_r = fc_mem.write_port(), fc_mem.read_port()
+        aw_w, aw_r = aw_mem.write_port(), aw_mem.read_port()
+        ubias = Array(Signal(signed(ACC_BITS), name=f"ubias{c}") for c in range(ASSIST_CLASSES))
+
+        # ---------------- job state ----------------------------------------------------------
+        IDLE, RUN, TAIL, DROP = range(4)
+        CONV, CDRAIN, FC, FDRAIN, AMAC, ADRAIN = range(6)
+        state = Signal(2)
+        phase = Signal(3)
+        mode_r = Signal()
+        k_r = Signal(dw)
+        sh1, sh2 = Signal(SHIFT_BITS), Signal(SHIFT_BITS)
+        err = Signal(2)
+        m.d.comb += [self.busy.eq(state != IDLE), self.error.eq(err)]
+        k_ok = (self.k != 0) & (self.k <= g.kmax)
+
+        # weights: written only while idle
+        wb = self.weights.payload
+        m.d.comb += self.weights.ready.eq(state == IDLE)
+        wfire = self.weights.valid & self.weights.ready
+        depth_of = {TGT_CONV: g.conv_depth, TGT_FC: g.fc_depth, TGT_AW: g.aw_depth, TGT_AU: ASSIST_CLASSES}
+        waddr_ok = Signal()
+        with m.Switch(wb.target):
+            for tgt, depth in depth_of.items():
+                with m.Case(tgt):
+                    m.d.comb += waddr_ok.eq(wb.addr < depth)
+        m.d.comb += [
+            conv_w.addr.eq(wb.addr), conv_w.data.eq(wb.data[:PRED_OP_BITS * R]),
+            conv_w.en.eq(wfire & waddr_ok & (wb.target == TGT_CONV)),
+            fc_w.addr.eq(wb.addr), fc_w.data.eq(wb.data[:PRED_OP_BITS * L]),
+            fc_w.en.eq(wfire & waddr_ok & (wb.target == TGT_FC)),
+            aw_w.addr.eq(wb.addr), aw_w.data.eq(wb.data[:PRED_OP_BITS]),
+            aw_w.en.eq(wfire & waddr_ok & (wb.target == TGT_AW)),
+        ]
+        with m.If(wfire & waddr_ok & (wb.target == TGT_AU)):
+            m.d.sync += ubias[wb.addr[:LABEL_BITS]].eq(wb.data[:ACC_BITS].as_signed())
+
+        # ---------------- sample buffer ------------------------------------------------------
+        sbuf = Signal(data.ArrayLayout(op, g.P2))
+        sbuf_full = Signal()
+        sbuf_chan = Signal(dw)
+        sbuf_last = Signal()
+        cur_chan = Signal(dw)        # channel / last of the sample in the fc phase
+        cur_last = Signal()
+        seen_last = Signal()         # the job's last sample is in: take no more
+
+        # ---------------- sequencer counters -------------------------------------------------
+        t = Signal(range(9))
+        pt = Signal(range(max(2, g.n_pt)))
+        cg = Signal(range(max(2, g.n_cg)))
+        cs = Signal(range(max(2, g.n_pt * 9)))        # pt*9 + t
+        prev_cg = Signal.like(cg)
+        prev_pt = Signal.like(pt)
+        f = Signal(range(max(2, F, g.kmax)))
+        kb = Signal(range(max(2, g.n_kb_max)))
+        krem = Signal(signed(dw + 2))                 # k - kb*L
+        group = Signal(dw)
+        grp_last = Signal()
+        tile_first = Signal()                          # fc: no fc tile finished yet for this sample
+
+        # output buffers (registered), their fill state
+        ob = Signal(data.ArrayLayout(op, L))
+        ob_en = Signal(L)
+        ob_rows = Signal(range(R + 1))                 # rows still to send
+        ob_row = Signal(range(max(2, R)))              # next row to send
+        ob_kb = Signal.like(kb)
+        ob_chan = Signal(dw)
+        ob_last = Signal()
+        lo_z = Signal(data.ArrayLayout(signed(ACC_BITS), L))
+        lo_en = Signal(L)
+        lo_valid = Signal()
+        lo_group = Signal(dw)
+        lo_last = Signal()
+
+        # MAC-stage pipeline registers
+        v1 = Signal()
+        first1 = Signal()
+        ph1 = Signal(3)
+        en1 = Signal(L)
+        b1 = Signal(data.ArrayLayout(op, L))
+        y1 = Signal(data.ArrayLayout(unsigned(LABEL_BITS), L))
+        f1 = Signal.like(f)
+        ccap1, fcap1, acap1 = Signal(), Signal(), Signal()
+        ccg1, cpt1 = Signal.like(cg), Signal.like(pt)
+        fcap_kb1 = Signal.like(kb)
+        fcap_krem1 = Signal.like(krem)
+        fcap_chan1 = Signal(dw)
+        fcap_last1 = Signal()
+        acap_en1 = Signal(L)
+        acap_last1 = Signal()
+        acap_group1 = Signal(dw)
+        a_en = Signal(L)                               # enables of the group in flight
+
+        ob_free = (ob_rows == 0) & ~fcap1
+        lo_free = ~lo_valid & ~acap1
+
+        # ---------------- step condition ------------------------------------------------------
+        step = Signal()
+        with m.If(state == RUN):
+            with m.Switch(phase):
+                with m.Case(CONV):
+                    m.d.comb += step.eq(sbuf_full)
+                with m.Case(CDRAIN):
+                    m.d.comb += step.eq(1)
+                with m.Case(FC):
+                    m.d.comb += step.eq((f != 0) | tile_first | ob_free)
+                with m.Case(FDRAIN):
+                    m.d.comb += step.eq(ob_free)
+                with m.Case(AMAC):
+                    m.d.comb += step.eq(self.feats.valid)
+                with m.Case(ADRAIN):
+                    m.d.comb += step.eq(lo_free)
+
+        # ---------------- job start / input acceptance -------------------------------------
+        sp = self.samples.payload
+        start = Signal()
+        bad = (state == IDLE) & Mux(self.mode, self.feats.valid, self.samples.valid) & ~k_ok
+        with m.If(state == IDLE):
+            with m.If(self.mode == 0):
+                m.d.comb += self.samples.ready.eq(1)
+                with m.If(self.samples.valid):
+                    m.d.comb += start.eq(k_ok)
+            with m.Else():
+                with m.If(self.feats.valid):
+                    m.d.comb += start.eq(k_ok)
+                    m.d.comb += self.feats.ready.eq(~k_ok)
+            with m.If(bad):
+                m.d.sync += err.eq(Mux(err == ERR_NONE, ERR_K, err))
+                last_in = Mux(self.mode, self.feats.payload.last, sp.last)
+                with m.If(~last_in):
+                    m.d.sync += [state.eq(DROP), mode_r.eq(self.mode)]
+        with m.Elif(state == DROP):
+            with m.If(mode_r == 0):
+                m.d.comb += self.samples.ready.eq(1)
+                with m.If(self.samples.valid & sp.last):
+                    m.d.sync += state.eq(IDLE)
+            with m.Else():
+                m.d.comb += self.feats.ready.eq(1)
+                with m.If(self.feats.valid & self.feats.payload.last):
+                    m.d.sync += state.eq(IDLE)
+        with m.Elif((state == RUN) & (mode_r == 0)):
+            m.d.comb += self.samples.ready.eq(~sbuf_full & ~seen_last)
+        with m.Elif((state == RUN) & (phase == AMAC)):
+            m.d.comb += self.feats.ready.eq(step)
+
+        s_fire = self.samples.valid & self.samples.ready & ((state == RUN) | start)
+        with m.If(s_fire):
+            m.d.sync += [sbuf.eq(sp.pix), sbuf_full.eq(1), sbuf_chan.eq(sp.channel), sbuf_last.eq(sp.last),
+                         seen_last.eq(sp.last)]
+
+        with m.If(start):
+            m.d.sync += [state.eq(RUN), mode_r.eq(self.mode), k_r.eq(self.k), sh1.eq(self.shift1),
+                         sh2.eq(self.shift2), t.eq(0), pt.eq(0), cg.eq(0), cs.eq(0), f.eq(0), group.eq(0),
+                         phase.eq(Mux(self.mode, AMAC, CONV))]
+
+        # ---------------- issue stage ----------------------------------------------------------
+        m.d.sync += [v1.eq(0), ccap1.eq(0), fcap1.eq(0), acap1.eq(0)]
+        m.d.comb += [conv_r.addr.eq(cg * 9 + t), fc_r.addr.eq(kb * F + f), aw_r.addr.eq(f)]
+        col_ok = [Signal(name=f"col_ok{j}") for j in range(Cc)]
+        for j in range(Cc):
+            m.d.comb += col_ok[j].eq(pt * Cc + j < g.P2)
+        row_ok = [cg * R + r < g.C for r in range(R)]
+        with m.If(step):
+            m.d.sync += ph1.eq(phase)
+            with m.Switch(phase):
+                with m.Case(CONV):
+                    m.d.sync += [v1.eq(1), first1.eq(t == 0)]
+                    m.d.sync += [en1[r * Cc + j].eq(row_ok[r] & col_ok[j]) for r in range(R) for j in range(Cc)]
+                    # im2col: column j's operand for step cs of the channel group
+                    with m.Switch(cs):
+                        for s in range(g.n_pt * 9):
+                            with m.Case(s):
+                                for j in range(Cc):
+                                    src = g.tap_source(s // 9, s % 9, j)
+                                    val = sbuf[src] if src is not None else 0
+                                    m.d.sync += [b1[r * Cc + j].eq(val) for r in range(R)]
+                    with m.If((t == 0) & ((cg != 0) | (pt != 0))):
+                        m.d.sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
+                    with m.If(t == 8):
+                        m.d.sync += [t.eq(0), prev_cg.eq(cg), prev_pt.eq(pt)]
+                        with m.If(pt == g.n_pt - 1):
+                            m.d.sync += pt.eq(0)
+                            with m.If(cg == g.n_cg - 1):
+                                m.d.sync += [phase.eq(CDRAIN), cg.eq(0), cs.eq(0), sbuf_full.eq(0),
+                                             cur_chan.eq(sbuf_chan), cur_last.eq(sbuf_last)]
+                            with m.Else():
+                                m.d.sync += [cg.eq(cg + 1), cs.eq(0)]
+                        with m.Else():
+                            m.d.sync += [pt.eq(pt + 1), cs.eq(cs + 1)]
+                    with m.Else():
+                        m.d.sync += [t.eq(t + 1), cs.eq(cs + 1)]
+                with m.Case(CDRAIN):
+                    m.d.sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt),
+                                 phase.eq(FC), f.eq(0), kb.eq(0), krem.eq(k_r), tile_first.eq(1)]
+                with m.Case(FC):
+                    m.d.sync += [v1.eq(1), first1.eq(f == 0), f1.eq(f)]
+                    m.d.sync += [en1[l].eq(krem > l) for l in range(L)]
+                    with m.If((f == 0) & ~tile_first):
+                        m.d.sync += [fcap1.eq(1), fcap_kb1.eq(kb - 1), fcap_krem1.eq(krem + L),
+                                     fcap_chan1.eq(cur_chan), fcap_last1.eq(0)]
+                    with m.If(f == F - 1):
+                        m.d.sync += [f.eq(0), tile_first.eq(0)]
+                        with m.If(krem <= L):
+                            m.d.sync += phase.eq(FDRAIN)
+                        with m.Else():
+                            m.d.sync += [kb.eq(kb + 1), krem.eq(krem - L)]
+                    with m.Else():
+                        m.d.sync += f.eq(f + 1)
+                with m.Case(FDRAIN):
+                    m.d.sync += [fcap1.eq(1), fcap_kb1.eq(kb), fcap_krem1.eq(krem),
+                                 fcap_chan1.eq(cur_chan), fcap_last1.eq(cur_last)]
+                    with m.If(cur_last):
+                        m.d.sync += state.eq(TAIL)
+                    with m.Else():
+                        m.d.sync += [phase.eq(CONV), t.eq(0), pt.eq(0), cg.eq(0), cs.eq(0)]
+                with m.Case(AMAC):
+                    fp = self.feats.payload
+                    m.d.sync += [v1.eq(1), first1.eq(f == 0), en1.eq(fp.en), b1.eq(fp.x), y1.eq(fp.y)]
+                    with m.If(f == 0):
+                        m.d.sync += a_en.eq(fp.en)
+                    with m.If(f == k_r - 1):
+                        m.d.sync += [f.eq(0), phase.eq(ADRAIN), grp_last.eq(fp.last)]
+                    with m.Else():
+                        m.d.sync += f.eq(f + 1)
+                with m.Case(ADRAIN):
+                    m.d.sync += [acap1.eq(1), acap_en1.eq(a_en), acap_last1.eq(grp_last),
+                                 acap_group1.eq(group), group.eq(group + 1)]
+                    with m.If(grp_last):
+                        m.d.sync += state.eq(TAIL)
+                    with m.Else():
+                        m.d.sync += phase.eq(AMAC)
+
+        # ---------------- MAC stage ------------------------------------------------------------
+        acc = [Signal(signed(ACC_BITS), name=f"acc{l}") for l in range(L)]
+        hp = Array(Signal(op, name=f"h{i}") for i in range(F))
+        hval = hp[f1]
+        for l in range(L):
+            r, j = divmod(l, Cc)
+            a_op = Mux(ph1 == CONV, conv_r.data[r], Mux(ph1 == FC, hval, aw_r.data))
+            b_op = Mux(ph1 == FC, fc_r.data[l], b1[l])
+            prod = Signal(signed(2 * PRED_OP_BITS), name=f"prod{l}")
+            m.d.comb += prod.eq(a_op * b_op)
+            bias = Mux(ph1 == AMAC, ubias[y1[l]], 0)
+            with m.If(v1):
+                with m.If(first1):
+                    m.d.sync += acc[l].eq(Mux(en1[l], prod + bias, 0))
+                with m.Elif(en1[l]):
+                    m.d.sync += acc[l].eq(acc[l] + prod)
+
+        # capture: requantize (conv: ReLU by shift1; fc: shift2) -- one shared unit
+        m.submodules.rq = rq = Requantize(_rq_cfg(cfg, L))
+        m.d.comb += [rq.shift.eq(Mux(ccap1, sh1, sh2)), rq.relu.eq(ccap1)]
+        m.d.comb += [rq.row[l].eq(acc[l]) for l in range(L)]
+
+        # conv capture -> pool -> feature buffer
+        m.submodules.pq = pq = Requantize(_rq_cfg(cfg, R * g.wpt))
+        m.d.comb += [pq.shift.eq(g.pshift), pq.relu.eq(0)]
+        colsum = [[sum((rq.out[r * Cc + u * g.spw + i] for i in range(g.spw)), Const(0, signed(ACC_BITS)))
+                   for u in range(g.wpt)] for r in range(R)]
+        psum = [[Signal(signed(ACC_BITS), name=f"psum{r}_{u}") for u in range(g.wpt)] for r in range(R)]
+        win_first = Signal()
+        if g.tpw > 1:
+            m.d.comb += win_first.eq(cpt1 % g.tpw == 0)
+        else:
+            m.d.comb += win_first.eq(1)
+        for r in range(R):
+            for u in range(g.wpt):
+                tot = Mux(win_first, colsum[r][u], psum[r][u] + colsum[r][u])
+                m.d.comb += pq.row[r * g.wpt + u].eq(tot)
+                with m.If(ccap1):
+                    m.d.sync += psum[r][u].eq(tot)
+        with m.If(ccap1):
+            with m.Switch(ccg1 * g.n_pt + cpt1):
+                for tcg in range(g.n_cg):
+                    for tpt in range(g.n_pt):
+                        if tpt % g.tpw != g.tpw - 1:
+                            continue       # the window goes on in the next tile
+                        with m.Case(tcg * g.n_pt + tpt):
+                            for r in range(R):
+                                c = tcg * R + r
+                                for u in range(g.wpt):
+                                    w = tpt * g.wpt + u if g.tpw == 1 else tpt // g.tpw
+                                    if c < g.C and w < g.Q2:
+                                        m.d.sync += hp[c * g.Q2 + w].eq(pq.out[r * g.wpt + u])
+
+        # fc capture -> output buffer
+        with m.If(fcap1):
+            m.d.sync += [ob.eq(rq.out), ob_kb.eq(fcap_kb1), ob_chan.eq(fcap_chan1), ob_last.eq(fcap_last1),
+                         ob_row.eq(0)]
+            m.d.sync += [ob_en[l].eq(fcap_krem1 > l) for l in range(L)]
+            nrows = Mux(fcap_krem1 >= L, R, (fcap_krem1 + Cc - 1) >> (Cc.bit_length() - 1))
+            m.d.sync += ob_rows.eq(nrows)
+
+        # assistant capture -> logit register
+        with m.If(acap1):
+            m.d.sync += [lo_valid.eq(1), lo_en.eq(acap_en1), lo_last.eq(acap_last1), lo_group.eq(acap_group1)]
+            m.d.sync += [lo_z[l].eq(Mux(acap_en1[l], acc[l], 0)) for l in range(L)]
+
+        # ---------------- output streams ----------------------------------------------------
+        rp = self.rows.payload
+        obv = ob.as_value()
+        ob_en_v = ob_en
+        row_data = Signal(data.ArrayLayout(op, Cc))
+        row_en = Signal(Cc)
+        with m.Switch(ob_row):
+            for r in range(R):
+                with m.Case(r):
+                    m.d.comb += [row_data.eq(obv[r * Cc * PRED_OP_BITS:(r + 1) * Cc * PRED_OP_BITS]),
+                                 row_en.eq(ob_en_v[r * Cc:(r + 1) * Cc])]
+        m.d.comb += [
+            self.rows.valid.eq(ob_rows != 0),
+            rp.en.eq(row_en),
+            rp.channel.eq(ob_chan),
+            rp.col.eq(ob_kb * L + ob_row * Cc),
+            rp.last.eq(ob_last & (ob_rows == 1)),
+        ]
+        m.d.comb += [rp.data[j].eq(Mux(row_en[j], row_data[j], 0)) for j in range(Cc)]
+        row_fire = self.rows.valid & self.rows.ready
+        with m.If(row_fire):
+            m.d.sync += [ob_rows.eq(ob_rows - 1), ob_row.eq(ob_row + 1)]
+
+        lp = self.logits.payload
+        m.d.comb += [self.logits.valid.eq(lo_valid), lp.z.eq(lo_z), lp.en.eq(lo_en),
+                     lp.group.eq(lo_group), lp.last.eq(lo_last)]
+        lo_fire = self.logits.valid & self.logits.ready
+        with m.If(lo_fire):
+            m.d.sync += lo_valid.eq(0)
+
+        with m.If(state == TAIL):
+            with m.If((row_fire & rp.last) | (lo_fire & lp.last)):
+                m.d.sync += state.eq(IDLE)
+
+        # ---------------- counters ----------------------------------------------------------
+        cnt = self.counters
+        out_wait = (self.rows.valid & ~self.rows.ready) | (self.logits.valid & ~self.logits.ready)
+        in_fire = s_fire | (self.feats.valid & self.feats.ready & (state == RUN))
+        lanes_on = sum((en1[l] for l in range(L)), Const(0, unsigned(_bits(L + 1) + 1)))
+        incr = {
+            "busy_cycles": (state == RUN) | (state == TAIL),
+            "step_cycles": step,
+            "stall_cycles": ((state == RUN) & ~step) | ((state == TAIL) & out_wait),
+            "macs": Mux(v1, lanes_on, 0),
+            "in_beats": in_fire,
+            "out_beats": row_fire | lo_fire,
+            "errors": bad | (wfire & ~waddr_ok),
+        }
+        for name in COUNTERS:
+            m.d.sync += cnt[name].eq(cnt[name] + incr[name])
+        with m.If(wfire & ~waddr_ok & (err == ERR_NONE)):
+            m.d.sync += err.eq(ERR_WADDR)
+        return m
+
+
+# --------------------------------------------------------------------------------------------
+# driver side: checks, weight packing, golden outputs in stream form, cycle model
+# --------------------------------------------------------------------------------------------
+
+def check_k(cfg: AcceleratorConfig, k) -> int:
+    """The layer's fan-in (predictor) or feature count (Assistant): 1..pred_kmax."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise PredictorArrayError(f"k={k!r} must be an integer")
+    if not 1 <= int(k) <= cfg.pred_kmax:
+        raise PredictorSizeError(f"k={k}: the predictor array serves 1..{cfg.pred_kmax} outputs "
+                                 f"(pred_kmax); a {'zero-size' if k == 0 else 'wider'} layer is refused")
+    return int(k)
+
+
+def check_shift(s, name: str) -> int:
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= int(s) < ACC_BITS:
+        raise PredictorArrayError(f"{name}={s!r}: a requantization shift must be an integer in 0..{ACC_BITS - 1}")
+    return int(s)
+
+
+def _word(vals, bits: int = PRED_OP_BITS) -> int:
+    w = 0
+    for i, v in enumerate(vals):
+        w |= (int(v) & ((1 << bits) - 1)) << (bits * i)
+    return w
+
+
+def pack_predictor_weights(cfg: AcceleratorConfig, w1, w2) -> list[dict]:
+    """Weight-stream beats for the conv weights (C, 1, 3, 3) and fc weights (K, F), int8.
+    K may be below pred_kmax (the rest of the fc SRAM is not written)."""
+    g = Geometry(cfg)
+    w1 = numerics.check_fits(np.asarray(w1), PRED_OP_BITS, "predictor conv weight")
+    w2 = numerics.check_fits(np.asarray(w2), PRED_OP_BITS, "predictor fc weight")
+    if w1.shape != (g.C, 1, 3, 3):
+        raise PredictorArrayError(f"conv weight shape {w1.shape} != ({g.C}, 1, 3, 3) (pred_channels)")
+    if w2.ndim != 2 or w2.shape[1] != g.F or not 1 <= w2.shape[0] <= g.kmax:
+        raise PredictorArrayError(f"fc weight shape {w2.shape}: need (1..{g.kmax}, {g.F}) (pred_kmax, pred_features)")
+    beats = []
+    wc = np.zeros((g.n_cg * g.R, 9), dtype=np.int64)
+    wc[:g.C] = w1.reshape(g.C, 9)
+    for c in range(g.n_cg):
+        for tap in range(9):
+            beats.append(dict(target=TGT_CONV, addr=c * 9 + tap, data=_word(wc[c * g.R:(c + 1) * g.R, tap])))
+    n_kb = g.n_kb(w2.shape[0])
+    wf = np.zeros((n_kb * g.L, g.F), dtype=np.int64)
+    wf[:w2.shape[0]] = w2
+    for kb in range(n_kb):
+        for f in range(g.F):
+            beats.append(dict(target=TGT_FC, addr=kb * g.F + f, data=_word(wf[kb * g.L:(kb + 1) * g.L, f])))
+    return beats
+
+
+def pack_assistant_weights(cfg: AcceleratorConfig, w_int, u_int) -> list[dict]:
+    """Weight-stream beats for the Assistant: int8 weights (K,) and int32 class biases."""
+    w_int = numerics.check_fits(np.asarray(w_int), PRED_OP_BITS, "assistant weights")
+    u_int = numerics.check_fits(np.asarray(u_int), ACC_BITS, "assistant class bias")
+    if w_int.ndim != 1:
+        raise PredictorArrayError(f"assistant weights must be a vector, got shape {w_int.shape}")
+    check_k(cfg, len(w_int))
+    if not 1 <= len(u_int) <= ASSIST_CLASSES:
+        raise PredictorArrayError(f"{len(u_int)} classes: the array holds 1..{ASSIST_CLASSES} class biases")
+    beats = [dict(target=TGT_AW, addr=i, data=_word([v])) for i, v in enumerate(w_int)]
+    beats += [dict(target=TGT_AU, addr=c, data=int(v) & 0xFFFFFFFF) for c, v in enumerate(u_int)]
+    return beats
+
+
+def golden_rows(cfg: AcceleratorConfig, x, params: dict, k: int, channels=None) -> list[dict]:
+    """The gradient rows the array must send for samples x (N, 1, P, P): predictor_forward_int's
+    outputs [0, k) cut into rows of pred_cols values, in the array's order."""
+    g = Geometry(cfg)
+    k = check_k(cfg, k)
+    out = predictor_forward_int(x, params["w1"], params["w2"], params["shift1"], params["shift2"],
+                                pool=cfg.pred_pool, k=k)
+    n = out.shape[0]
+    channels = list(range(n)) if channels is None else list(channels)
+    rows = []
+    for i in range(n):
+        for r in range(g.rows_of(k)):
+            col = r * g.Cc
+            en = [int(col + j < k) for j in range(g.Cc)]
+            vals = [int(out[i, col + j]) if en[j] else 0 for j in range(g.Cc)]
+            rows.append(dict(data=vals, en=en, channel=int(channels[i]), col=col,
+                             last=int(i == n - 1 and r == g.rows_of(k) - 1)))
+    return rows
+
+
+def golden_logits(cfg: AcceleratorConfig, x_int, w_int, u_int, y) -> list[dict]:
+    """Assistant logits (assistant_logit_int) in the array's beats: groups of L instances."""
+    g = Geometry(cfg)
+    z = assistant_logit_int(x_int, w_int, u_int, y)
+    n = len(z)
+    n_groups = -(-n // g.L)
+    beats = []
+    for gi in range(n_groups):
+        lanes = range(gi * g.L, min(n, (gi + 1) * g.L))
+        zz = [int(z[i]) for i in lanes] + [0] * (g.L - len(lanes))
+        en = [1] * len(lanes) + [0] * (g.L - len(lanes))
+        beats.append(dict(z=zz, en=en, group=gi, last=int(gi == n_groups - 1)))
+    return beats
+
+
+def feature_beats(cfg: AcceleratorConfig, x_int, y) -> list[dict]:
+    """Assistant input stream: for each group of L instances, one beat per feature."""
+    g = Geometry(cfg)
+    x_int = numerics.check_fits(np.asarray(x_int), PRED_OP_BITS, "assistant features")
+    y = np.asarray(y, dtype=np.int64)
+    n, kf = x_int.shape
+    check_k(cfg, kf)
+    if n == 0:
+        raise PredictorArrayError("an empty batch has no instance to score")
+    if y.shape != (n,) or y.min() < 0 or y.max() >= ASSIST_CLASSES:
+        raise PredictorArrayError(f"labels {y.shape} must be (N,) in 0..{ASSIST_CLASSES - 1}")
+    n_groups = -(-n // g.L)
+    beats = []
+    for gi in range(n_groups):
+        idx = list(range(gi * g.L, min(n, (gi + 1) * g.L)))
+        pad = g.L - len(idx)
+        for fi in range(kf):
+            beats.append(dict(x=[int(x_int[i, fi]) for i in idx] + [0] * pad,
+                              y=[int(y[i]) for i in idx] + [0] * pad,
+                              en=(1 << len(idx)) - 1,        # lane mask
+                              last=int(gi == n_groups - 1 and fi == kf - 1)))
+    return beats
+
+
+def predictor_array_cycles(cfg: AcceleratorConfig, n_samples: int, k: int) -> dict:
+    """Counters of one predictor job (n_samples samples, fan-in k), the samples always
+    available and the output always ready.  Per sample: conv_steps + 1 drain + ceil(k/L)*F
+    fc steps + 1 drain.  A tile's result can be captured only once the previous one's
+    rows have left: consecutive captures need a gap of (rows of the previous) + 2 steps,
+    otherwise the difference is a stall.  After the last drain: 1 + its rows."""
+    g = Geometry(cfg)
+    k = check_k(cfg, k)
+    if n_samples < 1:
+        raise PredictorArrayError(f"n_samples={n_samples}: a job has at least one sample")
+    n_kb = g.n_kb(k)
+    rows_last = g.rows_of(k) - (n_kb - 1) * g.R        # rows of a sample's last fc tile
+    per_sample = g.conv_steps + 1 + n_kb * g.F + 1
+    steps = n_samples * per_sample
+    # stalls at captures: within a sample (gap F after a full tile), across samples
+    stall_in = (n_kb - 1) * max(0, g.R + 2 - g.F)
+    stall_across = max(0, rows_last + 2 - (g.conv_steps + g.F + 2))
+    stalls = n_samples * stall_in + (n_samples - 1) * stall_across
+    tail = 1 + rows_last
+    macs = n_samples * (g.C * g.P2 * 9 + g.F * k)
+    return dict(busy_cycles=steps + stalls + tail, step_cycles=steps, stall_cycles=stalls, macs=macs,
+                in_beats=n_samples, out_beats=n_samples * g.rows_of(k))
+
+
+def assistant_cycles(cfg: AcceleratorConfig, n: int, features: int) -> dict:
+    """Counters of one Assistant job: n instances in groups of L, ``features`` steps
+    and a drain step per group; a logit beat leaves the cycle after its capture, so a
+    capture waits if the previous one is fewer than 3 steps earlier."""
+    g = Geometry(cfg)
+    features = check_k(cfg, features)
+    if n < 1:
+        raise PredictorArrayError(f"n={n}: an empty batch has no instance to score")
+    groups = -(-n // g.L)
+    steps = groups * (features + 1)
+    stalls = (groups - 1) * max(0, 3 - (features + 1))
+    return dict(busy_cycles=steps + stalls + 2, step_cycles=steps, stall_cycles=stalls, macs=n * features,
+                in_beats=groups * features, out_beats=groups)

@@ -1,0 +1,249 @@
+"""Weight-update unit: ``w <- sat(w - round(lr * g))`` on a weight tensor in the
+engine's external memory, through its own memory port (read request/response and a
+write stream), one gradient row at a time.  Golden: ``model_sw.numerics.sgd_update_int``
+(and ``shift_round_saturate`` for the optional 8-bit operand copy).
+
+GP steps: the rows are the predictor array's predicted (normalized) gradient rows
+(``grad_row_layout``: int8 values of output channel ``channel`` at fan-in indices
+``col .. col+pred_cols-1``, ``en`` per lane).  The integer scaling (documented in
+docs/predictor.md): the array's output has frac ``fo`` (int_params()["frac_out"]); model_sw
+de-normalizes by the layer's scale ``2**s`` (Trainer._gp_scale, a power of two in the
+quantized mode) and multiplies by the learning rate ``2**lr_log2``; the weight tensor has
+frac ``fw``; so ``g_shift = fw + lr_log2 + s - fo`` (one rounding shift, no multiplier).
+BP steps apply true gradients through the same rows interface (int8 dW rows at frac
+``fg``: ``g_shift = fw + lr_log2 - fg``).
+
+Addressing without multipliers: rows arrive channel by channel (col 0 first), so the
+row's base ``w_base + channel * k`` is a running sum (+k at every new channel); a
+channel out of order is an error.  Optional copy: with ``copy8`` each updated weight is
+also written, shifted right by ``d8`` (round half to even, saturated to 8 bits), to the
+8-bit operand tensor at ``w8_base`` that the engine's next forward reads.
+"""
+from __future__ import annotations
+
+from amaranth import Module, Signal, Mux, Cat, Const, signed, unsigned
+from amaranth.lib import wiring, stream, data
+from amaranth.lib.wiring import In, Out
+
+from rtl.config import AcceleratorConfig
+from rtl.gather import mem_rd_signature
+from .interfaces import grad_row_layout, PRED_OP_BITS
+
+ERR_ORDER = 1          # a row's channel/col is not the next one expected
+ERR_ADDR = 2           # the weight tensor leaves external memory
+COUNTER_BITS = 48
+
+
+class UpdateError(ValueError):
+    """An update the unit cannot do; the message names the value."""
+
+
+def update_desc_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    return data.StructLayout({
+        "w_base": unsigned(cfg.mem_addr_bits),   # weight tensor [C_out, k] (row-major)
+        "k": unsigned(cfg.dim_bits),             # fan-in (row stride)
+        "c_out": unsigned(cfg.dim_bits),
+        "g_shift": signed(7),                    # lr * g on the weight grid: round(g * 2**g_shift)
+        "w16": unsigned(1),                      # weights are 16-bit (else 8-bit)
+        "copy8": unsigned(1),                    # also write the 8-bit operand copy
+        "w8_base": unsigned(cfg.mem_addr_bits),
+        "d8": unsigned(5),                       # copy = sat8(round(w' >> d8))
+        "from_mem": unsigned(1),                 # BP: gradient rows read from memory (int8 dW at g_base)
+        "g_base": unsigned(cfg.mem_addr_bits),
+        "after": unsigned(16),                   # start once the engine has retired this many instructions
+    })
+
+
+def update_wr_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    L = cfg.pred_cols
+    return data.StructLayout({
+        "addr": data.ArrayLayout(unsigned(cfg.mem_addr_bits), 2 * L),   # lanes 0..L-1 w, L..2L-1 the copy
+        "data": data.ArrayLayout(unsigned(cfg.slot_bits), 2 * L),
+        "en": unsigned(2 * L),
+    })
+
+
+def update_descriptor(cfg: AcceleratorConfig, *, w_base: int, c_out: int, k: int, g_shift: int,
+                      w_bits: int = 16, w8_base: int | None = None, d8: int = 0,
+                      g_base: int | None = None, after: int = 0, name: str = "layer") -> dict:
+    """One layer's update.  GP: rows come from the predictor array.  BP (``g_base``
+    given): the unit reads the true gradient, int8 [C_out, k] at ``g_base`` (the engine's
+    requantized dW), once the engine has retired ``after`` instructions."""
+    if c_out < 1 or k < 1:
+        raise UpdateError(f"{name}: zero-size weight tensor (C_out={c_out}, k={k})")
+    if w_bits not in (8, 16):
+        raise UpdateError(f"{name}: w_bits={w_bits} must be 8 or 16")
+    if not -63 <= g_shift <= 63:
+        raise UpdateError(f"{name}: g_shift={g_shift} outside -63..63")
+    if not 0 <= d8 < 32:
+        raise UpdateError(f"{name}: d8={d8} outside 0..31")
+    if not 0 <= after < 1 << 16:
+        raise UpdateError(f"{name}: after={after} outside 0..65535")
+    for what, base in (("w_base", w_base), ("w8_base", w8_base), ("g_base", g_base)):
+        if base is not None and (base < 0 or base + c_out * k > cfg.mem_words):
+            raise UpdateError(f"{name}: {what}={base}: the tensor [{c_out}, {k}] leaves memory of "
+                              f"{cfg.mem_words} slots")
+    return {"w_base": w_base, "k": k, "c_out": c_out, "g_shift": g_shift, "w16": int(w_bits == 16),
+            "copy8": int(w8_base is not None), "w8_base": w8_base or 0, "d8": d8,
+            "from_mem": int(g_base is not None), "g_base": g_base or 0, "after": after}
+
+
+def _shift_round(m, x, sh_left, sh_right, width, name):
+    """round_half_even(x * 2**sh_left / 2**sh_right) (one of the two shifts is 0), unsaturated."""
+    xs = Signal(signed(width), name=f"{name}_xs")
+    m.d.comb += xs.eq(x << sh_left)
+    pw = Signal(unsigned(width + 1), name=f"{name}_pw")
+    q = Signal(signed(width), name=f"{name}_q")
+    rem = Signal(unsigned(width), name=f"{name}_rem")
+    m.d.comb += [pw.eq(Const(1, 1) << sh_right), q.eq(xs >> sh_right), rem.eq(xs.as_unsigned() & (pw - 1))]
+    half = pw >> 1
+    up = (sh_right != 0) & ((rem > half) | ((rem == half) & q[0]))
+    r = Signal(signed(width + 1), name=f"{name}_r")
+    m.d.comb += r.eq(q + up)
+    return r
+
+
+def _sat(v, bits):
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return Mux(v > hi, hi, Mux(v < lo, lo, v))
+
+
+class UpdateUnit(wiring.Component):
+    """Ports: ``desc`` (one per layer, consumed with the layer's ``last`` row), ``rows``,
+    ``mem`` (read port, pred_cols lanes), ``wr`` (write stream), ``layers_done`` (count of
+    finished layer updates), ``busy`` (a layer's descriptor held), ``working`` (a row in
+    flight), ``error`` (sticky), ``elems`` (weights updated)."""
+
+    def __init__(self, cfg: AcceleratorConfig):
+        self.cfg = cfg
+        super().__init__({
+            "desc": In(stream.Signature(update_desc_layout(cfg))),
+            "rows": In(stream.Signature(grad_row_layout(cfg))),
+            "mem": Out(mem_rd_signature(cfg, cfg.pred_cols)),
+            "wr": Out(stream.Signature(update_wr_layout(cfg))),
+            "retired": In(48),          # the engine's retired-instruction counter (BP fence)
+            "layers_done": Out(16),
+            "busy": Out(1),
+            "working": Out(1),
+            "error": Out(2),
+            "elems": Out(COUNTER_BITS),
+        })
+
+    def _read_row(self, m, req, resp, then, base, row, store):
+        """Two FSM states: request the row's lanes at ``base + col + j``, then ``store``
+        each response lane; go to ``then``."""
+        with m.State(req):
+            m.d.comb += self.mem.req.valid.eq(1)
+            for j in range(self.cfg.pred_cols):
+                m.d.comb += self.mem.req.payload.addr[j].eq(base + row.col + j)
+            m.d.comb += self.mem.req.payload.en.eq(row.en)
+            with m.If(self.mem.req.ready):
+                m.next = resp
+        with m.State(resp):
+            m.d.comb += self.mem.resp.ready.eq(1)
+            with m.If(self.mem.resp.valid):
+                m.d.sync += [store(j, self.mem.resp.payload[j]) for j in range(self.cfg.pred_cols)]
+                m.next = then
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        L = cfg.pred_cols
+        aw = cfg.mem_addr_bits
+        d = Signal(update_desc_layout(cfg))
+        have = Signal()
+        row = Signal(grad_row_layout(cfg))
+        ch_base = Signal(aw + cfg.dim_bits + 1)      # w_base + channel * k (running)
+        g_row = Signal(aw + cfg.dim_bits + 1)        # g_base + channel * k (running, BP)
+        c8_base = Signal(aw + cfg.dim_bits + 1)
+        exp_ch = Signal(cfg.dim_bits)
+        exp_col = Signal(cfg.dim_bits + 1)
+        first = Signal()
+        err = Signal(2)
+        m.d.comb += self.error.eq(err)
+        wvals = Signal(data.ArrayLayout(signed(cfg.slot_bits), L))
+        sh_l = Signal(range(64))
+        sh_r = Signal(range(64))
+        m.d.comb += [sh_l.eq(Mux(d.g_shift > 0, d.g_shift, 0)), sh_r.eq(Mux(d.g_shift < 0, -d.g_shift, 0))]
+        new_w, new_c = [], []
+        for j in range(L):
+            delta = _shift_round(m, row.data[j], sh_l, sh_r, PRED_OP_BITS + 64, f"d{j}")
+            w = wvals[j]
+            diff = Signal(signed(cfg.slot_bits + PRED_OP_BITS + 66), name=f"diff{j}")
+            m.d.comb += diff.eq(w - delta)
+            nw = Signal(signed(16), name=f"nw{j}")
+            m.d.comb += nw.eq(Mux(d.w16, _sat(diff, 16), _sat(diff, 8)))
+            c8 = _shift_round(m, nw, 0, d.d8, 17, f"c{j}")
+            nc = Signal(signed(8), name=f"nc{j}")
+            m.d.comb += nc.eq(_sat(c8, 8))
+            new_w.append(nw)
+            new_c.append(nc)
+        elems = Signal(COUNTER_BITS)
+        m.d.comb += self.elems.eq(elems)
+        done = Signal(16)
+        m.d.comb += self.layers_done.eq(done)
+        m.d.comb += self.busy.eq(have)
+        with m.FSM() as fsm:
+            with m.State("DESC"):
+                go = (err == 0) & (self.retired >= self.desc.payload.after)
+                m.d.comb += self.desc.ready.eq(go)
+                with m.If(self.desc.valid & go):
+                    m.d.sync += [d.eq(self.desc.payload), have.eq(1), ch_base.eq(self.desc.payload.w_base),
+                                 c8_base.eq(self.desc.payload.w8_base), g_row.eq(self.desc.payload.g_base),
+                                 exp_ch.eq(0), exp_col.eq(0)]
+                    with m.If(self.desc.payload.from_mem):
+                        m.next = "GROW"
+                    with m.Else():
+                        m.next = "ROW"
+            with m.State("GROW"):      # BP: the next row of the true gradient, made here
+                new_ch = exp_col >= d.k
+                col = Mux(new_ch, 0, exp_col)
+                ch = Mux(new_ch, exp_ch + 1, exp_ch)
+                m.d.sync += [row.channel.eq(ch), row.col.eq(col),
+                             row.en.eq(Cat(*[(col + j < d.k) for j in range(L)])),
+                             row.last.eq((ch + 1 == d.c_out) & (col + L >= d.k))]
+                with m.If(new_ch):
+                    m.d.sync += [exp_ch.eq(exp_ch + 1), exp_col.eq(0), ch_base.eq(ch_base + d.k),
+                                 c8_base.eq(c8_base + d.k), g_row.eq(g_row + d.k)]
+                m.next = "GREQ"
+            self._read_row(m, "GREQ", "GRESP", "REQ", g_row, row,
+                           lambda j, v: row.data[j].eq(Mux(row.en[j], v[:PRED_OP_BITS], 0)))
+            with m.State("ROW"):
+                m.d.comb += self.rows.ready.eq(1)
+                with m.If(self.rows.valid):
+                    p = self.rows.payload
+                    m.d.sync += row.eq(p)
+                    with m.If((p.channel == exp_ch) & (p.col == exp_col)):
+                        m.next = "REQ"
+                    with m.Elif((p.channel == exp_ch + 1) & (p.col == 0) & (exp_col >= d.k)):
+                        m.d.sync += [exp_ch.eq(exp_ch + 1), exp_col.eq(0),
+                                     ch_base.eq(ch_base + d.k), c8_base.eq(c8_base + d.k)]
+                        m.next = "REQ"
+                    with m.Else():
+                        m.d.sync += err.eq(ERR_ORDER)
+                        m.next = "ERROR"
+            self._read_row(m, "REQ", "RESP", "WRITE", ch_base, row,
+                           lambda j, v: wvals[j].eq(v.as_signed()))
+            with m.State("WRITE"):
+                m.d.comb += self.wr.valid.eq(1)
+                for j in range(L):
+                    m.d.comb += [self.wr.payload.addr[j].eq(ch_base + row.col + j),
+                                 self.wr.payload.data[j].eq(new_w[j]),
+                                 self.wr.payload.addr[L + j].eq(c8_base + row.col + j),
+                                 self.wr.payload.data[L + j].eq(new_c[j])]
+                m.d.comb += self.wr.payload.en.eq(row.en | Mux(d.copy8, row.en << L, 0))
+                with m.If(self.wr.ready):
+                    m.d.sync += [elems.eq(elems + sum(row.en[j] for j in range(L))),
+                                 exp_col.eq(row.col + L)]
+                    with m.If(row.last):
+                        m.d.sync += [done.eq(done + 1), have.eq(0)]
+                        m.next = "DESC"
+                    with m.Elif(d.from_mem):
+                        m.next = "GROW"
+                    with m.Else():
+                        m.next = "ROW"
+            with m.State("ERROR"):
+                pass
+        m.d.comb += self.working.eq(fsm.ongoing("REQ") | fsm.ongoing("RESP") | fsm.ongoing("WRITE")
+                                    | fsm.ongoing("GROW") | fsm.ongoing("GREQ") | fsm.ongoing("GRESP"))
+        return m

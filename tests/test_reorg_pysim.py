@@ -1,0 +1,155 @@
+"""ReorgUnit (predictor_hw/reorg.py) in Amaranth's simulator vs its golden
+model_sw.adagp_reorg.reorg_samples_int: beats in the engine's write order (with gaps),
+two or three layers back to back (double banking), random back-pressure on samples."""
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from model_sw import adagp_reorg as R
+from predictor_hw import reorg as RU
+from rtl.config import AcceleratorConfig
+
+CFG = AcceleratorConfig(name="unit", rows=4, cols=4, spad_a_words=64, spad_b_words=64,
+                        acc_words=32, mem_addr_bits=14, pred_max_cout=16)
+
+
+def engine_beats(cfg, base, m, n, vals, rng=None):
+    """Write beats of a row-major [m, n] output at ``base`` in the engine's drain order:
+    tile rows ti, tile columns tj, then the R rows of the tile (one beat = C lanes)."""
+    R_, C = cfg.rows, cfg.cols
+    beats = []
+    for ti in range(-(-m // R_)):
+        for tj in range(-(-n // C)):
+            for i in range(R_):
+                row = ti * R_ + i
+                if row >= m:
+                    continue
+                lanes = [tj * C + j for j in range(C)]
+                beats.append(([base + row * n + c if c < n else 0 for c in lanes],
+                              [int(vals[row, c]) if c < n else 0 for c in lanes],
+                              [int(c < n) for c in lanes]))
+    return beats
+
+
+def layer_case(rng, kind, batch, c, h=1, w=1, relu=False, base=0, layer_id=0):
+    if kind == "conv":
+        y = rng.integers(-128, 128, size=(batch, c, h, w))
+        if relu:
+            y = np.maximum(y, 0)
+        stored = y.transpose(1, 0, 2, 3).reshape(c, -1)        # [C, B*H*W] (CNHW)
+    else:
+        y = rng.integers(-128, 128, size=(batch, c))
+        stored = y.T                                            # [N, B]
+    y_frac = int(rng.integers(-2, 25))
+    d = RU.reorg_descriptor(CFG, kind=kind, base=base, batch=batch, c_out=c, h=h, w=w,
+                            y_frac=y_frac, k=9, layer_id=layer_id)
+    want, _ = R.reorg_samples_int(y, y_frac, kind, CFG.pred_p)
+    return d, engine_beats(CFG, base, *stored.shape, stored), want.reshape(c, -1)
+
+
+def run_unit(layers, seed=0, ready_prob=0.6, gap_prob=0.3, max_cycles=200_000):
+    dut = RU.ReorgUnit(CFG)
+    rng = np.random.default_rng(seed)
+    got = []
+
+    async def drive(ctx):
+        for d, beats, _ in layers:
+            ctx.set(dut.desc.payload, d)
+            ctx.set(dut.desc.valid, 1)
+            await ctx.tick().until(dut.desc.ready)      # accepted at this edge
+            ctx.set(dut.desc.valid, 0)
+            await ctx.tick()
+            assert ctx.get(dut.armed) and ctx.get(dut.armed_id) == d["layer_id"]
+            for addr, val, en in beats:
+                while rng.random() < gap_prob:          # engine/memory gaps; valid without ready too
+                    ctx.set(dut.tap.valid, int(rng.random() < 0.5))
+                    ctx.set(dut.tap.ready, 0)
+                    await ctx.tick()
+                for j in range(CFG.cols):
+                    ctx.set(dut.tap.payload.addr[j], addr[j])
+                    ctx.set(dut.tap.payload.data[j], val[j] & ((1 << CFG.slot_bits) - 1))
+                ctx.set(dut.tap.payload.en, sum(e << j for j, e in enumerate(en)))
+                ctx.set(dut.tap.valid, 1)
+                ctx.set(dut.tap.ready, 1)
+                await ctx.tick()
+            ctx.set(dut.tap.valid, 0)
+            # wait until this layer's bank is handed over before arming the next
+            await ctx.tick().repeat(4)
+
+    async def sink(ctx):
+        n_want = sum(len(w) for _, _, w in layers)
+        cycles = 0
+        while len(got) < n_want:
+            rdy = int(rng.random() < ready_prob)
+            ctx.set(dut.samples.ready, rdy)
+            await ctx.delay(1e-9)
+            if rdy and ctx.get(dut.samples.valid):
+                p = ctx.get(dut.samples.payload)
+                got.append((int(p.channel), int(p.last), [int(v) for v in p.pix], int(ctx.get(dut.layer_id))))
+            await ctx.tick()
+            cycles += 1
+            assert ctx.get(dut.error) == 0, f"error status {ctx.get(dut.error)}"
+            assert cycles < max_cycles, "watchdog: samples did not arrive"
+        await ctx.tick().repeat(8)
+        assert not ctx.get(dut.busy)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(drive)
+    sim.add_testbench(sink)
+    sim.run()
+    i = 0
+    for d, _, want in layers:
+        for c in range(d["c_out"]):
+            ch, last, pix, lid = got[i]
+            assert (ch, last, lid) == (c, int(c == d["c_out"] - 1), d["layer_id"]), got[i]
+            assert pix == list(want[c]), (d, c, pix, list(want[c]))
+            i += 1
+
+
+def test_digits_cnn_shapes_back_to_back():
+    rng = np.random.default_rng(1)
+    layers = [layer_case(rng, "conv", 8, 8, 8, 8, relu=True, base=100, layer_id=1),
+              layer_case(rng, "conv", 8, 16, 4, 4, relu=True, base=5000, layer_id=2),
+              layer_case(rng, "linear", 8, 10, base=9000, layer_id=3)]
+    run_unit(layers, seed=1)
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_random_shapes(seed):
+    rng = np.random.default_rng(seed)
+    layers = [layer_case(rng, "conv", 2, 5, 16, 16, base=7, layer_id=4),
+              layer_case(rng, "conv", 4, 3, 2, 1, base=3000, layer_id=5),
+              layer_case(rng, "linear", 4, 16, base=1, layer_id=6),
+              layer_case(rng, "linear", 1, 3, base=4000, layer_id=7),
+              layer_case(rng, "conv", 1, 16, 1, 1, base=8000, layer_id=8)]
+    run_unit(layers, seed=seed, ready_prob=0.3)
+
+
+def test_bad_descriptors_raise_and_set_status():
+    with pytest.raises(RU.ReorgHwError, match="C_out=17"):
+        RU.reorg_descriptor(CFG, kind="conv", base=0, batch=4, c_out=17, h=4, w=4, y_frac=3, k=9)
+    with pytest.raises(RU.ReorgHwError, match="zero-size"):
+        RU.reorg_descriptor(CFG, kind="conv", base=0, batch=4, c_out=0, h=4, w=4, y_frac=3, k=9)
+    with pytest.raises(RU.ReorgHwError, match="batch=3"):
+        RU.reorg_descriptor(CFG, kind="conv", base=0, batch=3, c_out=2, h=4, w=4, y_frac=3, k=9)
+    with pytest.raises(RU.ReorgHwError, match="H=6"):
+        RU.reorg_descriptor(CFG, kind="conv", base=0, batch=4, c_out=2, h=6, w=4, y_frac=3, k=9)
+    good = RU.reorg_descriptor(CFG, kind="conv", base=0, batch=4, c_out=2, h=8, w=8, y_frac=3, k=9)
+    for patch, code in (({"c_out": 17}, RU.ERR_COUT), ({"c_out": 0}, RU.ERR_ZERO),
+                        ({"lg_fh": 0}, RU.ERR_MAP)):
+        dut = RU.ReorgUnit(CFG)
+
+        async def tb(ctx, d=dict(good, **patch), code=code):
+            ctx.set(dut.desc.payload, d)
+            ctx.set(dut.desc.valid, 1)
+            await ctx.tick()
+            ctx.set(dut.desc.valid, 0)
+            await ctx.tick()
+            assert ctx.get(dut.error) == code
+            assert not ctx.get(dut.armed) and not ctx.get(dut.desc.ready)
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(tb)
+        sim.run()

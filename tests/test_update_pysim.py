@@ -1,0 +1,139 @@
+"""UpdateUnit (predictor_hw/update.py) in Amaranth's simulator against its golden
+model_sw.numerics.sgd_update_int / shift_round_saturate: GP rows streamed in (with
+gaps), BP gradients read from memory, a memory model with latency and back-pressure."""
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from model_sw import numerics
+from predictor_hw import update as U
+from rtl.config import AcceleratorConfig
+
+CFG = AcceleratorConfig(name="unit", rows=4, cols=4, spad_a_words=64, spad_b_words=64, acc_words=32,
+                        mem_addr_bits=12, pred_cols=4)
+
+
+def run(layers, mem, rows_per_layer, seed=0, retired=1 << 20):
+    dut = U.UpdateUnit(CFG)
+    rng = np.random.default_rng(seed)
+    mem = mem.copy()
+    L = CFG.pred_cols
+
+    async def memory(ctx):
+        pending = []
+        ctx.set(dut.retired, retired)
+        while True:
+            rdy = int(rng.random() < 0.7)
+            ctx.set(dut.mem.req.ready, rdy)
+            ctx.set(dut.wr.ready, int(rng.random() < 0.7))
+            if pending and pending[0][0] <= 0:
+                ctx.set(dut.mem.resp.valid, 1)
+                for j, v in enumerate(pending[0][1]):
+                    ctx.set(dut.mem.resp.payload[j], v & 0xFFFFFFFF)
+            else:
+                ctx.set(dut.mem.resp.valid, 0)
+            await ctx.delay(1e-9)
+            fire_req = rdy and ctx.get(dut.mem.req.valid)
+            if fire_req:
+                p = ctx.get(dut.mem.req.payload)
+                vals = [int(mem[int(p.addr[j])]) if (int(p.en) >> j) & 1 else 0 for j in range(L)]
+            if pending and pending[0][0] <= 0 and ctx.get(dut.mem.resp.ready):
+                pending.pop(0)
+            if ctx.get(dut.wr.valid) and ctx.get(dut.wr.ready):
+                p = ctx.get(dut.wr.payload)
+                for j in range(2 * L):
+                    if (int(p.en) >> j) & 1:
+                        v = int(p.data[j]) & 0xFFFFFFFF
+                        mem[int(p.addr[j])] = v - (1 << 32) if v >> 31 else v
+            await ctx.tick()
+            pending = [(t - 1, v) for t, v in pending]
+            if fire_req:
+                pending.append((1, vals))
+
+    async def drive(ctx):
+        for d, rows in zip(layers, rows_per_layer):
+            ctx.set(dut.desc.payload, d)
+            ctx.set(dut.desc.valid, 1)
+            await ctx.tick().until(dut.desc.ready)
+            ctx.set(dut.desc.valid, 0)
+            for r in rows:
+                while rng.random() < 0.3:
+                    ctx.set(dut.rows.valid, 0)
+                    await ctx.tick()
+                ctx.set(dut.rows.payload, r)
+                ctx.set(dut.rows.valid, 1)
+                await ctx.tick().until(dut.rows.ready)
+            ctx.set(dut.rows.valid, 0)
+        for _ in range(20000):
+            if ctx.get(dut.layers_done) == len(layers):
+                break
+            await ctx.tick()
+        assert ctx.get(dut.layers_done) == len(layers) and ctx.get(dut.error) == 0
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(memory, background=True)
+    sim.add_testbench(drive)
+    sim.run()
+    return mem, dut
+
+
+def grad_rows(g):
+    """A (C_out, k) int8 gradient as the array's rows (pred_cols values, en, channel, col)."""
+    L = CFG.pred_cols
+    c_out, k = g.shape
+    rows = []
+    for c in range(c_out):
+        for col in range(0, k, L):
+            en = [int(col + j < k) for j in range(L)]
+            rows.append({"data": [int(g[c, col + j]) if e else 0 for j, e in enumerate(en)],
+                         "en": sum(e << j for j, e in enumerate(en)), "channel": c, "col": col, "last": 0})
+    rows[-1]["last"] = 1
+    return rows
+
+
+@pytest.mark.parametrize("g_shift,w_bits", [(-3, 16), (0, 16), (2, 16), (-1, 8)])
+def test_gp_rows_update_bit_exact(g_shift, w_bits):
+    rng = np.random.default_rng(7 + g_shift)
+    c_out, k = 3, 10
+    lo, hi = numerics.int_range(w_bits)
+    w = rng.integers(lo, hi + 1, size=(c_out, k))
+    w[0, :3] = [hi, lo, hi - 1]                  # saturation at both ends
+    g = rng.integers(-128, 128, size=(c_out, k))
+    g[0, :3] = [-128, 127, -128]
+    mem = np.zeros(CFG.mem_words, dtype=np.int64)
+    mem[100:100 + w.size] = w.ravel()
+    d8 = 8 if w_bits == 16 else 0
+    d = U.update_descriptor(CFG, w_base=100, c_out=c_out, k=k, g_shift=g_shift, w_bits=w_bits,
+                            w8_base=500, d8=d8)
+    out, _ = run([d], mem, [grad_rows(g)])
+    want = numerics.sgd_update_int(w, g, g_shift, w_bits)
+    assert np.array_equal(out[100:100 + w.size].reshape(w.shape), want)
+    assert np.array_equal(out[500:500 + w.size].reshape(w.shape), numerics.shift_round_saturate(want, -d8, 8))
+
+
+def test_bp_true_gradients_from_memory_two_layers():
+    rng = np.random.default_rng(3)
+    shapes = [(4, 9), (2, 5)]
+    mem = np.zeros(CFG.mem_words, dtype=np.int64)
+    descs, want = [], []
+    base = 16
+    for c_out, k in shapes:
+        w = rng.integers(-30000, 30000, size=(c_out, k))
+        g = rng.integers(-128, 128, size=(c_out, k))
+        mem[base:base + w.size] = w.ravel()
+        mem[base + 1000:base + 1000 + g.size] = g.ravel()
+        descs.append(U.update_descriptor(CFG, w_base=base, c_out=c_out, k=k, g_shift=-2, g_base=base + 1000,
+                                         after=5))
+        want.append((base, numerics.sgd_update_int(w, g, -2, 16)))
+        base += 64
+    out, _ = run(descs, mem, [[], []], retired=5)
+    for b, wv in want:
+        assert np.array_equal(out[b:b + wv.size].reshape(wv.shape), wv)
+
+
+def test_bad_descriptor_raises():
+    with pytest.raises(U.UpdateError, match="C_out=0"):
+        U.update_descriptor(CFG, w_base=0, c_out=0, k=3, g_shift=0)
+    with pytest.raises(U.UpdateError, match="w_base=4090"):
+        U.update_descriptor(CFG, w_base=4090, c_out=2, k=8, g_shift=0)
