@@ -34,7 +34,7 @@ from predictor_hw.reorg import ReorgUnit, desc_layout
 from predictor_hw.update import UpdateUnit, update_desc_layout, update_wr_layout
 from . import isa
 from .config import AcceleratorConfig
-from .engine import Engine, COUNTER_BITS, counters_layout, mem_wr_layout
+from .engine import Engine, COUNTER_BITS, counters_layout, mem_wr_layout, zero_wr_layout
 from .gather import mem_rd_signature
 
 ROWS_FIFO = 8
@@ -89,6 +89,8 @@ class Accelerator(wiring.Component):
             "rd_a": Out(mem_rd_signature(cfg, cfg.rows)),
             "rd_b": Out(mem_rd_signature(cfg, cfg.cols)),
             "wr": Out(stream.Signature(mem_wr_layout(cfg))),
+            "rd_m": Out(mem_rd_signature(cfg, cfg.cols)),          # the engine's ReLU-mask reads (sparsity)
+            "wz": Out(stream.Signature(zero_wr_layout(cfg))),       # the engine's zero writes (ocompact)
             "rdesc": In(stream.Signature(desc_layout(cfg))),
             "udesc": In(stream.Signature(update_desc_layout(cfg))),
             "pweights": In(stream.Signature(weight_layout(cfg))),
@@ -119,6 +121,8 @@ class Accelerator(wiring.Component):
         wiring.connect(m, eng.rd_a, wiring.flipped(self.rd_a))
         wiring.connect(m, eng.rd_b, wiring.flipped(self.rd_b))
         wiring.connect(m, eng.wr, wiring.flipped(self.wr))
+        wiring.connect(m, eng.rd_m, wiring.flipped(self.rd_m))
+        wiring.connect(m, eng.wz, wiring.flipped(self.wz))
         m.d.comb += [ro.tap.valid.eq(eng.wr.valid), ro.tap.ready.eq(self.wr.ready),
                      ro.tap.payload.eq(eng.wr.payload)]
 

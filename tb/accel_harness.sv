@@ -87,6 +87,9 @@ module accel_harness #(
     wire [R*AW+R-1:0] a_req;  wire a_req_valid;
     wire [C*AW+C-1:0] b_req;  wire b_req_valid;
     wire [L*AW+L-1:0] u_req;  wire u_req_valid;
+    wire [C*AW+C-1:0] m_req;  wire m_req_valid;   // the engine's mask reads (sparse modes)
+    reg  [C*SLOT-1:0] m_resp; reg  m_resp_valid;
+    wire [C*AW+C-1:0] z_req;  wire z_valid;       // the engine's zero writes (ocompact)
     reg  [R*SLOT-1:0] a_resp; reg  a_resp_valid;
     reg  [C*SLOT-1:0] b_resp; reg  b_resp_valid;
     reg  [L*SLOT-1:0] u_resp; reg  u_resp_valid;
@@ -111,6 +114,9 @@ module accel_harness #(
         .rd_b__req__payload(b_req), .rd_b__req__valid(b_req_valid), .rd_b__req__ready(rdy_b),
         .rd_b__resp__payload(b_resp), .rd_b__resp__valid(b_resp_valid), .rd_b__resp__ready(),
         .wr__payload(w_req), .wr__valid(w_valid), .wr__ready(rdy_w),
+        .rd_m__req__payload(m_req), .rd_m__req__valid(m_req_valid), .rd_m__req__ready(rdy_u),
+        .rd_m__resp__payload(m_resp), .rd_m__resp__valid(m_resp_valid), .rd_m__resp__ready(),
+        .wz__payload(z_req), .wz__valid(z_valid), .wz__ready(rdy_u),
         .rdesc__payload(rdesc_rom[rd_ptr[$clog2(DMAX)-1:0]][RDW-1:0]), .rdesc__valid(rdesc_valid),
         .rdesc__ready(rdesc_ready),
         .udesc__payload(udesc_rom[ud_ptr[$clog2(DMAX)-1:0]][UDW-1:0]), .udesc__valid(udesc_valid),
@@ -128,10 +134,11 @@ module accel_harness #(
     reg [R*SLOT-1:0] a_pipe [0:LAT-1]; reg a_pv [0:LAT-1];
     reg [C*SLOT-1:0] b_pipe [0:LAT-1]; reg b_pv [0:LAT-1];
     reg [L*SLOT-1:0] u_pipe [0:LAT-1]; reg u_pv [0:LAT-1];
+    reg [C*SLOT-1:0] m_pipe [0:LAT-1]; reg m_pv [0:LAT-1];
     integer l, s;
     initial begin
         for (s = 0; s < LAT; s = s + 1) begin
-            a_pv[s] = 1'b0; b_pv[s] = 1'b0; u_pv[s] = 1'b0;
+            a_pv[s] = 1'b0; b_pv[s] = 1'b0; u_pv[s] = 1'b0; m_pv[s] = 1'b0; m_pipe[s] = {C*SLOT{1'b0}};
             a_pipe[s] = {R*SLOT{1'b0}}; b_pipe[s] = {C*SLOT{1'b0}}; u_pipe[s] = {L*SLOT{1'b0}};
         end
     end
@@ -142,6 +149,9 @@ module accel_harness #(
             b_pipe[0][l*SLOT +: SLOT] <= b_req[C*AW + l] ? mem[b_req[l*AW +: AW]] : {SLOT{1'b0}};
         for (l = 0; l < L; l = l + 1)
             u_pipe[0][l*SLOT +: SLOT] <= u_req[L*AW + l] ? mem[u_req[l*AW +: AW]] : {SLOT{1'b0}};
+        for (l = 0; l < C; l = l + 1)
+            m_pipe[0][l*SLOT +: SLOT] <= m_req[C*AW + l] ? mem[m_req[l*AW +: AW]] : {SLOT{1'b0}};
+        m_pv[0] <= m_req_valid && rdy_u && !rst;
         a_pv[0] <= a_req_valid && rdy_a && !rst;
         b_pv[0] <= b_req_valid && rdy_b && !rst;
         u_pv[0] <= u_req_valid && rdy_u && !rst;
@@ -149,12 +159,14 @@ module accel_harness #(
             a_pipe[s] <= a_pipe[s-1]; a_pv[s] <= a_pv[s-1] && !rst;
             b_pipe[s] <= b_pipe[s-1]; b_pv[s] <= b_pv[s-1] && !rst;
             u_pipe[s] <= u_pipe[s-1]; u_pv[s] <= u_pv[s-1] && !rst;
+            m_pipe[s] <= m_pipe[s-1]; m_pv[s] <= m_pv[s-1] && !rst;
         end
     end
     always @(*) begin
         a_resp = a_pipe[LAT-1]; a_resp_valid = a_pv[LAT-1];
         b_resp = b_pipe[LAT-1]; b_resp_valid = b_pv[LAT-1];
         u_resp = u_pipe[LAT-1]; u_resp_valid = u_pv[LAT-1];
+        m_resp = m_pipe[LAT-1]; m_resp_valid = m_pv[LAT-1];
     end
 
     // ---- write ports ---------------------------------------------------------------------
@@ -167,6 +179,9 @@ module accel_harness #(
                 if (w_req[2*C*AW + C*SLOT + 2*C + l])
                     mem[w_req[C*AW + C*SLOT + C + l*AW +: AW]] <= {{(SLOT-1){1'b0}}, w_req[2*C*AW + C*SLOT + C + l]};
         end
+        if (z_valid && rdy_u)
+            for (l = 0; l < C; l = l + 1)
+                if (z_req[C*AW + l]) mem[z_req[l*AW +: AW]] <= {SLOT{1'b0}};
         if (uw_valid && rdy_u) begin
             for (l = 0; l < 2*L; l = l + 1)
                 if (uw_req[2*L*AW + 2*L*SLOT + l])
