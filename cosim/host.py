@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from rtl import isa, uart
+from rtl.board import board_info, instr_words
 from rtl.config import AcceleratorConfig
 from rtl.engine import COUNTERS, COUNTER_BITS
 
@@ -51,17 +52,6 @@ def request(opcode: int, addr: int = 0, count: int = 0, payload: bytes = b"") ->
 
 def slot_bytes(cfg: AcceleratorConfig) -> int:
     return cfg.slot_bits // 8
-
-
-def instr_words(cfg: AcceleratorConfig) -> int:
-    """32-bit program-buffer words per instruction."""
-    return -(-isa.instr_width(cfg) // 32)
-
-
-def ping_info(cfg: AcceleratorConfig, prog_words: int) -> bytes:
-    """The 9 configuration bytes of the PING reply (after magic and version)."""
-    return bytes([cfg.rows, cfg.cols, cfg.op_bits, slot_bytes(cfg), cfg.mem_addr_bits,
-                  instr_words(cfg)]) + prog_words.to_bytes(2, "little") + bytes([len(COUNTERS)])
 
 
 def encode_program(cfg: AcceleratorConfig, prog: list[dict]) -> bytes:
@@ -101,7 +91,7 @@ class Host:
         if magic != uart.MAGIC:
             raise HostError(f"not an accelerator board (magic 0x{magic:04x})")
         info = r[3:]
-        want = ping_info(self.cfg, self.prog_words)
+        want = board_info(self.cfg, self.prog_words)
         if info != want:
             raise HostError(f"board configuration {list(info)} != host configuration {list(want)} "
                             "(rows, cols, op_bits, slot bytes, mem_addr_bits, instr words, "
