@@ -197,7 +197,7 @@ class PlatformTop(wiring.Component):
         spec = self.spec
         if spec.pll is not None:
             clk_in = platform.request(platform.default_clk)
-            clk_out, locked = Signal(), Signal()
+            clk_out, locked = Signal(name="pll_clkop"), Signal(name="pll_lock")
             clki_div, clkfb_div, clkop_div, cphase = spec.pll
             m.submodules.pll = Instance(
                 "EHXPLLL",

@@ -245,7 +245,7 @@ def parse_nextpnr_fmax(log: str) -> dict:
 
 def parse_critical_path(log: str) -> list[str]:
     """The last 'Critical path report' block of nextpnr's log (its lines, trimmed)."""
-    idx = log.rfind("Critical path report for clock")
+    idx = log.rfind("Info: Critical path report for clock")
     if idx < 0:
         return []
     lines = []
