@@ -15,7 +15,7 @@ from rtl.config import preset
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = preset("small").replace(mem_addr_bits=10)   # 1024 on-chip slots: a quick build
-DIV = 8                                            # clocks per UART bit
+DIV = 4                                            # clocks per UART bit
 PROG_WORDS = 256
 
 
