@@ -185,7 +185,6 @@ class SerialLink:
 
 def main(argv=None):
     from rtl import board
-    from . import driver, golden
     ap = argparse.ArgumentParser(description="Run a checked GEMM on a board over its UART.")
     ap.add_argument("--port", required=True)
     ap.add_argument("--board", default="ulx3s", choices=list(board.BOARDS))
@@ -205,7 +204,11 @@ def main(argv=None):
         h = Host(SerialLink(args.port, args.baud), cfg, spec.prog_words)
         print(await h.ping())
         return await h.run_program(img, prog, outs)
-    res = asyncio.run(go())
+    try:
+        res = asyncio.run(go())
+    except HostError as e:
+        print(f"cosim.host: error: {e}", file=sys.stderr)
+        return 2
     ok = np.array_equal(res["D"], img.get("D", want))
     print("counters:", res["counters"])
     print("D matches the golden model" if ok else "D MISMATCH")

@@ -19,14 +19,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-from amaranth import Module, Signal, Cat, Const, ClockDomain, ClockSignal, Instance, ResetInserter
+from amaranth import Module, Signal, Cat, ClockDomain, ClockSignal, Instance, ResetInserter
 from amaranth.lib import wiring, memory
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from . import isa, uart
 from .boardmem import BoardMemory
-from .config import AcceleratorConfig, ConfigError, preset
+from .config import AcceleratorConfig, preset
 from .engine import COUNTERS, Engine
 
 CORE = Engine                 # <- `from .accelerator import Accelerator; CORE = Accelerator`

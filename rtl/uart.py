@@ -21,7 +21,7 @@ a frame abandons it (the parser resynchronizes on the next byte).
 """
 from __future__ import annotations
 
-from amaranth import Module, Signal, Mux, Cat, Const, unsigned
+from amaranth import Module, Signal, Mux, Cat, Const
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 

@@ -1,11 +1,10 @@
 """UART RX/TX framing and the command bridge in Amaranth's simulator, driven by the
 host driver (cosim/host.py) through a bit-level link; a Python dict is the reference
 memory."""
-import asyncio
 
 import numpy as np
 import pytest
-from amaranth import Module, Signal
+from amaranth import Module
 from amaranth.lib import wiring, memory
 from amaranth.sim import Simulator
 

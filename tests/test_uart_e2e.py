@@ -6,7 +6,6 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
 from amaranth.back import verilog
 
 from cosim.rtlsim import sim_env_path
