@@ -59,7 +59,8 @@ BOARDS = {
                    env={"OPENFPGALOADER": "true"}),
     "orangecrab": Board("amaranth_boards.orangecrab_r0_2", "OrangeCrabR0_2_25FPlatform", "ecp5",
                         "LFE5U-25F", 48e6, 100e6, (12, 25, 6, 2), mem_addr_bits=12,
-                        prog_words=1024, uart_pins=("0", "1", ("io", 0)), leds="rgb"),
+                        prog_words=1024, uart_pins=("0", "1", ("io", 0)), leds="rgb",
+                        env={"DFU_SUFFIX": "true"}),
     "icebreaker": Board("amaranth_boards.icebreaker", "ICEBreakerPlatform", "ice40", "iCE40UP5K",
                         12e6, 12e6, None, mem_addr_bits=10, prog_words=256),
 }
