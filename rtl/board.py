@@ -130,7 +130,7 @@ class BoardTop(wiring.Component):
         m.submodules.bridge = br = uart.Bridge(
             addr_bits=cfg.mem_addr_bits, slot_bits=cfg.slot_bits, prog_words=self.prog_words,
             counter_bits=counter_bits, info=board_info(cfg, self.prog_words),
-            timeout=self.divisor * 10 * 64)
+            timeout=self.divisor * 10 * 64, max_instr=self.prog_words // n_words)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
         wiring.connect(m, urx.stream, br.rx)
         wiring.connect(m, br.tx, utx.stream)

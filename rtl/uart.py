@@ -189,11 +189,12 @@ class Bridge(wiring.Component):
 
     Parameters: ``addr_bits`` / ``slot_bits`` of the board memory, ``prog_words`` (32-bit
     program-buffer words), ``counter_bits`` (the engine's counters, as one flat value),
-    ``info`` (the PING reply bytes after magic and version), ``timeout`` (clocks).
+    ``info`` (the PING reply bytes after magic and version), ``timeout`` (clocks),
+    ``max_instr`` (the most instructions RUN may ask for: the program buffer's capacity).
     """
 
     def __init__(self, *, addr_bits: int, slot_bits: int, prog_words: int, counter_bits: int,
-                 info: bytes, timeout: int):
+                 info: bytes, timeout: int, max_instr: int | None = None):
         if len(info) != PING_BYTES - 3:
             raise ValueError(f"info must be {PING_BYTES - 3} bytes, not {len(info)}")
         if slot_bits % 8 or counter_bits % 8:
@@ -201,6 +202,7 @@ class Bridge(wiring.Component):
         self.addr_bits, self.slot_bits = addr_bits, slot_bits
         self.prog_words, self.counter_bits = prog_words, counter_bits
         self.info, self.timeout = bytes(info), timeout
+        self.max_instr = prog_words if max_instr is None else max_instr   # RUN count limit
         super().__init__({
             "rx": In(stream.Signature(rx_layout())),
             "tx": Out(stream.Signature(8)),
@@ -256,7 +258,7 @@ class Bridge(wiring.Component):
         m.d.comb += range_bad.eq(
             Mux(opcode == OP_WRITE_PROG, end > self.prog_words,
                 Mux(opcode == OP_RUN, (count == 0) | (addr != 0) |
-                    (count > self.prog_words), end > mem_words)))
+                    (count > self.max_instr), end > mem_words)))
         known = Signal()
         m.d.comb += known.eq((opcode >= OP_PING) & (opcode <= OP_COUNTERS))
         needs_idle = is_write | (opcode == OP_RUN)

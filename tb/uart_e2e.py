@@ -124,6 +124,8 @@ async def bad_input(dut):
     await expect_error(h.read_mem(CFG.mem_words - 1, 2), uart.ST_BAD_RANGE, "out of range")
     await expect_error(h.write_mem(CFG.mem_words, [1]), uart.ST_BAD_RANGE)
     await expect_error(h.run(0), uart.ST_BAD_RANGE)
+    capacity = PROG_WORDS // -(-isa.instr_width(CFG) // 32)
+    await expect_error(h.run(capacity + 1), uart.ST_BAD_RANGE)
     # an instruction the engine rejects (A panels larger than scratchpad A): engine error
     bad = {"opcode": isa.OP_GEMM, "m": CFG.rows * 2, "n": 1, "k": CFG.spad_a_words,
            "a": {}, "b": {}, "d_addr": 0, "d_si": 1, "d_sj": 1}
