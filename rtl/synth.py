@@ -249,7 +249,7 @@ def parse_critical_path(log: str) -> list[str]:
     if idx < 0:
         return []
     lines = []
-    for line in log[idx:].splitlines()[:80]:
+    for line in log[idx:].splitlines()[:600]:
         if lines and (line.startswith("Info: Max frequency") or not line.startswith("Info:")):
             break
         lines.append(line.rstrip())
@@ -360,6 +360,9 @@ def synth_board(board: str, preset_name: str, out: str | None = None, abc9: bool
            or f == f"{BUILD_NAME}.bin"]
     report["bitstream"] = os.path.join(out, sorted(bit)[0]) if bit else None
     report["seconds"] = round(seconds, 1)
+    old_report = os.path.join(out, "report.json")
+    if report_only and os.path.exists(old_report):      # keep the build's own time
+        report["seconds"] = json.load(open(old_report)).get("seconds", report["seconds"])
     write_atomic(os.path.join(out, "report.json"), json.dumps(report, indent=2) + "\n")
     if report["latches"]:
         raise SynthError(f"{where}: {report['latches']} latch(es) inferred")
