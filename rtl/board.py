@@ -102,6 +102,7 @@ class BoardTop(wiring.Component):
         self.divisor = divisor or uart.divisor_for(clk_hz, baud)
         self.prog_words = prog_words
         if prog_words & (prog_words - 1) or prog_words < instr_words(cfg):
+            self._MustUse__silence = True          # never elaborated: no "unused" warning
             raise BoardError(f"prog_words={prog_words}: a power of two holding at least one "
                              f"instruction ({instr_words(cfg)} words)")
         super().__init__({

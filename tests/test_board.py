@@ -44,6 +44,10 @@ def test_platforms_exist():
     for name in board.BOARDS:
         plat = board.platform_for(name, noabc9=True)
         assert plat.device == board.BOARDS[name].device
+        if plat.family == "ecp5":                     # the classic-ABC flow is in the script
+            ys = plat.file_templates["{{name}}.ys"]
+            assert "abc -lut 4" in ys and "synth_ecp5 -top {{name}} -run map_cells:" in ys
+            assert "abc -lut 4" not in board.platform_for(name).file_templates["{{name}}.ys"]
 
 
 # ---- nextpnr report parsing ---------------------------------------------------------
