@@ -158,6 +158,9 @@ PRESETS: dict[str, AcceleratorConfig] = {
     # 16-bit operands need a 48-bit accumulator (and 64-bit memory slots for raw results).
     "wide16": BASE.replace(name="wide16", rows=4, cols=4, op_bits=16, acc_bits=48,
                            spad_a_words=512, spad_b_words=512, acc_words=128, mem_addr_bits=16),
+    # Small enough for an iCE40 UP5K (iCEBreaker): 2x2 PEs, narrow dimension fields.
+    "tiny": BASE.replace(name="tiny", rows=2, cols=2, spad_a_words=128, spad_b_words=128,
+                         acc_words=32, mem_addr_bits=10, dim_bits=8),
 }
 
 

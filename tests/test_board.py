@@ -1,0 +1,197 @@
+"""Board tops: board/preset validation, the on-chip memory (lane-serial gather ports and
+write port, Amaranth simulator, a numpy array as the reference), and the parsers of
+nextpnr's report (resources, Fmax, 'does not fit')."""
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from rtl import board, synth
+from rtl.boardmem import BoardMemory
+from rtl.config import ConfigError, preset
+
+
+# ---- validation -------------------------------------------------------------------
+def test_unknown_board_lists_choices():
+    with pytest.raises(board.BoardError, match="unknown board 'de0'.*ulx3s, orangecrab, icebreaker"):
+        board.board_config("small", "de0")
+
+
+def test_unknown_preset_lists_choices():
+    with pytest.raises(ConfigError, match="unknown preset 'huge'.*small"):
+        board.board_config("huge", "ulx3s")
+
+
+def test_cli_board_errors(capsys):
+    assert synth.main(["--board", "nexys", "--preset", "small"]) == 2
+    assert "unknown board 'nexys'" in capsys.readouterr().err
+    assert synth.main(["--board", "ulx3s", "--preset", "gigantic"]) == 2
+    assert "unknown preset 'gigantic'" in capsys.readouterr().err
+
+
+def test_board_config_matches_memory():
+    for name, spec in board.BOARDS.items():
+        cfg = board.board_config("small", name)
+        assert cfg.mem_words == 1 << spec.mem_addr_bits
+        assert spec.prog_words >= board.instr_words(cfg)
+
+
+def test_prog_words_check():
+    with pytest.raises(board.BoardError, match="prog_words=100"):
+        board.BoardTop(preset("tiny"), 12e6, prog_words=100)
+
+
+def test_platforms_exist():
+    for name in board.BOARDS:
+        plat = board.platform_for(name, noabc9=True)
+        assert plat.device == board.BOARDS[name].device
+        if plat.family == "ecp5":                     # the classic-ABC flow is in the script
+            ys = plat.file_templates["{{name}}.ys"]
+            assert "abc -lut 4" in ys and "synth_ecp5 -top {{name}} -run map_cells:" in ys
+            assert "abc -lut 4" not in board.platform_for(name).file_templates["{{name}}.ys"]
+
+
+# ---- nextpnr report parsing ---------------------------------------------------------
+LOG_OK = """Info: Device utilisation:
+Info: 	          TRELLIS_IO:     5/  365     1%
+Info: 	        TRELLIS_COMB: 12011/83640    14%
+Info: 	          TRELLIS_FF:  9000/83640    10%
+Info: 	          MULT18X18D:    79/  156    50%
+Info: 	              DP16KD:    52/  208    25%
+Info:
+Info: Max frequency for clock '$glbnet$pll_clkop': 71.20 MHz (FAIL at 100.00 MHz)
+Info: Device utilisation:
+Info: 	        TRELLIS_COMB: 12050/83640    14%
+Info: 	          MULT18X18D:    79/  156    50%
+Info: 	              DP16KD:    52/  208    25%
+Info:
+Info: Critical path report for clock '$glbnet$pll_clkop' (posedge -> posedge):
+Info: curr total
+Info:  1.0  1.0 Source top.core.cur_m
+Info:  9.0 10.0 Sink top.core.d_lo
+Info: Max frequency for clock '$glbnet$pll_clkop': 83.50 MHz (FAIL at 100.00 MHz)
+"""
+LOG_FULL = """Info: Device utilisation:
+Info: 	        ICESTORM_LC:  6100/ 5280   115%
+Info: 	       ICESTORM_RAM:    20/   30    66%
+Info: 	       ICESTORM_DSP:    10/    8   125%
+ERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'SB_MAC16'
+"""
+
+
+def test_parse_utilisation_and_fmax():
+    util = synth.parse_nextpnr_util(LOG_OK)
+    assert util["TRELLIS_COMB"] == (12050, 83640) and util["DP16KD"] == (52, 208)
+    fmax = synth.parse_nextpnr_fmax(LOG_OK)
+    assert fmax == {"$glbnet$pll_clkop": (83.5, 100.0)}       # the last (post-route) figure
+    cp = synth.parse_critical_path(LOG_OK)
+    assert cp[0].startswith("Info: Critical path report") and "d_lo" in cp[-1]
+    assert synth.not_fitting(util, LOG_OK) is None
+
+
+def test_not_fitting_names_the_resource():
+    msg = synth.not_fitting(synth.parse_nextpnr_util(LOG_FULL), LOG_FULL)
+    assert "does not fit" in msg and "ICESTORM_LC: 6100 used of 5280" in msg
+    assert "ICESTORM_DSP: 10 used of 8" in msg
+    msg = synth.not_fitting({}, "ERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'MULT18X18D'")
+    assert "MULT18X18D" in msg
+
+
+# ---- the on-chip memory -------------------------------------------------------------
+def test_board_memory_lane_serial_ports():
+    cfg = preset("small").replace(mem_addr_bits=10)
+    R, C = cfg.rows, cfg.cols
+    dut = BoardMemory(cfg)
+    rng = np.random.default_rng(5)
+    ref = np.zeros(cfg.mem_words, dtype=np.int64)
+    host_vals = rng.integers(0, 1 << 32, 64)
+
+    async def bench(ctx):
+        async def host_write(addr, val):
+            ctx.set(dut.host.req.payload.addr, addr)
+            ctx.set(dut.host.req.payload.data, int(val))
+            ctx.set(dut.host.req.payload.we, 1)
+            ctx.set(dut.host.req.valid, 1)
+            await ctx.tick().until(dut.host.req.ready)
+            ctx.set(dut.host.req.valid, 0)
+        for i, v in enumerate(host_vals):
+            await host_write(i, v)
+            ref[i] = v
+        # engine write beat: C data lanes (lane 1 disabled) and C mask lanes
+        ctx.set(dut.wr.payload.addr, [100 + 3 * j for j in range(C)])
+        ctx.set(dut.wr.payload.data, [1000 + j for j in range(C)])
+        ctx.set(dut.wr.payload.en, 0b1101)
+        ctx.set(dut.wr.payload.mask_addr, [200 + j for j in range(C)])
+        ctx.set(dut.wr.payload.mask, 0b1010)
+        ctx.set(dut.wr.payload.mask_en, 0b1111)
+        ctx.set(dut.wr.valid, 1)
+        await ctx.tick().until(dut.wr.ready)
+        ctx.set(dut.wr.valid, 0)
+        for j in range(C):
+            if (0b1101 >> j) & 1:
+                ref[100 + 3 * j] = 1000 + j
+            ref[200 + j] = (0b1010 >> j) & 1
+        await ctx.tick().repeat(2 * C + 2)
+        # gather reads on both ports at once, random lanes disabled
+        results = []
+        reqs = []
+        for t in range(6):
+            a_addr = [int(x) for x in rng.integers(0, 64, R)] if t % 2 else [100, 103, 200, 201]
+            b_addr = [int(x) for x in rng.integers(0, 210, C)]
+            reqs.append((a_addr, int(rng.integers(0, 1 << R)), b_addr, int(rng.integers(0, 1 << C))))
+        for a_addr, a_en, b_addr, b_en in reqs:
+            ctx.set(dut.rd_a.req.payload.addr, a_addr)
+            ctx.set(dut.rd_a.req.payload.en, a_en)
+            ctx.set(dut.rd_b.req.payload.addr, b_addr)
+            ctx.set(dut.rd_b.req.payload.en, b_en)
+            ctx.set(dut.rd_a.req.valid, 1)
+            ctx.set(dut.rd_b.req.valid, 1)
+            ctx.set(dut.rd_a.resp.ready, 1)
+            ctx.set(dut.rd_b.resp.ready, 1)
+            got = {}
+            for _ in range(100):
+                accepted = [ctx.get(p.req.valid) and ctx.get(p.req.ready) for p in (dut.rd_a, dut.rd_b)]
+                await ctx.tick()
+                for port, acc in zip((dut.rd_a, dut.rd_b), accepted):
+                    if acc:
+                        ctx.set(port.req.valid, 0)
+                for port, key in ((dut.rd_a, "a"), (dut.rd_b, "b")):
+                    if ctx.get(port.resp.valid):
+                        got[key] = list(ctx.get(port.resp.payload))
+                if len(got) == 2:
+                    break
+            results.append(got)
+            ctx.set(dut.rd_a.req.valid, 0)
+            ctx.set(dut.rd_b.req.valid, 0)
+        return reqs, results
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    out = {}
+
+    async def tb(ctx):
+        out["v"] = await bench(ctx)
+    sim.add_testbench(tb)
+    sim.run()
+    reqs, results = out["v"]
+    for (a_addr, a_en, b_addr, b_en), got in zip(reqs, results):
+        want_a = [int(ref[x]) if (a_en >> l) & 1 else 0 for l, x in enumerate(a_addr)]
+        want_b = [int(ref[x]) if (b_en >> l) & 1 else 0 for l, x in enumerate(b_addr)]
+        assert got.get("a") == want_a and got.get("b") == want_b, (got, want_a, want_b)
+
+
+# ---- clocks ---------------------------------------------------------------------
+def test_pll_settings_match_ecppll():
+    # the boards' built-in PLL settings are what YoWASP's ecppll computes for them
+    for name, spec in board.BOARDS.items():
+        if spec.pll is not None:
+            assert board.ecp5_pll(spec.clk_in_hz, spec.target_hz) == (spec.pll, spec.target_hz)
+
+
+def test_target_clock_choices():
+    s = board.with_clock("ulx3s", 30)
+    assert s.target_hz == 30e6 and s.pll != board.BOARDS["ulx3s"].pll
+    assert board.with_clock("ulx3s", None) is board.BOARDS["ulx3s"]
+    with pytest.raises(board.BoardError, match="icebreaker runs at its 12 MHz oscillator"):
+        board.with_clock("icebreaker", 24)
+    with pytest.raises(board.BoardError, match="outside"):
+        board.with_clock("ulx3s", 1000)
