@@ -10,8 +10,9 @@ Pieces (one concern per module):
 A BP step: forward with autograd, ``loss.backward()``, true dW per layer; the
 predictor predicts each layer's normalized gradient from the reorganized output
 activations, post-ReLU for hidden layers (reorg.predictor_input), before it learns
-from this step (that prediction gives the logged cosine similarity), then trains one step on (samples, dW / rms(dW)); the per-layer
-gradient scale is tracked as an EMA of rms(dW); the model is updated with dW.
+from this step (that prediction gives the logged cosine similarity), then trains
+one step on (samples, dW / rms(dW)); the per-layer gradient scale is tracked as an
+EMA of rms(dW); the model is updated with dW.
 
 A GP step runs entirely under ``torch.no_grad()``: for each layer in order,
 forward -> reorganize its output -> predict -> dW_pred = prediction * scale ->
