@@ -38,6 +38,7 @@ class Op:
     prog: list
     out: str           # result tensor name
     shape: tuple = ()
+    updates: list = field(default_factory=list)   # weight-update descriptors run after the program
 
 
 @dataclass
@@ -50,6 +51,8 @@ class CnnPass:
     frac: dict = field(default_factory=dict)
     ref: dict = field(default_factory=dict)
     sparse: bool = False       # zero-word skipping (compact_a) in the backward pass
+    mean_loss: bool = False    # gradients of the mean loss over the batch (else of the sum)
+    dw_int8: bool = False      # weight gradients requantized to int8 (what the update unit reads), else raw int32
 
     def __post_init__(self):
         self.img = MemoryImage(self.cfg)
@@ -83,14 +86,14 @@ class CnnPass:
         logits = F.conv2d(h2, ws["w_fc"]).flatten(1)
         for t in (a1, h1, a2, h2, logits):
             t.retain_grad()
-        loss = F.cross_entropy(logits, self.y, reduction="sum")
+        loss = F.cross_entropy(logits, self.y, reduction="mean" if self.mean_loss else "sum")
         loss.backward()
         self.q = q
         self.ref = {"h1": h1.detach(), "h2": h2.detach(), "logits": logits.detach(),
                     "g_logits": logits.grad.detach(), "g_h2": h2.grad.detach(), "g_h1": h1.grad.detach(),
                     "dw_fc": ws["w_fc"].grad.detach(), "dw_conv2": ws["w_conv2"].grad.detach(),
                     "dw_conv1": ws["w_conv1"].grad.detach()}
-        for k in ("h1", "h2", "g_logits", "g_h2", "g_h1"):
+        for k in ("h1", "h2", "logits", "g_logits", "g_h2", "g_h1", "dw_fc", "dw_conv2", "dw_conv1"):
             self.frac[k] = nx.choose_frac_bits(self.ref[k], BITS)
 
     # ---- programs ----------------------------------------------------------------
@@ -131,6 +134,8 @@ class CnnPass:
         """Host: softmax cross-entropy gradient of the engine's logits, quantized."""
         lg = self.logits()
         g = torch.softmax(lg, dim=1) - F.one_hot(self.y, lg.shape[1]).float()
+        if self.mean_loss:
+            g = g / self.batch
         self.img.put("g_logits", nx.quantize(g, self.frac["g_logits"], BITS).numpy().T.copy())
 
     def _bwd(self, name: str, g_out: str, act_in: str, g_in: str | None) -> list[Op]:
@@ -142,9 +147,13 @@ class CnnPass:
         a, b = driver.conv_bwd_weight_descs(g, img.tensors[g_out].base, img.tensors[act_in].base)
         # A = the gradient; after a ReLU it was masked by the engine and has zero words
         masked = "mask_" + g_out[2:] in img.tensors
+        # int8 dW never finer than the product (the engine only shifts right)
+        f["dw_" + name] = min(f["dw_" + name], f[g_out] + f[act_in])
+        dw_fmt = (dict(shift=nx.requant_shift(f[g_out], f[act_in], f["dw_" + name])) if self.dw_int8
+                  else dict(out_raw=True))
         ops.append(Op(name, "bwd_weight", driver.gemm_program(
-            self.cfg, g.cout, kk, g.batch * g.ho * g.wo, a, b, d_addr=dw.base, d_si=kk, out_raw=True,
-            compact_a=self.sparse and masked, layer=name), "dw_" + name))
+            self.cfg, g.cout, kk, g.batch * g.ho * g.wo, a, b, d_addr=dw.base, d_si=kk,
+            compact_a=self.sparse and masked, layer=name, **dw_fmt), "dw_" + name))
         if g_in is not None:
             dx = img.alloc(g_in, (g.cin, g.batch, g.h, g.w))
             a, b = driver.conv_bwd_data_descs(g, img.tensors[g_out].base, img.tensors["w_" + name].base)
@@ -175,7 +184,7 @@ class CnnPass:
                "logits": self.logits()}
         for name, gin in (("fc", "g_logits"), ("conv2", "g_h2"), ("conv1", "g_h1")):
             src = {"fc": "h2", "conv2": "h1", "conv1": "x"}[name]
-            out["dw_" + name] = d(img.get("dw_" + name), f[gin] + f[src])
+            out["dw_" + name] = d(img.get("dw_" + name), f["dw_" + name] if self.dw_int8 else f[gin] + f[src])
         return out
 
     def errors_vs_torch(self) -> dict:

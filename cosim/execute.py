@@ -55,10 +55,18 @@ def compare(img: MemoryImage, want: np.ndarray, got: np.ndarray, what: str):
 
 def run_checked(sim: RtlSim, cfg: AcceleratorConfig, img: MemoryImage, prog: list[dict], *,
                 what: str = "program", stall_prob: int = 0, stall_seed: int = 1,
-                fault_addr: int | None = None, check_cycles: bool = True) -> RunResult:
-    """Run ``prog`` on the RTL from ``img`` and check it; updates ``img.mem`` to the result."""
+                fault_addr: int | None = None, check_cycles: bool = True,
+                golden_post=None) -> RunResult:
+    """Run ``prog`` on the RTL from ``img`` and check it; updates ``img.mem`` to the result.
+    ``golden_post(mem)`` adds to the golden result what runs after the program in the
+    same simulator run (the weight-update unit's work; its streams are loaded by the
+    caller, and the program must then fit one part)."""
     t0 = time.perf_counter()
     want, gerr = golden_run(cfg, img, prog)
+    if golden_post is not None:
+        if len(prog) > PMAX:
+            raise ValueError(f"a program with work after it must fit one part ({len(prog)} > {PMAX} instructions)")
+        golden_post(want)
     model = cyclemodel.program_cycles(cfg, prog, img.mem)
     sim.load_mem(img.mem, 0, img.top)
     counters, sim_wall, err = {}, 0.0, 0

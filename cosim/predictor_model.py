@@ -39,6 +39,15 @@ FIFO_LAT = 2             # SyncFIFOBuffered: written at t, readable at t + 2
 UPD_ROW = 5              # update unit cycles per row (ROW, REQ, RESP x LAT, WRITE) at latency 2
 
 
+def update_from_mem_cycles(cfg, c_out: int, k: int) -> int:
+    """Cycles the update unit works on a BP update whose true gradient (int8 [c_out, k])
+    it reads from memory (``from_mem``): per row of ``pred_cols`` weights GROW, GREQ,
+    GRESP x latency, REQ, RESP x latency, WRITE; rows back to back (the ``working``
+    span, which is what ``pred_busy_cycles`` counts in a run without GP work)."""
+    rows = c_out * -(-k // cfg.pred_cols)
+    return rows * (4 + 2 * cfg.dram_latency)
+
+
 def last_beat_rel(cfg, ins: dict) -> int:
     """Cycle (relative to the instruction's acceptance) of its last write beat."""
     R = cfg.rows

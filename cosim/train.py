@@ -50,9 +50,10 @@ from model_sw.data import load_digits_split
 from model_sw.models import build_model
 from rtl.config import PRESETS, ConfigError, preset
 from . import checkpoint
+from . import train_hw as HW
 from .rtlsim import SIMULATORS, SimError
 from .train_engine import (FWD_TOL, GRAD_TOL, LAYERS, OPS, CheckFailed, Engine, Fault, StepPass,  # noqa: F401
-                           TrainError, _choose, _programs, bp_step_cycles)
+                           TrainError, _choose, _programs, bp_step_cycles, new_step_pass)
 from .train_methods import ALL_ORDER, BP, METHODS, UNAVAILABLE, AdaGP, AutoAssist, Sparse, register_method  # noqa: F401
 
 MODELS = ("cnn",)
@@ -106,6 +107,10 @@ def validate(rc: RunConfig) -> None:
         raise TrainError(f"--warmup {rc.warmup} must be >= 0")
     if not (rc.lr > 0 and math.isfinite(rc.lr)):
         raise TrainError(f"--lr {rc.lr} must be a positive finite number")
+    try:
+        HW.lr_log2(rc.lr)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
     if not 0.0 <= rc.base_prob <= 1.0:
         raise TrainError(f"--base-prob {rc.base_prob} must be in [0, 1]")
     if rc.inject_fault is not None:
@@ -148,6 +153,7 @@ class Trainer:
         self.perm, self.pos = None, 0
         self.records: list[dict] = []
         self.step_walls: list[float] = []      # this session's steps (timing.json, not results.json)
+        self.lr_log2 = HW.lr_log2(rc.lr)
         self.method = METHODS[rc.method](self)
         self._bp_cycles: dict[int, dict] = {}
         self.bp_cycles(rc.batch)     # builds every program once: a preset too small fails here, early
@@ -163,19 +169,28 @@ class Trainer:
 
     # -- engine work -------------------------------------------------------------
     def new_pass(self, idx: torch.Tensor, sparse: bool = False) -> StepPass:
-        return StepPass(self.cfg, self.model, self.data.x_train[idx], self.data.y_train[idx], sparse=sparse)
+        """A step's pass; its backward ends with the BP weight updates on the update unit."""
+        return new_step_pass(self.cfg, self.model, self.data.x_train[idx], self.data.y_train[idx],
+                             self.masters(), self.lr_log2, sparse)
 
     def forward(self, p: StepPass, step: int) -> list[dict]:
-        return [self.engine.run(p.img, op, step) for op in _programs(p, "forward", False)]
+        return [r for op in _programs(p, "forward", False) for r in self.engine.run(p.img, op, step)]
 
     def backward(self, p: StepPass, step: int) -> list[dict]:
         p.put_logit_grad()
         rows = []
         for ops, host in _programs(p, "backward", True):
             for op in ops:
-                rows.append(self.engine.run(p.img, op, step))
+                rows += self.engine.run(p.img, op, step)
             host()
         return rows
+
+    def masters(self) -> dict:
+        return HW.masters_of(self.model)
+
+    def set_masters(self, masters: dict):
+        """The weights the update unit wrote become the model's weights."""
+        HW.set_masters(self.model, masters)
 
     def bp_cycles(self, batch: int) -> dict:
         """Cycle-model cycles of a full BP step at ``batch`` (forward, backward), from
@@ -183,14 +198,6 @@ class Trainer:
         if batch not in self._bp_cycles:
             self._bp_cycles[batch] = bp_step_cycles(self.cfg, self.model, self.data, batch)
         return self._bp_cycles[batch]
-
-    @torch.no_grad()
-    def sgd(self, grads: dict):
-        layers = {"conv1": self.model.conv1, "conv2": self.model.conv2, "fc": self.model.fc}
-        for n, g in grads.items():
-            if not bool(torch.isfinite(g).all()):
-                raise TrainError(f"non-finite weight gradient in layer {n!r}; training stopped")
-            layers[n].weight.sub_(self.rc.lr * g)
 
     def test_accuracy(self) -> float:
         d = self.data
@@ -245,7 +252,9 @@ def op_table(records: list[dict]) -> list[dict]:
                 a[k] += r[k]
             a["stall_cycles"] = None if r["stall_cycles"] is None or a["stall_cycles"] is None \
                 else a["stall_cycles"] + r["stall_cycles"]
-            a["bit_exact"] &= r["bit_exact"]
+            # None: a modelled row (not simulated, nothing to compare)
+            a["bit_exact"] = None if a["bit_exact"] is None or r["bit_exact"] is None \
+                else a["bit_exact"] and r["bit_exact"]
     return list(agg.values())
 
 
@@ -282,7 +291,8 @@ def summarize(t: Trainer) -> dict:
         accuracy_evaluated_with="PyTorch in the engine's number formats (model_sw.adagp_engine fake-quant "
                                 "forward: 8-bit operands, per-tensor power-of-two scales) on the 450 test images",
         max_errors_vs_fp32={k: max(r["errors_vs_fp32"][k] for r in recs if k in r["errors_vs_fp32"])
-                            for k in ("h1", "h2", "logits", "dw_fc", "dw_conv2", "dw_conv1")
+                            for k in ("h1", "h2", "logits", "dw_fc", "dw_conv2", "dw_conv1",
+                                      "pred_conv1", "pred_conv2", "pred_fc")
                             if any(k in r["errors_vs_fp32"] for r in recs)},
         curve=[(r["step"], r["test_acc"]) for r in recs], steps_log=recs, **extra)
     est = extra.get("predictor_cycles_estimate", 0) + extra.get("assistant_cycles_estimate", 0)
@@ -354,7 +364,8 @@ def print_summary(res: dict, out_dir: str):
               f"software predictor/Assistant not included)")
     if "gp_steps" in res:
         print(f"ADA-GP: {res['gp_steps']} GP steps of {res['steps']} "
-              f"(GP fraction after warm-up {res['gp_fraction_post_warmup']:.2f}); predictor in software")
+              f"(GP fraction after warm-up {res['gp_fraction_post_warmup']:.2f}); predictor inference and "
+              f"weight update on the Accelerator, predictor training in software (charged as pred_train rows)")
     if "shrunk" in res:
         print(f"AutoAssist: {res['shrunk']} of {res['candidates']} candidates shrunk "
               f"(keep rate {res['keep_rate']:.2f}); Assistant in software")

@@ -18,6 +18,9 @@ import torch.nn.functional as F
 
 from model_sw import numerics as nx
 from . import cyclemodel, golden
+from . import predictor_model as PM
+from . import train_hw as HW
+from .accel_sim import AccelSim
 from .cnn_pass import CnnPass
 from .driver import DriverError
 from .execute import MismatchError, golden_run, locate, run_checked
@@ -197,11 +200,21 @@ class WaveSim(RtlSim):
                 self._proc.wait(timeout=60)      # the trace is closed when the simulator exits
         except Exception:  # noqa: BLE001 - the trace is a best effort; the report is what matters
             pass
-        src = self.work / "dump.vcd" if self.sim == "verilator" else self.build_dir / "harness.fst"
+        src = self.work / "dump.vcd" if self.sim == "verilator" else self.build_dir / f"{self.toplevel}.fst"
         if src.exists():
             self.dest = self.dest_stem + src.suffix
             shutil.copyfile(src, self.dest)
         super().close()
+
+
+class TimedAccelSim(TimedSim, AccelSim):
+    """The Accelerator (engine + reorganization unit + predictor array + update unit,
+    rtl/accelerator.py) with TimedSim's data movement and timing: the simulator every
+    RTL-backend training run uses.  Engine-only operations see empty descriptor ROMs."""
+
+
+class AccelWaveSim(WaveSim, AccelSim):
+    """The Accelerator with waveforms on (the rerun of a failing operation)."""
 
 
 def golden_counters(cfg, prog: list[dict]) -> dict:
@@ -233,7 +246,8 @@ class Engine:
         self.sim = None
         if backend != "golden":
             t0 = time.perf_counter()
-            self.sim = TimedSim(cfg, backend, timing=self.timing)
+            self.sim = TimedAccelSim(cfg, backend, timing=self.timing)
+            self.sim.load_streams([], [], [], 0, 0)
             self.timing["sim_start_s"] += time.perf_counter() - t0
 
     def close(self):
@@ -250,9 +264,14 @@ class Engine:
             raise TrainError(f"--inject-fault index {f.index} is outside {op.out} ({t.size} elements)")
         return t.base + f.index
 
-    def run(self, img, op, step: int) -> dict:
+    def run(self, img, op, step: int) -> list[dict]:
+        """Run one operation (and the weight updates that follow it, ``op.updates``):
+        one row per operation and per update, every one checked."""
         cfg = self.cfg
         what = f"step {step}, layer {op.layer}, {op.kind}"
+        uds = op.updates
+        post = (lambda mem: [HW.apply_update_golden(mem, ud) for ud in uds]) if uds else None
+        upd_model = [PM.update_from_mem_cycles(cfg, ud["c_out"], ud["k"]) for ud in uds]
         t0 = time.perf_counter()
         if self.sim is None:
             # sparse programs' cycles depend on the masks and data: model them on the image before the op
@@ -261,26 +280,137 @@ class Engine:
             if err:
                 raise CheckFailed(f"{what}: the golden model reports error status {err}",
                                   dict(step=step, layer=op.layer, op=op.kind, check="error_status", error=err))
+            if post:
+                post(mem)
             img.mem[:img.top] = mem[:img.top]
             counters = golden_counters(cfg, op.prog)
             cycles = model
             stall = None
+            upd_cycles = upd_model
             self.timing["golden_s"] += time.perf_counter() - t0
         else:
             fault_addr = self._fault_addr(img, op, step)
+            if uds:
+                self.sim.load_streams([], HW.pack_updates(cfg, uds), [], 0, 0)
             try:
-                res = run_checked(self.sim, cfg, img, op.prog, what=what, fault_addr=fault_addr)
+                res = run_checked(self.sim, cfg, img, op.prog, what=what, fault_addr=fault_addr, golden_post=post)
+                if uds:
+                    self._check_updates(res.counters, uds, upd_model, what)
             except MismatchError as e:
                 self.timing["checked_run_s"] += time.perf_counter() - t0
-                raise self._failure(img, op, step, fault_addr, e) from None
+                raise self._failure(img, op, step, fault_addr, e, post) from None
+            finally:
+                if uds:
+                    self.sim.load_streams([], [], [], 0, 0)
             counters = res.counters
             cycles, model, stall = counters["busy_cycles"], res.model_cycles, counters["stall_cycles"]
+            # one update per operation in training: its measured span; several: the model's split
+            upd_cycles = [counters["pred_busy_cycles"]] if len(uds) == 1 else upd_model
             self.timing["checked_run_s"] += time.perf_counter() - t0
-        return {"layer": op.layer, "op": op.kind, "instructions": len(op.prog), "cycles": cycles,
-                "model_cycles": model, "stall_cycles": stall, "compute_cycles": counters["compute_cycles"],
-                "macs": counters["macs"],
-                "dram_bytes": counters["rd_bytes"] + counters["wr_bytes"] + counters["mask_bits"] // 8,
-                "energy_pj": self._energy_pj(counters), "bit_exact": True}
+        rows = [{"layer": op.layer, "op": op.kind, "instructions": len(op.prog), "cycles": cycles,
+                 "model_cycles": model, "stall_cycles": stall, "compute_cycles": counters["compute_cycles"],
+                 "macs": counters["macs"],
+                 "dram_bytes": counters["rd_bytes"] + counters["wr_bytes"] + counters["mask_bits"] // 8,
+                 "energy_pj": self._energy_pj(counters), "bit_exact": True}]
+        for ud, c, mc in zip(uds, upd_cycles, upd_model):
+            rows.append(HW.update_row(cfg, ud, op.layer, c, mc,
+                                      HW.update_energy_pj(cfg, ud) if self.sim is not None else None))
+        return rows
+
+    @staticmethod
+    def _check_updates(counters: dict, uds: list, model: list, what: str):
+        """The update unit's counters against the model: weights updated, layers
+        finished, and its working cycles (``pred_busy_cycles``: nothing else of the
+        predictor side runs in a BP update)."""
+        want = {"upd_elems": sum(ud["c_out"] * ud["k"] for ud in uds), "upd_layers": len(uds),
+                "pred_busy_cycles": sum(model)}
+        bad = {k: (v, counters[k]) for k, v in want.items() if counters[k] != v}
+        if bad:
+            raise MismatchError(f"{what}: weight-update counters differ from the model "
+                                f"(name: (model, RTL)): {bad}")
+
+    def run_gp(self, cap, step: int) -> tuple[list[dict], dict]:
+        """One ADA-GP GP step on the Accelerator: the forward on the engine, the
+        reorganization unit, the predictor array and the update unit in one run.
+        Returns the rows (forward per layer, then the predictor side's extra cycles)
+        and the values the step left in memory (``y_*``, ``w16_*``, ``w8_*``) plus the
+        golden predicted gradients (``pred``)."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        try:
+            run = HW.gp_program(cfg, cap, steps=1)
+        except (HW.AccelError, ValueError) as e:
+            raise TrainError(f"step {step}: the GP step does not fit preset {cfg.name!r}: {e}") from None
+        want, gold = HW.gp_expected(run, cap)
+        model = HW.gp_model_counters(run)
+        if self.sim is None:
+            got, counters = want, dict(model)
+            self.timing["golden_s"] += time.perf_counter() - t0
+        else:
+            try:
+                rep = HW.run_gp_on(self.sim, run)
+            except HW.AccelError as e:
+                raise CheckFailed(f"CHECK FAILED at step {step}, GP step: {e}",
+                                  dict(step=step, layer="all", op="gp", check="error_status", message=str(e)))
+            mem = self.sim.dump(0, run.img.top)      # also keeps the simulator's memory shadow exact
+            got = {n: mem[run.img.tensors[n].base:run.img.tensors[n].base + run.img.tensors[n].size]
+                   .reshape(run.img.tensors[n].shape) for n in want}
+            counters = dict(rep["counters"], run_cycles=rep["run_cycles"])
+            self.timing["checked_run_s"] += time.perf_counter() - t0
+            self._check_gp(run, step, want, got, model, counters)
+        fwd_rows = []
+        for Ld, prog in zip(run.layers, run.fwd_instr):
+            c = golden_counters(cfg, prog)
+            mc = cyclemodel.program_cycles(cfg, prog)
+            fwd_rows.append({"layer": Ld["name"], "op": "fwd", "instructions": len(prog), "cycles": mc,
+                             "model_cycles": mc, "stall_cycles": None, "compute_cycles": c["compute_cycles"],
+                             "macs": c["macs"], "dram_bytes": c["rd_bytes"] + c["wr_bytes"] + c["mask_bits"] // 8,
+                             "energy_pj": 0.0 if self.sim is not None else None, "bit_exact": True})
+        # the RTL's engine busy cycles are checked == the sum of the per-layer models above
+        extra = counters["run_cycles"] - sum(r["cycles"] for r in fwd_rows)
+        upd = counters["upd_elems"]
+        energy_pj = None
+        if self.sim is not None:
+            from .energy import energy
+            pmacs = sum(HW.predictor_macs(cfg, Ld["geom"].cout, Ld["cap"].fan_in) for Ld in run.layers)
+            e = energy({**counters, "predictor_macs": pmacs,
+                        "predictor_dram_bytes": 5 * upd}, cfg)   # w16 read + write, w8 copy write
+            energy_pj = round(e["total_pj"], 1)
+        gp_row = {"layer": "predictor", "op": "gp_predict_update", "instructions": 0, "cycles": extra,
+                  "model_cycles": model["run_cycles"] - sum(r["cycles"] for r in fwd_rows),
+                  "stall_cycles": None, "compute_cycles": 0, "macs": 0, "dram_bytes": 5 * upd,
+                  "energy_pj": energy_pj, "bit_exact": True, "gate_cycles": counters["gate_cycles"]}
+        return fwd_rows + [gp_row], dict(got, pred=gold)
+
+    def _check_gp(self, run, step: int, want: dict, got: dict, model: dict, counters: dict):
+        diff = HW.first_difference(want, got)
+        bad = {k: (v, counters[k]) for k, v in model.items() if counters[k] != v}
+        if diff is None and not bad:
+            return
+        report = dict(step=step, layer="all", op="gp")
+        if diff is not None:
+            name, idx, exp, gv, n = diff
+            report.update(check="bit_exact", tensor=name, first_index=f"{name}{idx}", expected=exp, got=gv,
+                          slots_differ=n, layer=TENSOR_LAYER_GP.get(name.split("_", 1)[1], "all"))
+            msg = (f"CHECK FAILED at step {step}, GP step, layer {report['layer']}: {n} value(s) of {name} "
+                   f"differ; first at {name}{idx}: expected {exp}, got {gv}")
+        else:
+            report.update(check="counters", differ=bad)
+            msg = f"CHECK FAILED at step {step}, GP step: counters differ from the model (model, RTL): {bad}"
+        stem = os.path.join(self.out_dir, f"fail_step{step}_gp")
+        waves = None
+        try:
+            with AccelWaveSim(self.cfg, self.backend, stem) as ws:
+                try:
+                    HW.run_gp_on(ws, run)
+                except HW.AccelError:
+                    pass
+            waves = ws.dest
+        except SimError as e:
+            report["waves_error"] = str(e)
+        report["waves"] = waves
+        raise CheckFailed(msg + (f"\nwaveform of the failing operation: {waves}" if waves else "\nno waveform written"),
+                          report, waves)
 
     def _energy_pj(self, counters: dict):
         """Energy of the operation from the RTL's counters and cosim/energy.py's table
@@ -293,12 +423,14 @@ class Engine:
             return None
         return round(energy(counters, self.cfg)["total_pj"], 1)
 
-    def _failure(self, img, op, step, fault_addr, err: MismatchError) -> CheckFailed:
+    def _failure(self, img, op, step, fault_addr, err: MismatchError, post=None) -> CheckFailed:
         """Structured report of a mismatch (the RTL memory still holds its result)
         and a waveform of the failing operation rerun alone."""
         cfg = self.cfg
         report = dict(step=step, layer=op.layer, op=op.kind, message=str(err))
         want, _ = golden_run(cfg, img, op.prog)
+        if post:
+            post(want)
         got = self.sim.dump(0, img.top)
         bad = np.nonzero(want[:img.top] != got)[0]
         if len(bad):
@@ -310,9 +442,11 @@ class Engine:
         stem = os.path.join(self.out_dir, f"fail_step{step}_{op.layer}_{op.kind}")
         waves = None
         try:
-            with WaveSim(cfg, self.backend, stem) as ws:
+            with AccelWaveSim(cfg, self.backend, stem) as ws:
+                ws.load_streams([], HW.pack_updates(cfg, op.updates), [], 0, 0)
                 try:
-                    run_checked(ws, cfg, img, op.prog, what="waveform rerun", fault_addr=fault_addr)
+                    run_checked(ws, cfg, img, op.prog, what="waveform rerun", fault_addr=fault_addr,
+                                golden_post=post)
                 except MismatchError:
                     pass
             waves = ws.dest
@@ -327,6 +461,9 @@ class Engine:
         return CheckFailed(msg, report, waves)
 
 
+TENSOR_LAYER_GP = {"conv1": "conv1", "conv2": "conv2", "fc": "fc"}
+
+
 # ------------------------------------------------------------------------------
 # one step's pieces
 # ------------------------------------------------------------------------------
@@ -337,7 +474,32 @@ def rel_err(v: torch.Tensor, r: torch.Tensor) -> float:
 
 class StepPass(CnnPass):
     """CnnPass plus what a training step needs: the engine's activations in
-    PyTorch's layout, its weight gradients, and the tolerance check."""
+    PyTorch's layout, its weight gradients, the tolerance check, and (with
+    ``masters``) the weight-update unit's BP updates: each layer's 16-bit master
+    weights in the image, updated from its int8 weight gradient right after the
+    backward-weight operation that wrote it."""
+
+    masters: dict | None = None      # layer -> (w16 [C_out, k], frac); set by the trainer
+    lr_log2: int = 0
+
+    def backward_stages(self):
+        stages = super().backward_stages()
+        if self.masters is not None:
+            for ops, _ in stages:
+                for op in ops:
+                    if op.kind == "bwd_weight":
+                        op.updates = [self._update(op.layer, len(op.prog))]
+        return stages
+
+    def _update(self, name: str, after: int) -> dict:
+        w16, fm = self.masters[name]
+        t = self.img.put("w16_" + name, w16)
+        dw = self.img.tensors["dw_" + name]
+        return HW.bp_update_descriptor(self.cfg, name, t.base, dw.base, w16.shape[0], w16.shape[1], fm,
+                                       self.frac["dw_" + name], self.lr_log2, after)
+
+    def updated_masters(self) -> dict:
+        return {n: (self.img.get("w16_" + n).astype(np.int64), self.masters[n][1]) for n in self.masters}
 
     def activations(self) -> dict:
         f, img = self.frac, self.img
@@ -349,7 +511,7 @@ class StepPass(CnnPass):
         m = self.model
         eng = self.engine_values()
         shapes = {"conv1": m.conv1.weight.shape, "conv2": m.conv2.weight.shape, "fc": m.fc.weight.shape}
-        return {n: eng["dw_" + n].reshape(shapes[n]) / self.batch for n in LAYERS}
+        return {n: eng["dw_" + n].reshape(shapes[n]) / (1 if self.mean_loss else self.batch) for n in LAYERS}
 
     def check_tolerance(self, step: int, backward: bool) -> dict:
         if backward:
@@ -358,20 +520,27 @@ class StepPass(CnnPass):
             act = self.activations()
             eng = {"h1": act["conv1"], "h2": act["conv2"], "logits": act["fc"]}
             errs = {k: rel_err(v, self.ref[k]) for k, v in eng.items()}
-        for k, e in errs.items():
-            tol = FWD_TOL if k in TOL_KEYS_FWD else GRAD_TOL
-            if not e <= tol:
-                raise CheckFailed(
-                    f"CHECK FAILED at step {step}: engine tensor {k} differs from PyTorch fp32 by "
-                    f"{e:.4f} of its range (stated tolerance {tol})",
-                    dict(step=step, check="fp32_tolerance", tensor=k, error=e, tolerance=tol))
-        return errs
+        return check_errors(step, errs)
+
+
+def check_errors(step: int, errs: dict) -> dict:
+    """Each tensor's max |engine - fp32| / max |fp32| within its stated tolerance
+    (activations and logits FWD_TOL; weight gradients and predicted gradients GRAD_TOL)."""
+    for k, e in errs.items():
+        tol = FWD_TOL if k in TOL_KEYS_FWD else GRAD_TOL
+        if not e <= tol:
+            raise CheckFailed(
+                f"CHECK FAILED at step {step}: engine tensor {k} differs from PyTorch fp32 by "
+                f"{e:.4f} of its range (stated tolerance {tol})",
+                dict(step=step, check="fp32_tolerance", tensor=k, error=e, tolerance=tol))
+    return errs
 
 
 # which layer a tensor of cosim.cnn_pass belongs to (for error messages)
 TENSOR_LAYER = {"x": "conv1", "w_conv1": "conv1", "h1": "conv1", "mask_h1": "conv1", "dw_conv1": "conv1",
                 "w_conv2": "conv2", "h2": "conv2", "mask_h2": "conv2", "dw_conv2": "conv2", "g_h1": "conv2",
-                "w_fc": "fc", "logits": "fc", "g_logits": "fc", "dw_fc": "fc", "g_h2": "fc"}
+                "w_fc": "fc", "logits": "fc", "g_logits": "fc", "dw_fc": "fc", "g_h2": "fc",
+                "w16_conv1": "conv1", "w16_conv2": "conv2", "w16_fc": "fc"}
 
 
 def _programs(p: StepPass, phase: str, backward: bool):
@@ -380,7 +549,7 @@ def _programs(p: StepPass, phase: str, backward: bool):
         if not backward:
             return p.forward_ops()
         return p.backward_stages()
-    except DriverError as e:
+    except (DriverError, HW.UpdateError) as e:
         m = re.match(r"(?:tensor '(\w+)'|(\w+):)", str(e))
         name = (m.group(1) or m.group(2)) if m else None
         layer = TENSOR_LAYER.get(name, name or "?")
@@ -399,8 +568,18 @@ def bp_step_cycles(cfg, model, data, batch: int) -> dict:
     """Cycle-model cycles of one BP step's programs at ``batch`` (they depend on the
     shapes only).  Building them is also the check that the preset fits every layer."""
     idx = torch.arange(batch) % data.x_train.shape[0]
-    p = StepPass(cfg, model, data.x_train[idx], data.y_train[idx])
+    p = new_step_pass(cfg, model, data.x_train[idx], data.y_train[idx], HW.masters_of(model), 0)
     fwd = sum(cyclemodel.program_cycles(cfg, op.prog) for op in _programs(p, "forward", False))
     p.put_logit_grad()    # allocates the gradient tensors the backward programs address
-    bwd = sum(cyclemodel.program_cycles(cfg, op.prog) for ops, _ in _programs(p, "backward", True) for op in ops)
-    return {"fwd": fwd, "bwd": bwd}
+    ops = [op for ops, _ in _programs(p, "backward", True) for op in ops]
+    bwd = sum(cyclemodel.program_cycles(cfg, op.prog) for op in ops)
+    upd = sum(PM.update_from_mem_cycles(cfg, ud["c_out"], ud["k"]) for op in ops for ud in op.updates)
+    return {"fwd": fwd, "bwd": bwd, "update": upd}
+
+
+def new_step_pass(cfg, model, x, y, masters: dict | None, lr_l2: int, sparse: bool = False) -> StepPass:
+    """A training step's pass: mean-loss gradients, int8 weight gradients (what the
+    update unit reads) and, with ``masters``, the BP weight updates on the update unit."""
+    p = StepPass(cfg, model, x, y, sparse=sparse, mean_loss=True, dw_int8=True)
+    p.masters, p.lr_log2 = masters, lr_l2
+    return p

@@ -18,7 +18,9 @@ from model_sw.adagp_predictor import PredictorBank, PredictorConfig
 from model_sw.autoassist_assistant import (Assistant, LossEMA, LossFeatures, quantize_assistant,
                                           quantize_features)
 from .predictor_array_model import assistant_filter_hw
-from .train_engine import LAYERS, StepPass, losses_and_margins
+from model_sw import numerics as nx
+from .train_engine import LAYERS, StepPass, TrainError, check_errors, losses_and_margins, rel_err
+from .train_hw import gp_capture
 
 if TYPE_CHECKING:
     from .train import Trainer
@@ -42,14 +44,13 @@ class BP:
     def bp_step(self, step: int, idx: torch.Tensor, phase: str = "bp") -> tuple[dict, StepPass]:
         t = self.t
         p = t.new_pass(idx, sparse=self.sparse)
-        rows = t.forward(p, step) + t.backward(p, step)
+        rows = t.forward(p, step) + t.backward(p, step)      # the backward ends with the weight updates
         errs = p.check_tolerance(step, backward=True)
-        grads = p.weight_grads()
         loss = float(F.cross_entropy(p.logits(), p.y))
-        t.sgd(grads)
+        t.set_masters(p.updated_masters())
         ref = t.bp_cycles(t.rc.batch)
         return dict(step=step, phase=phase, batch=len(idx), loss=loss, ops=rows, errors_vs_fp32=errs,
-                    bp_cycles=ref["fwd"] + ref["bwd"], skipped_cycles=0), p
+                    bp_cycles=sum(ref.values()), skipped_cycles=0), p
 
     def step(self, step: int, idx: torch.Tensor) -> dict:
         return self.bp_step(step, idx)[0]
@@ -68,13 +69,20 @@ class Sparse(BP):
 
 
 class AdaGP(BP):
-    """ADA-GP with model_sw's schedule and its quantized predictor (in software
-    until the predictor hardware lands).  BP steps: as BP, plus one predictor
-    training step on (engine output activations, engine weight gradients).  GP
-    steps: only the forward runs on the engine; each layer is updated with its
-    predicted gradient; the backward's cycles (cycle model) are counted as skipped.
-    The predictor's own MACs are reported, and an estimate of their cycles on
-    this array (MACs / (R*C)) is charged in ``speedup_incl_overhead_estimate``."""
+    """ADA-GP with model_sw's schedule and its quantized predictor.
+
+    BP steps: as BP (weight updates on the update unit), plus one predictor training
+    step on (engine output activations, engine weight gradients).  The predictor
+    learns in software (model_sw, quantized); its training GEMMs on the main engine
+    (our choice, docs/predictor.md) are charged from the cycle model as ``pred_train``
+    rows, marked not simulated.
+    GP steps: one Accelerator run: the forward on the engine, the reorganization unit
+    on its outputs, the predictor array predicting each layer's weight gradient from
+    the predictor's integer weights, and the update unit applying it to the 16-bit
+    master weights (``g_shift = fm + lr_log2 + s - frac_out``, ``2**s`` the layer's
+    gradient scale, a running RMS rounded to a power of two).  Checked bit-exact
+    (outputs, masters, operand copies) and against the predictor side's cycle model.
+    The backward's cycles (cycle model) are counted as skipped."""
     name = "adagp"
 
     def __init__(self, t: Trainer):
@@ -87,6 +95,7 @@ class AdaGP(BP):
         self.ctrl = PhaseController(PhaseConfig(schedule="adaptive", warmup=t.rc.warmup))
         self.scale = {n: None for n in LAYERS}
         self.predictor_macs = 0
+        self._train_rows = None
 
     def state(self) -> dict:
         return {"bank": self.bank, "ctrl": self.ctrl, "scale": self.scale, "predictor_macs": self.predictor_macs}
@@ -98,10 +107,35 @@ class AdaGP(BP):
     def _samples(self, name, act):
         return reorg.quantize_samples(reorg.layer_samples(self.layer_mods[name], act, self.bank.cfg.p, name))
 
+    def predictor_train_rows(self) -> list[dict]:
+        """Cycle-model rows of the predictor's training GEMMs on the engine (per layer)."""
+        if self._train_rows is None:
+            from . import cyclemodel
+            from .bench_predictor import _predictor_train_programs
+            from .driver import MemoryImage
+            from .energy import energy
+            from .train_engine import golden_counters
+            cfg = self.t.cfg
+            img = MemoryImage(cfg.replace(mem_addr_bits=max(cfg.mem_addr_bits, 20)))
+            rows = []
+            for n, mod in self.layer_mods.items():
+                prog = _predictor_train_programs(cfg, int(mod.weight.shape[0]), reorg.fan_in(mod), img)
+                c = golden_counters(cfg, prog)
+                cyc = cyclemodel.program_cycles(cfg, prog)
+                # energy from the modelled counters (MACs, external bytes; no scratchpad terms)
+                e = None if self.t.engine.sim is None else round(energy(c, cfg)["total_pj"], 1)
+                rows.append({"layer": n, "op": "pred_train", "instructions": len(prog), "cycles": cyc,
+                             "model_cycles": cyc, "stall_cycles": None, "compute_cycles": c["compute_cycles"],
+                             "macs": c["macs"], "dram_bytes": c["rd_bytes"] + c["wr_bytes"],
+                             "energy_pj": e, "bit_exact": None})
+            self._train_rows = rows
+        return [dict(r) for r in self._train_rows]
+
     def step(self, step: int, idx: torch.Tensor) -> dict:
         t, phase = self.t, self.ctrl.phase
         if phase != "gp":
             rec, p = self.bp_step(step, idx, phase)
+            rec["ops"] += self.predictor_train_rows()
             # the weights were updated with the engine's gradients; the predictor learns from them
             grads = p.weight_grads()
             act = p.activations()
@@ -118,33 +152,53 @@ class AdaGP(BP):
             rec["cos"] = cos
             self.ctrl.advance(loss=rec["loss"], cos=cos)
             return rec
-        p = t.new_pass(idx)
-        rows = t.forward(p, step)
-        errs = p.check_tolerance(step, backward=False)
-        act = p.activations()
-        grads = {}
+        return self.gp_step(step, idx)
+
+    def gp_step(self, step: int, idx: torch.Tensor) -> dict:
+        t = self.t
+        p = t.new_pass(idx)                 # quantization, scales and the PyTorch fp32 reference
+        net = next(iter(self.bank.nets.values()))
+        pred = net.int_params()
+        scale_log2 = {}
+        for n in LAYERS:
+            s = self.scale[n]
+            if not s or not math.isfinite(s):
+                raise TrainError(f"step {step}: layer {n} has no gradient scale for a GP step (scale {s})")
+            scale_log2[n] = int(round(math.log2(s)))      # a shift in the update unit
+        cap = gp_capture(p, t.masters(), pred, t.lr_log2, scale_log2)
+        rows, out = t.engine.run_gp(cap, step)
+        f = p.frac
+        d = lambda name, fr: nx.dequantize(torch.from_numpy(np.asarray(out[name], dtype=np.int64)), fr)
+        logits = d("y_fc", f["logits"]).reshape(-1, p.batch).T
+        eng = {"h1": d("y_conv1", f["h1"]).permute(1, 0, 2, 3), "h2": d("y_conv2", f["h2"]).permute(1, 0, 2, 3),
+               "logits": logits}
+        errs = {k: rel_err(v, p.ref[k]) for k, v in eng.items()}
+        # the array's prediction (golden = RTL, bit-exact) against model_sw's predictor in PyTorch
+        act = {"conv1": eng["h1"], "conv2": eng["h2"], "fc": logits}
         with torch.no_grad():
             for n in LAYERS:
-                pred = self.bank.predict(n, self._samples(n, act[n]))
-                s = self.scale[n]
-                gs = 0.0 if not s else 2.0 ** round(math.log2(s))   # a shift in the engine
-                grads[n] = reorg.targets_to_grad(pred, self.layer_mods[n].weight.shape) * gs
+                ref = self.bank.predict(n, self._samples(n, act[n]))
+                got = nx.dequantize(torch.from_numpy(np.asarray(out["pred"][n], dtype=np.int64)),
+                                    pred["frac_out"]).reshape(ref.shape)
+                errs["pred_" + n] = rel_err(got, ref)
+        check_errors(step, errs)
         self.predictor_macs += self.bank.forward_macs()
-        loss = float(F.cross_entropy(p.logits(), p.y))
-        t.sgd(grads)
+        loss = float(F.cross_entropy(logits, p.y))
+        t.set_masters({n: (np.asarray(out["w16_" + n], dtype=np.int64), cap.layers[i].w_master_frac)
+                       for i, n in enumerate(LAYERS)})
         self.ctrl.advance(loss=loss)
         ref = t.bp_cycles(t.rc.batch)
         return dict(step=step, phase="gp", batch=len(idx), loss=loss, ops=rows, errors_vs_fp32=errs,
-                    bp_cycles=ref["fwd"] + ref["bwd"], skipped_cycles=ref["bwd"])
+                    bp_cycles=sum(ref.values()), skipped_cycles=ref["bwd"] + ref["update"])
 
     def extra(self) -> dict:
-        cfg = self.t.cfg
         post = [r for r in self.t.records if r["phase"] != "warmup"]
         return {"gp_steps": sum(r["phase"] == "gp" for r in self.t.records),
                 "gp_fraction_post_warmup": (sum(r["phase"] == "gp" for r in post) / len(post)) if post else 0.0,
-                "predictor": "model_sw quantized predictor, in software (predictor hardware not landed)",
-                "predictor_macs": self.predictor_macs,
-                "predictor_cycles_estimate": -(-self.predictor_macs // (cfg.rows * cfg.cols))}
+                "predictor": "inference and weight update on the Accelerator (reorganization unit, predictor "
+                             "array, update unit; golden model on the golden backend); training in software "
+                             "(model_sw quantized predictor), its engine GEMMs charged from the cycle model",
+                "predictor_macs_software": self.predictor_macs}
 
 
 class AutoAssist(BP):

@@ -73,7 +73,7 @@ def test_fault_injection_needs_an_rtl_backend(tmp_path, capsys):
     assert code == 2 and "RTL" in err
 
 
-@pytest.mark.parametrize("flag,value", [("--steps", "0"), ("--batch", "0"), ("--lr", "-1"),
+@pytest.mark.parametrize("flag,value", [("--steps", "0"), ("--batch", "0"), ("--lr", "-1"), ("--lr", "0.1"),
                                         ("--base-prob", "1.5"), ("--warmup", "-2")])
 def test_bad_numbers(tmp_path, capsys, flag, value):
     code, err = main_err(capsys, "train", flag, value, "--out", str(tmp_path))

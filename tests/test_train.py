@@ -71,12 +71,19 @@ def test_bp_run_cycles_and_macs_from_layer_shapes(tmp_path):
         if o["op"] in ("fwd", "bwd_weight"):
             assert o["macs"] == 2 * want[o["layer"]], o
     assert {(o["layer"], o["op"]) for o in r["ops"]} == {
-        (l, k) for l in ("conv1", "conv2", "fc") for k in ("fwd", "bwd_weight", "bwd_data")} - {("conv1", "bwd_data")}
+        (l, k) for l in ("conv1", "conv2", "fc") for k in ("fwd", "bwd_weight", "bwd_data", "update")} - {
+        ("conv1", "bwd_data")}
+    # the update unit reads every int8 gradient and reads and writes every 16-bit weight once a step
+    fan = {"conv1": (8, 9), "conv2": (16, 72), "fc": (10, 256)}
+    for o in r["ops"]:
+        if o["op"] == "update":
+            c_out, k = fan[o["layer"]]
+            assert o["dram_bytes"] == 2 * c_out * k * (1 + 2 + 2) and o["cycles"] > 0, o
     assert all(o["bit_exact"] for o in r["ops"])
     assert r["steps"] == 2 and len(r["curve"]) == 2 and 0.0 <= r["final_test_acc"] <= 1.0
 
 
-def test_adagp_gp_steps_run_forward_only(tmp_path):
+def test_adagp_gp_steps_run_forward_and_predictor_only(tmp_path):
     code, out = run(tmp_path, "adagp", method="adagp", steps=6, warmup=1)
     assert code == 0
     r = results(out)
@@ -84,14 +91,88 @@ def test_adagp_gp_steps_run_forward_only(tmp_path):
     gp = [s for s in log if s["phase"] == "gp"]
     bp = [s for s in log if s["phase"] != "gp"]
     assert gp and bp and r["gp_steps"] == len(gp)
-    fwd_cycles = sum(o["cycles"] for o in bp[0]["ops"] if o["op"] == "fwd")
+    bp_fwd = {o["layer"]: o["cycles"] for o in bp[0]["ops"] if o["op"] == "fwd"}
+    bp_engine = sum(o["cycles"] for o in bp[0]["ops"] if o["op"] != "pred_train")
+    # BP steps also train the predictor (modelled rows, not simulated: bit_exact None)
+    assert {o["layer"] for o in bp[0]["ops"] if o["op"] == "pred_train"} == {"conv1", "conv2", "fc"}
+    assert all(o["bit_exact"] is None for o in bp[0]["ops"] if o["op"] == "pred_train")
     for s in gp:
-        assert {o["op"] for o in s["ops"]} == {"fwd"}
-        assert s["cycles"] == fwd_cycles                       # same shapes, same programs
-        assert s["skipped_cycles"] == bp[0]["cycles"] - fwd_cycles
-    assert r["cycles"] == r["bp_equivalent_cycles"] - sum(s["skipped_cycles"] for s in gp)
+        assert [o["op"] for o in s["ops"]] == ["fwd", "fwd", "fwd", "gp_predict_update"]
+        assert {o["layer"]: o["cycles"] for o in s["ops"] if o["op"] == "fwd"} == bp_fwd   # same shapes
+        assert s["ops"][-1]["cycles"] > 0
+        assert s["skipped_cycles"] == bp_engine - sum(bp_fwd.values())
+        # the array's prediction equals model_sw's predictor in PyTorch (stated tolerance)
+        assert all(s["errors_vs_fp32"]["pred_" + n] <= train.GRAD_TOL for n in ("conv1", "conv2", "fc"))
     assert r["speedup_vs_bp"] > 1.0
-    assert r["predictor_macs"] > 0 and r["speedup_incl_overhead_estimate"] < r["speedup_vs_bp"]
+    assert r["predictor_macs_software"] > 0
+
+
+def test_gp_step_changes_the_weights_by_the_predicted_gradient(data):
+    """A GP step on the golden backend: the 16-bit masters move by the predictor's
+    output times lr and the scale, on the weights' grid (numpy, independently of the
+    update unit's golden function)."""
+    import numpy as np
+    from cosim import train_hw as HW
+    from model_sw import numerics as nx
+    torch.manual_seed(0)
+    model = CNN()
+    eng = train.Engine(CFG, "golden", "/tmp")
+    p = train.new_step_pass(CFG, model, data.x_train[:8], data.y_train[:8], None, 0)
+    from model_sw.adagp_predictor import PredictorBank, PredictorConfig
+    from model_sw import adagp_reorg as reorg
+    mods = HW.layer_modules(model)
+    bank = PredictorBank({n: reorg.fan_in(m) for n, m in mods.items()}, "shared", PredictorConfig(), quant=True)
+    bank.set_out_channels({n: int(m.weight.shape[0]) for n, m in mods.items()})
+    # calibrate the quantized predictor with one training step on random targets
+    batch = {}
+    for n, m in mods.items():
+        act = torch.relu(torch.randn(8, m.weight.shape[0], 8, 8)) if n != "fc" else torch.randn(8, 10)
+        batch[n] = (reorg.quantize_samples(reorg.layer_samples(m, act, bank.cfg.p, n)),
+                    torch.randn(m.weight.shape[0], reorg.fan_in(m)))
+    bank.train_step(batch)
+    pred = next(iter(bank.nets.values())).int_params()
+    masters = HW.masters_of(model)
+    # scales that put the largest prediction (|pred| <= 128) a few grid steps from zero (g_shift = -4)
+    scales = {n: pred["frac_out"] - masters[n][1] + 3 - 4 for n in masters}
+    cap = HW.gp_capture(p, masters, pred, -3, scales)
+    rows, out = eng.run_gp(cap, 0)
+    for i, n in enumerate(("conv1", "conv2", "fc")):
+        w16, fm = masters[n]
+        g = np.asarray(out["pred"][n], dtype=np.float64) * 2.0 ** -pred["frac_out"]
+        step = g * 2.0 ** (-3 + cap.layers[i].gp_scale_log2) * 2.0 ** fm      # on the weight grid
+        moved = w16 - np.asarray(out["w16_" + n])
+        assert np.abs(moved - step).max() <= 0.5 + 1e-9, n                    # one rounding
+        assert np.abs(moved).sum() > 0, n
+    assert [r["op"] for r in rows] == ["fwd", "fwd", "fwd", "gp_predict_update"]
+
+
+def test_bp_update_matches_pytorch_sgd(data):
+    """One BP step with the update unit (golden): the new weights against PyTorch's SGD
+    step (w - lr * autograd gradient of the mean loss) within the gradient tolerance."""
+    torch.manual_seed(3)
+    model = CNN()
+    ref = CNN()
+    ref.load_state_dict(model.state_dict())
+    x, y = data.x_train[:16], data.y_train[:16]
+    eng = train.Engine(CFG, "golden", "/tmp")
+    from cosim import train_hw as HW
+    masters = HW.masters_of(model)
+    p = train.new_step_pass(CFG, model, x, y, masters, -3)
+    for op in p.forward_ops():
+        eng.run(p.img, op, 0)
+    p.put_logit_grad()
+    rows = []
+    for ops, _ in p.backward_stages():
+        for op in ops:
+            rows += eng.run(p.img, op, 0)
+    assert [r["layer"] for r in rows if r["op"] == "update"] == ["fc", "conv2", "conv1"]
+    HW.set_masters(model, p.updated_masters())
+    F.cross_entropy(ref(x), y).backward()
+    for name in ("conv1", "conv2", "fc"):
+        got = getattr(model, name).weight.detach() - getattr(ref, name).weight.detach()   # -lr * g
+        want = -0.125 * getattr(ref, name).weight.grad
+        err = float((got - want).abs().max() / want.abs().max())
+        assert err <= train.GRAD_TOL, (name, err)
 
 
 def test_autoassist_engine_trains_on_kept_instances_only(tmp_path):
@@ -158,13 +239,16 @@ def test_compute_report_and_plots(tmp_path):
     r = results(out)
     with open(os.path.join(out, "COMPUTE_REPORT.csv")) as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == len(r["ops"]) == 8
+    assert len(rows) == len(r["ops"]) == 11      # 8 engine operations, 3 weight updates
     pes = CFG.rows * CFG.cols
     assert sum(int(x["Total Cycles"]) for x in rows) == r["cycles"]
     for x, o in zip(rows, r["ops"]):
         assert (x["Layer"], x["Operation"]) == (o["layer"], o["op"])
         macs, cyc, steps = int(x["MACs"]), int(x["Total Cycles"]), int(x["Array Steps"])
         assert abs(float(x["Overall Util %"]) - 100 * macs / (cyc * pes)) < 0.01
+        if o["op"] == "update":               # the update unit: no array steps, no MACs
+            assert steps == 0 and macs == 0 and x["Mapping Efficiency %"] == ""
+            continue
         assert abs(float(x["Mapping Efficiency %"]) - 100 * macs / (steps * pes)) < 0.01
         assert float(x["Mapping Efficiency %"]) <= 100.0
         assert x["Stall Cycles"] == ""           # the golden backend has no stall counter
