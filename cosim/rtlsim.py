@@ -26,6 +26,7 @@ from rtl.generate import engine_verilog, verilator_bin
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "tb" / "harness.sv"
+MEM_MODEL = ROOT / "tb" / "mem_model.svh"      # included by both harnesses
 SIMULATORS = ("verilator", "icarus")
 PMAX = 4096
 
@@ -88,7 +89,7 @@ class RtlSim:
         if sim == "icarus":
             verilog = icarus_kick(verilog)
         params = self.harness_params(cfg)
-        key = hashlib.sha256((verilog + self.harness.read_text() + json.dumps(params) + sim
+        key = hashlib.sha256((verilog + self.harness.read_text() + MEM_MODEL.read_text() + json.dumps(params) + sim
                               + str(waves)).encode()).hexdigest()[:16]
         self.build_dir = Path(build_root) / f"{sim}-{cfg.name}-{key}"
         self.build_dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +148,8 @@ class RtlSim:
         if cached:  # the runner still needs its build settings, but nothing is executed
             self.runner._execute = lambda cmds, cwd: None
         try:
-            self.runner.build(sources=[src, self.harness], hdl_toplevel=self.toplevel, parameters=params,
+            self.runner.build(sources=[src, self.harness], includes=[MEM_MODEL.parent],
+                              hdl_toplevel=self.toplevel, parameters=params,
                               build_args=args, build_dir=self.build_dir, always=True,
                               timescale=("1ns", "1ps"), waves=self.waves,
                               log_file=None if cached else log)

@@ -66,35 +66,21 @@ module accel_harness #(
         if (dump_mem) $writememh(memout, mem, dump_lo, dump_hi);
     end
 
-    // ---- random back-pressure (xorshift32), registered inputs ------------------
-    reg [31:0] lfsr = 32'h1;
-    wire [31:0] l1 = lfsr ^ (lfsr << 13);
-    wire [31:0] l2 = l1 ^ (l1 >> 17);
-    wire [31:0] lnext = l2 ^ (l2 << 5);
-    always @(posedge clk) lfsr <= rst ? 32'h1 : start ? (stall_seed | 32'h1) : lnext;
-    reg [7:0]  stall_q;
-    reg [31:0] prog_len_q;
-    reg rst_q = 1'b1;
-    always @(posedge clk) begin stall_q <= stall_prob; prog_len_q <= prog_len; rst_q <= rst; end
-    wire rdy_a = (lfsr[7:0]   >= stall_q);
-    wire rdy_b = (lfsr[15:8]  >= stall_q);
-    wire rdy_w = (lfsr[23:16] >= stall_q);
-    wire rdy_u = (lfsr[31:24] >= stall_q);
+    // the update unit's write stream, written in the memory model's clocked block
+    `define MEM_MODEL_EXTRA_WRITES \
+        if (uw_valid && rdy_m) \
+            for (l = 0; l < 2*L; l = l + 1) \
+                if (uw_req[2*L*AW + 2*L*SLOT + l]) \
+                    mem[uw_req[l*AW +: AW]] <= uw_req[2*L*AW + l*SLOT +: SLOT];
+    wire [2*L*AW+2*L*SLOT+2*L-1:0] uw_req; wire uw_valid;
+    `include "mem_model.svh"
+    wire rdy_u = rdy_m;       // the update unit's ports share the mask port's ready
 
     // ---- accelerator ---------------------------------------------------------------
     wire              instr_ready;
     wire              busy;
-    wire [R*AW+R-1:0] a_req;  wire a_req_valid;
-    wire [C*AW+C-1:0] b_req;  wire b_req_valid;
     wire [L*AW+L-1:0] u_req;  wire u_req_valid;
-    wire [C*AW+C-1:0] m_req;  wire m_req_valid;   // the engine's mask reads (sparse modes)
-    reg  [C*SLOT-1:0] m_resp; reg  m_resp_valid;
-    wire [C*AW+C-1:0] z_req;  wire z_valid;       // the engine's zero writes (ocompact)
-    reg  [R*SLOT-1:0] a_resp; reg  a_resp_valid;
-    reg  [C*SLOT-1:0] b_resp; reg  b_resp_valid;
     reg  [L*SLOT-1:0] u_resp; reg  u_resp_valid;
-    wire [2*C*AW+C*SLOT+3*C-1:0] w_req; wire w_valid;
-    wire [2*L*AW+2*L*SLOT+2*L-1:0] uw_req; wire uw_valid;
     reg  running;
     reg  [31:0] pc;
     reg  [31:0] rd_ptr, ud_ptr, pw_ptr;
@@ -130,64 +116,18 @@ module accel_harness #(
         .busy(busy), .error(error), .counters(cnt_all[ECW-1:0]), .pcounters(cnt_all[CW-1:ECW])
     );
 
-    // ---- read ports: fixed latency LAT, in order -------------------------------------
-    reg [R*SLOT-1:0] a_pipe [0:LAT-1]; reg a_pv [0:LAT-1];
-    reg [C*SLOT-1:0] b_pipe [0:LAT-1]; reg b_pv [0:LAT-1];
+    // ---- the update unit's read port: fixed latency LAT, in order --------------------------
     reg [L*SLOT-1:0] u_pipe [0:LAT-1]; reg u_pv [0:LAT-1];
-    reg [C*SLOT-1:0] m_pipe [0:LAT-1]; reg m_pv [0:LAT-1];
-    integer l, s;
-    initial begin
-        for (s = 0; s < LAT; s = s + 1) begin
-            a_pv[s] = 1'b0; b_pv[s] = 1'b0; u_pv[s] = 1'b0; m_pv[s] = 1'b0; m_pipe[s] = {C*SLOT{1'b0}};
-            a_pipe[s] = {R*SLOT{1'b0}}; b_pipe[s] = {C*SLOT{1'b0}}; u_pipe[s] = {L*SLOT{1'b0}};
-        end
-    end
+    initial for (s = 0; s < LAT; s = s + 1) begin u_pv[s] = 1'b0; u_pipe[s] = {L*SLOT{1'b0}}; end
     always @(posedge clk) begin
-        for (l = 0; l < R; l = l + 1)
-            a_pipe[0][l*SLOT +: SLOT] <= a_req[R*AW + l] ? mem[a_req[l*AW +: AW]] : {SLOT{1'b0}};
-        for (l = 0; l < C; l = l + 1)
-            b_pipe[0][l*SLOT +: SLOT] <= b_req[C*AW + l] ? mem[b_req[l*AW +: AW]] : {SLOT{1'b0}};
         for (l = 0; l < L; l = l + 1)
             u_pipe[0][l*SLOT +: SLOT] <= u_req[L*AW + l] ? mem[u_req[l*AW +: AW]] : {SLOT{1'b0}};
-        for (l = 0; l < C; l = l + 1)
-            m_pipe[0][l*SLOT +: SLOT] <= m_req[C*AW + l] ? mem[m_req[l*AW +: AW]] : {SLOT{1'b0}};
-        m_pv[0] <= m_req_valid && rdy_u && !rst;
-        a_pv[0] <= a_req_valid && rdy_a && !rst;
-        b_pv[0] <= b_req_valid && rdy_b && !rst;
         u_pv[0] <= u_req_valid && rdy_u && !rst;
         for (s = 1; s < LAT; s = s + 1) begin
-            a_pipe[s] <= a_pipe[s-1]; a_pv[s] <= a_pv[s-1] && !rst;
-            b_pipe[s] <= b_pipe[s-1]; b_pv[s] <= b_pv[s-1] && !rst;
             u_pipe[s] <= u_pipe[s-1]; u_pv[s] <= u_pv[s-1] && !rst;
-            m_pipe[s] <= m_pipe[s-1]; m_pv[s] <= m_pv[s-1] && !rst;
         end
     end
-    always @(*) begin
-        a_resp = a_pipe[LAT-1]; a_resp_valid = a_pv[LAT-1];
-        b_resp = b_pipe[LAT-1]; b_resp_valid = b_pv[LAT-1];
-        u_resp = u_pipe[LAT-1]; u_resp_valid = u_pv[LAT-1];
-        m_resp = m_pipe[LAT-1]; m_resp_valid = m_pv[LAT-1];
-    end
-
-    // ---- write ports ---------------------------------------------------------------------
-    always @(posedge clk) begin
-        if (w_valid && rdy_w) begin
-            for (l = 0; l < C; l = l + 1)
-                if (w_req[C*AW + C*SLOT + l])
-                    mem[w_req[l*AW +: AW]] <= w_req[C*AW + l*SLOT +: SLOT];
-            for (l = 0; l < C; l = l + 1)
-                if (w_req[2*C*AW + C*SLOT + 2*C + l])
-                    mem[w_req[C*AW + C*SLOT + C + l*AW +: AW]] <= {{(SLOT-1){1'b0}}, w_req[2*C*AW + C*SLOT + C + l]};
-        end
-        if (z_valid && rdy_u)
-            for (l = 0; l < C; l = l + 1)
-                if (z_req[C*AW + l]) mem[z_req[l*AW +: AW]] <= {SLOT{1'b0}};
-        if (uw_valid && rdy_u) begin
-            for (l = 0; l < 2*L; l = l + 1)
-                if (uw_req[2*L*AW + 2*L*SLOT + l])
-                    mem[uw_req[l*AW +: AW]] <= uw_req[2*L*AW + l*SLOT +: SLOT];
-        end
-    end
+    always @(*) begin u_resp = u_pipe[LAT-1]; u_resp_valid = u_pv[LAT-1]; end
 
     // ---- sequencing and watchdog -----------------------------------------------------------
     reg settle;

@@ -54,36 +54,11 @@ module harness #(
         if (dump_mem) $writememh(memout, mem, dump_lo, dump_hi);
     end
 
-    // ---- random back-pressure (xorshift32) ---------------------------------
-    reg [31:0] lfsr = 32'h1;
-    wire [31:0] l1 = lfsr ^ (lfsr << 13);
-    wire [31:0] l2 = l1 ^ (l1 >> 17);
-    wire [31:0] lnext = l2 ^ (l2 << 5);
-    always @(posedge clk) lfsr <= rst ? 32'h1 : start ? (stall_seed | 32'h1) : lnext;
-    // Inputs that feed combinational logic are registered first: Verilator re-evaluates
-    // everything downstream of a top-level input on every time step otherwise.
-    reg [7:0]  stall_q;
-    reg [31:0] prog_len_q;
-    // The engine's next-state logic reads its reset: a top-level reset would put the whole
-    // netlist into that per-step evaluation, so the reset is registered too.
-    reg rst_q = 1'b1;
-    always @(posedge clk) begin stall_q <= stall_prob; prog_len_q <= prog_len; rst_q <= rst; end
-    wire rdy_a = (lfsr[7:0]   >= stall_q);
-    wire rdy_b = (lfsr[15:8]  >= stall_q);
-    wire rdy_w = (lfsr[23:16] >= stall_q);
-    wire rdy_m = (lfsr[31:24] >= stall_q);
+    `include "mem_model.svh"
 
     // ---- engine -------------------------------------------------------------
     wire              instr_ready;
     wire              busy;
-    wire [R*AW+R-1:0] a_req;  wire a_req_valid;
-    wire [C*AW+C-1:0] b_req;  wire b_req_valid;
-    reg  [R*SLOT-1:0] a_resp; reg  a_resp_valid;
-    reg  [C*SLOT-1:0] b_resp; reg  b_resp_valid;
-    wire [C*AW+C-1:0] m_req;  wire m_req_valid;
-    reg  [C*SLOT-1:0] m_resp; reg  m_resp_valid;
-    wire [2*C*AW+C*SLOT+3*C-1:0] w_req; wire w_valid;
-    wire [C*AW+C-1:0] z_req; wire z_valid;
     reg  running;
     reg  [31:0] pc;
     wire instr_valid = running && (pc < prog_len_q);
@@ -101,63 +76,6 @@ module harness #(
         .wz__payload(z_req), .wz__valid(z_valid), .wz__ready(rdy_m),
         .busy(busy), .error(error), .counters(counters)
     );
-
-    // ---- read ports: fixed latency LAT, in order ------------------------------
-    reg [R*SLOT-1:0] a_pipe [0:LAT-1]; reg a_pv [0:LAT-1];
-    reg [C*SLOT-1:0] b_pipe [0:LAT-1]; reg b_pv [0:LAT-1];
-    reg [C*SLOT-1:0] m_pipe [0:LAT-1]; reg m_pv [0:LAT-1];
-    integer l, s;
-    initial begin   // 4-state simulators start registers at X: give the pipes a defined state
-        for (s = 0; s < LAT; s = s + 1) begin
-            a_pv[s] = 1'b0; b_pv[s] = 1'b0; a_pipe[s] = {R*SLOT{1'b0}}; b_pipe[s] = {C*SLOT{1'b0}};
-            m_pv[s] = 1'b0; m_pipe[s] = {C*SLOT{1'b0}};
-        end
-    end
-    always @(posedge clk) begin
-        for (l = 0; l < R; l = l + 1)
-            a_pipe[0][l*SLOT +: SLOT] <= a_req[R*AW + l] ? mem[a_req[l*AW +: AW]] : {SLOT{1'b0}};
-        for (l = 0; l < C; l = l + 1)
-            b_pipe[0][l*SLOT +: SLOT] <= b_req[C*AW + l] ? mem[b_req[l*AW +: AW]] : {SLOT{1'b0}};
-        for (l = 0; l < C; l = l + 1)
-            m_pipe[0][l*SLOT +: SLOT] <= m_req[C*AW + l] ? mem[m_req[l*AW +: AW]] : {SLOT{1'b0}};
-        m_pv[0] <= m_req_valid && rdy_m && !rst;
-        a_pv[0] <= a_req_valid && rdy_a && !rst;
-        b_pv[0] <= b_req_valid && rdy_b && !rst;
-        for (s = 1; s < LAT; s = s + 1) begin
-            a_pipe[s] <= a_pipe[s-1]; a_pv[s] <= a_pv[s-1] && !rst;
-            b_pipe[s] <= b_pipe[s-1]; b_pv[s] <= b_pv[s-1] && !rst;
-            m_pipe[s] <= m_pipe[s-1]; m_pv[s] <= m_pv[s-1] && !rst;
-        end
-    end
-    always @(*) begin
-        a_resp = a_pipe[LAT-1]; a_resp_valid = a_pv[LAT-1];
-        b_resp = b_pipe[LAT-1]; b_resp_valid = b_pv[LAT-1];
-        m_resp = m_pipe[LAT-1]; m_resp_valid = m_pv[LAT-1];
-    end
-
-    // ---- write port ----------------------------------------------------------
-    reg fault_done = 1'b0;
-    always @(posedge clk) begin
-        if (start) fault_done <= 1'b0;
-        if (w_valid && rdy_w) begin
-            for (l = 0; l < C; l = l + 1)
-                if (w_req[C*AW + C*SLOT + l]) begin
-                    if (fault_en && !fault_done && w_req[l*AW +: AW] == fault_addr[AW-1:0]) begin
-                        mem[w_req[l*AW +: AW]] <= w_req[C*AW + l*SLOT +: SLOT] ^ {{(SLOT-1){1'b0}}, 1'b1};
-                        fault_done <= 1'b1;
-                    end else
-                        mem[w_req[l*AW +: AW]] <= w_req[C*AW + l*SLOT +: SLOT];
-                end
-            // the ReLU mask bits written beside the row
-            for (l = 0; l < C; l = l + 1)
-                if (w_req[2*C*AW + C*SLOT + 2*C + l])
-                    mem[w_req[C*AW + C*SLOT + C + l*AW +: AW]] <= {{(SLOT-1){1'b0}}, w_req[2*C*AW + C*SLOT + C + l]};
-        end
-        // zero writes (output columns that no row needs)
-        if (z_valid && rdy_m)
-            for (l = 0; l < C; l = l + 1)
-                if (z_req[C*AW + l]) mem[z_req[l*AW +: AW]] <= {SLOT{1'b0}};
-    end
 
     // ---- program sequencing and watchdog ------------------------------------
     reg settle;   // one cycle for the engine to leave IDLE after the last issue

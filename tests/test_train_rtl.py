@@ -44,7 +44,10 @@ def test_verilator_training_equals_golden_bit_for_bit(tmp_path):
     assert all(torch.equal(wg[k], wv[k]) for k in wg)
     with open(os.path.join(outs["verilator"], "COMPUTE_REPORT.csv")) as f:
         rows = list(csv.DictReader(f))
-    assert all(r["Stall Cycles"] != "" and r["Compute Util %"] != "" for r in rows)
+    # engine operations run alone have the RTL's stall counter (a GP step's forward runs in one
+    # Accelerator run with the predictor side: its rows have the run's checked totals only)
+    assert all(r["Stall Cycles"] != "" and r["Compute Util %"] != "" for r in rows
+               if r["Operation"] in ("bwd_weight", "bwd_data"))
     assert g["energy_j"] is None and v["energy_j"] > 0        # energy needs the RTL's SRAM counters
     timing = load(outs["verilator"], "timing.json")
     assert 0 < timing["inside_simulator_s"] < timing["wall_s"]
