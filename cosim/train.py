@@ -5,25 +5,30 @@ golden model, or the RTL on Verilator / Icarus) and checked.
     python -m cosim train --model cnn --dataset digits --method bp --backend verilator --steps 8
 
 One step (BP):
-  * PyTorch holds the float32 master weights.  The step quantizes them, the input
-    batch and every activation and gradient to 8 bits with per-tensor
-    power-of-two scales (model_sw.numerics, through cosim.cnn_pass.CnnPass, which
-    calibrates the scales from the PyTorch fp32 pass of the same quantized weights);
-  * the engine runs conv1, conv2, fc forward (ReLU and the ReLU mask in its
-    epilogue), then per layer backward-weight and backward-data; the host computes
-    the softmax cross-entropy gradient of the engine's logits and multiplies by the
-    ReLU masks (what the engine does not do yet);
+  * the 16-bit master weights live in the engine's external memory (cosim.train_hw);
+    the step quantizes the weights, the input batch and every activation and gradient
+    to 8 bits with per-tensor power-of-two scales (model_sw.numerics, through
+    cosim.cnn_pass.CnnPass, which calibrates the scales from the PyTorch fp32 pass of the
+    same quantized weights);
+  * the engine runs conv1, conv2, fc forward (ReLU and the ReLU mask in its epilogue),
+    then per layer backward-weight (dW as int8) and backward-data (masked by the forward
+    ReLU mask in its epilogue); the host computes only the softmax cross-entropy
+    gradient of the engine's logits;
+  * right after each backward-weight operation, in the same run, the Accelerator's
+    weight-update unit applies ``w16 -= round(lr * dW)`` to that layer's masters;
   * every operation is checked: RTL memory bit for bit against the golden model,
-    RTL ``busy_cycles`` against the analytic cycle model exactly (cosim.execute);
-    after the step, the engine's tensors against PyTorch fp32 within the stated
-    tolerance (max |engine - fp32| / max |fp32| <= 0.08 for activations and
-    logits, <= 0.25 for weight gradients: the bounds of tests/test_engine_rtl.py);
-  * the engine's weight gradients (dequantized, divided by the batch) update the
-    master weights by plain SGD in PyTorch.
+    RTL ``busy_cycles`` against the analytic cycle model exactly (cosim.execute), the
+    update unit's counters against its model; after the step, the engine's tensors
+    against PyTorch fp32 within the stated tolerance (max |engine - fp32| / max |fp32|
+    <= 0.08 for activations and logits, <= 0.25 for weight gradients: the bounds of
+    tests/test_engine_rtl.py).
 
-Methods are a small registry (:data:`METHODS`) of per-step functions, so a method
-whose hardware lands later (sparsity, the predictor array) plugs in with
-:func:`register_method`.  ``sparse`` runs the backward pass with the
+An ADA-GP GP step is one Accelerator run: forward, reorganization, predictor array and
+update (cosim.train_hw, checked against cosim.accel_sim.gp_golden and
+cosim.predictor_model.gp_timeline).
+
+Methods are a small registry (:data:`METHODS`) of per-step functions, so a new
+method plugs in with :func:`register_method`.  ``sparse`` runs the backward pass with the
 sparse engine modes (output-column compaction and zero-word skipping, docs/sparsity.md).
 
 Modules: ``train_engine`` (the backend running and checking each operation, the

@@ -1,12 +1,12 @@
 """cocotb testbench of the PredictorArray (Verilog from Amaranth, run on Verilator or Icarus).
 
-The case file (env ``PA_CASE``, JSON) holds the configuration, the weights and a list of
+The case file (env ``UNIT_CASE``, JSON) holds the configuration, the weights and a list of
 jobs (predictor layers or Assistant batches) with their raw data; ``model()`` computes
 the expected output beats from model_sw's integer functions.  Stream drivers and
 monitors run with the valid / ready probabilities each job asks for (random
 back-pressure); every output beat must be bit-exact, and the counters must equal the
 cycle model (exactly with no back-pressure; steps, MACs and busy - stall otherwise).
-The per-job outcome is written to ``PA_RESULT`` (JSON) for the pytest side.
+The per-job outcome is written to ``UNIT_RESULT`` (JSON) for the pytest side.
 """
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ async def read_counters(dut) -> dict:
 
 @cocotb.test()
 async def predictor_array_jobs(dut):
-    case = json.loads(open(os.environ["PA_CASE"]).read())
+    case = json.loads(open(os.environ["UNIT_CASE"]).read())
     cfg = AcceleratorConfig(**case["cfg"])
     params = case["params"]
     rng = random.Random(case.get("seed", 1))
@@ -215,7 +215,7 @@ async def predictor_array_jobs(dut):
             results[-1]["outputs"] = got
         dut._log.info("job %s: %d beats, bit_exact=%s, counters=%s", job["name"], len(got),
                       results[-1]["bit_exact"], counters)
-    with open(os.environ["PA_RESULT"], "w") as fh:
+    with open(os.environ["UNIT_RESULT"], "w") as fh:
         json.dump(results, fh)
     for r in results:
         if r.get("expect_error"):
