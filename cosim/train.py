@@ -289,8 +289,9 @@ def summarize(t: Trainer) -> dict:
                     fp32_tolerance={"activations": FWD_TOL, "weight_gradients": GRAD_TOL}),
         cycles=cycles, bp_equivalent_cycles=bp_cycles,
         speedup_vs_bp=round(bp_cycles / cycles, 4) if cycles else None,
-        energy_j=energy_j, energy_note="engine only (cosim/energy.py table on the RTL's counters); the software "
-                                      "predictor/Assistant and the host are not included; null on the golden backend",
+        energy_j=energy_j, energy_note="cosim/energy.py table on the RTL's counters (engine, update unit traffic, GP runs with "
+                                      "the predictor array's MACs; predictor training from its modelled counters); the "
+                                      "Assistant and the host are not included; null on the golden backend",
         cycles_per_phase=dict(per_phase), cycles_per_layer=dict(per_layer), ops=ops,
         final_test_acc=recs[-1]["test_acc"] if recs else None,
         accuracy_evaluated_with="PyTorch in the engine's number formats (model_sw.adagp_engine fake-quant "
@@ -361,19 +362,20 @@ def print_summary(res: dict, out_dir: str):
     line = f"engine cycles {res['cycles']}, BP-equivalent {res['bp_equivalent_cycles']}: " \
            f"speed-up over BP {res['speedup_vs_bp']:.3f}x"
     if "speedup_incl_overhead_estimate" in res:
-        line += f" ({res['speedup_incl_overhead_estimate']:.3f}x charging the software predictor/Assistant " \
+        line += f" ({res['speedup_incl_overhead_estimate']:.3f}x charging the software Assistant's " \
                 f"MACs at R*C per cycle)"
     print(line)
     if res.get("energy_j") is not None:
         print(f"engine energy {1e6 * res['energy_j']:.2f} uJ (cosim/energy.py table on the RTL's counters; "
-              f"software predictor/Assistant not included)")
+              f"the software Assistant's training not included)")
     if "gp_steps" in res:
         print(f"ADA-GP: {res['gp_steps']} GP steps of {res['steps']} "
               f"(GP fraction after warm-up {res['gp_fraction_post_warmup']:.2f}); predictor inference and "
               f"weight update on the Accelerator, predictor training in software (charged as pred_train rows)")
     if "shrunk" in res:
         print(f"AutoAssist: {res['shrunk']} of {res['candidates']} candidates shrunk "
-              f"(keep rate {res['keep_rate']:.2f}); Assistant in software")
+              f"(keep rate {res['keep_rate']:.2f}); keep decisions from the array's integer Assistant (golden), "
+              f"its training in software")
     print(f"wrote {out_dir}/results.json, COMPUTE_REPORT.csv, " +
           ", ".join(os.path.basename(p) for p in res["outputs"]))
 
