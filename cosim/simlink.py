@@ -1,5 +1,6 @@
-"""A UART link for Amaranth's simulator: drives an ``rx`` pin and samples a ``tx`` pin
-bit by bit (8N1, ``divisor`` clocks per bit), for ``cosim.host.Host`` in tests."""
+"""UART links for ``cosim.host.Host`` in tests: drive an ``rx`` pin and sample a ``tx``
+pin bit by bit (8N1, ``divisor`` clocks per bit) in Amaranth's simulator
+(``AmaranthUARTLink``) or in cocotb (``CocotbUARTLink``)."""
 from __future__ import annotations
 
 from .host import LinkTimeout
@@ -44,3 +45,75 @@ class AmaranthUARTLink:
 
     async def read(self, n: int) -> bytes:
         return bytes([await self.read_byte() for _ in range(n)])
+
+
+class CocotbUARTLink:
+    """The same link for cocotb: drives the DUT's ``rx`` and samples its ``tx``, one bit
+    per ``divisor`` clocks of ``period_ns``.  Bit times are waited with one ``Timer`` each
+    (not clock by clock), which keeps the Python side cheap on long transfers; the receiver
+    samples mid-bit after its synchronizer, so a bit edge that falls on a clock edge is safe."""
+
+    def __init__(self, dut, divisor: int, period_ns: int = 10, timeout_cycles: int = 400_000):
+        self.dut, self.div, self.period = dut, divisor, period_ns
+        self.timeout = timeout_cycles
+
+    async def write(self, data: bytes) -> None:
+        from cocotb.triggers import Timer
+        t = self.div * self.period
+        for byte in data:
+            for b in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
+                self.dut.rx.value = b
+                await Timer(t, unit="ns")
+
+    async def read(self, n: int) -> bytes:
+        from cocotb.triggers import FallingEdge, Timer, with_timeout
+        from .host import HostError
+        t = self.div * self.period
+        out = []
+        for _ in range(n):
+            if int(self.dut.tx.value):
+                try:
+                    await with_timeout(FallingEdge(self.dut.tx), self.timeout * self.period, "ns")
+                except Exception:
+                    raise LinkTimeout(f"no reply byte within {self.timeout} cycles") from None
+            await Timer(t // 2, unit="ns")
+            if int(self.dut.tx.value):
+                raise LinkTimeout("tx start bit shorter than half a bit")
+            byte = 0
+            for i in range(8):
+                await Timer(t, unit="ns")
+                byte |= int(self.dut.tx.value) << i
+            await Timer(t, unit="ns")
+            if not int(self.dut.tx.value):
+                raise HostError("tx stop bit low")
+            out.append(byte)
+        return bytes(out)
+
+
+async def cocotb_board_host(dut, cfg, divisor: int, prog_words: int, period_ns: int = 10, **host_kw):
+    """Start the DUT's clock, reset it, and return a ``cosim.host.Host`` on its UART pins."""
+    import cocotb
+    from cocotb.clock import Clock
+    from cocotb.triggers import ClockCycles
+    from .host import Host
+    cocotb.start_soon(Clock(dut.clk, period_ns, unit="ns").start())
+    dut.rx.value = 1
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 5)
+    dut.rst.value = 0
+    await ClockCycles(dut.clk, 5)
+    return Host(CocotbUARTLink(dut, divisor, period_ns), cfg, prog_words, **host_kw)
+
+
+async def expect_host_error(coro, status=None, text=None):
+    """Await ``coro``; it must raise ``HostError`` (with ``status`` and ``text`` if given)."""
+    from .host import HostError
+    try:
+        await coro
+    except HostError as e:
+        if status is not None:
+            assert e.status == status, (e.status, str(e))
+        if text is not None:
+            assert text in str(e), str(e)
+        return e
+    raise AssertionError("no HostError raised")
