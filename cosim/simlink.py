@@ -58,8 +58,9 @@ class CocotbUARTLink:
         self.timeout = timeout_cycles
 
     async def write(self, data: bytes) -> None:
-        from cocotb.triggers import Timer
+        from cocotb.triggers import FallingEdge, Timer
         t = self.div * self.period
+        await FallingEdge(self.dut.clk)      # rx changes between rising edges: no race
         for byte in data:
             for b in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
                 self.dut.rx.value = b

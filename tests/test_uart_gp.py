@@ -16,7 +16,7 @@ from rtl.config import preset
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = preset("small").replace(mem_addr_bits=14)   # 16K slots, as on the ULX3S: a batch-2 GP step fits
-DIV = 4                                            # clocks per UART bit
+DIV = 2                                            # clocks per UART bit (the fastest the UART takes)
 PROG_WORDS = 256                                   # 5 accelerator instructions of 48 words
 BATCH = 2
 MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines OPT_FAST=-O2 OPT_SLOW=-O0"
