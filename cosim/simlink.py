@@ -118,3 +118,55 @@ async def expect_host_error(coro, status=None, text=None):
             assert text in str(e), str(e)
         return e
     raise AssertionError("no HostError raised")
+
+
+def run_amaranth(dut, bench):
+    """Run ``bench(ctx)`` as a testbench on ``dut`` in Amaranth's simulator (1 MHz clock)
+    until it returns (every wait in the links has a cycle watchdog); returns its value."""
+    from amaranth.sim import Simulator
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    result = {}
+
+    async def tb(ctx):
+        result["value"] = await bench(ctx)
+    sim.add_testbench(tb)
+    sim.run()
+    return result["value"]
+
+
+def run_cocotb_board(top, build, test_module: str, env: dict, tests: set,
+                     makeflags: str = "CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines",
+                     opt: str = "-O1") -> None:
+    """Verilog of ``top`` (name ``board_top``) built with Verilator in ``build`` (rebuilt
+    only when the Verilog changed), then the cocotb module ``test_module`` run on it;
+    raises AssertionError unless exactly ``tests`` ran and all passed."""
+    import os
+    import xml.etree.ElementTree as ET
+    from amaranth.back import verilog
+    from cocotb_tools.runner import get_runner
+    from .rtlsim import ROOT, sim_env_path
+    build.mkdir(parents=True, exist_ok=True)
+    src = build / "board_top.v"
+    text = verilog.convert(top, name="board_top", emit_src=False)
+    if not src.exists() or src.read_text() != text:
+        src.write_text(text)
+    os.environ["PATH"] = sim_env_path()
+    old_mf = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = makeflags
+    try:
+        runner = get_runner("verilator")
+        runner.build(sources=[src], hdl_toplevel="board_top", build_dir=build,
+                     build_args=["-Wno-fatal", "-Wno-WIDTH", opt], always=False)
+    finally:
+        if old_mf is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = old_mf
+    xml = runner.test(test_module=test_module, hdl_toplevel="board_top", build_dir=build,
+                      test_dir=build, extra_env={**env, "PYTHONPATH": str(ROOT)})
+    cases = ET.parse(xml).getroot().iter("testcase")
+    results = {c.get("name"): [f.get("message") for f in c.iter("failure")] for c in cases}
+    assert set(results) == set(tests), results
+    failed = {k: v for k, v in results.items() if v}
+    assert not failed, failed

@@ -3,7 +3,7 @@ write port, Amaranth simulator, a numpy array as the reference), and the parsers
 nextpnr's report (resources, Fmax, 'does not fit')."""
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
+from cosim.simlink import run_amaranth
 
 from rtl import board, synth
 from rtl.boardmem import BoardMemory
@@ -164,15 +164,7 @@ def test_board_memory_lane_serial_ports():
             ctx.set(dut.rd_b.req.valid, 0)
         return reqs, results
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    out = {}
-
-    async def tb(ctx):
-        out["v"] = await bench(ctx)
-    sim.add_testbench(tb)
-    sim.run()
-    reqs, results = out["v"]
+    reqs, results = run_amaranth(dut, bench)
     for (a_addr, a_en, b_addr, b_en), got in zip(reqs, results):
         want_a = [int(ref[x]) if (a_en >> l) & 1 else 0 for l, x in enumerate(a_addr)]
         want_b = [int(ref[x]) if (b_en >> l) & 1 else 0 for l, x in enumerate(b_addr)]
@@ -215,16 +207,7 @@ def test_unknown_core_and_core_sizes():
     assert lim["n_pweights"] == bufs["pweights"].entries and lim["shift1"] == 63
 
 
-def _run(dut, bench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    out = {}
-
-    async def tb(ctx):
-        out["v"] = await bench(ctx)
-    sim.add_testbench(tb)
-    sim.run()
-    return out["v"]
+_run = run_amaranth
 
 
 def test_buffer_stream_entries_in_order_under_back_pressure():

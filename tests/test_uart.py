@@ -6,26 +6,15 @@ import numpy as np
 import pytest
 from amaranth import Module
 from amaranth.lib import wiring, memory
-from amaranth.sim import Simulator
 
 from cosim import host as hostmod
-from cosim.simlink import AmaranthUARTLink
+from cosim.simlink import AmaranthUARTLink, run_amaranth
 from rtl import uart
 
 DIV = 4
 
 
-def run_sim(dut, bench):
-    """Run until the testbench returns (every wait in the link has a cycle watchdog)."""
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    result = {}
-
-    async def tb(ctx):
-        result["value"] = await bench(ctx)
-    sim.add_testbench(tb)
-    sim.run()
-    return result["value"]
+run_sim = run_amaranth
 
 
 # ---- RX / TX framing ---------------------------------------------------------------
