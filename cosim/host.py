@@ -261,8 +261,8 @@ async def gp_step(h: Host, run, polls: int = 100_000) -> dict:
 GP_EXACT_COUNTERS = ("samples", "pred_rows", "upd_elems", "upd_layers", "retired")
 # counters the board's slower (lane-serial) memory can only make larger than the model's:
 # the engine waits for its operands, and the update unit (5 cycles per gradient row in the
-# harness, ~4 x pred_cols + 10 on the board) holds the array back when a layer's rows come
-# faster than it writes them
+# harness, several times that with a lane-serial read and a 2 x pred_cols-lane write on the
+# board) holds the array back when a layer's rows come faster than it writes them
 GP_LOWER_BOUNDS = ("busy_cycles", "array_busy_cycles")
 
 

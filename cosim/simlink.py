@@ -135,27 +135,57 @@ def run_amaranth(dut, bench):
     return result["value"]
 
 
+def public_ports(text: str, module: str = "board_top") -> str:
+    """Mark the ports of ``module`` (Amaranth's ``  input name;`` declarations) public for
+    Verilator's VPI, so the model can be built without ``--public-flat-rw``."""
+    import re
+    head = f"module {module}("
+    a = text.index(head)
+    b = text.index("endmodule", a)
+    body = re.sub(r"^(  (?:input|output)(?: \[[^\]]+\])? \\?[\w$]+ ?);$",
+                  r"\1 /*verilator public_flat_rw*/;", text[a:b], flags=re.M)
+    return text[:a] + body + text[b:]
+
+
+def _verilator_runner(ports_only: bool):
+    """cocotb's Verilator runner; ``ports_only``: without ``--public-flat-rw`` (every signal
+    public), which makes a large model several times slower — the test then reaches the
+    top's ports only (see :func:`public_ports`)."""
+    from cocotb_tools.runner import Verilator, get_runner
+    if not ports_only:
+        return get_runner("verilator")
+
+    class PortsOnly(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [c for c in cmds[0] if c != "--public-flat-rw"]
+            return cmds
+    return PortsOnly()
+
+
 def run_cocotb_board(top, build, test_module: str, env: dict, tests: set,
                      makeflags: str = "CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines",
-                     opt: str = "-O1") -> None:
+                     opt: str = "-O1", ports_only: bool = False) -> None:
     """Verilog of ``top`` (name ``board_top``) built with Verilator in ``build`` (rebuilt
     only when the Verilog changed), then the cocotb module ``test_module`` run on it;
-    raises AssertionError unless exactly ``tests`` ran and all passed."""
+    raises AssertionError unless exactly ``tests`` ran and all passed.  ``ports_only``:
+    only the top's ports are visible to cocotb (a faster model)."""
     import os
     import xml.etree.ElementTree as ET
     from amaranth.back import verilog
-    from cocotb_tools.runner import get_runner
     from .rtlsim import ROOT, sim_env_path
     build.mkdir(parents=True, exist_ok=True)
     src = build / "board_top.v"
     text = verilog.convert(top, name="board_top", emit_src=False)
+    if ports_only:
+        text = public_ports(text)
     if not src.exists() or src.read_text() != text:
         src.write_text(text)
     os.environ["PATH"] = sim_env_path()
     old_mf = os.environ.get("MAKEFLAGS")
     os.environ["MAKEFLAGS"] = makeflags
     try:
-        runner = get_runner("verilator")
+        runner = _verilator_runner(ports_only)
         runner.build(sources=[src], hdl_toplevel="board_top", build_dir=build,
                      build_args=["-Wno-fatal", "-Wno-WIDTH", opt], always=False)
     finally:

@@ -24,4 +24,4 @@ def test_gp_step_over_uart():
                      ROOT / "sim_build" / "board_top_accel_small_m14", "tb.uart_gp_e2e", env,
                      {"gp_step_over_uart", "accel_bad_input"},
                      makeflags="CFG_CXXFLAGS_PCH_I=-include CFG_CXXFLAGS_COROUTINES=-fcoroutines "
-                               "OPT_FAST=-O2 OPT_SLOW=-O0", opt="-O2")
+                               "OPT_FAST=-O2 OPT_SLOW=-O0", opt="-O2", ports_only=True)
