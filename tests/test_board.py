@@ -32,7 +32,7 @@ def test_board_config_matches_memory():
     for name, spec in board.BOARDS.items():
         cfg = board.board_config("small", name)
         assert cfg.mem_words == 1 << spec.mem_addr_bits
-        assert spec.prog_words >= board.instr_words(cfg)
+        assert spec.prog_words >= board.instr_words(cfg, spec.core)
 
 
 def test_prog_words_check():
