@@ -374,11 +374,12 @@ def gp_main(args, cfg: AcceleratorConfig, prog_words: int, core: str) -> int:
     if core != "accelerator":
         print("cosim.host: error: --gp needs the Accelerator core", file=sys.stderr)
         return 2
+    from .driver import DriverError
     cap = capture_digits(steps=6, batch=args.batch)
-    run = AS.gp_program(cfg, cap, steps=1)
-    if run.img.top > cfg.mem_words:
-        print(f"cosim.host: error: batch {args.batch} needs {run.img.top} memory slots; the board "
-              f"has {cfg.mem_words}", file=sys.stderr)
+    try:
+        run = AS.gp_program(cfg, cap, steps=1)
+    except (DriverError, AS.AccelError) as e:        # e.g. the batch does not fit the memory
+        print(f"cosim.host: error: batch {args.batch}: {e}", file=sys.stderr)
         return 2
     gold = AS.gp_golden(run, cap)["steps"][0]
 
