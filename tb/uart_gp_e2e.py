@@ -4,8 +4,8 @@ driver (cosim/host.py) loads an ADA-GP GP step of the digits CNN captured from m
 weights, shifts, program — runs it, reads back every layer's output and updated weights
 and the counters, and checks them against cosim.accel_sim.gp_golden (bit-exact) and
 cosim.predictor_model.gp_timeline (the memory-timing-independent counters, exactly);
-then bad input (SET/WRITE_BUF ranges, a predictor-side error status, a host/board core
-mismatch).
+then bad input (SET/WRITE_BUF ranges, a predictor-side error status, the next run clean
+with a plain GEMM, a host/board core mismatch).
 
 Run by tests/test_uart_gp.py, which passes the configuration in the environment.
 """
@@ -83,6 +83,16 @@ async def accel_bad_input(dut):
     await h.run(1)
     e = await expect_error(h.wait(), None, "reorg 1")
     assert acc.error_fields(e.status)["reorg"] == 1, e.status
+    # the next RUN resets the core: a plain GEMM (no fences, no predictor streams) runs
+    # clean on the Accelerator core, bit-exact against the golden model
+    await h.load_streams([], [], [], 0, 0)
+    img, prog, outs = hostmod.gemm_case(CFG, 6, 5, 20, seed=3)
+    want = img.mem.copy()
+    hostmod.golden_run(CFG, prog, want)
+    res = await h.run_program(img, [acc.encode(CFG, ins) for ins in prog], outs)
+    assert np.array_equal(res["D"], img.get("D", want)) and np.array_equal(res["MASK"], img.get("MASK", want))
+    c = res["counters"]
+    assert c["macs"] == 6 * 5 * 20 and c["errors"] == 0 and c["samples"] == 0 and c["upd_layers"] == 0, c
     # a host that thinks the board has the engine alone is refused by PING
     other = hostmod.Host(h.link, CFG, PROG_WORDS)
     await expect_error(other.ping(), None, "board configuration")
