@@ -1,18 +1,24 @@
-"""Board tops: the engine with an on-chip memory, a program buffer and a UART bridge
+"""Board tops: a core with an on-chip memory, a program buffer and a UART bridge
 (``BoardTop``), and the platform plumbing (clock/PLL, reset, UART pins, LEDs) for the
 boards of ``BOARDS`` through ``amaranth_boards`` (``PlatformTop``).
 
-    BoardTop(cfg, clk_hz, baud)           # portable: rx/tx/led ports, used by the cocotb test
+    BoardTop(cfg, clk_hz, baud, core="accelerator")  # portable: rx/tx/led ports (cocotb tests)
     PlatformTop("ulx3s", cfg)             # pins and PLL for one board (rtl.synth --board)
 
-The accelerator core is ``CORE`` below: swapping in the combined engine + predictor
-``rtl.accelerator.Accelerator`` (same instr/rd_a/rd_b/wr/busy/error/counters ports) is
-the one line ``CORE = Accelerator``.
+The core (``CORES``) is ``"engine"`` (``rtl.engine.Engine`` alone) or ``"accelerator"``
+(``rtl.accelerator.Accelerator``: engine + reorganization unit + predictor array + weight
+update).  With the Accelerator the board memory also serves the update unit's ports, and
+three stream buffers (``stream_buffers``: block RAMs of 32-bit words the host fills with
+WRITE_BUF) feed its reorganization descriptors, update descriptors and predictor weights;
+SET registers (``REGS``) hold shift1/shift2 and the number of entries of each stream.
+``BOARDS[...].core`` picks the core of a board build.
 
 Run control: RUN(n) resets the core (so its sticky error and its counters belong to this
-run), then the sequencer fetches instructions 0..n-1 from the program buffer (32-bit
-words, ``instr_words(cfg)`` per instruction, assembled while the core works on the
-previous one) and hands them over; the run is done when the core and the memory are idle.
+run), streams the predictor weights into the array, then sends instructions 0..n-1 from
+the program buffer (``instr_words(cfg, core)`` 32-bit words per instruction, assembled
+while the core works on the previous one) while the descriptor streams are offered as
+the core takes them; the run is done when everything was sent and the core and the memory
+are idle, or at once when the core reports an error.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import importlib
 from dataclasses import dataclass, field
 
 from amaranth import Module, Signal, Cat, ClockDomain, ClockSignal, Instance, ResetInserter
-from amaranth.lib import wiring, memory
+from amaranth.lib import wiring, memory, stream
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
@@ -29,9 +35,13 @@ from . import isa, uart
 from .boardmem import BoardMemory
 from .config import AcceleratorConfig, preset
 from .engine import COUNTERS, Engine
+from . import accelerator as acc
 
-CORE = Engine                 # <- `from .accelerator import Accelerator; CORE = Accelerator`
+CORES = ("engine", "accelerator")
 DEFAULT_BAUD = 115200
+# SET registers of the Accelerator top, in register order
+REGS = ("shift1", "shift2", "n_rdesc", "n_udesc", "n_pweights")
+DESC_ENTRIES = 64             # reorganization / update descriptors a run may stream (each)
 
 
 class BoardError(ValueError):
@@ -52,12 +62,13 @@ class Board:
     env: dict = field(default_factory=dict)   # extra environment for the build
     uart_pins: tuple | None = None            # (rx, tx, connector) when the board lacks a UART resource
     leds: str = "led"         # led | rgb
+    core: str = "engine"      # the core of the board build (CORES)
 
 
 BOARDS = {
     "ulx3s": Board("amaranth_boards.ulx3s", "ULX3S_85F_Platform", "ecp5", "LFE5U-85F",
                    25e6, 100e6, (1, 4, 6, 2), mem_addr_bits=14, prog_words=1024,
-                   env={"OPENFPGALOADER": "true"}),
+                   env={"OPENFPGALOADER": "true"}, core="accelerator"),
     "orangecrab": Board("amaranth_boards.orangecrab_r0_2", "OrangeCrabR0_2_25FPlatform", "ecp5",
                         "LFE5U-25F", 48e6, 100e6, (12, 25, 6, 2), mem_addr_bits=12,
                         prog_words=1024, uart_pins=("0", "1", ("io", 0)), leds="rgb",
@@ -119,30 +130,149 @@ def board_config(preset_name: str, board: str) -> AcceleratorConfig:
     return cfg.replace(mem_addr_bits=spec.mem_addr_bits)
 
 
-def instr_words(cfg: AcceleratorConfig) -> int:
+def check_core(core: str) -> str:
+    if core not in CORES:
+        raise BoardError(f"unknown core {core!r}; choose one of {', '.join(CORES)}")
+    return core
+
+
+def instr_width(cfg: AcceleratorConfig, core: str = "engine") -> int:
+    """Bits of one instruction of the core (the Accelerator's carries its fences)."""
+    return acc.accel_instr_width(cfg) if check_core(core) == "accelerator" else isa.instr_width(cfg)
+
+
+def instr_words(cfg: AcceleratorConfig, core: str = "engine") -> int:
     """32-bit program-buffer words per instruction."""
-    return -(-isa.instr_width(cfg) // 32)
+    return -(-instr_width(cfg, core) // 32)
 
 
-def board_info(cfg: AcceleratorConfig, prog_words: int) -> bytes:
+def counter_names(core: str = "engine") -> tuple:
+    """The COUNTERS reply, in order: the engine's counters, then the predictor side's."""
+    return tuple(COUNTERS) + (tuple(acc.PRED_COUNTERS) if check_core(core) == "accelerator" else ())
+
+
+@dataclass(frozen=True)
+class StreamBuffer:
+    index: int                # WRITE_BUF buffer index (0 is the program buffer)
+    width: int                # bits per entry
+    words: int                # 32-bit words per entry (least significant first)
+    depth: int                # buffer words (a power of two)
+
+    @property
+    def entries(self) -> int:
+        return self.depth // self.words
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def stream_buffers(cfg: AcceleratorConfig) -> dict[str, StreamBuffer]:
+    """The Accelerator top's stream buffers: reorganization descriptors (``rdesc``),
+    update descriptors (``udesc``) and predictor weight-SRAM writes (``pweights``, room for
+    the largest weight set: every conv word and the fc words of ``pred_kmax``)."""
+    from predictor_hw.predictor_array import Geometry, weight_layout
+    from predictor_hw.reorg import desc_layout
+    from predictor_hw.update import update_desc_layout
+    g = Geometry(cfg)
+    out = {}
+    for i, (name, width, entries) in enumerate((
+            ("rdesc", desc_layout(cfg).size, DESC_ENTRIES),
+            ("udesc", update_desc_layout(cfg).size, DESC_ENTRIES),
+            ("pweights", weight_layout(cfg).size, g.n_cg * 9 + g.n_kb(g.kmax) * g.F))):
+        words = -(-width // 32)
+        out[name] = StreamBuffer(i + 1, width, words, _pow2(entries * words))
+    return out
+
+
+def reg_limits(cfg: AcceleratorConfig) -> tuple:
+    """The largest value of each SET register (``REGS`` order)."""
+    from predictor_hw.predictor_array import SHIFT_BITS
+    b = stream_buffers(cfg)
+    lim = {"shift1": (1 << SHIFT_BITS) - 1, "shift2": (1 << SHIFT_BITS) - 1,
+           "n_rdesc": b["rdesc"].entries, "n_udesc": b["udesc"].entries,
+           "n_pweights": b["pweights"].entries}
+    return tuple(min(lim[r], (1 << 16) - 1) for r in REGS)
+
+
+def board_info(cfg: AcceleratorConfig, prog_words: int, core: str = "engine") -> bytes:
     """The 9 configuration bytes of the PING reply (after magic and version): rows, cols,
-    op_bits, slot bytes, mem_addr_bits, instr words, program words (2 B), counters."""
+    op_bits, slot bytes, mem_addr_bits, instr words, program words (2 B), counters (14 for
+    the engine, 21 for the Accelerator: that and the instruction words tell the cores apart)."""
     return bytes([cfg.rows, cfg.cols, cfg.op_bits, cfg.slot_bits // 8, cfg.mem_addr_bits,
-                  instr_words(cfg)]) + prog_words.to_bytes(2, "little") + bytes([len(COUNTERS)])
+                  instr_words(cfg, core)]) + prog_words.to_bytes(2, "little") + \
+        bytes([len(counter_names(core))])
+
+
+class BufferStream(wiring.Component):
+    """A block RAM of 32-bit words holding entries of ``width`` bits (``words`` words each,
+    least significant first) and the stream that sends entries ``0..count-1`` after a
+    ``start`` pulse: an entry is assembled in ``words + 1`` cycles (one read per word) while
+    the previous one waits to be taken.  ``sent`` counts the entries taken; ``done`` is set
+    when all were (and is set while nothing was started)."""
+
+    def __init__(self, width: int, depth: int):
+        self.width, self.words, self.depth = width, -(-width // 32), depth
+        super().__init__({
+            "wr_addr": In(range(depth)), "wr_data": In(32), "wr_en": In(1),
+            "start": In(1), "count": In(16),
+            "stream": Out(stream.Signature(width)),
+            "sent": Out(16),
+            "done": Out(1, init=1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.words
+        m.submodules.ram = ram = memory.Memory(shape=32, depth=self.depth, init=[])
+        wp, rp = ram.write_port(), ram.read_port()
+        m.d.comb += [wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data), wp.en.eq(self.wr_en)]
+        count = Signal(16)
+        base = Signal(range(self.depth))
+        f = Signal(range(n + 1))
+        buf = Signal(32 * n)
+        m.d.comb += [self.stream.payload.eq(buf[:self.width]), rp.addr.eq(base + f), rp.en.eq(1)]
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [count.eq(self.count), self.sent.eq(0), base.eq(0), f.eq(0),
+                                 self.done.eq(self.count == 0)]
+                    with m.If(self.count != 0):
+                        m.next = "FETCH"
+            with m.State("FETCH"):
+                # cycle f reads word f; word f-1 is on the port and shifts in from the top
+                with m.If(f != 0):
+                    m.d.sync += buf.eq(Cat(buf[32:], rp.data))
+                m.d.sync += f.eq(f + 1)
+                with m.If(f == n):
+                    m.d.sync += self.stream.valid.eq(1)
+                    m.next = "SEND"
+            with m.State("SEND"):
+                with m.If(self.stream.ready):
+                    m.d.sync += [self.stream.valid.eq(0), self.sent.eq(self.sent + 1),
+                                 base.eq(base + n), f.eq(0)]
+                    with m.If(self.sent + 1 == count):
+                        m.d.sync += self.done.eq(1)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "FETCH"
+        return m
 
 
 class BoardTop(wiring.Component):
-    """Core + on-chip memory + program buffer + UART bridge; pins as ports."""
+    """Core + on-chip memory + program buffer (+ stream buffers) + UART bridge; pins as ports."""
 
     def __init__(self, cfg: AcceleratorConfig, clk_hz: float, baud: float = DEFAULT_BAUD,
-                 prog_words: int = 1024, divisor: int | None = None):
-        self.cfg = cfg
+                 prog_words: int = 1024, divisor: int | None = None, core: str = "engine"):
+        if core not in CORES:
+            self._MustUse__silence = True          # never elaborated: no "unused" warning
+        self.cfg, self.core = cfg, check_core(core)
         self.divisor = divisor or uart.divisor_for(clk_hz, baud)
         self.prog_words = prog_words
-        if prog_words & (prog_words - 1) or prog_words < instr_words(cfg):
+        if prog_words & (prog_words - 1) or prog_words < instr_words(cfg, core):
             self._MustUse__silence = True          # never elaborated: no "unused" warning
             raise BoardError(f"prog_words={prog_words}: a power of two holding at least one "
-                             f"instruction ({instr_words(cfg)} words)")
+                             f"instruction ({instr_words(cfg, core)} words)")
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
@@ -154,72 +284,76 @@ class BoardTop(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        n_words = instr_words(cfg)
+        accel = self.core == "accelerator"
+        n_words = instr_words(cfg, self.core)
         core_rst = Signal()
-        core = CORE(cfg)
+        core = acc.Accelerator(cfg) if accel else Engine(cfg)
         m.submodules.core = ResetInserter(core_rst)(core)
-        m.submodules.mem = mem = BoardMemory(cfg)
-        wiring.connect(m, core.rd_a, mem.rd_a)
-        wiring.connect(m, core.rd_b, mem.rd_b)
-        wiring.connect(m, core.wr, mem.wr)
-        wiring.connect(m, core.rd_m, mem.rd_m)
-        wiring.connect(m, core.wz, mem.wz)
+        m.submodules.mem = mem = BoardMemory(cfg, update=accel)
+        for port in ("rd_a", "rd_b", "wr", "rd_m", "wz") + (("upd_rd", "upd_wr") if accel else ()):
+            wiring.connect(m, getattr(core, port), getattr(mem, port))
 
-        counter_bits = core.counters.as_value().shape().width
+        counters = core.counters.as_value()
+        if accel:
+            counters = Cat(counters, core.pcounters.as_value())
+        bufs = stream_buffers(cfg) if accel else {}
         m.submodules.urx = urx = uart.UARTRx(self.divisor)
         m.submodules.utx = utx = uart.UARTTx(self.divisor)
         m.submodules.bridge = br = uart.Bridge(
             addr_bits=cfg.mem_addr_bits, slot_bits=cfg.slot_bits, prog_words=self.prog_words,
-            counter_bits=counter_bits, info=board_info(cfg, self.prog_words),
-            timeout=self.divisor * 10 * 64, max_instr=self.prog_words // n_words)
+            counter_bits=len(counters), info=board_info(cfg, self.prog_words, self.core),
+            timeout=self.divisor * 10 * 64, max_instr=self.prog_words // n_words,
+            buffers=tuple(b.depth for b in bufs.values()),
+            regs=reg_limits(cfg) if accel else ())
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
         wiring.connect(m, urx.stream, br.rx)
         wiring.connect(m, br.tx, utx.stream)
         wiring.connect(m, br.mem, mem.host)
-        m.d.comb += br.counters.eq(core.counters.as_value())
+        m.d.comb += br.counters.eq(counters)
 
-        # ---- program buffer and sequencer ----------------------------------------
-        m.submodules.prog = prog = memory.Memory(shape=32, depth=self.prog_words, init=[])
-        pw, pr = prog.write_port(), prog.read_port()
-        m.d.comb += [pw.addr.eq(br.prog_addr), pw.data.eq(br.prog_data), pw.en.eq(br.prog_we)]
+        # ---- program buffer and stream buffers (reset with the core at RUN) -------------
+        start = Signal()
+        streams = {"instr": (BufferStream(instr_width(cfg, self.core), self.prog_words), 0, br.run_len)}
+        for name, b in bufs.items():
+            streams[name] = (BufferStream(b.width, b.depth), b.index, br.regs[REGS.index("n_" + name)])
+        for name, (st, index, count) in streams.items():
+            m.submodules[name + "_buf"] = ResetInserter(core_rst)(st)
+            sel = (br.buf_sel == index) if bufs else 1
+            m.d.comb += [st.wr_addr.eq(br.prog_addr), st.wr_data.eq(br.prog_data),
+                         st.wr_en.eq(br.prog_we & sel), st.start.eq(start), st.count.eq(count)]
+        prog = streams["instr"][0]
+        # the predictor weights are in the array before the first instruction
+        weights_in = streams["pweights"][0].done if accel else 1
+        m.d.comb += [core.instr.payload.eq(prog.stream.payload),
+                     core.instr.valid.eq(prog.stream.valid & weights_in),
+                     prog.stream.ready.eq(core.instr.ready & weights_in)]
+        if accel:
+            for name in bufs:
+                st = streams[name][0]
+                port = getattr(core, name)
+                m.d.comb += [port.payload.eq(st.stream.payload), port.valid.eq(st.stream.valid),
+                             st.stream.ready.eq(port.ready)]
+            m.d.comb += [core.shift1.eq(br.regs[REGS.index("shift1")]),
+                         core.shift2.eq(br.regs[REGS.index("shift2")])]
+        all_sent = Signal()
+        m.d.comb += all_sent.eq(Cat(st.done for st, _, _ in streams.values()).all())
+
         running, done = Signal(), Signal()
-        pc = Signal(16)
-        run_len = Signal(16)
-        base = Signal(range(self.prog_words))
-        f = Signal(range(n_words + 1))
-        ibuf = Signal(32 * n_words)
-        ivalid = Signal()
-        m.d.comb += [core.instr.payload.eq(ibuf[:isa.instr_width(cfg)]),
-                     core.instr.valid.eq(ivalid),
-                     pr.addr.eq(base + f), pr.en.eq(1)]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(br.run):
                     m.d.comb += core_rst.eq(1)
-                    m.d.sync += [running.eq(1), done.eq(0), pc.eq(0), run_len.eq(br.run_len),
-                                 base.eq(0), f.eq(0), ivalid.eq(0)]
-                    m.next = "FETCH"
-            with m.State("FETCH"):
-                # cycle f reads word f; word f-1 is on the port and shifts in from the top
-                with m.If(f != 0):
-                    m.d.sync += ibuf.eq(Cat(ibuf[32:], pr.data))
-                m.d.sync += f.eq(f + 1)
-                with m.If(f == n_words):
-                    m.d.sync += ivalid.eq(1)
-                    m.next = "ISSUE"
-            with m.State("ISSUE"):
-                with m.If(core.instr.ready):
-                    m.d.sync += [ivalid.eq(0), pc.eq(pc + 1), base.eq(base + n_words), f.eq(0)]
-                    with m.If(pc + 1 == run_len):
-                        m.next = "DRAIN"
-                    with m.Else():
-                        m.next = "FETCH"
-            with m.State("DRAIN"):
-                with m.If(~core.busy & mem.idle):
+                    m.d.sync += [running.eq(1), done.eq(0)]
+                    m.next = "START"
+            with m.State("START"):
+                m.d.comb += start.eq(1)
+                m.next = "RUN"
+            with m.State("RUN"):
+                with m.If((core.error != 0) | all_sent & ~core.busy & mem.idle):
                     m.d.sync += [running.eq(0), done.eq(1)]
                     m.next = "IDLE"
         m.d.comb += [br.status.running.eq(running), br.status.engine_busy.eq(core.busy),
-                     br.status.done.eq(done), br.status.error.eq(core.error), br.status.pc.eq(pc),
+                     br.status.done.eq(done), br.status.error.eq(core.error), br.status.pc.eq(prog.sent),
                      self.led_busy.eq(running), self.led_error.eq(core.error != 0),
                      self.led_done.eq(done)]
         return m
@@ -230,9 +364,10 @@ class PlatformTop(wiring.Component):
     releases the reset; LEDs show running / error / done."""
 
     def __init__(self, board: str, cfg: AcceleratorConfig, baud: float = DEFAULT_BAUD,
-                 spec: Board | None = None):
+                 spec: Board | None = None, core: str | None = None):
         self.spec = spec or board_spec(board)
         self.board, self.cfg, self.baud = board, cfg, baud
+        self.core = check_core(core or self.spec.core)
         super().__init__({})
 
     def elaborate(self, platform):
@@ -266,7 +401,8 @@ class PlatformTop(wiring.Component):
             rx, tx, conn = spec.uart_pins
             platform.add_resources([UARTResource(0, rx=rx, tx=tx, conn=conn,
                                                  attrs=Attrs(IO_TYPE="LVCMOS33"))])
-        m.submodules.top = top = BoardTop(self.cfg, spec.target_hz, self.baud, spec.prog_words)
+        m.submodules.top = top = BoardTop(self.cfg, spec.target_hz, self.baud, spec.prog_words,
+                                          core=self.core)
         ser = platform.request("uart", 0)
         m.d.comb += [top.rx.eq(ser.rx.i), ser.tx.o.eq(top.tx)]
         if spec.leds == "rgb":

@@ -1,15 +1,23 @@
 """On-chip "external memory" of a board top: one block RAM of ``2**mem_addr_bits``
-element slots that plays the role of the testbench DRAM (``tb/harness.sv``) for the
-engine's two gather read ports and its write port, plus the host bridge's port.
+element slots that plays the role of the testbench DRAM (``tb/harness.sv``,
+``tb/accel_harness.sv``) for the engine's gather read ports and its write ports, the
+weight-update unit's read and write ports (``update=True``: the Accelerator core), plus
+the host bridge's port.
 
 Organization (correctness first, one simple-dual-port RAM, no replication):
 
-* one read port, shared by the engine's A and B gather ports and the host.  A gather
-  request (R or C lane addresses) is served *lane by lane*, one lane per cycle, and its
-  response (all lanes) is returned as one beat: L+2 cycles per request, in order.  A and
-  B take turns when both wait; the host is served when neither does.
-* one write port: an engine write beat (C data lanes + C mask lanes) is written lane by
-  lane (2C cycles); host writes go in between beats.
+* one read port, shared by the engine's A, B and mask gather ports, the update unit's
+  port and the host.  A gather request (R, C or pred_cols lane addresses) is served
+  *lane by lane*, one lane per cycle, and its response (all lanes) is returned as one
+  beat: L+2 cycles per request, in order.  The update unit goes first (its traffic is
+  small and the predictor array must not wait on it), then A and B take turns when both
+  wait, then mask reads, then the host.
+* one write port: an engine write beat (C data lanes + C mask lanes), a zero-write beat
+  (C lanes) or an update beat (2 x pred_cols lanes: master weights and their 8-bit copy)
+  is written lane by lane; host writes go in between beats.
+* read requests are taken only while no write beat is being written, so a read sees
+  every write accepted before it (the harness's order: a write takes effect when it is
+  accepted); the fences of the Accelerator's instruction stream then hold on a board too.
 * disabled lanes read as zero and are not written, exactly as in the harness.
 
 The engine's request/response protocol is kept unchanged; only its timing differs from
@@ -19,7 +27,7 @@ and the data-volume counters do.
 """
 from __future__ import annotations
 
-from amaranth import Module, Signal, Mux, unsigned
+from amaranth import Module, Signal, Mux, Const, unsigned
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.wiring import In, Out
 
@@ -27,11 +35,16 @@ from .config import AcceleratorConfig
 from .engine import mem_wr_layout, zero_wr_layout
 from .gather import mem_rd_signature
 from .uart import host_port_signature
+from predictor_hw.update import update_wr_layout
 
 
 class BoardMemory(wiring.Component):
-    def __init__(self, cfg: AcceleratorConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: AcceleratorConfig, update: bool = False):
+        self.cfg, self.update = cfg, update
+        extra = {}
+        if update:
+            extra = {"upd_rd": In(mem_rd_signature(cfg, cfg.pred_cols)),      # the update unit's reads
+                     "upd_wr": In(stream.Signature(update_wr_layout(cfg)))}   # and its write beats
         super().__init__({
             "rd_a": In(mem_rd_signature(cfg, cfg.rows)),
             "rd_b": In(mem_rd_signature(cfg, cfg.cols)),
@@ -40,13 +53,15 @@ class BoardMemory(wiring.Component):
             "wz": In(stream.Signature(zero_wr_layout(cfg))),         # the engine's zero writes (ocompact)
             "host": In(host_port_signature(cfg.mem_addr_bits, cfg.slot_bits)),
             "idle": Out(1),
+            **extra,
         })
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         R, C = cfg.rows, cfg.cols
-        L = max(R, C)
+        U = cfg.pred_cols if self.update else 0
+        L = max(R, C, U)
         aw, sw = cfg.mem_addr_bits, cfg.slot_bits
         m.submodules.ram = ram = memory.Memory(shape=unsigned(sw), depth=1 << aw, init=[])
         rp = ram.read_port()
@@ -58,10 +73,17 @@ class BoardMemory(wiring.Component):
         buf = Signal(data.ArrayLayout(unsigned(sw), L))
         lanes = Signal(range(L + 1))
         i = Signal(range(L + 2))
-        who = Signal(2)                       # 0 A, 1 B, 2 host, 3 mask reads
+        who = Signal(3)                       # 0 A, 1 B, 2 host, 3 mask reads, 4 update reads
         turn = Signal()                       # B first next time both wait
         a_req, b_req, h_req = self.rd_a.req, self.rd_b.req, self.host.req
         mk_req = self.rd_m.req
+        if self.update:
+            u_req, u_resp = self.upd_rd.req, self.upd_rd.resp
+            for l in range(U):
+                m.d.comb += u_resp.payload[l].eq(buf[l])
+            u_valid, u_ready = u_req.valid, self.upd_rd.resp.ready
+        else:
+            u_valid, u_ready = Const(0, 1), Const(0, 1)
         host_rd = h_req.valid & ~h_req.payload.we
         host_wr = h_req.valid & h_req.payload.we
         m.d.sync += self.host.rvalid.eq(0)
@@ -70,12 +92,23 @@ class BoardMemory(wiring.Component):
         for l in range(C):
             m.d.comb += [self.rd_b.resp.payload[l].eq(buf[l]), self.rd_m.resp.payload[l].eq(buf[l])]
         rd_idle = Signal()
+        wr_idle = Signal()
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += rd_idle.eq(1)
-                take_a = a_req.valid & (~b_req.valid | ~turn)
-                take_b = b_req.valid & ~take_a
-                with m.If(take_a):
+                take_u = Signal()
+                m.d.comb += take_u.eq(u_valid)
+                take_a = a_req.valid & (~b_req.valid | ~turn) & ~take_u
+                take_b = b_req.valid & ~take_a & ~take_u
+                with m.If(~wr_idle):
+                    pass                        # a write beat is being written: reads wait
+                with m.Elif(take_u):
+                    if self.update:
+                        m.d.comb += u_req.ready.eq(1)
+                        m.d.sync += [ens.eq(u_req.payload.en), lanes.eq(U), who.eq(4)]
+                        for l in range(U):
+                            m.d.sync += addrs[l].eq(u_req.payload.addr[l])
+                with m.Elif(take_a):
                     m.d.comb += a_req.ready.eq(1)
                     m.d.sync += [ens.eq(a_req.payload.en), lanes.eq(R), who.eq(0), turn.eq(1)]
                     for l in range(R):
@@ -93,7 +126,7 @@ class BoardMemory(wiring.Component):
                 with m.Elif(host_rd):
                     m.d.comb += h_req.ready.eq(1)
                     m.d.sync += [ens.eq(1), lanes.eq(1), who.eq(2), addrs[0].eq(h_req.payload.addr)]
-                with m.If(take_a | take_b | mk_req.valid | host_rd):
+                with m.If(wr_idle & (take_u | take_a | take_b | mk_req.valid | host_rd)):
                     m.d.sync += i.eq(0)
                     m.next = "SERVE"
             with m.State("SERVE"):
@@ -112,8 +145,10 @@ class BoardMemory(wiring.Component):
             with m.State("RESP"):
                 m.d.comb += [self.rd_a.resp.valid.eq(who == 0), self.rd_b.resp.valid.eq(who == 1),
                              self.rd_m.resp.valid.eq(who == 3)]
+                if self.update:
+                    m.d.comb += self.upd_rd.resp.valid.eq(who == 4)
                 ready = Mux(who == 0, self.rd_a.resp.ready, Mux(who == 1, self.rd_b.resp.ready,
-                                                                 self.rd_m.resp.ready))
+                                                                 Mux(who == 3, self.rd_m.resp.ready, u_ready)))
                 with m.If(ready):
                     m.next = "IDLE"
         m.d.comb += self.host.rdata.eq(buf[0])
@@ -121,9 +156,13 @@ class BoardMemory(wiring.Component):
         # ---------------- write side -----------------------------------------------
         beat = Signal(mem_wr_layout(cfg))
         zbeat = Signal(zero_wr_layout(cfg))
-        j = Signal(range(2 * C + 1))
-        wr_idle = Signal()
+        j = Signal(range(2 * max(C, U) + 1))
         lg_c = max(1, (C - 1).bit_length())
+        if self.update:
+            ubeat = Signal(update_wr_layout(cfg))
+            upd_valid = self.upd_wr.valid
+        else:
+            upd_valid = Const(0, 1)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [wr_idle.eq(1), self.wr.ready.eq(1)]
@@ -134,6 +173,11 @@ class BoardMemory(wiring.Component):
                     m.d.comb += self.wz.ready.eq(1)
                     m.d.sync += [zbeat.eq(self.wz.payload), j.eq(0)]
                     m.next = "ZERO"
+                if self.update:
+                    with m.Elif(upd_valid):
+                        m.d.comb += self.upd_wr.ready.eq(1)
+                        m.d.sync += [ubeat.eq(self.upd_wr.payload), j.eq(0)]
+                        m.next = "UPDATE"
                 with m.Elif(host_wr):
                     m.d.comb += [h_req.ready.eq(1), wp.addr.eq(h_req.payload.addr),
                                  wp.data.eq(h_req.payload.data), wp.en.eq(1)]
@@ -155,6 +199,14 @@ class BoardMemory(wiring.Component):
                 m.d.sync += j.eq(j + 1)
                 with m.If(j == C - 1):
                     m.next = "IDLE"
+            if self.update:
+                with m.State("UPDATE"):         # one update lane per cycle (2 x pred_cols)
+                    jj = j[:max(1, (2 * U - 1).bit_length())]
+                    m.d.comb += [wp.addr.eq(ubeat.addr[jj]), wp.data.eq(ubeat.data[jj]),
+                                 wp.en.eq(ubeat.en.bit_select(jj, 1))]
+                    m.d.sync += j.eq(j + 1)
+                    with m.If(j == 2 * U - 1):
+                        m.next = "IDLE"
         m.d.comb += self.idle.eq(rd_idle & wr_idle & ~self.wr.valid & ~self.wz.valid & ~a_req.valid &
-                                 ~b_req.valid & ~mk_req.valid)
+                                 ~b_req.valid & ~mk_req.valid & ~u_valid & ~upd_valid)
         return m

@@ -12,7 +12,9 @@ response := status(1) payload checksum(1)
 
 ``checksum`` is the sum of all preceding bytes of the frame modulo 256.  The request
 payload is ``count`` memory words (WRITE_MEM, ``slot_bytes`` each, LE) or ``count``
-program words (WRITE_PROG, 4 bytes each); other commands carry none.  The response
+32-bit words (WRITE_PROG into the program buffer, WRITE_BUF into the stream buffer
+``addr >> 24`` at word ``addr & 0xFFFFFF``, 4 bytes each); other commands carry none
+(SET puts the 16-bit ``count`` into register ``addr``).  The response
 payload is present only when the status is OK.  Write payloads are applied as they
 arrive: a bad checksum is reported (status BAD_CHECKSUM) after the words were written,
 and the host resends.  Range and busy checks happen on the header, before anything is
@@ -33,14 +35,17 @@ OP_WRITE_PROG = 0x04
 OP_RUN = 0x05
 OP_STATUS = 0x06
 OP_COUNTERS = 0x07
+OP_WRITE_BUF = 0x08       # addr = buffer << 24 | word: 32-bit words into a stream buffer
+OP_SET = 0x09             # addr = register, count = its 16-bit value
 OPCODES = {"ping": OP_PING, "write_mem": OP_WRITE_MEM, "read_mem": OP_READ_MEM,
            "write_prog": OP_WRITE_PROG, "run": OP_RUN, "status": OP_STATUS,
-           "counters": OP_COUNTERS}
+           "counters": OP_COUNTERS, "write_buf": OP_WRITE_BUF, "set": OP_SET}
+BUF_SHIFT = 24            # WRITE_BUF: the buffer index sits above a 24-bit word address
 
 ST_OK = 0
 ST_BAD_OPCODE = 1
 ST_BAD_CHECKSUM = 2
-ST_BAD_RANGE = 3          # address + count outside memory / program buffer, or count 0 for RUN
+ST_BAD_RANGE = 3          # address + count outside memory / a buffer, count 0 for RUN, SET value too big
 ST_BUSY = 4               # write or run while a program runs
 ST_FRAMING = 5            # a byte of this request had a low stop bit
 STATUS_NAMES = {ST_OK: "ok", ST_BAD_OPCODE: "unknown opcode", ST_BAD_CHECKSUM: "bad checksum",
@@ -50,9 +55,9 @@ STATUS_NAMES = {ST_OK: "ok", ST_BAD_OPCODE: "unknown opcode", ST_BAD_CHECKSUM: "
 HEADER_BYTES = 7
 PROG_WORD_BYTES = 4
 MAGIC = 0x5444            # "DT" little-endian in the PING reply
-VERSION = 1
+VERSION = 2               # 2: STATUS carries a 12-bit error; WRITE_BUF, SET
 PING_BYTES = 12
-STATUS_BYTES = 4
+STATUS_BYTES = 5
 
 
 def divisor_for(clk_hz: float, baud: float) -> int:
@@ -185,7 +190,7 @@ def host_port_signature(addr_bits: int, slot_bits: int) -> wiring.Signature:
 
 
 def status_layout():
-    return data.StructLayout({"running": 1, "engine_busy": 1, "done": 1, "error": 4, "pc": 16})
+    return data.StructLayout({"running": 1, "engine_busy": 1, "done": 1, "error": 12, "pc": 16})
 
 
 class Bridge(wiring.Component):
@@ -194,11 +199,15 @@ class Bridge(wiring.Component):
     Parameters: ``addr_bits`` / ``slot_bits`` of the board memory, ``prog_words`` (32-bit
     program-buffer words), ``counter_bits`` (the engine's counters, as one flat value),
     ``info`` (the PING reply bytes after magic and version), ``timeout`` (clocks),
-    ``max_instr`` (the most instructions RUN may ask for: the program buffer's capacity).
+    ``max_instr`` (the most instructions RUN may ask for: the program buffer's capacity),
+    ``buffers`` (word depths of the stream buffers 1..n that WRITE_BUF fills through the
+    program-buffer write port, told apart by ``buf_sel``; buffer 0 is the program buffer),
+    ``regs`` (the largest value of each SET register; values on ``regs``).
     """
 
     def __init__(self, *, addr_bits: int, slot_bits: int, prog_words: int, counter_bits: int,
-                 info: bytes, timeout: int, max_instr: int | None = None):
+                 info: bytes, timeout: int, max_instr: int | None = None,
+                 buffers: tuple = (), regs: tuple = ()):
         if len(info) != PING_BYTES - 3:
             raise ValueError(f"info must be {PING_BYTES - 3} bytes, not {len(info)}")
         if slot_bits % 8 or counter_bits % 8:
@@ -207,11 +216,21 @@ class Bridge(wiring.Component):
         self.prog_words, self.counter_bits = prog_words, counter_bits
         self.info, self.timeout = bytes(info), timeout
         self.max_instr = prog_words if max_instr is None else max_instr   # RUN count limit
+        self.buffers, self.reg_limits = tuple(buffers), tuple(regs)
+        if any(not 1 <= d <= 1 << BUF_SHIFT for d in self.buffers) or any(
+                not 0 <= r < 1 << 16 for r in self.reg_limits):
+            raise ValueError(f"buffers {self.buffers} must hold 1..2**{BUF_SHIFT} words and "
+                             f"register limits {self.reg_limits} fit 16 bits")
+        extra = {}
+        if self.buffers:
+            extra["buf_sel"] = Out(range(len(self.buffers) + 1))
+        if self.reg_limits:
+            extra["regs"] = Out(data.ArrayLayout(16, len(self.reg_limits)))
         super().__init__({
             "rx": In(stream.Signature(rx_layout())),
             "tx": Out(stream.Signature(8)),
             "mem": Out(host_port_signature(addr_bits, slot_bits)),
-            "prog_addr": Out(range(prog_words)),
+            "prog_addr": Out(range(max((prog_words,) + self.buffers))),
             "prog_data": Out(32),
             "prog_we": Out(1),
             "run": Out(1),                    # pulse: run program words [0, run_len)
@@ -219,6 +238,8 @@ class Bridge(wiring.Component):
             "status": In(status_layout()),
             "counters": In(counter_bits),
             "frame_errors": Out(16),          # requests answered with a non-OK status
+            "buf_ready": In(1, init=1),       # the buffer write side can take a word
+            **extra,
         })
 
     def elaborate(self, platform):
@@ -255,17 +276,39 @@ class Bridge(wiring.Component):
             m.d.sync += idle.eq(idle + 1)
         timed_out = in_frame & (idle == self.timeout)
 
-        is_write = (opcode == OP_WRITE_MEM) | (opcode == OP_WRITE_PROG)
+        is_buf = (opcode == OP_WRITE_PROG) | (opcode == OP_WRITE_BUF)
+        is_write = (opcode == OP_WRITE_MEM) | is_buf
         wlen = Mux(opcode == OP_WRITE_MEM, sb, PROG_WORD_BYTES)
         end = addr + count
+        # WRITE_BUF: buffer index and word offset; buffer 0 is the program buffer
+        bsel, boff = addr[BUF_SHIFT:], addr[:BUF_SHIFT]
+        buf_bad = Signal()
+        m.d.comb += buf_bad.eq(1)
+        for b, depth in enumerate((self.prog_words,) + self.buffers):
+            with m.If(bsel == b):
+                m.d.comb += buf_bad.eq(boff + count > depth)
+        set_bad = Signal()
+        m.d.comb += set_bad.eq(1)
+        for r, limit in enumerate(self.reg_limits):
+            with m.If(addr == r):
+                m.d.comb += set_bad.eq(count > limit)
         range_bad = Signal()
-        m.d.comb += range_bad.eq(
-            Mux(opcode == OP_WRITE_PROG, end > self.prog_words,
-                Mux(opcode == OP_RUN, (count == 0) | (addr != 0) |
-                    (count > self.max_instr), end > mem_words)))
+        with m.Switch(opcode):
+            with m.Case(OP_WRITE_PROG):
+                m.d.comb += range_bad.eq(end > self.prog_words)
+            with m.Case(OP_WRITE_BUF):
+                m.d.comb += range_bad.eq(buf_bad)
+            with m.Case(OP_SET):
+                m.d.comb += range_bad.eq(set_bad)
+            with m.Case(OP_RUN):
+                m.d.comb += range_bad.eq((count == 0) | (addr != 0) | (count > self.max_instr))
+            with m.Default():
+                m.d.comb += range_bad.eq(end > mem_words)
         known = Signal()
-        m.d.comb += known.eq((opcode >= OP_PING) & (opcode <= OP_COUNTERS))
-        needs_idle = is_write | (opcode == OP_RUN)
+        m.d.comb += known.eq((opcode >= OP_PING) & (opcode <= OP_COUNTERS) |
+                             (opcode == OP_WRITE_BUF) & int(bool(self.buffers)) |
+                             (opcode == OP_SET) & int(bool(self.reg_limits)))
+        needs_idle = is_write | (opcode == OP_RUN) | (opcode == OP_SET)
 
         req = self.mem.req
         m.d.sync += [self.prog_we.eq(0), self.run.eq(0)]
@@ -300,7 +343,7 @@ class Bridge(wiring.Component):
                 with m.Else():
                     m.next = "CHECKSUM"
             with m.State("PAYLOAD"):
-                m.d.comb += rx.ready.eq(~req.valid)
+                m.d.comb += rx.ready.eq(~req.valid & self.buf_ready)
                 full = Mux(opcode == OP_WRITE_MEM, Cat(word[8:8 * sb], byte), Cat(word[8:32], byte))
                 with m.If(got):
                     m.d.sync += [csum.eq(csum + byte), framing.eq(framing | rx.payload.framing_error),
@@ -314,6 +357,8 @@ class Bridge(wiring.Component):
                             with m.Else():
                                 m.d.sync += [self.prog_we.eq(1), self.prog_addr.eq(ptr),
                                              self.prog_data.eq(full)]
+                                if self.buffers:
+                                    m.d.sync += self.buf_sel.eq(Mux(opcode == OP_WRITE_BUF, bsel, 0))
                         with m.If(left == 1):
                             m.next = "CHECKSUM"
                 with m.If(timed_out):
@@ -337,6 +382,9 @@ class Bridge(wiring.Component):
                         send_status(ST_OK)
                         with m.If(opcode == OP_RUN):
                             m.d.sync += [self.run.eq(1), self.run_len.eq(count)]
+                        for r in range(len(self.reg_limits)):
+                            with m.If((opcode == OP_SET) & (addr == r)):
+                                m.d.sync += self.regs[r].eq(count)
                     m.next = "SEND"
                 with m.If(timed_out):
                     m.d.sync += in_frame.eq(0)

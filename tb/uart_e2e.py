@@ -10,10 +10,9 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, with_timeout
 
 from cosim import host as hostmod
+from cosim.simlink import cocotb_board_host, expect_host_error
 from model_sw import numerics
 from rtl import isa, uart
 from rtl.config import AcceleratorConfig
@@ -23,46 +22,8 @@ DIV = int(os.environ["BOARD_DIV"])
 PROG_WORDS = int(os.environ["BOARD_PROG_WORDS"])
 
 
-class CocotbUARTLink:
-    """Drives ``rx`` and samples ``tx`` of the DUT, one bit per DIV clocks."""
-
-    def __init__(self, dut, div: int, timeout_cycles: int = 400_000):
-        self.dut, self.div, self.timeout = dut, div, timeout_cycles
-
-    async def write(self, data: bytes) -> None:
-        for byte in data:
-            for b in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
-                self.dut.rx.value = b
-                await ClockCycles(self.dut.clk, self.div)
-
-    async def read(self, n: int) -> bytes:
-        out = []
-        for _ in range(n):
-            if int(self.dut.tx.value):
-                try:
-                    await with_timeout(FallingEdge(self.dut.tx), self.timeout * 10, "ns")
-                except Exception:
-                    raise hostmod.LinkTimeout(f"no reply byte within {self.timeout} cycles") from None
-            await ClockCycles(self.dut.clk, self.div // 2)
-            byte = 0
-            for i in range(8):
-                await ClockCycles(self.dut.clk, self.div)
-                byte |= int(self.dut.tx.value) << i
-            await ClockCycles(self.dut.clk, self.div)
-            if not int(self.dut.tx.value):
-                raise hostmod.HostError("tx stop bit low")
-            out.append(byte)
-        return bytes(out)
-
-
 async def setup(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rx.value = 1
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 5)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 5)
-    return hostmod.Host(CocotbUARTLink(dut, DIV), CFG, PROG_WORDS, max_words=64)
+    return await cocotb_board_host(dut, CFG, DIV, PROG_WORDS, max_words=64)
 
 
 def numpy_reference(a, b, shift, relu):
@@ -130,16 +91,7 @@ async def sparse_gemm_over_uart(dut):
     dut._log.info(f"sparse GEMM {m}x{n}x{k} (ocompact): bit-exact; busy_cycles={res['counters']['busy_cycles']}")
 
 
-async def expect_error(coro, status=None, text=None):
-    try:
-        await coro
-    except hostmod.HostError as e:
-        if status is not None:
-            assert e.status == status, (e.status, str(e))
-        if text is not None:
-            assert text in str(e), str(e)
-        return e
-    raise AssertionError("no HostError raised")
+expect_error = expect_host_error
 
 
 @cocotb.test()

@@ -3,7 +3,7 @@ write port, Amaranth simulator, a numpy array as the reference), and the parsers
 nextpnr's report (resources, Fmax, 'does not fit')."""
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
+from cosim.simlink import run_amaranth
 
 from rtl import board, synth
 from rtl.boardmem import BoardMemory
@@ -32,7 +32,7 @@ def test_board_config_matches_memory():
     for name, spec in board.BOARDS.items():
         cfg = board.board_config("small", name)
         assert cfg.mem_words == 1 << spec.mem_addr_bits
-        assert spec.prog_words >= board.instr_words(cfg)
+        assert spec.prog_words >= board.instr_words(cfg, spec.core)
 
 
 def test_prog_words_check():
@@ -164,15 +164,7 @@ def test_board_memory_lane_serial_ports():
             ctx.set(dut.rd_b.req.valid, 0)
         return reqs, results
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    out = {}
-
-    async def tb(ctx):
-        out["v"] = await bench(ctx)
-    sim.add_testbench(tb)
-    sim.run()
-    reqs, results = out["v"]
+    reqs, results = run_amaranth(dut, bench)
     for (a_addr, a_en, b_addr, b_en), got in zip(reqs, results):
         want_a = [int(ref[x]) if (a_en >> l) & 1 else 0 for l, x in enumerate(a_addr)]
         want_b = [int(ref[x]) if (b_en >> l) & 1 else 0 for l, x in enumerate(b_addr)]
@@ -195,3 +187,101 @@ def test_target_clock_choices():
         board.with_clock("icebreaker", 24)
     with pytest.raises(board.BoardError, match="outside"):
         board.with_clock("ulx3s", 1000)
+
+
+# ---- the Accelerator core's additions -------------------------------------------------
+def test_unknown_core_and_core_sizes():
+    with pytest.raises(board.BoardError, match="unknown core 'gpu'.*engine, accelerator"):
+        board.BoardTop(preset("small"), 4e6, 1e6, prog_words=256, core="gpu")
+    from rtl import accelerator as acc, isa
+    cfg = preset("small")
+    assert board.instr_words(cfg, "accelerator") * 32 >= acc.accel_instr_width(cfg) > isa.instr_width(cfg)
+    assert board.counter_names("accelerator")[len(board.counter_names()):] == tuple(acc.PRED_COUNTERS)
+    bufs = board.stream_buffers(cfg)
+    from predictor_hw.predictor_array import pack_predictor_weights
+    g_w1 = np.zeros((cfg.pred_channels, 1, 3, 3), dtype=np.int64)
+    g_w2 = np.zeros((cfg.pred_kmax, cfg.pred_features), dtype=np.int64)
+    assert len(pack_predictor_weights(cfg, g_w1, g_w2)) <= bufs["pweights"].entries   # the largest set fits
+    assert [b.index for b in bufs.values()] == [1, 2, 3]
+    lim = dict(zip(board.REGS, board.reg_limits(cfg)))
+    assert lim["n_pweights"] == bufs["pweights"].entries and lim["shift1"] == 63
+
+
+_run = run_amaranth
+
+
+def test_buffer_stream_entries_in_order_under_back_pressure():
+    width, depth = 70, 64                         # 3 words per entry
+    dut = board.BufferStream(width, depth)
+    rng = np.random.default_rng(3)
+    entries = [int(rng.integers(0, 1 << 62)) << 8 | int(rng.integers(0, 256)) for _ in range(7)]
+    words = [(e >> (32 * i)) & 0xFFFFFFFF for e in entries for i in range(3)]
+
+    async def bench(ctx):
+        for a, w in enumerate(words):
+            ctx.set(dut.wr_addr, a)
+            ctx.set(dut.wr_data, w)
+            ctx.set(dut.wr_en, 1)
+            await ctx.tick()
+        ctx.set(dut.wr_en, 0)
+        assert ctx.get(dut.done)                  # nothing started yet
+        got = []
+        for count in (5, 0):                      # a second start: count 0 is done at once
+            ctx.set(dut.count, count)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            for cyc in range(400):
+                ready = int(rng.random() < 0.5)
+                ctx.set(dut.stream.ready, ready)
+                if ready and ctx.get(dut.stream.valid):
+                    got.append(ctx.get(dut.stream.payload))
+                await ctx.tick()
+                if ctx.get(dut.done):
+                    break
+            got.append(("sent", ctx.get(dut.sent), ctx.get(dut.done)))
+        return got
+
+    got = _run(dut, bench)
+    assert got == [e & ((1 << width) - 1) for e in entries[:5]] + [("sent", 5, 1), ("sent", 0, 1)], got
+
+
+def test_board_memory_update_ports_and_write_before_read():
+    """The update unit's read port and 2 x pred_cols-lane write beats; a read accepted after
+    a write beat sees it although the beat is still being written lane by lane."""
+    cfg = preset("small").replace(mem_addr_bits=10)
+    L = cfg.pred_cols
+    dut = BoardMemory(cfg, update=True)
+    rng = np.random.default_rng(6)
+    ref = np.zeros(cfg.mem_words, dtype=np.int64)
+
+    async def bench(ctx):
+        got = []
+        for t in range(4):
+            addr = [int(x) for x in rng.choice(300, 2 * L, replace=False)]
+            vals = [int(x) for x in rng.integers(0, 1 << 32, 2 * L)]
+            en = int(rng.integers(1, 1 << (2 * L)))
+            ctx.set(dut.upd_wr.payload.addr, addr)
+            ctx.set(dut.upd_wr.payload.data, vals)
+            ctx.set(dut.upd_wr.payload.en, en)
+            ctx.set(dut.upd_wr.valid, 1)
+            await ctx.tick().until(dut.upd_wr.ready)
+            ctx.set(dut.upd_wr.valid, 0)
+            for j in range(2 * L):
+                if (en >> j) & 1:
+                    ref[addr[j]] = vals[j]
+            # at once: read back the beat's last lanes (still being written) on the update port
+            rd = addr[L:]
+            ctx.set(dut.upd_rd.req.payload.addr, rd)
+            ctx.set(dut.upd_rd.req.payload.en, (1 << L) - 1)
+            ctx.set(dut.upd_rd.req.valid, 1)
+            ctx.set(dut.upd_rd.resp.ready, 1)
+            await ctx.tick().until(dut.upd_rd.req.ready)
+            ctx.set(dut.upd_rd.req.valid, 0)
+            await ctx.tick().until(dut.upd_rd.resp.valid)
+            got.append((rd, list(ctx.get(dut.upd_rd.resp.payload))))
+            await ctx.tick()
+        return got
+
+    for rd, vals in _run(dut, bench):
+        assert vals == [int(ref[a]) for a in rd], (rd, vals)

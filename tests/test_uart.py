@@ -6,26 +6,15 @@ import numpy as np
 import pytest
 from amaranth import Module
 from amaranth.lib import wiring, memory
-from amaranth.sim import Simulator
 
 from cosim import host as hostmod
-from cosim.simlink import AmaranthUARTLink
+from cosim.simlink import AmaranthUARTLink, run_amaranth
 from rtl import uart
 
 DIV = 4
 
 
-def run_sim(dut, bench):
-    """Run until the testbench returns (every wait in the link has a cycle watchdog)."""
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    result = {}
-
-    async def tb(ctx):
-        result["value"] = await bench(ctx)
-    sim.add_testbench(tb)
-    sim.run()
-    return result["value"]
+run_sim = run_amaranth
 
 
 # ---- RX / TX framing ---------------------------------------------------------------
@@ -114,10 +103,12 @@ COUNTER_BITS = 3 * 48
 class BridgeBench(wiring.Component):
     """RX -> Bridge -> TX with a block-RAM memory and a program memory behind it."""
 
-    def __init__(self):
+    def __init__(self, buffers=(), regs=()):
+        self.buffers, self.regs = buffers, regs
+        extra = {"regs_out": wiring.Out(16 * len(regs))} if regs else {}
         super().__init__({"rx": wiring.In(1, init=1), "tx": wiring.Out(1, init=1),
                           "running": wiring.In(1), "runs": wiring.Out(8), "run_len": wiring.Out(16),
-                          "counters": wiring.In(COUNTER_BITS)})
+                          "counters": wiring.In(COUNTER_BITS), **extra})
         self.info = bytes(range(1, 10))
 
     def elaborate(self, platform):
@@ -125,7 +116,8 @@ class BridgeBench(wiring.Component):
         m.submodules.urx = urx = uart.UARTRx(DIV)
         m.submodules.utx = utx = uart.UARTTx(DIV)
         m.submodules.br = br = uart.Bridge(addr_bits=AW, slot_bits=SLOT, prog_words=PROG,
-                                           counter_bits=COUNTER_BITS, info=self.info, timeout=400)
+                                           counter_bits=COUNTER_BITS, info=self.info, timeout=400,
+                                           buffers=self.buffers, regs=self.regs)
         m.submodules.mem = mem = memory.Memory(shape=SLOT, depth=1 << AW, init=[])
         m.submodules.prog = prog = memory.Memory(shape=32, depth=PROG, init=[])
         self.mem, self.prog = mem, prog
@@ -139,7 +131,17 @@ class BridgeBench(wiring.Component):
                      wp.en.eq(req.valid & req.payload.we), rp.addr.eq(req.payload.addr),
                      br.mem.rdata.eq(rp.data)]
         m.d.sync += br.mem.rvalid.eq(req.valid & ~req.payload.we)
-        m.d.comb += [pw.addr.eq(br.prog_addr), pw.data.eq(br.prog_data), pw.en.eq(br.prog_we)]
+        sel0 = (br.buf_sel == 0) if self.buffers else 1
+        m.d.comb += [pw.addr.eq(br.prog_addr), pw.data.eq(br.prog_data), pw.en.eq(br.prog_we & sel0)]
+        self.bufs = []
+        for i, depth in enumerate(self.buffers):       # stream buffers 1..n
+            m.submodules[f"buf{i + 1}"] = bm = memory.Memory(shape=32, depth=depth, init=[])
+            bw = bm.write_port()
+            m.d.comb += [bw.addr.eq(br.prog_addr), bw.data.eq(br.prog_data),
+                         bw.en.eq(br.prog_we & (br.buf_sel == i + 1))]
+            self.bufs.append(bm)
+        if self.regs:
+            m.d.comb += self.regs_out.eq(br.regs.as_value())
         m.d.comb += [br.status.running.eq(self.running), br.status.error.eq(5),
                      br.status.pc.eq(0x1234), br.counters.eq(self.counters),
                      self.run_len.eq(br.run_len)]
@@ -238,6 +240,56 @@ def test_bridge_bad_requests(case):
         assert list(after) == [11, 22]
     if case == "checksum":                # payload applied as it came (documented)
         assert list(after) == [0, 0]
+
+
+def test_bridge_stream_buffers_and_registers():
+    """WRITE_BUF lands in the buffer it names (buffer 0 = the program buffer), SET in its
+    register; out-of-range buffers, words, registers and values get BAD_RANGE and write
+    nothing; a bridge without buffers/registers does not know the opcodes."""
+    dut = BridgeBench(buffers=(8, 16), regs=(63, 5))
+
+    async def bench(ctx):
+        h, _ = make_host(ctx, dut)
+        await h.command(uart.OP_WRITE_BUF, (2 << uart.BUF_SHIFT) | 3, 2, bytes(range(8)))
+        await h.command(uart.OP_WRITE_BUF, (1 << uart.BUF_SHIFT) | 7, 1, bytes([9, 0, 0, 0]))
+        await h.command(uart.OP_WRITE_BUF, 0 << uart.BUF_SHIFT, 1, bytes([5, 0, 0, 0]))
+        await h.command(uart.OP_SET, 0, 42)
+        await h.command(uart.OP_SET, 1, 5)
+        bad = []
+        for op, addr, count, payload in (
+                (uart.OP_WRITE_BUF, (1 << uart.BUF_SHIFT) | 7, 2, bytes(8)),     # past buffer 1
+                (uart.OP_WRITE_BUF, 3 << uart.BUF_SHIFT, 1, bytes(4)),            # no buffer 3
+                (uart.OP_SET, 1, 6, b""),                                         # above the limit
+                (uart.OP_SET, 2, 0, b"")):                                        # no register 2
+            try:
+                await h.command(op, addr, count, payload)
+                bad.append(None)
+            except hostmod.HostError as e:
+                bad.append(e.status)
+        b1 = [ctx.get(dut.bufs[0].data[i]) for i in range(8)]
+        b2 = [ctx.get(dut.bufs[1].data[i]) for i in range(16)]
+        p0 = ctx.get(dut.prog.data[0])
+        regs = ctx.get(dut.regs_out)
+        return b1, b2, p0, regs, bad
+
+    b1, b2, p0, regs, bad = run_sim(dut, bench)
+    assert b2 == [0, 0, 0, 0x03020100, 0x07060504] + [0] * 11
+    assert b1 == [0] * 7 + [9] and p0 == 5
+    assert regs == 42 | 5 << 16
+    assert bad == [uart.ST_BAD_RANGE] * 4
+
+    plain = BridgeBench()
+
+    async def bench2(ctx):
+        h, _ = make_host(ctx, plain)
+        out = []
+        for op in (uart.OP_WRITE_BUF, uart.OP_SET):
+            try:
+                await h.command(op, 0, 0)
+            except hostmod.HostError as e:
+                out.append(e.status)
+        return out
+    assert run_sim(plain, bench2) == [uart.ST_BAD_OPCODE] * 2
 
 
 def test_host_raises_on_error_status():
