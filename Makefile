@@ -40,7 +40,7 @@ lint:
 #   make synth BOARD=ulx3s|orangecrab|icebreaker PRESET=small [MHZ=30]
 synth:
 ifdef BOARD
-	$(PY) -m rtl.synth --board $(BOARD) --preset $(or $(PRESET),small) $(if $(MHZ),--target-mhz $(MHZ)) $(SYNTHFLAGS)
+	$(PY) -m rtl.synth --board $(BOARD) --preset $(or $(PRESET),small) $(if $(MHZ),--target-mhz $(MHZ)) $(if $(CORE),--core $(CORE)) $(SYNTHFLAGS)
 else
 	$(PY) -m rtl.synth --preset $(or $(PRESET),small) --family $(or $(FAMILY),ecp5) $(SYNTHFLAGS)
 endif

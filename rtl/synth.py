@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import dataclasses
 import os
 import re
 import shutil
@@ -280,7 +281,7 @@ def build_env() -> dict:
 
 def synth_board(board: str, preset_name: str, out: str | None = None, abc9: bool = False,
                 baud: int | None = None, report_only: bool = False,
-                target_mhz: float | None = None) -> dict:
+                target_mhz: float | None = None, core: str | None = None) -> dict:
     """Build the board top for ``board`` with the preset: Yosys, nextpnr, bitstream.
     Returns the report (also written to <out>/report.json); raises SynthError with the
     reason (the resource that does not fit, or the tool's error) if the build fails."""
@@ -288,6 +289,9 @@ def synth_board(board: str, preset_name: str, out: str | None = None, abc9: bool
     spec = boards.board_spec(board)                       # BoardError on an unknown board
     cfg = boards.board_config(preset_name, board)         # ConfigError on an unknown preset
     spec = boards.with_clock(board, target_mhz)           # BoardError if it cannot be made
+    if core is not None and core != spec.core:            # the other core than the board's default
+        spec = dataclasses.replace(spec, core=boards.check_core(core))
+        out = out or os.path.join("build", "synth", f"{board}-{preset_name}-{core}")
     out = out or os.path.join("build", "synth", f"{board}-{preset_name}")
     platform = boards.platform_for(board, noabc9=not abc9)
     top = boards.PlatformTop(board, cfg, baud or boards.DEFAULT_BAUD, spec=spec)
@@ -399,6 +403,8 @@ def main(argv=None):
     ap.add_argument("--board", default=None,
                     help="build the board top through amaranth_boards (ulx3s, orangecrab, icebreaker): "
                          "place-and-route and bitstream")
+    ap.add_argument("--core", default=None,
+                    help="board builds: engine or accelerator (default: the board's, rtl/board.py BOARDS)")
     ap.add_argument("--target-mhz", type=float, default=None,
                     help="--board: design clock (ECP5: the PLL is set for it; default: the board's)")
     ap.add_argument("--report-only", action="store_true",
@@ -414,7 +420,7 @@ def main(argv=None):
         from .board import BoardError
         try:
             r = synth_board(args.board, args.preset, args.out, abc9=args.abc9,
-                            report_only=args.report_only, target_mhz=args.target_mhz)
+                            report_only=args.report_only, target_mhz=args.target_mhz, core=args.core)
         except (SynthError, ConfigError, BoardError) as e:
             print(f"rtl.synth: error: {e}", file=sys.stderr)
             return 2

@@ -107,3 +107,5 @@ def test_board_build_bad_input():
         synth.synth_board("arty", "small")
     with pytest.raises(ConfigError, match="unknown preset 'huge'"):
         synth.synth_board("ulx3s", "huge")
+    with pytest.raises(BoardError, match="unknown core 'gpu'.*engine, accelerator"):
+        synth.synth_board("ulx3s", "small", core="gpu")
