@@ -15,10 +15,10 @@ Per layer l (in program order over all steps) it computes, from the RTL's struct
   ``nw + 1`` cycles, then SHIFT, READ, LOAD; conv samples leave every 3 cycles,
   linear ones every cycle within a word (+2 per further word).
 * samples FIFO (2 cycles), predictor array job (``predictor_array_cycles`` busy
-  cycles, jobs one after another), rows FIFO (2 cycles) and update unit (5 cycles
+  cycles, jobs one after another), rows FIFO (2 cycles) and update unit (7 cycles
   per row: ROW, REQ, 2 x RESP at memory latency 2, WRITE); rows come a tile apart
   (>= F steps, the update keeps pace) except the last tile's, which leave one per
-  cycle at the job's end: the layer's update is done 5 cycles per such row later.
+  cycle at the job's end: the layer's update is done 7 cycles per such row later.
 * ``wait_upd`` fences: the first instruction of a layer in step s+1 waits for that
   layer's update of step s.
 The run ends when the last update is done (the harness stops one cycle later).
@@ -36,16 +36,16 @@ from . import cyclemodel as cm
 ACCEPT_TO_ARMED = 4      # last beat -> next layer armed (s1, s2, s3 + hand-over, descriptor accept)
 HANDOVER = 3             # last beat -> bank FULL (finisher may start scanning the next cycle)
 FIFO_LAT = 2             # SyncFIFOBuffered: written at t, readable at t + 2
-UPD_ROW = 5              # update unit cycles per row (ROW, REQ, RESP x LAT, WRITE) at latency 2
+UPD_ROW = 7              # update unit cycles per row (ROW, REQ, RESP x LAT, CALC1, CALC2, WRITE) at latency 2
 
 
 def update_from_mem_cycles(cfg, c_out: int, k: int) -> int:
     """Cycles the update unit works on a BP update whose true gradient (int8 [c_out, k])
     it reads from memory (``from_mem``): per row of ``pred_cols`` weights GROW, GREQ,
-    GRESP x latency, REQ, RESP x latency, WRITE; rows back to back (the ``working``
-    span, which is what ``pred_busy_cycles`` counts in a run without GP work)."""
+    GRESP x latency, REQ, RESP x latency, CALC1, CALC2, WRITE; rows back to back (the
+    ``working`` span, which is what ``pred_busy_cycles`` counts in a run without GP work)."""
     rows = c_out * -(-k // cfg.pred_cols)
-    return rows * (4 + 2 * cfg.dram_latency)
+    return rows * (6 + 2 * cfg.dram_latency)
 
 
 def last_beat_rel(cfg, ins: dict) -> int:

@@ -268,5 +268,15 @@ def sgd_update_int(w, g, g_shift: int, w_bits: int):
     power-of-two learning rate ``2**lr_log2`` (and, for a predicted normalized gradient,
     the layer's power-of-two scale ``2**s``), ``g_shift = fw + lr_log2 (+ s) - fg`` makes
     the subtracted term ``lr * g`` on the weight's grid, rounded half to even.
+
+    A left shift past 40 is computed as ``sign(g) * 2**40``: for any nonzero ``g`` the
+    exact term exceeds every ``w`` of at most 32 bits by more than the saturation range,
+    so the result is the same, and int64 does not overflow.
     """
-    return saturate(_as_int64(w) - shift_round(g, g_shift), w_bits)
+    if w_bits > 32:
+        raise NumericsError(f"sgd_update_int: w_bits={w_bits} > 32")
+    if g_shift > 40:
+        delta = np.sign(_as_int64(g)) << 40
+    else:
+        delta = shift_round(g, g_shift)
+    return saturate(_as_int64(w) - delta, w_bits)

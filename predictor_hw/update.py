@@ -31,6 +31,8 @@ from .interfaces import grad_row_layout, PRED_OP_BITS
 
 ERR_ORDER = 1          # a row's channel/col is not the next one expected
 ERR_ADDR = 2           # the weight tensor leaves external memory
+SH_LEFT_MAX = 24       # g_shift clamps (exact: see UpdateUnit.elaborate)
+SH_RIGHT_MAX = 9
 COUNTER_BITS = 48
 
 
@@ -162,21 +164,30 @@ class UpdateUnit(wiring.Component):
         err = Signal(2)
         m.d.comb += self.error.eq(err)
         wvals = Signal(data.ArrayLayout(signed(cfg.slot_bits), L))
-        sh_l = Signal(range(64))
-        sh_r = Signal(range(64))
-        m.d.comb += [sh_l.eq(Mux(d.g_shift > 0, d.g_shift, 0)), sh_r.eq(Mux(d.g_shift < 0, -d.g_shift, 0))]
-        new_w, new_c = [], []
+        # The shift amounts are registered when the descriptor is taken (off the row path)
+        # and clamped where the result no longer changes: an int8 gradient shifted right by
+        # 9 or more rounds to 0, and shifted left by 24 or more saturates the 16-bit weight
+        # either way, so a 32-bit shifter is exact for every g_shift in -63..63.
+        sh_l = Signal(range(SH_LEFT_MAX + 1))
+        sh_r = Signal(range(SH_RIGHT_MAX + 1))
+        gs = self.desc.payload.g_shift
+        sh_l_next = Mux(gs > 0, Mux(gs > SH_LEFT_MAX, SH_LEFT_MAX, gs), 0)
+        sh_r_next = Mux(gs < 0, Mux(-gs > SH_RIGHT_MAX, SH_RIGHT_MAX, -gs), 0)
+        # Two pipeline registers per row (states CALC1, CALC2): the rounded, scaled gradient,
+        # then the saturated new weight; WRITE only rounds the 8-bit copy.
+        deltas = Signal(data.ArrayLayout(signed(PRED_OP_BITS + SH_LEFT_MAX + 2), L))
+        nws = Signal(data.ArrayLayout(signed(16), L))
+        new_d, new_w, new_c = [], [], []
         for j in range(L):
-            delta = _shift_round(m, row.data[j], sh_l, sh_r, PRED_OP_BITS + 64, f"d{j}")
-            w = wvals[j]
-            diff = Signal(signed(cfg.slot_bits + PRED_OP_BITS + 66), name=f"diff{j}")
-            m.d.comb += diff.eq(w - delta)
+            new_d.append(_shift_round(m, row.data[j], sh_l, sh_r, PRED_OP_BITS + SH_LEFT_MAX + 1, f"d{j}"))
+            diff = Signal(signed(cfg.slot_bits + PRED_OP_BITS + SH_LEFT_MAX + 3), name=f"diff{j}")
+            m.d.comb += diff.eq(wvals[j] - deltas[j])
             nw = Signal(signed(16), name=f"nw{j}")
             m.d.comb += nw.eq(Mux(d.w16, _sat(diff, 16), _sat(diff, 8)))
-            c8 = _shift_round(m, nw, 0, d.d8, 17, f"c{j}")
+            new_w.append(nw)
+            c8 = _shift_round(m, nws[j], 0, d.d8, 17, f"c{j}")
             nc = Signal(signed(8), name=f"nc{j}")
             m.d.comb += nc.eq(_sat(c8, 8))
-            new_w.append(nw)
             new_c.append(nc)
         elems = Signal(COUNTER_BITS)
         m.d.comb += self.elems.eq(elems)
@@ -189,6 +200,7 @@ class UpdateUnit(wiring.Component):
                 m.d.comb += self.desc.ready.eq(go)
                 with m.If(self.desc.valid & go):
                     m.d.sync += [d.eq(self.desc.payload), have.eq(1), ch_base.eq(self.desc.payload.w_base),
+                                 sh_l.eq(sh_l_next), sh_r.eq(sh_r_next),
                                  c8_base.eq(self.desc.payload.w8_base), g_row.eq(self.desc.payload.g_base),
                                  exp_ch.eq(0), exp_col.eq(0)]
                     with m.If(self.desc.payload.from_mem):
@@ -222,13 +234,19 @@ class UpdateUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += err.eq(ERR_ORDER)
                         m.next = "ERROR"
-            self._read_row(m, "REQ", "RESP", "WRITE", ch_base, row,
+            self._read_row(m, "REQ", "RESP", "CALC1", ch_base, row,
                            lambda j, v: wvals[j].eq(v.as_signed()))
+            with m.State("CALC1"):
+                m.d.sync += [deltas[j].eq(new_d[j]) for j in range(L)]
+                m.next = "CALC2"
+            with m.State("CALC2"):
+                m.d.sync += [nws[j].eq(new_w[j]) for j in range(L)]
+                m.next = "WRITE"
             with m.State("WRITE"):
                 m.d.comb += self.wr.valid.eq(1)
                 for j in range(L):
                     m.d.comb += [self.wr.payload.addr[j].eq(ch_base + row.col + j),
-                                 self.wr.payload.data[j].eq(new_w[j]),
+                                 self.wr.payload.data[j].eq(nws[j]),
                                  self.wr.payload.addr[L + j].eq(c8_base + row.col + j),
                                  self.wr.payload.data[L + j].eq(new_c[j])]
                 m.d.comb += self.wr.payload.en.eq(row.en | Mux(d.copy8, row.en << L, 0))
@@ -244,6 +262,7 @@ class UpdateUnit(wiring.Component):
                         m.next = "ROW"
             with m.State("ERROR"):
                 pass
-        m.d.comb += self.working.eq(fsm.ongoing("REQ") | fsm.ongoing("RESP") | fsm.ongoing("WRITE")
+        m.d.comb += self.working.eq(fsm.ongoing("REQ") | fsm.ongoing("RESP") | fsm.ongoing("CALC1")
+                                    | fsm.ongoing("CALC2") | fsm.ongoing("WRITE")
                                     | fsm.ongoing("GROW") | fsm.ongoing("GREQ") | fsm.ongoing("GRESP"))
         return m

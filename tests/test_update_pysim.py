@@ -92,9 +92,12 @@ def grad_rows(g):
     return rows
 
 
-@pytest.mark.parametrize("g_shift,w_bits", [(-3, 16), (0, 16), (2, 16), (-1, 8)])
+# around the unit's shift clamps (right 9, left 24: exact by construction, checked here)
+@pytest.mark.parametrize("g_shift,w_bits", [(-3, 16), (0, 16), (2, 16), (-1, 8), (-7, 16), (-8, 16), (-9, 16),
+                                            (-10, 16), (-63, 16), (9, 16), (23, 16), (24, 16), (25, 16),
+                                            (63, 16), (-63, 8), (63, 8)])
 def test_gp_rows_update_bit_exact(g_shift, w_bits):
-    rng = np.random.default_rng(7 + g_shift)
+    rng = np.random.default_rng(70 + g_shift)
     c_out, k = 3, 10
     lo, hi = numerics.int_range(w_bits)
     w = rng.integers(lo, hi + 1, size=(c_out, k))
@@ -137,3 +140,22 @@ def test_bad_descriptor_raises():
         U.update_descriptor(CFG, w_base=0, c_out=0, k=3, g_shift=0)
     with pytest.raises(U.UpdateError, match="w_base=4090"):
         U.update_descriptor(CFG, w_base=4090, c_out=2, k=8, g_shift=0)
+
+
+def test_sgd_update_int_against_python_integers():
+    """The golden rule against exact Python integers/fractions (no int64 shortcuts),
+    over the whole g_shift range the descriptor allows."""
+    from fractions import Fraction
+    rng = np.random.default_rng(11)
+    w = rng.integers(-32768, 32768, size=64)
+    g = rng.integers(-128, 128, size=64)
+    g[:4] = [0, 1, -1, -128]
+    for s in range(-63, 64):
+        got = numerics.sgd_update_int(w, g, s, 16)
+        for wi, gi, r in zip(w.tolist(), g.tolist(), got.tolist()):
+            x = Fraction(gi) * Fraction(2) ** s
+            q = x.numerator // x.denominator
+            rem = x - q
+            up = rem > Fraction(1, 2) or (rem == Fraction(1, 2) and q % 2 == 1)
+            want = min(32767, max(-32768, wi - (q + up)))
+            assert r == want, (s, wi, gi)
