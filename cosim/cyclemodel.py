@@ -14,9 +14,14 @@ It follows the RTL's structure (see rtl/gather.py, rtl/engine.py, rtl/systolic.p
   both its panels (later words keep pace, one per cycle):
       S_t = max(S_{t-1} + max(K, 2R-1), readyA(ti), readyB(tj)),   S_0 >= 4
   and the flush marker follows the last tile by max(K, 2R-1);
-* row i of a tile flushed/replaced at F leaves the array at F + 1 + C + 2i, then
-  two drain stages and the output FIFO; each stored row costs one write cycle
-  (the mask travels in the same beat).
+* row i of a tile flushed/replaced at F leaves the array at F + 3 + C + 2i
+  (``row_leaves``: the scratchpad read, its output register, the PE's product
+  register, C - 1 + 2i de-skew/drain-chain cycles and the row register), then
+  the drain's ``DRAIN_STAGES`` registers (s1: accumulator read, s1b: sum and
+  accumulator write-back, s1c: the requantizer's first stage, s2: requantized;
+  rows outside M or not stored stop after s1b: ``drain_empty``) and the output
+  FIFO; each stored row costs one write cycle (the mask travels in the same
+  beat), written at ``row_written``.
 Tile start times are computed with a running maximum in numpy, so the model
 costs O(tiles) and extrapolates to layers far too large to simulate.
 
@@ -53,6 +58,27 @@ from . import golden
 
 DECODE = 3          # DECODE, PRODUCTS, CHECK
 FIFO_LAT = 2        # SyncFIFOBuffered: a row pushed at X is at the write port at X + 2
+DRAIN_STAGES = 4    # s1, s1b, s1c, s2: a row leaving the array at X is pushed at X + 4
+ALL_ROWS_STAGES = 2  # s1, s1b: every row (s1b writes the accumulator SRAM); only stored
+                     # rows inside M go on to s1c and s2
+ARRAY_IN_STAGES = 2  # scratchpad read data registered before the array + the PE's product register
+
+
+def row_leaves(cfg: AcceleratorConfig, flush: int, i: int) -> int:
+    """Cycle tile row i leaves the array when the marker that ends its tile entered
+    at ``flush``."""
+    return flush + 1 + ARRAY_IN_STAGES + cfg.cols + 2 * i
+
+
+def drain_empty(cfg: AcceleratorConfig, flush: int) -> int:
+    """busy_cycles once the last tile's last row has passed the stages every row
+    takes (stored rows inside M take longer: ``row_written``)."""
+    return row_leaves(cfg, flush, cfg.rows - 1) + 1 + ALL_ROWS_STAGES
+
+
+def row_written(cfg: AcceleratorConfig, flush: int, i: int) -> int:
+    """Cycle of that row's write beat (the write port accepting every cycle)."""
+    return row_leaves(cfg, flush, i) + DRAIN_STAGES + FIFO_LAT
 
 
 def panel_ready(cfg: AcceleratorConfig, lanes: int, n_panels: int, k: int) -> np.ndarray:
@@ -187,8 +213,7 @@ def ocompact_end(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray) -> int:
     idx = np.arange(len(T), dtype=np.int64)
     S = np.maximum.accumulate(ready - idx * period) + idx * period
     flush = max(int(S[-1]) + period, walk_done)
-    x = flush + 1 + C + 2 * (m - 1)            # the last stored row leaves the array
-    return max(end, flush + 1 + C + 2 * (R - 1) + 2, x + 2 + FIFO_LAT + 1)
+    return max(end, drain_empty(cfg, flush), row_written(cfg, flush, m - 1) + 1)
 
 
 def instruction_cycles(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray | None = None) -> int:
@@ -212,15 +237,11 @@ def instruction_cycles(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray | None
     else:
         S = tile_starts(cfg, m, n, k)
         flush = int(S[-1]) + max(k, cfg.drain_period)
-    def leaves(capture, i):
-        return capture + 1 + C + 2 * i
-    last_row = leaves(flush, R - 1)
-    end = last_row + 2                           # s1 and s2 stages empty
+    end = drain_empty(cfg, flush)
     if ins.get("store", 1):
         # the last stored row is the last tile's last row inside M
         i_last = m - 1 - (nm - 1) * R
-        x = leaves(flush, i_last)
-        end = max(end, x + 2 + FIFO_LAT + 1)
+        end = max(end, row_written(cfg, flush, i_last) + 1)
     return end
 
 

@@ -74,8 +74,9 @@ def ocompact_ring(cfg: AcceleratorConfig, k: int) -> bool:
     when 2R-1 <= K <= depth/2 (and K >= (C + 2R + 4)/8): the gather then hands
     panels over no faster than the array takes tiles, so it is never more than a
     panel ahead of the array (its requests stay below b_base + depth) and the drain,
-    which trails the array by C + 2R + 4 cycles, at most 1 + 8 panels behind (the
-    info ring holds 16): neither ring limit ever stalls it and the timing stays
+    which trails the array by C + 2R + 8 cycles (the registered scratchpad read,
+    the PE's product register, the four drain stages), at most 1 + 8 + ceil(4/K) <= 13
+    panels behind (the info ring holds 16): neither ring limit ever stalls it and the timing stays
     exact."""
     return (cfg.drain_period <= k and 2 * k <= cfg.spad_b_words
             and 8 * k >= cfg.cols + 2 * cfg.rows + 4)
@@ -211,11 +212,17 @@ class Engine(wiring.Component):
 
         m.d.comb += [spa_r.addr.eq(a_base + kk), spb_r.addr.eq(b_base + kcur),
                      spa_r.en.eq(en), spb_r.en.eq(en)]
-        v1, f1 = Signal(), Signal()
+        # The scratchpads' read data is registered before the array (for Fmax: a
+        # block-RAM read and the PE multiply are not in one cycle): step markers
+        # v1/f1 travel with the read, v2/f2 with the registered operands.
+        v1, f1, v2, f2 = Signal(), Signal(), Signal(), Signal()
+        a_q = Signal.like(spa_r.data)
+        b_q = Signal.like(spb_r.data)
         with m.If(en):
-            m.d.sync += [v1.eq(step), f1.eq((step & ~mid_tile) | flush)]
-        m.d.comb += [arr.en.eq(en), arr.in_a.eq(spa_r.data), arr.in_b.eq(spb_r.data),
-                     arr.in_valid.eq(v1), arr.in_first.eq(f1)]
+            m.d.sync += [v1.eq(step), f1.eq((step & ~mid_tile) | flush), v2.eq(v1), f2.eq(f1),
+                         a_q.eq(spa_r.data), b_q.eq(spb_r.data)]
+        m.d.comb += [arr.en.eq(en), arr.in_a.eq(a_q), arr.in_b.eq(b_q),
+                     arr.in_valid.eq(v2), arr.in_first.eq(f2)]
 
         with m.If(start):
             m.d.sync += [run.eq(1), ti.eq(0), tj.eq(0), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
@@ -245,7 +252,7 @@ class Engine(wiring.Component):
                     m.d.sync += kk.eq(kk + 1)
 
         # ---------------- drain: accumulate, requantize, queue writes ----------------
-        m.submodules.requant = rq = Requantize(cfg)
+        m.submodules.requant = rq = Requantize(cfg, latency=1)
         m.submodules.out_fifo = ofifo = SyncFIFOBuffered(
             width=self._fifo_width(), depth=OUT_FIFO_ROWS)
         # Stall the whole compute pipeline before the output FIFO can overflow (and,
@@ -277,7 +284,20 @@ class Engine(wiring.Component):
         s1_lane = Signal(C)
         s1_slot = Signal(range(cfg.acc_words))
         s1_daddr, s1_maddr = Signal(sx), Signal(sx)
-        # stage 2 (sum formed, requantized)
+        # stage 1b (sum registered: written back to the accumulator SRAM or requantized)
+        s1b_v, s1b_ok = Signal(), Signal()
+        s1b_sum = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
+        s1b_lane, s1b_keep = Signal(C), Signal(C)
+        s1b_slot = Signal(range(cfg.acc_words))
+        s1b_daddr, s1b_maddr = Signal(sx), Signal(sx)
+        s1b_offs = Signal(data.ArrayLayout(signed(aw + 2), C))
+        # stage 1c (requantizer's first stage registered, in rq; the rest rides along)
+        s1c_v = Signal()
+        s1c_raw = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
+        s1c_lane, s1c_keep = Signal(C), Signal(C)
+        s1c_daddr, s1c_maddr = Signal(sx), Signal(sx)
+        s1c_offs = Signal(data.ArrayLayout(signed(aw + 2), C))
+        # stage 2 (requantized, masked: into the output FIFO)
         s2_v = Signal()
         s2_lane = Signal(C)
         s2_vals = Signal(data.ArrayLayout(unsigned(cfg.slot_bits), C))
@@ -289,7 +309,8 @@ class Engine(wiring.Component):
         with m.If(start):
             m.d.sync += [dr_ti.eq(0), dr_tj.eq(0), dr_i.eq(0), rows_drained.eq(0), row_base.eq(0),
                          col_base.eq(0), d_ti_base.eq(cur.d_addr), m_ti_base.eq(cur.mask_addr),
-                         d_tj_off.eq(0), d_i_off.eq(0), m_i_off.eq(0), s1_v.eq(0), s2_v.eq(0)]
+                         d_tj_off.eq(0), d_i_off.eq(0), m_i_off.eq(0), s1_v.eq(0),
+                         s1b_v.eq(0), s1c_v.eq(0), s2_v.eq(0)]
         with m.Elif(en):
             m.d.sync += s1_v.eq(arow)
             with m.If(arow):
@@ -319,9 +340,6 @@ class Engine(wiring.Component):
         summed = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
         for j in range(C):
             m.d.comb += summed[j].eq(s1_data[j] + Mux(cur.accumulate, acc_r.data[j], 0))
-        m.d.comb += [rq.row.eq(summed), rq.shift.eq(cur.shift), rq.relu.eq(cur.relu)]
-        m.d.comb += [acc_w.addr.eq(s1_slot), acc_w.data.eq(summed),
-                     acc_w.en.eq(en & s1_v & ~cur.store)]
         # omask: the row's output mask from the mask queue (all ones without omask);
         # ocompact: the tile's lanes, offsets and row masks from the panel info
         m.d.comb += [pi_r.addr.eq(dr_tj), pi_r.en.eq(en)]   # held while the drain is stalled
@@ -330,15 +348,26 @@ class Engine(wiring.Component):
         oc_keep = Cat(*[pi[j].mv.bit_select(s1_i, 1) for j in range(C)])
         m.d.comb += [keep.eq(Mux(oc, oc_keep, Mux(cur.omask, mq.r_data, (1 << C) - 1))),
                      mq.r_en.eq(Mux(oc, gb.lm_pop, en & s1_v & cur.omask & ~start))]
+        # Drain pipeline (registered for Fmax): s1 -> s1b (sum) -> s1c (rq's first
+        # stage) -> s2 (rq's second stage, masked) -> output FIFO.
         with m.If(en & ~start):
-            m.d.sync += [s2_v.eq(s1_v & s1_row_ok & cur.store),
-                         s2_lane.eq(Mux(oc, Cat(*[pi[j].ok for j in range(C)]), s1_lane)),
-                         s2_daddr.eq(s1_daddr), s2_maddr.eq(s1_maddr), s2_mask.eq(rq.mask & keep)]
+            m.d.sync += [s1b_v.eq(s1_v), s1b_ok.eq(s1_row_ok), s1b_sum.eq(summed), s1b_slot.eq(s1_slot),
+                         s1b_lane.eq(Mux(oc, Cat(*[pi[j].ok for j in range(C)]), s1_lane)),
+                         s1b_keep.eq(keep), s1b_daddr.eq(s1_daddr), s1b_maddr.eq(s1_maddr)]
             for j in range(C):
-                m.d.sync += s2_offs[j].eq(pi[j].off)
+                m.d.sync += s1b_offs[j].eq(pi[j].off)
+        m.d.comb += [acc_w.addr.eq(s1b_slot), acc_w.data.eq(s1b_sum),
+                     acc_w.en.eq(en & s1b_v & ~cur.store)]
+        m.d.comb += [rq.en.eq(en), rq.row.eq(s1b_sum), rq.shift.eq(cur.shift), rq.relu.eq(cur.relu)]
+        with m.If(en & ~start):
+            m.d.sync += [s1c_v.eq(s1b_v & s1b_ok & cur.store), s1c_raw.eq(s1b_sum),
+                         s1c_lane.eq(s1b_lane), s1c_keep.eq(s1b_keep), s1c_offs.eq(s1b_offs),
+                         s1c_daddr.eq(s1b_daddr), s1c_maddr.eq(s1b_maddr)]
+            m.d.sync += [s2_v.eq(s1c_v), s2_lane.eq(s1c_lane), s2_offs.eq(s1c_offs),
+                         s2_daddr.eq(s1c_daddr), s2_maddr.eq(s1c_maddr), s2_mask.eq(rq.mask & s1c_keep)]
             for j in range(C):
                 # signed values sign-extend into the memory slot
-                m.d.sync += s2_vals[j].eq(Mux(keep[j], Mux(cur.out_raw, summed[j], rq.out[j]), 0))
+                m.d.sync += s2_vals[j].eq(Mux(s1c_keep[j], Mux(cur.out_raw, s1c_raw[j], rq.out[j]), 0))
         entry = self._fifo_entry(m, s2_lane, s2_vals, s2_mask, s2_daddr, s2_maddr, s2_offs)
         m.d.comb += [ofifo.w_data.eq(entry), ofifo.w_en.eq(en & s2_v)]
 
@@ -426,11 +455,13 @@ class Engine(wiring.Component):
             m.d.comb += [wz.payload.addr[i].eq(cur.d_addr + Const(i) * cur.d_si + zq.r_data.as_signed()),
                          wz.payload.en[i].eq(i < cur.m)]
         m.d.comb += [wz.valid.eq(zq.r_rdy), zq.r_en.eq(wz.valid & wz.ready)]
-        drained = ((rows_drained == total_rows) & ~s1_v & ~s2_v & (ofifo.level == 0))
+        drained = ((rows_drained == total_rows) & ~s1_v & ~s1b_v & ~s1c_v & ~s2_v
+                   & (ofifo.level == 0))
         err_sticky = Signal(4)
         m.d.comb += [self.error.eq(err_sticky)]
         retire = Signal()
         retire_err = Signal(4)
+        bad_wr = Signal()               # the write span check, registered in PRODUCTS
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.instr.ready.eq(1)
@@ -458,6 +489,8 @@ class Engine(wiring.Component):
                 m.next = "PRODUCTS"
             with m.State("PRODUCTS"):
                 m.d.sync += [p_am.eq(n_m * cur.k), p_bn.eq(n_n * cur.k), p_tiles.eq(n_m * n_n)]
+                m.d.sync += bad_wr.eq(cur.store & ((d_lo < 0) | (d_hi >= (1 << aw)) |
+                                                   (cur.write_mask & ((k_lo < 0) | (k_hi >= (1 << aw))))))
                 m.next = "CHECK"
             with m.State("CHECK"):
                 words = 1 << aw
@@ -479,8 +512,7 @@ class Engine(wiring.Component):
                 with m.Elif((cur.accumulate | ~cur.store) & (cur.acc_addr + total_rows > cfg.acc_words)):
                     m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_ACC)]
                     m.next = "IDLE"
-                with m.Elif(cur.store & ((d_lo < 0) | (d_hi >= words) |
-                                         (cur.write_mask & ((k_lo < 0) | (k_hi >= words))))):
+                with m.Elif(bad_wr):
                     m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_ADDR_WRITE)]
                     m.next = "IDLE"
                 with m.Elif(cur.store & ~cur.out_raw & (cur.shift >= cfg.acc_bits)):

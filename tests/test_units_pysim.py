@@ -15,8 +15,9 @@ CFG = AcceleratorConfig(name="unit", rows=4, cols=4, spad_a_words=64, spad_b_wor
                         acc_words=32, mem_addr_bits=12)
 
 
-def test_requantize_unit_matches_numerics():
-    dut = Requantize(CFG)
+@pytest.mark.parametrize("latency", [0, 1])
+def test_requantize_unit_matches_numerics(latency):
+    dut = Requantize(CFG, latency=latency)
     rng = np.random.default_rng(0)
     cases = []
     for _ in range(60):
@@ -25,17 +26,22 @@ def test_requantize_unit_matches_numerics():
         cases.append((row, int(rng.integers(0, 20)), bool(rng.integers(0, 2))))
 
     async def tb(ctx):
+        ctx.set(dut.en, 1)
         for row, shift, relu in cases:
             for j in range(CFG.cols):
                 ctx.set(dut.row[j], int(row[j]))
             ctx.set(dut.shift, shift)
             ctx.set(dut.relu, relu)
+            for _ in range(latency):            # pipelined
+                await ctx.tick()
             want, mask = numerics.requantize(row, shift, CFG.op_bits, relu)
             got = [ctx.get(dut.out[j]) for j in range(CFG.cols)]
             assert got == list(want), (row, shift, relu, got, want)
             assert [ctx.get(dut.mask) >> j & 1 for j in range(CFG.cols)] == [int(v) for v in mask]
 
     sim = Simulator(dut)
+    if latency:
+        sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
 
