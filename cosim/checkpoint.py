@@ -11,10 +11,12 @@ half-written checkpoint.
 """
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 
 import torch
+
+from model_sw.fileio import write_atomic
 
 VERSION = 1
 NAME = "checkpoint.pt"
@@ -30,15 +32,9 @@ def path_in(out_dir: str) -> str:
 
 def save(out_dir: str, state: dict) -> str:
     path = path_in(out_dir)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=NAME)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"version": VERSION, **state}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    torch.save({"version": VERSION, **state}, buf)
+    write_atomic(path, buf.getvalue())
     return path
 
 

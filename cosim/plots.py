@@ -8,10 +8,12 @@ Each figure is written to a temporary name and renamed (no half-written file).
 """
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 
 import matplotlib
+
+from model_sw.fileio import write_atomic
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -20,16 +22,12 @@ OPS = ("fwd", "bwd_data", "bwd_weight")
 
 
 def _save(fig, path: str):
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".png")
-    os.close(fd)
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
+        fig.savefig(buf, dpi=100, bbox_inches="tight", format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, buf.getvalue())
 
 
 def plot_run(out_dir: str, res: dict) -> list[str]:

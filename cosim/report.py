@@ -17,7 +17,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 
 from model_sw.fileio import write_atomic
 from rtl.config import ConfigError, preset
@@ -125,19 +124,6 @@ def table_text(results, summ, cfg, asm) -> str:
     return "\n".join(lines)
 
 
-def _write_bytes_atomic(path: str, data: bytes) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def plots(results, layers, out_dir) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
@@ -154,7 +140,7 @@ def plots(results, layers, out_dir) -> list[str]:
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
         path = os.path.join(out_dir, name)
-        _write_bytes_atomic(path, buf.getvalue())
+        write_atomic(path, buf.getvalue())
         written.append(path)
 
     for field, name, label, ref in (("speedup_vs_bp", "speedup.png", "speed-up over BP (x)", 1.47),

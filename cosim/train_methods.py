@@ -15,7 +15,9 @@ from model_sw import adagp_reorg as reorg
 from model_sw.adagp import cosine
 from model_sw.adagp_phases import PhaseConfig, PhaseController
 from model_sw.adagp_predictor import PredictorBank, PredictorConfig
-from model_sw.autoassist_assistant import Assistant, LossEMA, LossFeatures, shrink_keep
+from model_sw.autoassist_assistant import (Assistant, LossEMA, LossFeatures, quantize_assistant,
+                                          quantize_features)
+from .predictor_array_model import assistant_filter_hw
 from .train_engine import LAYERS, StepPass, losses_and_margins
 
 if TYPE_CHECKING:
@@ -150,7 +152,10 @@ class AutoAssist(BP):
     candidate batch of ``--batch`` instances, which instances the engine trains on;
     the engine runs forward and backward on the kept ones only.  Cycles saved =
     the full batch's BP cycles (cycle model) - the cycles spent.  The Assistant
-    runs in software (synchronously, so runs are reproducible)."""
+    is trained in software (synchronously, so runs are reproducible); its keep
+    decisions come from the predictor array's Assistant mode (int8 features and
+    weights, int32 logits: cosim.predictor_array_model.assistant_filter_hw, whose
+    golden the RTL matches bit for bit), and the array's cycles are counted."""
     name = "autoassist"
 
     def __init__(self, t: Trainer):
@@ -159,11 +164,11 @@ class AutoAssist(BP):
         self.assistant = Assistant(self.features.n, 10)
         self.ema = LossEMA(0.75)
         self.rng = np.random.default_rng(t.rc.seed + 7919)
-        self.assistant_macs = self.shrunk = self.forced = 0
+        self.assistant_macs = self.shrunk = self.forced = self.array_cycles = 0
 
     def state(self) -> dict:
         return {k: getattr(self, k) for k in ("features", "assistant", "ema", "rng", "assistant_macs",
-                                              "shrunk", "forced")}
+                                              "shrunk", "forced", "array_cycles")}
 
     def load_state(self, st: dict):
         for k, v in st.items():
@@ -173,13 +178,19 @@ class AutoAssist(BP):
         t = self.t
         y = t.data.y_train[idx].numpy()
         f = self.features(idx.numpy())
-        prob = self.assistant.prob(f, y)
-        keep = shrink_keep(prob, self.rng.random(len(idx)), t.rc.base_prob)
+        # the decision runs on the predictor array's Assistant mode: int8 features and
+        # weights, exact int32 logits (golden = the RTL bit for bit, tests/test_assistant_hw.py)
+        _, fx = quantize_features(f)
+        hw = assistant_filter_hw(t.cfg, f, y, quantize_assistant(self.assistant, fx),
+                                 self.rng.random(len(idx)), t.rc.base_prob, backend="golden",
+                                 engine_cycles=False)
+        keep, prob = hw["keep"], hw["p"]
         if not keep.any():                     # an empty batch still makes progress
             keep[int(np.argmax(prob))] = True
             self.forced += 1
         self.shrunk += int((~keep).sum())
         self.assistant_macs += len(idx) * self.assistant.decide_macs()
+        self.array_cycles += hw["array_cycles"]["busy_cycles"]
         kept = idx[torch.from_numpy(keep)]
         rec, p = self.bp_step(step, kept)
         per, margin = losses_and_margins(p.logits(), p.y)
@@ -195,7 +206,9 @@ class AutoAssist(BP):
         n = sum(r.get("candidates", 0) for r in self.t.records)
         return {"candidates": n, "shrunk": self.shrunk, "forced_keep": self.forced,
                 "keep_rate": (1 - self.shrunk / n) if n else 1.0,
-                "assistant": "model_sw Assistant (loss features), in software",
+                "assistant": "model_sw Assistant (loss features) trained in software; its decisions "
+                             "from the predictor array's integer Assistant (golden, bit-exact with the RTL)",
+                "assistant_array_cycles": self.array_cycles,
                 "assistant_macs": self.assistant_macs,
                 "assistant_cycles_estimate": -(-self.assistant_macs // (cfg.rows * cfg.cols))}
 

@@ -9,9 +9,10 @@ Pieces (one concern per module):
 
 A BP step: forward with autograd, ``loss.backward()``, true dW per layer; the
 predictor predicts each layer's normalized gradient from the reorganized output
-activations (before it learns from this step: that prediction gives the logged
-cosine similarity), then trains one step on (samples, dW / rms(dW)); the per-layer
-gradient scale is tracked as an EMA of rms(dW); the model is updated with dW.
+activations, post-ReLU for hidden layers (reorg.predictor_input), before it learns
+from this step (that prediction gives the logged cosine similarity), then trains
+one step on (samples, dW / rms(dW)); the per-layer gradient scale is tracked as an
+EMA of rms(dW); the model is updated with dW.
 
 A GP step runs entirely under ``torch.no_grad()``: for each layer in order,
 forward -> reorganize its output -> predict -> dW_pred = prediction * scale ->
@@ -104,6 +105,7 @@ class Trainer:
         self.names = [n for n, _ in self.layer_list]
         self.fan_ins = {n: reorg.fan_in(m) for n, m in self.layer_list}
         self.out_ch = {n: int(m.weight.shape[0]) for n, m in self.layer_list}
+        self.relu = eng.relu_after(self.layer_list)
         n_train = data.x_train.shape[0]
         self.steps_per_epoch = math.ceil(n_train / cfg.batch)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -126,7 +128,11 @@ class Trainer:
         return torch.nn.functional.cross_entropy(logits, y)
 
     def _samples(self, name, layer, y):
-        r = reorg.layer_samples(layer, y.detach(), self.cfg.predictor.p, name)
+        """Predictor samples of layer ``name`` from its output ``y`` (pre-ReLU, as the
+        forward hook sees it): built from the output activation ReLU(y) where a ReLU
+        follows (reorg.predictor_input), as the hardware reorganization unit sees it."""
+        a = reorg.predictor_input(y, self.relu[name])
+        r = reorg.layer_samples(layer, a, self.cfg.predictor.p, name)
         return reorg.quantize_samples(r) if self.quant else reorg.normalize_samples(r)
 
     def bp_step(self, x, y, step) -> dict:

@@ -51,6 +51,13 @@ def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
+def relu_after(seq: list[tuple[str, nn.Module]]) -> dict[str, bool]:
+    """Which layers of the chain are followed by a ReLU: every one but the last (the
+    logits), as in model_sw.models (MLP: fc1, fc2; CNN: conv1, conv2).  :func:`forward`
+    and ADA-GP's predictor input (adagp_reorg.predictor_input) both use this."""
+    return {name: i < len(seq) - 1 for i, (name, _) in enumerate(seq)}
+
+
 class _QuantGrad(torch.autograd.Function):
     """Identity forward; backward fake-quantizes the incoming gradient to 8 bits."""
 
@@ -79,10 +86,13 @@ def layer_op(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.T
 
 
 def forward(model: nn.Module, x: torch.Tensor, quant: bool, step: int = -1, on_output=None):
-    """Run the chain; returns logits.  ``on_output(name, layer, y)`` sees each layer's output."""
+    """Run the chain; returns logits.  ``on_output(name, layer, y)`` sees each layer's output
+    y before its ReLU (the requantized accumulator in quantized mode); the activation the
+    next layer reads, and the engine stores, is ReLU(y) where :func:`relu_after` says so."""
     seq = layers(model)
+    relu = relu_after(seq)
     check_finite(x, "input", seq[0][0], step)
-    for i, (name, layer) in enumerate(seq):
+    for name, layer in seq:
         if isinstance(layer, nn.Linear) and x.dim() > 2:
             x = x.flatten(1)
         check_finite(layer.weight, "weight", name, step)
@@ -97,7 +107,7 @@ def forward(model: nn.Module, x: torch.Tensor, quant: bool, step: int = -1, on_o
             check_finite(y, "activation", name, step)
         if on_output is not None:
             on_output(name, layer, y)
-        x = torch.relu(y) if i < len(seq) - 1 else y
+        x = torch.relu(y) if relu[name] else y
     return x
 
 

@@ -12,6 +12,12 @@ linear layer, weight (N_out, N_in), output y (B, N_out)
     zero outside 0..N_out-1), reshaped row-major to (1, P, P)
     dW (N_out, N_in) --> targets (N_out, N_in)  (one row per output neuron)
 
+Which tensor y is (:func:`predictor_input`): the layer's *output activation*, i.e.
+ReLU(conv/linear output) for a layer followed by a ReLU and the raw output for the
+last layer (the logits).  That is the tensor the engine's epilogue stores and the
+next layer reads, so predictor_hw's reorganization unit, a tap on that store
+stream, sees exactly the same values.
+
 "fit to P x P": an H x W map with H, W multiples of P is average-pooled by
 (H/P, W/P); a smaller map is zero-padded at the bottom/right.  Any other size is
 an error (the hardware pools by integer factors only).
@@ -45,6 +51,24 @@ def fan_in(layer: nn.Module) -> int:
     if isinstance(layer, nn.Linear):
         return int(layer.weight.shape[1])
     raise ReorgError(f"layer type {type(layer).__name__} is not supported (Conv2d or Linear only)")
+
+
+def predictor_input(y: torch.Tensor, relu: bool) -> torch.Tensor:
+    """The tensor a layer's predictor samples are built from: its output activation.
+
+    ``y`` is the layer's conv/linear output (in quantized mode the requantized 8-bit
+    value); ``relu`` says whether a ReLU follows the layer (adagp_engine.relu_after:
+    every layer but the last).  Returns ReLU(y) or y, detached.
+
+    Why post-ReLU: ADA-GP's predictor sees a layer's *output activations* (Janfaza et
+    al.), and the hardware reorganization unit (predictor_hw/reorg.py) is a passive tap
+    on the engine's output stream, which carries ReLU(y) for hidden layers (ReLU is in
+    the epilogue).  Using the same tensor here makes the hardware reproduce model_sw's
+    predictor inputs bit for bit.  ReLU of a quantized y stays on y's grid, so in
+    quantized mode this is exactly the stored integer tensor.
+    """
+    y = y.detach()
+    return torch.relu(y) if relu else y
 
 
 def fit_map(m: torch.Tensor, p: int, name: str = "layer") -> torch.Tensor:

@@ -162,6 +162,8 @@ class BoardTop(wiring.Component):
         wiring.connect(m, core.rd_a, mem.rd_a)
         wiring.connect(m, core.rd_b, mem.rd_b)
         wiring.connect(m, core.wr, mem.wr)
+        wiring.connect(m, core.rd_m, mem.rd_m)
+        wiring.connect(m, core.wz, mem.wz)
 
         counter_bits = core.counters.as_value().shape().width
         m.submodules.urx = urx = uart.UARTRx(self.divisor)

@@ -24,7 +24,7 @@ from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
-from .engine import mem_wr_layout
+from .engine import mem_wr_layout, zero_wr_layout
 from .gather import mem_rd_signature
 from .uart import host_port_signature
 
@@ -36,6 +36,8 @@ class BoardMemory(wiring.Component):
             "rd_a": In(mem_rd_signature(cfg, cfg.rows)),
             "rd_b": In(mem_rd_signature(cfg, cfg.cols)),
             "wr": In(stream.Signature(mem_wr_layout(cfg))),
+            "rd_m": In(mem_rd_signature(cfg, cfg.cols)),            # the engine's ReLU-mask reads
+            "wz": In(stream.Signature(zero_wr_layout(cfg))),         # the engine's zero writes (ocompact)
             "host": In(host_port_signature(cfg.mem_addr_bits, cfg.slot_bits)),
             "idle": Out(1),
         })
@@ -56,16 +58,17 @@ class BoardMemory(wiring.Component):
         buf = Signal(data.ArrayLayout(unsigned(sw), L))
         lanes = Signal(range(L + 1))
         i = Signal(range(L + 2))
-        who = Signal(2)                       # 0 A, 1 B, 2 host
+        who = Signal(2)                       # 0 A, 1 B, 2 host, 3 mask reads
         turn = Signal()                       # B first next time both wait
         a_req, b_req, h_req = self.rd_a.req, self.rd_b.req, self.host.req
+        mk_req = self.rd_m.req
         host_rd = h_req.valid & ~h_req.payload.we
         host_wr = h_req.valid & h_req.payload.we
         m.d.sync += self.host.rvalid.eq(0)
         for l in range(R):
             m.d.comb += self.rd_a.resp.payload[l].eq(buf[l])
         for l in range(C):
-            m.d.comb += self.rd_b.resp.payload[l].eq(buf[l])
+            m.d.comb += [self.rd_b.resp.payload[l].eq(buf[l]), self.rd_m.resp.payload[l].eq(buf[l])]
         rd_idle = Signal()
         with m.FSM():
             with m.State("IDLE"):
@@ -82,10 +85,15 @@ class BoardMemory(wiring.Component):
                     m.d.sync += [ens.eq(b_req.payload.en), lanes.eq(C), who.eq(1), turn.eq(0)]
                     for l in range(C):
                         m.d.sync += addrs[l].eq(b_req.payload.addr[l])
+                with m.Elif(mk_req.valid):
+                    m.d.comb += mk_req.ready.eq(1)
+                    m.d.sync += [ens.eq(mk_req.payload.en), lanes.eq(C), who.eq(3)]
+                    for l in range(C):
+                        m.d.sync += addrs[l].eq(mk_req.payload.addr[l])
                 with m.Elif(host_rd):
                     m.d.comb += h_req.ready.eq(1)
                     m.d.sync += [ens.eq(1), lanes.eq(1), who.eq(2), addrs[0].eq(h_req.payload.addr)]
-                with m.If(take_a | take_b | host_rd):
+                with m.If(take_a | take_b | mk_req.valid | host_rd):
                     m.d.sync += i.eq(0)
                     m.next = "SERVE"
             with m.State("SERVE"):
@@ -102,14 +110,17 @@ class BoardMemory(wiring.Component):
                     with m.Else():
                         m.next = "RESP"
             with m.State("RESP"):
-                resp = Mux(who == 0, 0, 1)
-                m.d.comb += [self.rd_a.resp.valid.eq(who == 0), self.rd_b.resp.valid.eq(who == 1)]
-                with m.If(Mux(resp, self.rd_b.resp.ready, self.rd_a.resp.ready)):
+                m.d.comb += [self.rd_a.resp.valid.eq(who == 0), self.rd_b.resp.valid.eq(who == 1),
+                             self.rd_m.resp.valid.eq(who == 3)]
+                ready = Mux(who == 0, self.rd_a.resp.ready, Mux(who == 1, self.rd_b.resp.ready,
+                                                                 self.rd_m.resp.ready))
+                with m.If(ready):
                     m.next = "IDLE"
         m.d.comb += self.host.rdata.eq(buf[0])
 
         # ---------------- write side -----------------------------------------------
         beat = Signal(mem_wr_layout(cfg))
+        zbeat = Signal(zero_wr_layout(cfg))
         j = Signal(range(2 * C + 1))
         wr_idle = Signal()
         lg_c = max(1, (C - 1).bit_length())
@@ -119,6 +130,10 @@ class BoardMemory(wiring.Component):
                 with m.If(self.wr.valid):
                     m.d.sync += [beat.eq(self.wr.payload), j.eq(0)]
                     m.next = "WRITE"
+                with m.Elif(self.wz.valid):
+                    m.d.comb += self.wz.ready.eq(1)
+                    m.d.sync += [zbeat.eq(self.wz.payload), j.eq(0)]
+                    m.next = "ZERO"
                 with m.Elif(host_wr):
                     m.d.comb += [h_req.ready.eq(1), wp.addr.eq(h_req.payload.addr),
                                  wp.data.eq(h_req.payload.data), wp.en.eq(1)]
@@ -134,5 +149,12 @@ class BoardMemory(wiring.Component):
                 m.d.sync += j.eq(j + 1)
                 with m.If(j == 2 * C - 1):
                     m.next = "IDLE"
-        m.d.comb += self.idle.eq(rd_idle & wr_idle & ~self.wr.valid & ~a_req.valid & ~b_req.valid)
+            with m.State("ZERO"):               # one zero-write lane per cycle
+                jj = j[:lg_c]
+                m.d.comb += [wp.addr.eq(zbeat.addr[jj]), wp.data.eq(0), wp.en.eq(zbeat.en.bit_select(jj, 1))]
+                m.d.sync += j.eq(j + 1)
+                with m.If(j == C - 1):
+                    m.next = "IDLE"
+        m.d.comb += self.idle.eq(rd_idle & wr_idle & ~self.wr.valid & ~self.wz.valid & ~a_req.valid &
+                                 ~b_req.valid & ~mk_req.valid)
         return m

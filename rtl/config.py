@@ -160,7 +160,8 @@ PRESETS: dict[str, AcceleratorConfig] = {
                            spad_a_words=512, spad_b_words=512, acc_words=128, mem_addr_bits=16),
     # Small enough for an iCE40 UP5K (iCEBreaker): 2x2 PEs, narrow dimension fields.
     "tiny": BASE.replace(name="tiny", rows=2, cols=2, spad_a_words=128, spad_b_words=128,
-                         acc_words=32, mem_addr_bits=10, dim_bits=8, pred_kmax=128),
+                         acc_words=32, mem_addr_bits=10, dim_bits=8,
+                         pred_rows=2, pred_cols=2, pred_kmax=128, pred_max_cout=16),
 }
 
 

@@ -71,6 +71,14 @@ def rx_layout():
     return data.StructLayout({"data": 8, "framing_error": 1})
 
 
+def _checked_divisor(unit, divisor: int) -> int:
+    """Clocks per bit of a UART unit under construction; refuses fewer than 2."""
+    if divisor < 2:
+        unit._MustUse__silence = True          # never elaborated: no "unused" warning
+        raise ValueError(f"divisor={divisor}: needs >= 2 clocks per bit")
+    return divisor
+
+
 class UARTRx(wiring.Component):
     """8N1 receiver: ``rx`` pin -> stream of bytes (with a framing-error flag).
 
@@ -78,10 +86,7 @@ class UARTRx(wiring.Component):
     one completes is overwritten and ``overrun`` pulses."""
 
     def __init__(self, divisor: int):
-        if divisor < 2:
-            self._MustUse__silence = True          # never elaborated: no "unused" warning
-            raise ValueError(f"divisor={divisor}: needs >= 2 clocks per bit")
-        self.divisor = divisor
+        self.divisor = _checked_divisor(self, divisor)
         super().__init__({
             "rx": In(1, init=1),
             "stream": Out(stream.Signature(rx_layout())),
@@ -141,10 +146,7 @@ class UARTTx(wiring.Component):
     """8N1 transmitter: stream of bytes -> ``tx`` pin (idle high)."""
 
     def __init__(self, divisor: int):
-        if divisor < 2:
-            self._MustUse__silence = True          # never elaborated: no "unused" warning
-            raise ValueError(f"divisor={divisor}: needs >= 2 clocks per bit")
-        self.divisor = divisor
+        self.divisor = _checked_divisor(self, divisor)
         super().__init__({
             "stream": In(stream.Signature(8)),
             "tx": Out(1, init=1),
