@@ -5,10 +5,10 @@ memory that accepts a request every cycle and answers after ``cfg.dram_latency``
 It follows the RTL's structure (see rtl/gather.py, rtl/engine.py, rtl/systolic.py):
 
 * decode, the products (shift-and-add, one bit per cycle: ``mul_cycles`` = the
-  longest bit length of M-1, N-1, ceil(M/R), ceil(N/C)), bounds, check:
-  ``D = decode_cycles`` = 3 + ``mul_cycles``; the sequencer and the gathers start at
-  t = D + 1 (an unknown opcode, a NOP or a zero dimension skips the products and
-  retires after 3 cycles; other errors after D);
+  longest bit length of M-1, N-1, ceil(M/R), ceil(N/C)), bounds, the
+  check (registered), go: ``D = decode_cycles`` = 4 + ``mul_cycles``; the sequencer
+  and the gathers start at t = D + 1 (an unknown opcode, a NOP or a zero dimension
+  skips the products and retires after 4 cycles; other errors after D);
 * each gather: its walker builds a panel's L lane vectors in L cycles, the
   requester issues K requests; panel p's requests start after the hand-over at
       T_0 = D + 1 + L,   T_{p+1} = T_p + max(L + 1, K)
@@ -22,9 +22,10 @@ It follows the RTL's structure (see rtl/gather.py, rtl/engine.py, rtl/systolic.p
   (``row_leaves``: the registered scratchpad-B address, the scratchpad read, its
   output register, the PE's product register, C - 1 + 2i de-skew/drain-chain cycles
   and the row register), then
-  the drain's ``DRAIN_STAGES`` registers (s1: accumulator read, s1b: sum and
-  accumulator write-back, s1c: the requantizer's first stage, s2: requantized;
-  rows outside M or not stored stop after s1b: ``drain_empty``) and the output
+  the drain's ``DRAIN_STAGES`` registers (s1: accumulator read, s1x: its data
+  registered, s1b: sum and accumulator write-back, s1c: the requantizer's first
+  stage, s2: requantized; rows outside M or not stored stop after s1b:
+  ``drain_empty``) and the output
   FIFO; each stored row costs one write cycle (the mask travels in the same
   beat), written at ``row_written``.
 Tile start times are computed with a running maximum in numpy, so the model
@@ -63,11 +64,11 @@ from rtl import isa
 from rtl.config import AcceleratorConfig
 from . import golden
 
-DECODE = 3          # DECODE, PRODUCTS (bounds), CHECK; plus MUL's mul_cycles for a GEMM
+DECODE = 4          # DECODE, PRODUCTS (bounds), CHECK, GO; plus MUL's mul_cycles for a GEMM
 FIFO_LAT = 2        # SyncFIFOBuffered: a row pushed at X is at the write port at X + 2
-DRAIN_STAGES = 4    # s1, s1b, s1c, s2: a row leaving the array at X is pushed at X + 4
-ALL_ROWS_STAGES = 2  # s1, s1b: every row (s1b writes the accumulator SRAM); only stored
-                     # rows inside M go on to s1c and s2
+DRAIN_STAGES = 5    # s1, s1x, s1b, s1c, s2: a row leaving the array at X is pushed at X + 5
+ALL_ROWS_STAGES = 3  # s1, s1x, s1b: every row (s1b writes the accumulator SRAM); only
+                     # stored rows inside M go on to s1c and s2
 ARRAY_IN_STAGES = 3  # scratchpad B read one cycle after the step (its address registered), the
                      # read data registered before the array, the PE's product register
 
@@ -99,7 +100,7 @@ def mul_cycles(cfg: AcceleratorConfig, m: int, n: int) -> int:
 
 def decode_cycles(cfg: AcceleratorConfig, m: int, n: int) -> int:
     """Cycles from intake to the sequencer's start (exclusive) of a GEMM that passes
-    the zero-dimension check: DECODE, MUL, PRODUCTS, CHECK."""
+    the zero-dimension check: DECODE, MUL, PRODUCTS, CHECK, GO."""
     return DECODE + mul_cycles(cfg, m, n)
 
 

@@ -86,9 +86,9 @@ def ocompact_ring(cfg: AcceleratorConfig, k: int) -> bool:
     when 2R-1 <= K <= depth/2 (and K >= (C + 2R + 4)/8): the gather then hands
     panels over no faster than the array takes tiles, so it is never more than a
     panel ahead of the array (its requests stay below b_base + depth) and the drain,
-    which trails the array by C + 2R + 9 cycles (the registered scratchpad-B address,
-    the registered scratchpad read, the PE's product register, the four drain stages),
-    at most 1 + 8 + ceil(5/K) <= 14 panels behind (the info ring holds 16): neither ring limit ever stalls it and the timing stays
+    which trails the array by C + 2R + 10 cycles (the registered scratchpad-B address,
+    the registered scratchpad read, the PE's product register, the five drain stages),
+    at most 1 + 8 + ceil(6/K) <= 15 panels behind (the info ring holds 16): neither ring limit ever stalls it and the timing stays
     exact."""
     return (cfg.drain_period <= k and 2 * k <= cfg.spad_b_words
             and 8 * k >= cfg.cols + 2 * cfg.rows + 4)
@@ -329,6 +329,15 @@ class Engine(wiring.Component):
         s1_lane = Signal(C)
         s1_slot = Signal(range(cfg.acc_words))
         s1_daddr, s1_maddr = Signal(sx), Signal(sx)
+        # stage 1x: the row and the accumulator SRAM's read data registered (for Fmax:
+        # the block RAM's clock-to-out and the 32-bit add are not in one cycle)
+        s1x_v, s1x_ok = Signal(), Signal()
+        s1x_data = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
+        s1x_acc = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
+        s1x_lane, s1x_keep = Signal(C), Signal(C)
+        s1x_slot = Signal(range(cfg.acc_words))
+        s1x_daddr, s1x_maddr = Signal(sx), Signal(sx)
+        s1x_offs = Signal(data.ArrayLayout(signed(aw + 2), C))
         # stage 1b (sum registered: written back to the accumulator SRAM or requantized)
         s1b_v, s1b_ok = Signal(), Signal()
         s1b_sum = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
@@ -355,7 +364,7 @@ class Engine(wiring.Component):
             m.d.sync += [dr_ti.eq(0), dr_tj.eq(0), dr_i.eq(0), rows_drained.eq(0), row_base.eq(0),
                          col_base.eq(0), d_ti_base.eq(cur.d_addr), m_ti_base.eq(cur.mask_addr),
                          d_tj_off.eq(0), d_i_off.eq(0), m_i_off.eq(0), s1_v.eq(0),
-                         s1b_v.eq(0), s1c_v.eq(0), s2_v.eq(0)]
+                         s1x_v.eq(0), s1b_v.eq(0), s1c_v.eq(0), s2_v.eq(0)]
         with m.Elif(en):
             m.d.sync += s1_v.eq(arow)
             with m.If(arow):
@@ -384,7 +393,7 @@ class Engine(wiring.Component):
 
         summed = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
         for j in range(C):
-            m.d.comb += summed[j].eq(s1_data[j] + Mux(cur.accumulate, acc_r.data[j], 0))
+            m.d.comb += summed[j].eq(s1x_data[j] + s1x_acc[j])
         # omask: the row's output mask from the mask queue (all ones without omask);
         # ocompact: the tile's lanes, offsets and row masks from the panel info
         m.d.comb += [pi_r.addr.eq(dr_tj), pi_r.en.eq(en)]   # held while the drain is stalled
@@ -393,14 +402,18 @@ class Engine(wiring.Component):
         oc_keep = Cat(*[pi[j].mv.bit_select(s1_i, 1) for j in range(C)])
         m.d.comb += [keep.eq(Mux(oc, oc_keep, Mux(cur.omask, mq.r_data, (1 << C) - 1))),
                      mq.r_en.eq(Mux(oc, gb.lm_pop, en & s1_v & cur.omask & ~start))]
-        # Drain pipeline (registered for Fmax): s1 -> s1b (sum) -> s1c (rq's first
-        # stage) -> s2 (rq's second stage, masked) -> output FIFO.
+        # Drain pipeline (registered for Fmax): s1 -> s1x (accumulator read data) ->
+        # s1b (sum) -> s1c (rq's first stage) -> s2 (rq's second stage, masked) -> FIFO.
         with m.If(en & ~start):
-            m.d.sync += [s1b_v.eq(s1_v), s1b_ok.eq(s1_row_ok), s1b_sum.eq(summed), s1b_slot.eq(s1_slot),
-                         s1b_lane.eq(Mux(oc, Cat(*[pi[j].ok for j in range(C)]), s1_lane)),
-                         s1b_keep.eq(keep), s1b_daddr.eq(s1_daddr), s1b_maddr.eq(s1_maddr)]
+            m.d.sync += [s1x_v.eq(s1_v), s1x_ok.eq(s1_row_ok), s1x_data.eq(s1_data), s1x_slot.eq(s1_slot),
+                         s1x_lane.eq(Mux(oc, Cat(*[pi[j].ok for j in range(C)]), s1_lane)),
+                         s1x_keep.eq(keep), s1x_daddr.eq(s1_daddr), s1x_maddr.eq(s1_maddr)]
             for j in range(C):
-                m.d.sync += s1b_offs[j].eq(pi[j].off)
+                m.d.sync += [s1x_offs[j].eq(pi[j].off),
+                             s1x_acc[j].eq(Mux(cur.accumulate, acc_r.data[j], 0))]
+            m.d.sync += [s1b_v.eq(s1x_v), s1b_ok.eq(s1x_ok), s1b_sum.eq(summed), s1b_slot.eq(s1x_slot),
+                         s1b_lane.eq(s1x_lane), s1b_keep.eq(s1x_keep), s1b_daddr.eq(s1x_daddr),
+                         s1b_maddr.eq(s1x_maddr), s1b_offs.eq(s1x_offs)]
         m.d.comb += [acc_w.addr.eq(s1b_slot), acc_w.data.eq(s1b_sum),
                      acc_w.en.eq(en & s1b_v & ~cur.store)]
         m.d.comb += [rq.en.eq(en), rq.row.eq(s1b_sum), rq.shift.eq(cur.shift), rq.relu.eq(cur.relu)]
@@ -500,12 +513,14 @@ class Engine(wiring.Component):
             m.d.comb += [wz.payload.addr[i].eq(cur.d_addr + off_dsi[i] + zq.r_data.as_signed()),
                          wz.payload.en[i].eq(i < cur.m)]
         m.d.comb += [wz.valid.eq(zq.r_rdy), zq.r_en.eq(wz.valid & wz.ready)]
-        drained = ((rows_drained == total_rows) & ~s1_v & ~s1b_v & ~s1c_v & ~s2_v
+        drained = ((rows_drained == total_rows) & ~s1_v & ~s1x_v & ~s1b_v & ~s1c_v & ~s2_v
                    & (ofifo.level == 0))
         err_sticky = Signal(4)
         m.d.comb += [self.error.eq(err_sticky)]
         retire = Signal()
         retire_err = Signal(4)
+        chk_err = Signal(4)
+        chk_run = Signal()
         def outside(x):                 # x < 0 or x >= 2**aw: bit tests, not comparators
             return x.as_unsigned()[aw:].any()
         bad_wr = cur.store & (outside(d_lo) | outside(d_hi) | (cur.write_mask & (outside(k_lo) | outside(k_hi))))
@@ -555,44 +570,35 @@ class Engine(wiring.Component):
                 ]
                 m.next = "CHECK"
             with m.State("CHECK"):
-                words = 1 << aw
-                with m.If(cur.opcode == isa.OP_NOP):
-                    m.d.comb += retire.eq(1)
-                    m.next = "IDLE"
-                with m.Elif(cur.opcode != isa.OP_GEMM):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_OPCODE)]
-                    m.next = "IDLE"
-                with m.Elif((cur.m == 0) | (cur.n == 0) | (cur.k == 0)):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_ZERO_DIM)]
-                    m.next = "IDLE"
-                with m.Elif(p_am > cfg.spad_a_words):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_SPAD_A)]
-                    m.next = "IDLE"
-                with m.Elif((p_bn > cfg.spad_b_words) & ~(oc & ring_ok)):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_SPAD_B)]
-                    m.next = "IDLE"
-                with m.Elif((cur.accumulate | ~cur.store) & (cur.acc_addr + total_rows > cfg.acc_words)):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_ACC)]
-                    m.next = "IDLE"
-                with m.Elif(bad_wr):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_ADDR_WRITE)]
-                    m.next = "IDLE"
-                with m.Elif(cur.store & ~cur.out_raw & (cur.shift >= cfg.acc_bits)):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_SHIFT)]
-                    m.next = "IDLE"
-                with m.Elif(cur.omask & ~cur.store):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_MASK_SHAPE)]
-                    m.next = "IDLE"
-                with m.Elif(oc & (~cur.omask | cur.accumulate | cur.write_mask
-                                  | (cur.m > min(R, C)) | (~ring_ok & (n_n > pi_depth)))):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_MASK_SHAPE)]
-                    m.next = "IDLE"
-                with m.Elif(cur.omask & (outside(o_lo) | outside(o_hi))):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_MASK_ADDR)]
-                    m.next = "IDLE"
-                with m.Else():
+                # the first failing check's code, registered (for Fmax: the compares
+                # and the wide fan-out of start/retire are in different cycles)
+                checks = [
+                    (cur.opcode != isa.OP_GEMM, isa.ERR_OPCODE),
+                    ((cur.m == 0) | (cur.n == 0) | (cur.k == 0), isa.ERR_ZERO_DIM),
+                    (p_am > cfg.spad_a_words, isa.ERR_SPAD_A),
+                    ((p_bn > cfg.spad_b_words) & ~(oc & ring_ok), isa.ERR_SPAD_B),
+                    ((cur.accumulate | ~cur.store) & (cur.acc_addr + (p_tiles << lg_r) > cfg.acc_words),
+                     isa.ERR_ACC),
+                    (bad_wr, isa.ERR_ADDR_WRITE),
+                    (cur.store & ~cur.out_raw & (cur.shift >= cfg.acc_bits), isa.ERR_SHIFT),
+                    (cur.omask & ~cur.store, isa.ERR_MASK_SHAPE),
+                    (oc & (~cur.omask | cur.accumulate | cur.write_mask
+                           | (cur.m > min(R, C)) | (~ring_ok & (n_n > pi_depth))), isa.ERR_MASK_SHAPE),
+                    (cur.omask & (outside(o_lo) | outside(o_hi)), isa.ERR_MASK_ADDR),
+                ]
+                code = Const(isa.ERR_NONE, 4)
+                for cond, c in reversed(checks):
+                    code = Mux(cond, c, code)
+                m.d.sync += [chk_err.eq(Mux(cur.opcode == isa.OP_NOP, isa.ERR_NONE, code)),
+                             chk_run.eq((cur.opcode != isa.OP_NOP) & (code == isa.ERR_NONE))]
+                m.next = "GO"
+            with m.State("GO"):
+                with m.If(chk_run):
                     m.d.comb += start.eq(1)
                     m.next = "RUN"
+                with m.Else():                  # a NOP or an error
+                    m.d.comb += [retire.eq(1), retire_err.eq(chk_err)]
+                    m.next = "IDLE"
             with m.State("RUN"):
                 with m.If(flushed & drained & ~ga.busy & ~gb.busy & (zq.level == 0)):
                     m.d.comb += [retire.eq(1),

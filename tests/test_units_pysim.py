@@ -24,6 +24,13 @@ def test_requantize_unit_matches_numerics(latency):
         row = rng.integers(-(1 << 20), 1 << 20, CFG.cols)
         row[0] = int(rng.choice([-(1 << 31), (1 << 31) - 1, 0, 1 << 9, -(1 << 9) - 512]))
         cases.append((row, int(rng.integers(0, 20)), bool(rng.integers(0, 2))))
+    # exact halves (round-half-to-even ties, both parities), one off them, large shifts
+    for shift in (1, 2, 5, 13, 30, 31):
+        half = 1 << (shift - 1)
+        q = rng.integers(-200, 200, CFG.cols)
+        off = rng.integers(-1, 2, CFG.cols)               # -1, 0 (the tie), +1
+        row = np.clip((2 * q + 1) * half + off, -(1 << 31), (1 << 31) - 1)
+        cases.append((row, shift, bool(rng.integers(0, 2))))
 
     async def tb(ctx):
         ctx.set(dut.en, 1)
