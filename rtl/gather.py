@@ -159,7 +159,7 @@ class OperandGather(wiring.Component):
         w_off = Signal(signed(cfg.mem_addr_bits + 2))     # output offset of lane w_n
         panels = Signal(cfg.dim_bits)
         lc = self.lane_compact if self.lane_compactable else Const(0)
-        real = w_n < self.total
+        real = Signal()                  # w_n < total, registered (for Fmax)
         lm_any = (self.lm_bits != 0)
         # a real lane in lane-compact mode needs its mask vector (and, if it is
         # dropped, room in the zero-write queue)
@@ -167,16 +167,17 @@ class OperandGather(wiring.Component):
         keep = ~lc | ~real | lm_any
         with m.If(self.start):
             m.d.sync += [w_run.eq(1), w_cnt.eq(0), w_full.eq(0), w_n.eq(0), w_done.eq(0),
+                         real.eq(self.total != 0),
                          r_active.eq(0), self.addr_error.eq(0), w_off.eq(0), panels.eq(0)]
             m.d.comb += walker.clear.eq(1)
         with m.Else():
             # walk one lane per cycle while the staging buffer has room
-            no_more = (w_cnt == 0) & (w_n >= self.total)
+            no_more = (w_cnt == 0) & ~real
             walking = w_run & ~w_full & ~w_done & ~no_more & pop_ok
             with m.If(walking):
                 m.d.comb += [walker.step.eq(1), self.lm_pop.eq(lc & real),
                              self.zq_push.eq(~keep), self.zq_off.eq(w_off)]
-                m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step)]
+                m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step), real.eq(w_n + 1 < self.total)]
                 with m.If(keep):
                     m.d.sync += [w_buf[L - 1].v.eq(walker.value), w_buf[L - 1].ok.eq(real),
                                  w_buf[L - 1].cbb.eq(desc.base + walker.value.cb),
