@@ -313,7 +313,11 @@ class Engine(wiring.Component):
         m.d.comb += [pi_w.addr.eq(gb.pi_idx), pi_w.data.eq(gb.pi_data), pi_w.en.eq(gb.pi_we & oc)]
 
         dr_ti, dr_tj, dr_i = Signal(dw), Signal(dw), Signal(range(R))
-        m.d.comb += gb.pi_room.eq(gb.panels - dr_tj < pi_depth)     # the info ring has room
+        # the info ring has room: pi_used = gb.panels - dr_tj (ocompact), kept as a
+        # register (for Fmax: no subtractor between the counters and gather B's hand-over)
+        pi_used = Signal(range(pi_depth + 2))
+        m.d.comb += gb.pi_room.eq(pi_used < pi_depth)
+        dr_tile_done = Signal()         # the drain moves to the next tile (dr_tj + 1)
         rows_drained = Signal(2 * dw + 1)
         row_base = Signal(dw + 1)       # ti * R
         col_base = Signal(dw + 1)       # tj * C
@@ -376,6 +380,7 @@ class Engine(wiring.Component):
                              s1_maddr.eq(m_ti_base + d_tj_off + m_i_off),
                              rows_drained.eq(rows_drained + 1)]
                 with m.If(dr_i == R - 1):
+                    m.d.comb += dr_tile_done.eq(1)
                     m.d.sync += [dr_i.eq(0), d_i_off.eq(0), m_i_off.eq(0)]
                     with m.If((dr_tj + 1 == n_n) & ~oc):
                         m.d.sync += [dr_tj.eq(0), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
@@ -388,6 +393,10 @@ class Engine(wiring.Component):
                 with m.Else():
                     m.d.sync += [dr_i.eq(dr_i + 1), d_i_off.eq(d_i_off + cur.d_si),
                                  m_i_off.eq(m_i_off + cur.mask_si)]
+        with m.If(start):
+            m.d.sync += pi_used.eq(0)
+        with m.Else():
+            m.d.sync += pi_used.eq(pi_used + gb.pi_we - dr_tile_done)
         m.d.comb += [acc_r.addr.eq(cur.acc_addr + rows_drained),
                      acc_r.en.eq(en & arow & cur.accumulate)]
 
