@@ -223,7 +223,8 @@ class Engine(wiring.Component):
         oc = cur.ocompact
         ring_ok = ((cur.k >= cfg.drain_period) & (cur.k * 2 <= cfg.spad_b_words)
                    & (cur.k * 8 >= C + 2 * R + 4))     # see ocompact_ring()
-        m.d.comb += [gb.ring.eq(oc & ring_ok), gb.limit.eq(b_base + cfg.spad_b_words)]
+        b_lim = Signal(gb.ptr_shape)          # b_base + the scratchpad depth (ring limit), registered
+        m.d.comb += [gb.ring.eq(oc & ring_ok), gb.limit.eq(b_lim)]
         more_tiles = Mux(oc, ~(gb.walk_done & (gb.panels == tj)), tiles_left)
         tile_end = Mux(cmp, ga.k_last, h_last)
         row_end = (tj + 1 == n_n) & ~oc        # the tile ends its tile row
@@ -272,7 +273,7 @@ class Engine(wiring.Component):
 
         with m.If(start):
             m.d.sync += [run.eq(1), ti.eq(0), tj.eq(0), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
-                         a_base.eq(0), b_base.eq(0), since_first.eq(cfg.drain_period),
+                         a_base.eq(0), b_base.eq(0), b_lim.eq(cfg.spad_b_words), since_first.eq(cfg.drain_period),
                          m_left.eq(cur.m), n_left.eq(cur.n)]
         with m.Elif(en):
             with m.If(step | flush):
@@ -287,7 +288,7 @@ class Engine(wiring.Component):
             with m.If(step):
                 m.d.sync += kk.eq(Mux(tile_end, 0, kk + 1))
                 with m.If(tile_end):
-                    m.d.sync += b_base.eq(bb_adv)
+                    m.d.sync += [b_base.eq(bb_adv), b_lim.eq(bb_adv + cfg.spad_b_words)]
                     with m.If(row_end):
                         m.d.sync += [tj.eq(0), n_left.eq(cur.n), ti.eq(ti + 1),
                                      a_base.eq(h_a + 1), m_left.eq(m_left - R)]

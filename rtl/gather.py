@@ -149,7 +149,8 @@ class OperandGather(wiring.Component):
                 m.d.sync += r_words.eq(0)
             with m.Elif(can_issue):
                 m.d.sync += r_words.eq(r_words + 1)
-        last_issue = can_issue & (r_k + 1 == self.k)
+        r_klast = Signal()               # r_k + 1 == k, registered (for Fmax)
+        last_issue = can_issue & r_klast
         transfer = w_full & (~r_active | last_issue)
         if self.lane_compactable:
             transfer = transfer & (~self.lane_compact | self.pi_room)
@@ -238,9 +239,9 @@ class OperandGather(wiring.Component):
 
         # step index within the current panel (restarts when a new panel arrives)
         with m.If(transfer | self.start):
-            m.d.sync += r_k.eq(0)
+            m.d.sync += [r_k.eq(0), r_klast.eq(self.k == 1)]
         with m.Elif(can_issue):
-            m.d.sync += r_k.eq(r_k + 1)
+            m.d.sync += [r_k.eq(r_k + 1), r_klast.eq(r_k + 2 == self.k)]
 
         m.d.comb += [fifo.w_en.eq(req_fire), fifo.w_data.eq(req.payload.en),
                      self.req_elems.eq(Mux(req_fire, sum(req.payload.en[l] for l in range(L)), 0))]
