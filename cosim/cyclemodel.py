@@ -4,19 +4,30 @@ memory that accepts a request every cycle and answers after ``cfg.dram_latency``
 
 It follows the RTL's structure (see rtl/gather.py, rtl/engine.py, rtl/systolic.py):
 
-* decode, products, check: 3 cycles; the sequencer and the gathers start at t=4;
+* decode, the products (shift-and-add, one bit per cycle: ``mul_cycles`` = the
+  longest bit length of M-1, N-1, ceil(M/R), ceil(N/C)), bounds, the
+  check (registered), go: ``D = decode_cycles`` = 4 + ``mul_cycles``; the sequencer
+  and the gathers start at t = D + 1 (an unknown opcode, a NOP or a zero dimension
+  skips the products and retires after 4 cycles; other errors after D);
 * each gather: its walker builds a panel's L lane vectors in L cycles, the
   requester issues K requests; panel p's requests start after the hand-over at
-      T_0 = 4 + L,   T_{p+1} = T_p + max(L + 1, K)
+      T_0 = D + 1 + L,   T_{p+1} = T_p + max(L + 1, K)
   and word k of the panel is visible to the sequencer at T_p + LAT + 3 + k;
 * tiles run back to back in row-major order, one step per cycle, a new tile no
   sooner than max(K, 2R-1) after the previous one and no sooner than word 0 of
   both its panels (later words keep pace, one per cycle):
-      S_t = max(S_{t-1} + max(K, 2R-1), readyA(ti), readyB(tj)),   S_0 >= 4
+      S_t = max(S_{t-1} + max(K, 2R-1), readyA(ti), readyB(tj)),   S_0 >= D + 1
   and the flush marker follows the last tile by max(K, 2R-1);
-* row i of a tile flushed/replaced at F leaves the array at F + 1 + C + 2i, then
-  two drain stages and the output FIFO; each stored row costs one write cycle
-  (the mask travels in the same beat).
+* row i of a tile flushed/replaced at F leaves the array at F + 4 + C + 2i
+  (``row_leaves``: the registered scratchpad-B address, the scratchpad read, its
+  output register, the PE's product register, C - 1 + 2i de-skew/drain-chain cycles
+  and the row register), then
+  the drain's ``DRAIN_STAGES`` registers (s1: accumulator read, s1x: its data
+  registered, s1b: sum and accumulator write-back, s1c: the requantizer's first
+  stage, s2: requantized; rows outside M or not stored stop after s1b:
+  ``drain_empty``) and the output
+  FIFO; each stored row costs one write cycle (the mask travels in the same
+  beat), written at ``row_written``.
 Tile start times are computed with a running maximum in numpy, so the model
 costs O(tiles) and extrapolates to layers far too large to simulate.
 
@@ -29,7 +40,9 @@ Sparse execution (docs/sparsity.md):
   at k = K-1 if it has none); entry j is visible to the sequencer when the next
   nonzero word of its panel arrives, the last one when the panel's word K-1
   arrives (``readyA(p) + k_{j+1}``, resp. ``readyA(p) + K - 1``), and its step also
-  needs B's word k_j (``readyB(tj) + k_j``).  Steps go one per cycle as soon as
+  needs B's whole panel (``readyB(tj) + K - 1``: the sequencer does not wait for the
+  entry's k before it decides, which keeps the side-memory read off the step's
+  critical path).  Steps go one per cycle as soon as
   both are in, a tile's first step no sooner than 2R-1 after the previous
   tile's first step; the flush follows the last tile by 2R-1 and its last step
   by 1.  The model walks the steps (O(steps)).
@@ -51,14 +64,51 @@ from rtl import isa
 from rtl.config import AcceleratorConfig
 from . import golden
 
-DECODE = 3          # DECODE, PRODUCTS, CHECK
+DECODE = 4          # DECODE, PRODUCTS (bounds), CHECK, GO; plus MUL's mul_cycles for a GEMM
 FIFO_LAT = 2        # SyncFIFOBuffered: a row pushed at X is at the write port at X + 2
+DRAIN_STAGES = 5    # s1, s1x, s1b, s1c, s2: a row leaving the array at X is pushed at X + 5
+ALL_ROWS_STAGES = 3  # s1, s1x, s1b: every row (s1b writes the accumulator SRAM); only
+                     # stored rows inside M go on to s1c and s2
+ARRAY_IN_STAGES = 3  # scratchpad B read one cycle after the step (its address registered), the
+                     # read data registered before the array, the PE's product register
 
 
-def panel_ready(cfg: AcceleratorConfig, lanes: int, n_panels: int, k: int) -> np.ndarray:
-    """Cycle at which word 0 of each panel is visible to the sequencer; the panel's
-    other words follow one per cycle, so a tile started then never waits again."""
-    t0 = DECODE + 1 + lanes
+def row_leaves(cfg: AcceleratorConfig, flush: int, i: int) -> int:
+    """Cycle tile row i leaves the array when the marker that ends its tile entered
+    at ``flush``."""
+    return flush + 1 + ARRAY_IN_STAGES + cfg.cols + 2 * i
+
+
+def drain_empty(cfg: AcceleratorConfig, flush: int) -> int:
+    """busy_cycles once the last tile's last row has passed the stages every row
+    takes (stored rows inside M take longer: ``row_written``)."""
+    return row_leaves(cfg, flush, cfg.rows - 1) + 1 + ALL_ROWS_STAGES
+
+
+def row_written(cfg: AcceleratorConfig, flush: int, i: int) -> int:
+    """Cycle of that row's write beat (the write port accepting every cycle)."""
+    return row_leaves(cfg, flush, i) + DRAIN_STAGES + FIFO_LAT
+
+
+def mul_cycles(cfg: AcceleratorConfig, m: int, n: int) -> int:
+    """Cycles of the decode's shift-and-add multiplier (state MUL): one per bit of the
+    longest multiplier (M-1, N-1 for the address bounds; ceil(M/R), ceil(N/C) for the
+    scratchpad and accumulator checks)."""
+    nm, nn = -(-m // cfg.rows), -(-n // cfg.cols)
+    return max(1, (m - 1).bit_length(), (n - 1).bit_length(), nm.bit_length(), nn.bit_length())
+
+
+def decode_cycles(cfg: AcceleratorConfig, m: int, n: int) -> int:
+    """Cycles from intake to the sequencer's start (exclusive) of a GEMM that passes
+    the zero-dimension check: DECODE, MUL, PRODUCTS, CHECK, GO."""
+    return DECODE + mul_cycles(cfg, m, n)
+
+
+def panel_ready(cfg: AcceleratorConfig, lanes: int, n_panels: int, k: int, dec: int) -> np.ndarray:
+    """Cycle at which word 0 of each panel is visible to the sequencer (``dec``: the
+    instruction's ``decode_cycles``); the panel's other words follow one per cycle,
+    so a tile started then never waits again."""
+    t0 = dec + 1 + lanes
     T = t0 + np.arange(n_panels, dtype=np.int64) * max(lanes + 1, k)
     return T + cfg.dram_latency + 3
 
@@ -66,10 +116,11 @@ def panel_ready(cfg: AcceleratorConfig, lanes: int, n_panels: int, k: int) -> np
 def tile_starts(cfg: AcceleratorConfig, m: int, n: int, k: int) -> np.ndarray:
     R, C = cfg.rows, cfg.cols
     nm, nn = -(-m // R), -(-n // C)
-    ra = panel_ready(cfg, R, nm, k)
-    rb = panel_ready(cfg, C, nn, k)
+    dec = decode_cycles(cfg, m, n)
+    ra = panel_ready(cfg, R, nm, k, dec)
+    rb = panel_ready(cfg, C, nn, k, dec)
     ready = np.maximum(ra[:, None], rb[None, :]).ravel()
-    ready[0] = max(ready[0], DECODE + 1)
+    ready[0] = max(ready[0], dec + 1)
     period = max(k, cfg.drain_period)
     idx = np.arange(len(ready), dtype=np.int64)
     # S_t = max_{t' <= t} (ready_t' + (t - t') * period)
@@ -92,24 +143,26 @@ def compact_flush(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray) -> int:
     R, C = cfg.rows, cfg.cols
     m, n, k = ins["m"], ins["n"], ins["k"]
     nm, nn = -(-m // R), -(-n // C)
-    ra = panel_ready(cfg, R, nm, k)
-    rb = panel_ready(cfg, C, nn, k)
+    dec = decode_cycles(cfg, m, n)
+    ra = panel_ready(cfg, R, nm, k, dec)
+    rb = panel_ready(cfg, C, nn, k, dec)
     P = cfg.drain_period
-    start, last = None, DECODE     # first step of the previous tile, last step so far
+    start, last = None, dec        # first step of the previous tile, last step so far
     for ti, ks in enumerate(compact_entries(cfg, ins, mem)):
         vis_a = (int(ra[ti]) + np.append(ks[1:], k - 1)).tolist()
         ks = ks.tolist()
         for tj in range(nn):
             b0 = int(rb[tj])
-            t = max(last + 1, vis_a[0], b0 + ks[0], DECODE + 1 if start is None else start + P)
+            b_all = b0 + k - 1           # the tile's whole B panel is in
+            t = max(last + 1, vis_a[0], b_all, dec + 1 if start is None else start + P)
             start = last = t
             for j in range(1, len(ks)):
-                last = max(last + 1, vis_a[j], b0 + ks[j])
+                last = max(last + 1, vis_a[j], b_all)
     return max(start + P, last + 1)
 
 
 def lane_walk(cfg: AcceleratorConfig, ins: dict, keep: np.ndarray):
-    """Gather B's lane walk in ocompact mode, replayed per cycle from start (t = 4).
+    """Gather B's lane walk in ocompact mode, replayed per cycle from start (t = D + 1).
 
     ``keep[l]``: some output row needs column l.  Returns (hand-over cycles T_p of
     the panels, first cycle the walk is done, last zero-queue push or None)."""
@@ -124,7 +177,7 @@ def lane_walk(cfg: AcceleratorConfig, ins: dict, keep: np.ndarray):
     w_full = w_done = r_active = False
     r_k = 0
     T, zlast = [], None
-    t = DECODE + 1
+    t = decode_cycles(cfg, ins["m"], N) + 1
     while not w_done:
         # ---- combinational decisions of cycle t (registers as of its start)
         fire = req_v
@@ -178,26 +231,28 @@ def ocompact_end(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray) -> int:
     period = max(K, cfg.drain_period)
     end = walk_done + 1 if zlast is None else max(walk_done + 1, zlast + 3)
     # gather A (one panel) is idle once its last response is in
-    end = max(end, DECODE + 1 + R + K + cfg.dram_latency + 2)
+    dec = decode_cycles(cfg, m, ins["n"])
+    end = max(end, dec + 1 + R + K + cfg.dram_latency + 2)
     if len(T) == 0:
         return end
-    ra = int(panel_ready(cfg, R, 1, K)[0])
+    ra = int(panel_ready(cfg, R, 1, K, dec)[0])
     ready = np.maximum(T + cfg.dram_latency + 3, ra)
-    ready[0] = max(ready[0], DECODE + 1)
+    ready[0] = max(ready[0], dec + 1)
     idx = np.arange(len(T), dtype=np.int64)
     S = np.maximum.accumulate(ready - idx * period) + idx * period
     flush = max(int(S[-1]) + period, walk_done)
-    x = flush + 1 + C + 2 * (m - 1)            # the last stored row leaves the array
-    return max(end, flush + 1 + C + 2 * (R - 1) + 2, x + 2 + FIFO_LAT + 1)
+    return max(end, drain_empty(cfg, flush), row_written(cfg, flush, m - 1) + 1)
 
 
 def instruction_cycles(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray | None = None) -> int:
     """busy_cycles of one instruction (decode to retirement); ``mem`` (the memory
     image before the instruction) is needed for compact_a instructions only."""
-    if golden.check(cfg, ins) or ins.get("opcode", isa.OP_GEMM) == isa.OP_NOP:
+    m, n, k = ins.get("m", 0), ins.get("n", 0), ins.get("k", 0)
+    if ins.get("opcode", isa.OP_GEMM) != isa.OP_GEMM or 0 in (m, n, k):
         return DECODE
+    if golden.check(cfg, ins):
+        return decode_cycles(cfg, m, n)
     R, C = cfg.rows, cfg.cols
-    m, n, k = ins["m"], ins["n"], ins["k"]
     nm = -(-m // R)
     if ins.get("ocompact", 0):
         if mem is None:
@@ -212,15 +267,11 @@ def instruction_cycles(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray | None
     else:
         S = tile_starts(cfg, m, n, k)
         flush = int(S[-1]) + max(k, cfg.drain_period)
-    def leaves(capture, i):
-        return capture + 1 + C + 2 * i
-    last_row = leaves(flush, R - 1)
-    end = last_row + 2                           # s1 and s2 stages empty
+    end = drain_empty(cfg, flush)
     if ins.get("store", 1):
         # the last stored row is the last tile's last row inside M
         i_last = m - 1 - (nm - 1) * R
-        x = leaves(flush, i_last)
-        end = max(end, x + 2 + FIFO_LAT + 1)
+        end = max(end, row_written(cfg, flush, i_last) + 1)
     return end
 
 

@@ -56,7 +56,7 @@ def last_beat_rel(cfg, ins: dict) -> int:
     S = cm.tile_starts(cfg, m, n, k)
     flush = int(S[-1]) + max(k, cfg.drain_period)
     i_last = m - 1 - (nm - 1) * R
-    return flush + 1 + cfg.cols + 2 * i_last + 2 + cm.FIFO_LAT
+    return cm.row_written(cfg, flush, i_last)
 
 
 def reorg_emit(cfg, kind: str, c_out: int) -> tuple[int, list[int]]:

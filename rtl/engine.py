@@ -20,7 +20,7 @@ kept columns with the offsets from the panel-info ring).
 All timing is deterministic given the memory's behaviour, which is what lets
 ``cosim.cyclemodel`` reproduce the cycle counters exactly.
 """
-from amaranth import Module, Signal, Mux, Cat, Const, signed, unsigned
+from amaranth import Module, Signal, Mux, Cat, Const, Value, signed, unsigned
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -63,6 +63,18 @@ def mask_queue_rows(cfg: AcceleratorConfig) -> int:
 PANEL_INFO_DEPTH = 16
 
 
+def shift_add_mul(a, b):
+    """``a * b`` for a small unsigned ``b``: shifted copies of ``a`` added (LUT logic,
+    so it takes no DSP block: the DSPs are the PEs')."""
+    b = Value.cast(b)
+    return sum((Mux(b[i], a << i, 0) for i in range(len(b))), Const(0))
+
+
+def const_mul(c: int, x):
+    """``c * x`` for a constant ``c >= 0``: shifted copies of ``x`` added (no DSP)."""
+    return sum((x << i for i in range(c.bit_length()) if c >> i & 1), Const(0))
+
+
 def panel_info_depth(cfg: AcceleratorConfig) -> int:
     """Depth of the ocompact panel-info ring (lane offsets and masks of the panels
     between gather B and the writer): a bound on N/C unless the ring runs."""
@@ -74,8 +86,9 @@ def ocompact_ring(cfg: AcceleratorConfig, k: int) -> bool:
     when 2R-1 <= K <= depth/2 (and K >= (C + 2R + 4)/8): the gather then hands
     panels over no faster than the array takes tiles, so it is never more than a
     panel ahead of the array (its requests stay below b_base + depth) and the drain,
-    which trails the array by C + 2R + 4 cycles, at most 1 + 8 panels behind (the
-    info ring holds 16): neither ring limit ever stalls it and the timing stays
+    which trails the array by C + 2R + 10 cycles (the registered scratchpad-B address,
+    the registered scratchpad read, the PE's product register, the five drain stages),
+    at most 1 + 8 + ceil(6/K) <= 15 panels behind (the info ring holds 16): neither ring limit ever stalls it and the timing stays
     exact."""
     return (cfg.drain_period <= k and 2 * k <= cfg.spad_b_words
             and 8 * k >= cfg.cols + 2 * cfg.rows + 4)
@@ -164,7 +177,17 @@ class Engine(wiring.Component):
         sx = signed(aw + dw + 4)
         d_lo, d_hi, k_lo, k_hi = (Signal(sx, name=n) for n in ("d_lo", "d_hi", "k_lo", "k_hi"))
         o_lo, o_hi = Signal(sx, name="o_lo"), Signal(sx, name="o_hi")
+        # the decode products, computed by shift-and-add in the MUL state (see the FSM)
+        pr_dsi, pr_msi, pr_osi, pr_dsj, pr_osj = (
+            Signal(sx, name=n) for n in ("pr_dsi", "pr_msi", "pr_osi", "pr_dsj", "pr_osj"))
+        c_dsi, c_msi, c_osi, c_dsj, c_osj = (
+            Signal(sx, name=n) for n in ("c_dsi", "c_msi", "c_osi", "c_dsj", "c_osj"))
+        c_k, c_nn = Signal(2 * dw + 1), Signal(2 * dw + 1)
+        q_mm1, q_nm1, q_nm, q_nn = (Signal(dw, name=n) for n in ("q_mm1", "q_nm1", "q_nm", "q_nn"))
         start = Signal()
+        # per-lane offsets j * stride, registered in DECODE (shift-adds, no DSP)
+        off_d, off_osi, off_osj, off_dsi = (
+            [Signal(sx, name=f"{nm}{j}") for j in range(C)] for nm in ("off_d", "off_osi", "off_osj", "off_dsi"))
 
         # ---------------- array + sequencer ------------------------------------------
         m.submodules.array = arr = SystolicArray(cfg)
@@ -182,18 +205,29 @@ class Engine(wiring.Component):
         # compact mode (input sparsity) kk counts A's stored nonzero words: entry
         # a_base + kk carries its step index k (B is read at that k) and whether it
         # is the last of its panel (the tile ends there).
+        # For Fmax the next step to take (the "head") is kept in registers: its A word
+        # h_a = a_base + kk and (dense) its B word h_b = b_base + kk and tile-end flag
+        # h_last.  In compact mode the head entry's k and last flag come from gather A's
+        # side memory (read at h_a), and a step waits for its tile's whole B panel
+        # (word b_base + K - 1), so that k is needed only for the B read address, which
+        # is registered: scratchpad B is read one cycle after the step.
         cmp = cur.compact_a
-        m.d.comb += ga.k_addr.eq(a_base + kk)
-        kcur = Mux(cmp, ga.k_val, kk)
+        h_a = Signal(range(cfg.spad_a_words + 1))
+        h_last = Signal()
+        h_b = Signal(gb.ptr_shape)
+        b_next = Signal(gb.ptr_shape)         # b_base + K
+        m.d.comb += ga.k_addr.eq(h_a)
         a_have = Mux(cmp, ga.words_final, ga.words_loaded)
-        ready = (a_have > a_base + kk) & (gb.words_loaded > b_base + kcur)
+        ready = (a_have > h_a) & Mux(cmp, gb.words_loaded >= b_next, gb.words_loaded > h_b)
         # ocompact: the tiles are the B gather's compacted panels (one tile row)
         oc = cur.ocompact
         ring_ok = ((cur.k >= cfg.drain_period) & (cur.k * 2 <= cfg.spad_b_words)
                    & (cur.k * 8 >= C + 2 * R + 4))     # see ocompact_ring()
-        m.d.comb += [gb.ring.eq(oc & ring_ok), gb.limit.eq(b_base + cfg.spad_b_words)]
+        b_lim = Signal(gb.ptr_shape)          # b_base + the scratchpad depth (ring limit), registered
+        m.d.comb += [gb.ring.eq(oc & ring_ok), gb.limit.eq(b_lim)]
         more_tiles = Mux(oc, ~(gb.walk_done & (gb.panels == tj)), tiles_left)
-        tile_end = Mux(cmp, ga.k_last, kk + 1 == cur.k)
+        tile_end = Mux(cmp, ga.k_last, h_last)
+        row_end = (tj + 1 == n_n) & ~oc        # the tile ends its tile row
         mid_tile = kk != 0
         step = Signal()
         flush = Signal()
@@ -207,19 +241,39 @@ class Engine(wiring.Component):
         rows_act = Mux(m_left > R, R, m_left)[:lg_r + 2]
         cols_act = Mux(n_left > C, C, n_left)[:lg_c + 2]
         macs_per_step = Signal(lg_r + lg_c + 4)
-        m.d.comb += macs_per_step.eq(rows_act * cols_act)
+        m.d.comb += macs_per_step.eq(shift_add_mul(rows_act, cols_act))
 
-        m.d.comb += [spa_r.addr.eq(a_base + kk), spb_r.addr.eq(b_base + kcur),
+        bb_adv = Mux(row_end, 0, b_next)       # b_base of the next tile
+        with m.If(start):
+            m.d.sync += [h_a.eq(0), h_last.eq(cur.k == 1), h_b.eq(0), b_next.eq(cur.k)]
+        with m.Elif(step):
+            m.d.sync += [h_a.eq(Mux(tile_end & ~row_end, a_base, h_a + 1)),
+                         h_last.eq(Mux(tile_end, cur.k == 1, kk + 2 == cur.k)),
+                         h_b.eq(Mux(tile_end, bb_adv, h_b + 1))]
+            with m.If(tile_end):
+                m.d.sync += b_next.eq(bb_adv + cur.k)
+
+        # Scratchpad A is read at the step, B one cycle later (its address registered),
+        # and the read data are registered before the array (for Fmax: a block-RAM
+        # read and the PE multiply are not in one cycle): step markers v1..v3/f1..f3
+        # travel along, A's data is delayed one more register to meet B's.
+        b_addr = Signal(gb.ptr_shape)
+        v1, f1, v2, f2, v3, f3 = (Signal(name=n) for n in ("v1", "f1", "v2", "f2", "v3", "f3"))
+        a_q = Signal.like(spa_r.data)
+        a_q2 = Signal.like(spa_r.data)
+        b_q = Signal.like(spb_r.data)
+        m.d.comb += [spa_r.addr.eq(h_a), spb_r.addr.eq(b_addr),
                      spa_r.en.eq(en), spb_r.en.eq(en)]
-        v1, f1 = Signal(), Signal()
         with m.If(en):
-            m.d.sync += [v1.eq(step), f1.eq((step & ~mid_tile) | flush)]
-        m.d.comb += [arr.en.eq(en), arr.in_a.eq(spa_r.data), arr.in_b.eq(spb_r.data),
-                     arr.in_valid.eq(v1), arr.in_first.eq(f1)]
+            m.d.sync += [b_addr.eq(Mux(cmp, b_base + ga.k_val, h_b)),
+                         v1.eq(step), f1.eq((step & ~mid_tile) | flush), v2.eq(v1), f2.eq(f1),
+                         v3.eq(v2), f3.eq(f2), a_q.eq(spa_r.data), a_q2.eq(a_q), b_q.eq(spb_r.data)]
+        m.d.comb += [arr.en.eq(en), arr.in_a.eq(a_q2), arr.in_b.eq(b_q),
+                     arr.in_valid.eq(v3), arr.in_first.eq(f3)]
 
         with m.If(start):
             m.d.sync += [run.eq(1), ti.eq(0), tj.eq(0), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
-                         a_base.eq(0), b_base.eq(0), since_first.eq(cfg.drain_period),
+                         a_base.eq(0), b_base.eq(0), b_lim.eq(cfg.spad_b_words), since_first.eq(cfg.drain_period),
                          m_left.eq(cur.m), n_left.eq(cur.n)]
         with m.Elif(en):
             with m.If(step | flush):
@@ -232,20 +286,19 @@ class Engine(wiring.Component):
             with m.If(flush):
                 m.d.sync += flushed.eq(1)
             with m.If(step):
+                m.d.sync += kk.eq(Mux(tile_end, 0, kk + 1))
                 with m.If(tile_end):
-                    m.d.sync += kk.eq(0)
-                    with m.If((tj + 1 == n_n) & ~oc):
-                        m.d.sync += [tj.eq(0), b_base.eq(0), n_left.eq(cur.n), ti.eq(ti + 1),
-                                     a_base.eq(a_base + Mux(cmp, kk + 1, cur.k)), m_left.eq(m_left - R)]
+                    m.d.sync += [b_base.eq(bb_adv), b_lim.eq(bb_adv + cfg.spad_b_words)]
+                    with m.If(row_end):
+                        m.d.sync += [tj.eq(0), n_left.eq(cur.n), ti.eq(ti + 1),
+                                     a_base.eq(h_a + 1), m_left.eq(m_left - R)]
                         with m.If(ti + 1 == n_m):
                             m.d.sync += tiles_left.eq(0)
                     with m.Else():
-                        m.d.sync += [tj.eq(tj + 1), b_base.eq(b_base + cur.k), n_left.eq(Mux(oc, n_left, n_left - C))]
-                with m.Else():
-                    m.d.sync += kk.eq(kk + 1)
+                        m.d.sync += [tj.eq(tj + 1), n_left.eq(Mux(oc, n_left, n_left - C))]
 
         # ---------------- drain: accumulate, requantize, queue writes ----------------
-        m.submodules.requant = rq = Requantize(cfg)
+        m.submodules.requant = rq = Requantize(cfg, latency=1)
         m.submodules.out_fifo = ofifo = SyncFIFOBuffered(
             width=self._fifo_width(), depth=OUT_FIFO_ROWS)
         # Stall the whole compute pipeline before the output FIFO can overflow (and,
@@ -261,7 +314,11 @@ class Engine(wiring.Component):
         m.d.comb += [pi_w.addr.eq(gb.pi_idx), pi_w.data.eq(gb.pi_data), pi_w.en.eq(gb.pi_we & oc)]
 
         dr_ti, dr_tj, dr_i = Signal(dw), Signal(dw), Signal(range(R))
-        m.d.comb += gb.pi_room.eq(gb.panels - dr_tj < pi_depth)     # the info ring has room
+        # the info ring has room: pi_used = gb.panels - dr_tj (ocompact), kept as a
+        # register (for Fmax: no subtractor between the counters and gather B's hand-over)
+        pi_used = Signal(range(pi_depth + 2))
+        m.d.comb += gb.pi_room.eq(pi_used < pi_depth)
+        dr_tile_done = Signal()         # the drain moves to the next tile (dr_tj + 1)
         rows_drained = Signal(2 * dw + 1)
         row_base = Signal(dw + 1)       # ti * R
         col_base = Signal(dw + 1)       # tj * C
@@ -277,7 +334,29 @@ class Engine(wiring.Component):
         s1_lane = Signal(C)
         s1_slot = Signal(range(cfg.acc_words))
         s1_daddr, s1_maddr = Signal(sx), Signal(sx)
-        # stage 2 (sum formed, requantized)
+        # stage 1x: the row and the accumulator SRAM's read data registered (for Fmax:
+        # the block RAM's clock-to-out and the 32-bit add are not in one cycle)
+        s1x_v, s1x_ok = Signal(), Signal()
+        s1x_data = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
+        s1x_acc = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
+        s1x_lane, s1x_keep = Signal(C), Signal(C)
+        s1x_slot = Signal(range(cfg.acc_words))
+        s1x_daddr, s1x_maddr = Signal(sx), Signal(sx)
+        s1x_offs = Signal(data.ArrayLayout(signed(aw + 2), C))
+        # stage 1b (sum registered: written back to the accumulator SRAM or requantized)
+        s1b_v, s1b_ok = Signal(), Signal()
+        s1b_sum = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
+        s1b_lane, s1b_keep = Signal(C), Signal(C)
+        s1b_slot = Signal(range(cfg.acc_words))
+        s1b_daddr, s1b_maddr = Signal(sx), Signal(sx)
+        s1b_offs = Signal(data.ArrayLayout(signed(aw + 2), C))
+        # stage 1c (requantizer's first stage registered, in rq; the rest rides along)
+        s1c_v = Signal()
+        s1c_raw = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
+        s1c_lane, s1c_keep = Signal(C), Signal(C)
+        s1c_daddr, s1c_maddr = Signal(sx), Signal(sx)
+        s1c_offs = Signal(data.ArrayLayout(signed(aw + 2), C))
+        # stage 2 (requantized, masked: into the output FIFO)
         s2_v = Signal()
         s2_lane = Signal(C)
         s2_vals = Signal(data.ArrayLayout(unsigned(cfg.slot_bits), C))
@@ -289,7 +368,8 @@ class Engine(wiring.Component):
         with m.If(start):
             m.d.sync += [dr_ti.eq(0), dr_tj.eq(0), dr_i.eq(0), rows_drained.eq(0), row_base.eq(0),
                          col_base.eq(0), d_ti_base.eq(cur.d_addr), m_ti_base.eq(cur.mask_addr),
-                         d_tj_off.eq(0), d_i_off.eq(0), m_i_off.eq(0), s1_v.eq(0), s2_v.eq(0)]
+                         d_tj_off.eq(0), d_i_off.eq(0), m_i_off.eq(0), s1_v.eq(0),
+                         s1x_v.eq(0), s1b_v.eq(0), s1c_v.eq(0), s2_v.eq(0)]
         with m.Elif(en):
             m.d.sync += s1_v.eq(arow)
             with m.If(arow):
@@ -301,6 +381,7 @@ class Engine(wiring.Component):
                              s1_maddr.eq(m_ti_base + d_tj_off + m_i_off),
                              rows_drained.eq(rows_drained + 1)]
                 with m.If(dr_i == R - 1):
+                    m.d.comb += dr_tile_done.eq(1)
                     m.d.sync += [dr_i.eq(0), d_i_off.eq(0), m_i_off.eq(0)]
                     with m.If((dr_tj + 1 == n_n) & ~oc):
                         m.d.sync += [dr_tj.eq(0), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
@@ -313,15 +394,16 @@ class Engine(wiring.Component):
                 with m.Else():
                     m.d.sync += [dr_i.eq(dr_i + 1), d_i_off.eq(d_i_off + cur.d_si),
                                  m_i_off.eq(m_i_off + cur.mask_si)]
+        with m.If(start):
+            m.d.sync += pi_used.eq(0)
+        with m.Else():
+            m.d.sync += pi_used.eq(pi_used + gb.pi_we - dr_tile_done)
         m.d.comb += [acc_r.addr.eq(cur.acc_addr + rows_drained),
                      acc_r.en.eq(en & arow & cur.accumulate)]
 
         summed = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
         for j in range(C):
-            m.d.comb += summed[j].eq(s1_data[j] + Mux(cur.accumulate, acc_r.data[j], 0))
-        m.d.comb += [rq.row.eq(summed), rq.shift.eq(cur.shift), rq.relu.eq(cur.relu)]
-        m.d.comb += [acc_w.addr.eq(s1_slot), acc_w.data.eq(summed),
-                     acc_w.en.eq(en & s1_v & ~cur.store)]
+            m.d.comb += summed[j].eq(s1x_data[j] + s1x_acc[j])
         # omask: the row's output mask from the mask queue (all ones without omask);
         # ocompact: the tile's lanes, offsets and row masks from the panel info
         m.d.comb += [pi_r.addr.eq(dr_tj), pi_r.en.eq(en)]   # held while the drain is stalled
@@ -330,15 +412,30 @@ class Engine(wiring.Component):
         oc_keep = Cat(*[pi[j].mv.bit_select(s1_i, 1) for j in range(C)])
         m.d.comb += [keep.eq(Mux(oc, oc_keep, Mux(cur.omask, mq.r_data, (1 << C) - 1))),
                      mq.r_en.eq(Mux(oc, gb.lm_pop, en & s1_v & cur.omask & ~start))]
+        # Drain pipeline (registered for Fmax): s1 -> s1x (accumulator read data) ->
+        # s1b (sum) -> s1c (rq's first stage) -> s2 (rq's second stage, masked) -> FIFO.
         with m.If(en & ~start):
-            m.d.sync += [s2_v.eq(s1_v & s1_row_ok & cur.store),
-                         s2_lane.eq(Mux(oc, Cat(*[pi[j].ok for j in range(C)]), s1_lane)),
-                         s2_daddr.eq(s1_daddr), s2_maddr.eq(s1_maddr), s2_mask.eq(rq.mask & keep)]
+            m.d.sync += [s1x_v.eq(s1_v), s1x_ok.eq(s1_row_ok), s1x_data.eq(s1_data), s1x_slot.eq(s1_slot),
+                         s1x_lane.eq(Mux(oc, Cat(*[pi[j].ok for j in range(C)]), s1_lane)),
+                         s1x_keep.eq(keep), s1x_daddr.eq(s1_daddr), s1x_maddr.eq(s1_maddr)]
             for j in range(C):
-                m.d.sync += s2_offs[j].eq(pi[j].off)
+                m.d.sync += [s1x_offs[j].eq(pi[j].off),
+                             s1x_acc[j].eq(Mux(cur.accumulate, acc_r.data[j], 0))]
+            m.d.sync += [s1b_v.eq(s1x_v), s1b_ok.eq(s1x_ok), s1b_sum.eq(summed), s1b_slot.eq(s1x_slot),
+                         s1b_lane.eq(s1x_lane), s1b_keep.eq(s1x_keep), s1b_daddr.eq(s1x_daddr),
+                         s1b_maddr.eq(s1x_maddr), s1b_offs.eq(s1x_offs)]
+        m.d.comb += [acc_w.addr.eq(s1b_slot), acc_w.data.eq(s1b_sum),
+                     acc_w.en.eq(en & s1b_v & ~cur.store)]
+        m.d.comb += [rq.en.eq(en), rq.row.eq(s1b_sum), rq.shift.eq(cur.shift), rq.relu.eq(cur.relu)]
+        with m.If(en & ~start):
+            m.d.sync += [s1c_v.eq(s1b_v & s1b_ok & cur.store), s1c_raw.eq(s1b_sum),
+                         s1c_lane.eq(s1b_lane), s1c_keep.eq(s1b_keep), s1c_offs.eq(s1b_offs),
+                         s1c_daddr.eq(s1b_daddr), s1c_maddr.eq(s1b_maddr)]
+            m.d.sync += [s2_v.eq(s1c_v), s2_lane.eq(s1c_lane), s2_offs.eq(s1c_offs),
+                         s2_daddr.eq(s1c_daddr), s2_maddr.eq(s1c_maddr), s2_mask.eq(rq.mask & s1c_keep)]
             for j in range(C):
                 # signed values sign-extend into the memory slot
-                m.d.sync += s2_vals[j].eq(Mux(keep[j], Mux(cur.out_raw, summed[j], rq.out[j]), 0))
+                m.d.sync += s2_vals[j].eq(Mux(s1c_keep[j], Mux(cur.out_raw, s1c_raw[j], rq.out[j]), 0))
         entry = self._fifo_entry(m, s2_lane, s2_vals, s2_mask, s2_daddr, s2_maddr, s2_offs)
         m.d.comb += [ofifo.w_data.eq(entry), ofifo.w_en.eq(en & s2_v)]
 
@@ -346,7 +443,7 @@ class Engine(wiring.Component):
         wr = self.wr
         e = self._fifo_unpack(ofifo.r_data)
         for j in range(C):
-            off = Const(j) * cur.d_sj
+            off = off_d[j]
             m.d.comb += [wr.payload.addr[j].eq(e["daddr"] + Mux(oc, e["offs"][j], off)),
                          wr.payload.data[j].eq(e["vals"][j]),
                          wr.payload.mask_addr[j].eq(e["maddr"] + off)]
@@ -380,8 +477,8 @@ class Engine(wiring.Component):
         row_in = mr_row < cur.m
         mr_total = Mux(oc, cur.n, p_tiles << lg_r)
         for j in range(C):
-            a = Mux(oc, cur.om_addr + Const(j) * cur.om_si + mr_tj_off,
-                    mr_ti_base + mr_i_off + mr_tj_off + Const(j) * cur.om_sj)
+            a = Mux(oc, cur.om_addr + off_osi[j] + mr_tj_off,
+                    mr_ti_base + mr_i_off + mr_tj_off + off_osj[j])
             ok = Mux(oc, j < cur.m, row_in & (mr_col + j < cur.n))
             m.d.comb += [m_pay.addr[j].eq(Mux(ok, a, 0)), m_pay.en[j].eq(ok)]
         with m.If(start):
@@ -423,14 +520,20 @@ class Engine(wiring.Component):
                      gb.lm_bits.eq(mq.r_data), gb.zq_space.eq(zq.w_rdy),
                      zq.w_en.eq(gb.zq_push), zq.w_data.eq(gb.zq_off)]
         for i in range(C):
-            m.d.comb += [wz.payload.addr[i].eq(cur.d_addr + Const(i) * cur.d_si + zq.r_data.as_signed()),
+            m.d.comb += [wz.payload.addr[i].eq(cur.d_addr + off_dsi[i] + zq.r_data.as_signed()),
                          wz.payload.en[i].eq(i < cur.m)]
         m.d.comb += [wz.valid.eq(zq.r_rdy), zq.r_en.eq(wz.valid & wz.ready)]
-        drained = ((rows_drained == total_rows) & ~s1_v & ~s2_v & (ofifo.level == 0))
+        drained = ((rows_drained == total_rows) & ~s1_v & ~s1x_v & ~s1b_v & ~s1c_v & ~s2_v
+                   & (ofifo.level == 0))
         err_sticky = Signal(4)
         m.d.comb += [self.error.eq(err_sticky)]
         retire = Signal()
         retire_err = Signal(4)
+        chk_err = Signal(4)
+        chk_run = Signal()
+        def outside(x):                 # x < 0 or x >= 2**aw: bit tests, not comparators
+            return x.as_unsigned()[aw:].any()
+        bad_wr = cur.store & (outside(d_lo) | outside(d_hi) | (cur.write_mask & (outside(k_lo) | outside(k_hi))))
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.instr.ready.eq(1)
@@ -438,67 +541,74 @@ class Engine(wiring.Component):
                     m.d.sync += cur.eq(self.instr.payload)
                     m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.sync += [
-                    n_m.eq((cur.m + R - 1) >> lg_r),
-                    n_n.eq((cur.n + C - 1) >> lg_c),
-                    d_lo.eq(cur.d_addr + Mux(cur.d_si < 0, (cur.m - 1) * cur.d_si, 0)
-                            + Mux(cur.d_sj < 0, (cur.n - 1) * cur.d_sj, 0)),
-                    d_hi.eq(cur.d_addr + Mux(cur.d_si > 0, (cur.m - 1) * cur.d_si, 0)
-                            + Mux(cur.d_sj > 0, (cur.n - 1) * cur.d_sj, 0)),
-                    k_lo.eq(cur.mask_addr + Mux(cur.mask_si < 0, (cur.m - 1) * cur.mask_si, 0)
-                            + Mux(cur.d_sj < 0, (cur.n - 1) * cur.d_sj, 0)),
-                    k_hi.eq(cur.mask_addr + Mux(cur.mask_si > 0, (cur.m - 1) * cur.mask_si, 0)
-                            + Mux(cur.d_sj > 0, (cur.n - 1) * cur.d_sj, 0)),
-                    # the output mask's span (omask)
-                    o_lo.eq(cur.om_addr + Mux(cur.om_si < 0, (cur.m - 1) * cur.om_si, 0)
-                            + Mux(cur.om_sj < 0, (cur.n - 1) * cur.om_sj, 0)),
-                    o_hi.eq(cur.om_addr + Mux(cur.om_si > 0, (cur.m - 1) * cur.om_si, 0)
-                            + Mux(cur.om_sj > 0, (cur.n - 1) * cur.om_sj, 0)),
-                ]
-                m.next = "PRODUCTS"
+                for j in range(C):
+                    m.d.sync += [off_d[j].eq(const_mul(j, cur.d_sj)), off_osi[j].eq(const_mul(j, cur.om_si)),
+                                 off_osj[j].eq(const_mul(j, cur.om_sj)), off_dsi[j].eq(const_mul(j, cur.d_si))]
+                nm_now = (cur.m + R - 1) >> lg_r
+                nn_now = (cur.n + C - 1) >> lg_c
+                m.d.sync += [n_m.eq(nm_now), n_n.eq(nn_now),
+                             q_mm1.eq(cur.m - 1), q_nm1.eq(cur.n - 1), q_nm.eq(nm_now), q_nn.eq(nn_now),
+                             c_dsi.eq(cur.d_si), c_msi.eq(cur.mask_si), c_osi.eq(cur.om_si),
+                             c_dsj.eq(cur.d_sj), c_osj.eq(cur.om_sj), c_k.eq(cur.k), c_nn.eq(nn_now)]
+                m.d.sync += [x.eq(0) for x in (pr_dsi, pr_msi, pr_osi, pr_dsj, pr_osj, p_am, p_bn, p_tiles)]
+                # an unknown opcode, a NOP or a zero dimension needs no products
+                with m.If((cur.opcode != isa.OP_GEMM) | (cur.m == 0) | (cur.n == 0) | (cur.k == 0)):
+                    m.next = "PRODUCTS"
+                with m.Else():
+                    m.next = "MUL"
+            with m.State("MUL"):
+                # One bit of each multiplier per cycle (shift-and-add, no DSP), until no
+                # multiplier has a set bit left: max(bit lengths) cycles.
+                for acc, c, q in ((pr_dsi, c_dsi, q_mm1), (pr_msi, c_msi, q_mm1), (pr_osi, c_osi, q_mm1),
+                                  (pr_dsj, c_dsj, q_nm1), (pr_osj, c_osj, q_nm1),
+                                  (p_am, c_k, q_nm), (p_tiles, c_nn, q_nm), (p_bn, c_k, q_nn)):
+                    with m.If(q[0]):
+                        m.d.sync += acc.eq(acc + c)
+                m.d.sync += [c.eq(c << 1) for c in (c_dsi, c_msi, c_osi, c_dsj, c_osj, c_k, c_nn)]
+                m.d.sync += [q.eq(q >> 1) for q in (q_mm1, q_nm1, q_nm, q_nn)]
+                with m.If(((q_mm1 | q_nm1 | q_nm | q_nn) >> 1) == 0):
+                    m.next = "PRODUCTS"
             with m.State("PRODUCTS"):
-                m.d.sync += [p_am.eq(n_m * cur.k), p_bn.eq(n_n * cur.k), p_tiles.eq(n_m * n_n)]
+                m.d.sync += [
+                    d_lo.eq(cur.d_addr + Mux(cur.d_si < 0, pr_dsi, 0) + Mux(cur.d_sj < 0, pr_dsj, 0)),
+                    d_hi.eq(cur.d_addr + Mux(cur.d_si > 0, pr_dsi, 0) + Mux(cur.d_sj > 0, pr_dsj, 0)),
+                    k_lo.eq(cur.mask_addr + Mux(cur.mask_si < 0, pr_msi, 0) + Mux(cur.d_sj < 0, pr_dsj, 0)),
+                    k_hi.eq(cur.mask_addr + Mux(cur.mask_si > 0, pr_msi, 0) + Mux(cur.d_sj > 0, pr_dsj, 0)),
+                    # the output mask's span (omask)
+                    o_lo.eq(cur.om_addr + Mux(cur.om_si < 0, pr_osi, 0) + Mux(cur.om_sj < 0, pr_osj, 0)),
+                    o_hi.eq(cur.om_addr + Mux(cur.om_si > 0, pr_osi, 0) + Mux(cur.om_sj > 0, pr_osj, 0)),
+                ]
                 m.next = "CHECK"
             with m.State("CHECK"):
-                words = 1 << aw
-                with m.If(cur.opcode == isa.OP_NOP):
-                    m.d.comb += retire.eq(1)
-                    m.next = "IDLE"
-                with m.Elif(cur.opcode != isa.OP_GEMM):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_OPCODE)]
-                    m.next = "IDLE"
-                with m.Elif((cur.m == 0) | (cur.n == 0) | (cur.k == 0)):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_ZERO_DIM)]
-                    m.next = "IDLE"
-                with m.Elif(p_am > cfg.spad_a_words):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_SPAD_A)]
-                    m.next = "IDLE"
-                with m.Elif((p_bn > cfg.spad_b_words) & ~(oc & ring_ok)):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_SPAD_B)]
-                    m.next = "IDLE"
-                with m.Elif((cur.accumulate | ~cur.store) & (cur.acc_addr + total_rows > cfg.acc_words)):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_ACC)]
-                    m.next = "IDLE"
-                with m.Elif(cur.store & ((d_lo < 0) | (d_hi >= words) |
-                                         (cur.write_mask & ((k_lo < 0) | (k_hi >= words))))):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_ADDR_WRITE)]
-                    m.next = "IDLE"
-                with m.Elif(cur.store & ~cur.out_raw & (cur.shift >= cfg.acc_bits)):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_SHIFT)]
-                    m.next = "IDLE"
-                with m.Elif(cur.omask & ~cur.store):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_MASK_SHAPE)]
-                    m.next = "IDLE"
-                with m.Elif(oc & (~cur.omask | cur.accumulate | cur.write_mask
-                                  | (cur.m > min(R, C)) | (~ring_ok & (n_n > pi_depth)))):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_MASK_SHAPE)]
-                    m.next = "IDLE"
-                with m.Elif(cur.omask & ((o_lo < 0) | (o_hi >= words))):
-                    m.d.comb += [retire.eq(1), retire_err.eq(isa.ERR_MASK_ADDR)]
-                    m.next = "IDLE"
-                with m.Else():
+                # the first failing check's code, registered (for Fmax: the compares
+                # and the wide fan-out of start/retire are in different cycles)
+                checks = [
+                    (cur.opcode != isa.OP_GEMM, isa.ERR_OPCODE),
+                    ((cur.m == 0) | (cur.n == 0) | (cur.k == 0), isa.ERR_ZERO_DIM),
+                    (p_am > cfg.spad_a_words, isa.ERR_SPAD_A),
+                    ((p_bn > cfg.spad_b_words) & ~(oc & ring_ok), isa.ERR_SPAD_B),
+                    ((cur.accumulate | ~cur.store) & (cur.acc_addr + (p_tiles << lg_r) > cfg.acc_words),
+                     isa.ERR_ACC),
+                    (bad_wr, isa.ERR_ADDR_WRITE),
+                    (cur.store & ~cur.out_raw & (cur.shift >= cfg.acc_bits), isa.ERR_SHIFT),
+                    (cur.omask & ~cur.store, isa.ERR_MASK_SHAPE),
+                    (oc & (~cur.omask | cur.accumulate | cur.write_mask
+                           | (cur.m > min(R, C)) | (~ring_ok & (n_n > pi_depth))), isa.ERR_MASK_SHAPE),
+                    (cur.omask & (outside(o_lo) | outside(o_hi)), isa.ERR_MASK_ADDR),
+                ]
+                code = Const(isa.ERR_NONE, 4)
+                for cond, c in reversed(checks):
+                    code = Mux(cond, c, code)
+                m.d.sync += [chk_err.eq(Mux(cur.opcode == isa.OP_NOP, isa.ERR_NONE, code)),
+                             chk_run.eq((cur.opcode != isa.OP_NOP) & (code == isa.ERR_NONE))]
+                m.next = "GO"
+            with m.State("GO"):
+                with m.If(chk_run):
                     m.d.comb += start.eq(1)
                     m.next = "RUN"
+                with m.Else():                  # a NOP or an error
+                    m.d.comb += [retire.eq(1), retire_err.eq(chk_err)]
+                    m.next = "IDLE"
             with m.State("RUN"):
                 with m.If(flushed & drained & ~ga.busy & ~gb.busy & (zq.level == 0)):
                     m.d.comb += [retire.eq(1),
@@ -515,16 +625,23 @@ class Engine(wiring.Component):
         m.d.comb += busy.eq(~self.instr.ready)
         m.d.comb += self.busy.eq(busy)
         cnt = self.counters
+        # Counters whose increment is computed (not a single bit of the FSM) add it one
+        # cycle late, from a register (for Fmax: the increment's logic and the 48-bit
+        # adder are not in one cycle).  Their last increment of an instruction is at
+        # least two cycles before its retirement, so they are final when busy drops.
+        late = ("compute_cycles", "stall_cycles", "macs", "rd_bytes", "wr_bytes", "mask_bits",
+                "spad_reads", "spad_writes", "acc_reads", "acc_writes", "mask_rd_bits")
+        lanes_w = sum(e["lane"][j] for j in range(C))
         incs = {
             "cycles": 1,
             "busy_cycles": busy,
             "compute_cycles": step,
             "stall_cycles": run & more_tiles & (~en | (~ready & (mid_tile | period_ok))),
             "macs": Mux(step, macs_per_step, 0),
-            "rd_bytes": (ga.req_elems + gb.req_elems) * cfg.op_bytes,
-            "wr_bytes": Mux(wr_fire, sum(e["lane"][j] for j in range(C))
-                            * Mux(cur.out_raw, cfg.acc_bytes, cfg.op_bytes), 0),
-            "mask_bits": Mux(wr_fire & cur.write_mask, sum(e["lane"][j] for j in range(C)), 0),
+            "rd_bytes": const_mul(cfg.op_bytes, ga.req_elems + gb.req_elems),
+            "wr_bytes": Mux(wr_fire, Mux(cur.out_raw, const_mul(cfg.acc_bytes, lanes_w),
+                                         const_mul(cfg.op_bytes, lanes_w)), 0),
+            "mask_bits": Mux(wr_fire & cur.write_mask, lanes_w, 0),
             "spad_reads": Mux(step, 2, 0),
             "spad_writes": ga.wr_en + gb.wr_en,
             "acc_reads": acc_r.en,
@@ -534,7 +651,12 @@ class Engine(wiring.Component):
             "mask_rd_bits": Mux(m_fire, sum(rdm.req.payload.en[j] for j in range(C)), 0),
         }
         for name in COUNTERS:
-            m.d.sync += cnt[name].eq(cnt[name] + incs[name])
+            inc = incs[name]
+            if name in late:
+                inc_r = Signal(Value.cast(inc).shape(), name=f"inc_{name}")
+                m.d.sync += inc_r.eq(inc)
+                inc = inc_r
+            m.d.sync += cnt[name].eq(cnt[name] + inc)
         return m
 
     # --- output FIFO entry packing -------------------------------------------------

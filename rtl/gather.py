@@ -114,7 +114,9 @@ class OperandGather(wiring.Component):
         m = Module()
         cfg, L = self.cfg, self.lanes
         desc = self.desc
-        entry = data.StructLayout({"v": vec4_layout(cfg), "ok": 1})
+        # a staged lane: its vector, real or padding, and base + cb (the operand base
+        # folded in when the lane is staged, so the request address is one add shorter)
+        entry = data.StructLayout({"v": vec4_layout(cfg), "ok": 1, "cbb": signed(cfg.mem_addr_bits + 4)})
 
         m.submodules.walker = walker = MixedRadixCounter(cfg)
         m.submodules.kctr = kctr = MixedRadixCounter(cfg)
@@ -147,7 +149,8 @@ class OperandGather(wiring.Component):
                 m.d.sync += r_words.eq(0)
             with m.Elif(can_issue):
                 m.d.sync += r_words.eq(r_words + 1)
-        last_issue = can_issue & (r_k + 1 == self.k)
+        r_klast = Signal()               # r_k + 1 == k, registered (for Fmax)
+        last_issue = can_issue & r_klast
         transfer = w_full & (~r_active | last_issue)
         if self.lane_compactable:
             transfer = transfer & (~self.lane_compact | self.pi_room)
@@ -157,7 +160,7 @@ class OperandGather(wiring.Component):
         w_off = Signal(signed(cfg.mem_addr_bits + 2))     # output offset of lane w_n
         panels = Signal(cfg.dim_bits)
         lc = self.lane_compact if self.lane_compactable else Const(0)
-        real = w_n < self.total
+        real = Signal()                  # w_n < total, registered (for Fmax)
         lm_any = (self.lm_bits != 0)
         # a real lane in lane-compact mode needs its mask vector (and, if it is
         # dropped, room in the zero-write queue)
@@ -165,18 +168,20 @@ class OperandGather(wiring.Component):
         keep = ~lc | ~real | lm_any
         with m.If(self.start):
             m.d.sync += [w_run.eq(1), w_cnt.eq(0), w_full.eq(0), w_n.eq(0), w_done.eq(0),
+                         real.eq(self.total != 0),
                          r_active.eq(0), self.addr_error.eq(0), w_off.eq(0), panels.eq(0)]
             m.d.comb += walker.clear.eq(1)
         with m.Else():
             # walk one lane per cycle while the staging buffer has room
-            no_more = (w_cnt == 0) & (w_n >= self.total)
+            no_more = (w_cnt == 0) & ~real
             walking = w_run & ~w_full & ~w_done & ~no_more & pop_ok
             with m.If(walking):
                 m.d.comb += [walker.step.eq(1), self.lm_pop.eq(lc & real),
                              self.zq_push.eq(~keep), self.zq_off.eq(w_off)]
-                m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step)]
+                m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step), real.eq(w_n + 1 < self.total)]
                 with m.If(keep):
                     m.d.sync += [w_buf[L - 1].v.eq(walker.value), w_buf[L - 1].ok.eq(real),
+                                 w_buf[L - 1].cbb.eq(desc.base + walker.value.cb),
                                  w_info[L - 1].ok.eq(real), w_info[L - 1].off.eq(w_off),
                                  w_info[L - 1].mv.eq(self.lm_bits)]
                     for i in range(L - 1):
@@ -196,44 +201,47 @@ class OperandGather(wiring.Component):
                      self.pi_data.eq(w_info), self.panels.eq(panels), self.walk_done.eq(w_done)]
 
         # ---- address generation, one request per cycle ------------------------
+        # The request register holds each lane's raw address and whether the lane is
+        # wanted (real, inside the geometry); the range check, the lane enables and
+        # the zeroed addresses of disabled lanes follow the register (for Fmax).
         dil = desc.dil
-        mem_words = 1 << cfg.mem_addr_bits
-        payload = Signal(mem_req_layout(cfg, L))
-        any_bad = Signal()
+        raw = Signal(data.ArrayLayout(signed(cfg.mem_addr_bits + 4), L))
+        want_v = Signal(L)
+        raw_r = Signal.like(raw)
+        want_r = Signal(L)
         bad = []
         for l in range(L):
             v = {f: r_buf[l].v[f] + kctr.value[f] for f in VEC_FIELDS}
             sp = Signal(signed(cfg.mem_addr_bits + 3), name=f"sp{l}")
             m.d.comb += sp.eq(v["sp"])
             sp_sh = Mux(dil == 0, sp, Mux(dil == 1, sp >> 1, Mux(dil == 2, sp >> 2, sp >> 3)))
-            addr = Signal(signed(cfg.mem_addr_bits + 4), name=f"addr{l}")
-            m.d.comb += addr.eq(desc.base + v["cb"] + sp_sh)
+            m.d.comb += raw[l].eq(r_buf[l].cbb + kctr.value.cb + sp_sh)
             y = Signal(signed(cfg.dim_bits + 2), name=f"y{l}")
             x = Signal(signed(cfg.dim_bits + 2), name=f"x{l}")
             m.d.comb += [y.eq(v["y"]), x.eq(v["x"])]
             low = Mux(dil == 0, 0, Mux(dil == 1, 1, Mux(dil == 2, 3, 7)))
             geo_ok = ((y >= 0) & (y < desc.h_lim) & (x >= 0) & (x < desc.w_lim)
                       & ((y & low) == 0) & ((x & low) == 0))
-            want = r_buf[l].ok & (~desc.geo | geo_ok)
-            in_range = (addr >= 0) & (addr < mem_words)
-            m.d.comb += [payload.addr[l].eq(Mux(want & in_range, addr, 0)),
-                         payload.en[l].eq(want & in_range)]
-            bad.append(want & ~in_range)
-        m.d.comb += any_bad.eq(Cat(*bad).any())
+            m.d.comb += want_v[l].eq(r_buf[l].ok & (~desc.geo | geo_ok))
+            addr = raw_r[l]
+            in_range = ~addr.as_unsigned()[cfg.mem_addr_bits:].any()      # 0 <= addr < mem_words
+            m.d.comb += [req.payload.addr[l].eq(Mux(want_r[l] & in_range, addr, 0)),
+                         req.payload.en[l].eq(want_r[l] & in_range)]
+            bad.append(want_r[l] & ~in_range)
 
         with m.If(can_issue & ~self.start):
-            m.d.sync += [req.payload.eq(payload), req.valid.eq(1)]
+            m.d.sync += [raw_r.eq(raw), want_r.eq(want_v), req.valid.eq(1)]
             m.d.comb += kctr.step.eq(1)
-            with m.If(any_bad):
-                m.d.sync += self.addr_error.eq(1)
         with m.Elif(req.ready | self.start):
             m.d.sync += req.valid.eq(0)
+        with m.If(req.valid & Cat(*bad).any() & ~self.start):
+            m.d.sync += self.addr_error.eq(1)
 
         # step index within the current panel (restarts when a new panel arrives)
         with m.If(transfer | self.start):
-            m.d.sync += r_k.eq(0)
+            m.d.sync += [r_k.eq(0), r_klast.eq(self.k == 1)]
         with m.Elif(can_issue):
-            m.d.sync += r_k.eq(r_k + 1)
+            m.d.sync += [r_k.eq(r_k + 1), r_klast.eq(r_k + 2 == self.k)]
 
         m.d.comb += [fifo.w_en.eq(req_fire), fifo.w_data.eq(req.payload.en),
                      self.req_elems.eq(Mux(req_fire, sum(req.payload.en[l] for l in range(L)), 0))]

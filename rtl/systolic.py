@@ -1,8 +1,11 @@
 """Output-stationary R x C systolic MAC array with double-buffered results.
 
 Operand vectors enter together (A column of R values, B row of C values) and are
-skewed inside: PE(i,j) sees step k of a tile at cycle t0 + k + i + j.  A ``first``
-marker travels with the A operand; when a PE sees it, the tile it was
+skewed inside: PE(i,j) sees step k of a tile at cycle t0 + k + i + j.  Each PE
+registers its product (``p = a*b``: the multiplier's pipeline register, so the
+multiply and the accumulate are in different cycles) together with the step's
+valid and ``first`` bits, and accumulates one cycle later.  A ``first`` marker
+travels with the A operand; when a PE's product stage holds it, the tile it was
 accumulating is finished: the sum moves to the PE's drain register and the
 accumulator restarts with the new product.  So a new tile streams in right
 behind the previous one, with no fill or drain bubble (SCALE-Sim's R + C - 2 per
@@ -12,7 +15,7 @@ Drain registers of a column form a chain toward row 0 and shift up one row per
 cycle, except in the cycle a PE captures.  Because PE(i,j) captures one cycle
 after PE(i-1,j) and its value reaches row i-1 one cycle later still, values never
 collide: column j emits tile row i at t_b + 2i + j, where t_b is the cycle PE(0,0)
-captured.  The chain needs 2R - 1 cycles to empty, which is the minimum spacing
+captured (t0 + ``PRODUCT_STAGES`` for a marker that entered at t0).  The chain needs 2R - 1 cycles to empty, which is the minimum spacing
 of two ``first`` markers (``cfg.drain_period``); the sequencer enforces it.
 Outputs are de-skewed so a whole tile row (C sums) leaves in one cycle, rows
 0..R-1 two cycles apart, at t_b + 2i + C - 1.
@@ -24,6 +27,8 @@ from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
+
+PRODUCT_STAGES = 1      # registers between a PE's operands and its accumulator
 
 
 def delay(m, sig, n, en, name):
@@ -70,6 +75,9 @@ class SystolicArray(wiring.Component):
         f_r = [[Signal(name=f"f_{i}_{j}") for j in range(C)] for i in range(R)]
         acc = [[Signal(acc_shape, name=f"acc_{i}_{j}") for j in range(C)] for i in range(R)]
         live = [[Signal(name=f"live_{i}_{j}") for j in range(C)] for i in range(R)]
+        p_r = [[Signal(signed(2 * cfg.op_bits), name=f"p_{i}_{j}") for j in range(C)] for i in range(R)]
+        pv_r = [[Signal(name=f"pv_{i}_{j}") for j in range(C)] for i in range(R)]
+        pf_r = [[Signal(name=f"pf_{i}_{j}") for j in range(C)] for i in range(R)]
         d = [[Signal(acc_shape, name=f"d_{i}_{j}") for j in range(C)] for i in range(R)]
         dv = [[Signal(name=f"dv_{i}_{j}") for j in range(C)] for i in range(R)]
 
@@ -80,17 +88,19 @@ class SystolicArray(wiring.Component):
                     v_in = v_edge[i] if j == 0 else v_r[i][j - 1]
                     f_in = f_edge[i] if j == 0 else f_r[i][j - 1]
                     b_in = b_edge[j] if i == 0 else b_r[i - 1][j]
-                    prod = a_in * b_in
                     m.d.sync += [a_r[i][j].eq(a_in), v_r[i][j].eq(v_in),
                                  f_r[i][j].eq(f_in), b_r[i][j].eq(b_in)]
+                    # product stage (one DSP per PE, its pipeline register)
+                    m.d.sync += [p_r[i][j].eq(a_in * b_in), pv_r[i][j].eq(v_in), pf_r[i][j].eq(f_in)]
+                    prod, v_p, f_p = p_r[i][j], pv_r[i][j], pf_r[i][j]
                     below_d = d[i + 1][j] if i + 1 < R else 0
                     below_v = dv[i + 1][j] if i + 1 < R else 0
-                    with m.If(f_in):
+                    with m.If(f_p):
                         m.d.sync += [d[i][j].eq(acc[i][j]), dv[i][j].eq(live[i][j]),
-                                     acc[i][j].eq(Mux(v_in, prod, 0)), live[i][j].eq(v_in)]
+                                     acc[i][j].eq(Mux(v_p, prod, 0)), live[i][j].eq(v_p)]
                     with m.Else():
                         m.d.sync += [d[i][j].eq(below_d), dv[i][j].eq(below_v)]
-                        with m.If(v_in):
+                        with m.If(v_p):
                             m.d.sync += [acc[i][j].eq(acc[i][j] + prod), live[i][j].eq(1)]
 
         # de-skew the column outputs so a tile row leaves in one cycle

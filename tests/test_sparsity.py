@@ -74,6 +74,23 @@ def test_sparse_modes_under_backpressure(sim):
         assert (img.get("d") == reference(A, B, om)).all()
 
 
+def test_ocompact_ring_more_panels_than_the_info_ring(sim):
+    """ocompact as a ring with more kept panels (~27) than the panel-info ring's 16
+    entries (its index wraps), with and without memory back-pressure: bit-exact, and
+    cycle-exact without back-pressure.  (The info ring never fills here: gather B hands
+    a panel over per K cycles, no faster than the drain empties one.)"""
+    rng = np.random.default_rng(6)
+    for stall in (None, 200):
+        om = mask_pixels(rng, (4, 120), 0.9)
+        img, prog, A, B = masked_gemm_case(CFG, rng, 4, 120, 9, np.ones((4, 9), dtype=np.int64), om,
+                                           compact=False, ocompact=True)
+        if stall is None:
+            run_checked(sim, CFG, img, prog, what="ocompact ring 4x120x9")
+        else:
+            run_checked(sim, CFG, img, prog, stall_prob=stall, stall_seed=3)
+        assert (img.get("d") == reference(A, B, om)).all()
+
+
 def test_digits_cnn_backward_with_hardware_masks(sim):
     """The digits CNN's forward and backward pass with the ReLU masks applied by the
     engine (no host step) and every sparse mode on, on its real masks."""

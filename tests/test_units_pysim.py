@@ -15,27 +15,40 @@ CFG = AcceleratorConfig(name="unit", rows=4, cols=4, spad_a_words=64, spad_b_wor
                         acc_words=32, mem_addr_bits=12)
 
 
-def test_requantize_unit_matches_numerics():
-    dut = Requantize(CFG)
+@pytest.mark.parametrize("latency", [0, 1])
+def test_requantize_unit_matches_numerics(latency):
+    dut = Requantize(CFG, latency=latency)
     rng = np.random.default_rng(0)
     cases = []
     for _ in range(60):
         row = rng.integers(-(1 << 20), 1 << 20, CFG.cols)
         row[0] = int(rng.choice([-(1 << 31), (1 << 31) - 1, 0, 1 << 9, -(1 << 9) - 512]))
         cases.append((row, int(rng.integers(0, 20)), bool(rng.integers(0, 2))))
+    # exact halves (round-half-to-even ties, both parities), one off them, large shifts
+    for shift in (1, 2, 5, 13, 30, 31):
+        half = 1 << (shift - 1)
+        q = rng.integers(-200, 200, CFG.cols)
+        off = rng.integers(-1, 2, CFG.cols)               # -1, 0 (the tie), +1
+        row = np.clip((2 * q + 1) * half + off, -(1 << 31), (1 << 31) - 1)
+        cases.append((row, shift, bool(rng.integers(0, 2))))
 
     async def tb(ctx):
+        ctx.set(dut.en, 1)
         for row, shift, relu in cases:
             for j in range(CFG.cols):
                 ctx.set(dut.row[j], int(row[j]))
             ctx.set(dut.shift, shift)
             ctx.set(dut.relu, relu)
+            for _ in range(latency):            # pipelined
+                await ctx.tick()
             want, mask = numerics.requantize(row, shift, CFG.op_bits, relu)
             got = [ctx.get(dut.out[j]) for j in range(CFG.cols)]
             assert got == list(want), (row, shift, relu, got, want)
             assert [ctx.get(dut.mask) >> j & 1 for j in range(CFG.cols)] == [int(v) for v in mask]
 
     sim = Simulator(dut)
+    if latency:
+        sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
 
