@@ -148,6 +148,21 @@ def check_writable(out: str) -> None:
 # ------------------------------------------------------------------------------
 # the trainer
 # ------------------------------------------------------------------------------
+def cheaper_skipping(cfg, op, mem):
+    """Zero-word skipping (``compact_a``) only where it pays: the host has the operand
+    in memory, so it evaluates the exact cycle model both ways and keeps the cheaper
+    program (both compute the same result).  Since the Fmax pipeline a compact step
+    waits for its tile's whole B panel, so skipping loses on dense-ish gradients."""
+    if not any(ins.get("compact_a", 0) for ins in op.prog):
+        return op
+    from dataclasses import replace
+    from . import cyclemodel
+    dense = [dict(ins, compact_a=0) for ins in op.prog]
+    if cyclemodel.program_cycles(cfg, dense, mem) <= cyclemodel.program_cycles(cfg, op.prog, mem):
+        return replace(op, prog=dense)
+    return op
+
+
 class Trainer:
     def __init__(self, rc: RunConfig, engine: Engine, data, out_dir: str):
         self.rc, self.engine, self.data, self.out_dir = rc, engine, data, out_dir
@@ -186,7 +201,7 @@ class Trainer:
         rows = []
         for ops, host in _programs(p, "backward", True):
             for op in ops:
-                rows += self.engine.run(p.img, op, step)
+                rows += self.engine.run(p.img, cheaper_skipping(self.cfg, op, p.img.mem), step)
             host()
         return rows
 
