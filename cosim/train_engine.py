@@ -391,7 +391,7 @@ class Engine:
         if diff is not None:
             name, idx, exp, gv, n = diff
             report.update(check="bit_exact", tensor=name, first_index=f"{name}{idx}", expected=exp, got=gv,
-                          slots_differ=n, layer=TENSOR_LAYER_GP.get(name.split("_", 1)[1], "all"))
+                          slots_differ=n, layer=name.split("_", 1)[1])   # y_/w16_/w8_<layer>
             msg = (f"CHECK FAILED at step {step}, GP step, layer {report['layer']}: {n} value(s) of {name} "
                    f"differ; first at {name}{idx}: expected {exp}, got {gv}")
         else:
@@ -459,9 +459,6 @@ class Engine:
                 if report.get("check") == "bit_exact" else str(err)) +
                (f"\nwaveform of the failing operation: {waves}" if waves else "\nno waveform written"))
         return CheckFailed(msg, report, waves)
-
-
-TENSOR_LAYER_GP = {"conv1": "conv1", "conv2": "conv2", "fc": "fc"}
 
 
 # ------------------------------------------------------------------------------
