@@ -427,6 +427,6 @@ def platform_for(board: str, noabc9: bool = False):
         if old not in tpl[key]:
             raise BoardError("this amaranth version's ECP5 script template changed: cannot "
                              "switch to the classic ABC flow")
-        tpl[key] = tpl[key].replace(old, FAMILIES["ecp5"]["noabc9"].replace("engine", "{{name}}"))
+        tpl[key] = tpl[key].replace(old, FAMILIES["ecp5"]["noabc9"].format(top="{{name}}"))
         cls = type(cls.__name__, (cls,), {"_trellis_file_templates": tpl})
     return cls()

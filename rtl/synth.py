@@ -1,20 +1,23 @@
-"""Synthesize the engine for an FPGA family with Yosys and report its resources.
+"""Synthesize the engine (or the whole Accelerator) for an FPGA family with Yosys and
+report its resources.
 
-    python -m rtl.synth --preset small --family ecp5 [--out build/synth/ecp5-small] [--json] [--noabc9]
+    python -m rtl.synth --preset small --family ecp5 [--unit engine|accelerator]
+                        [--out build/synth/ecp5-small] [--json] [--abc9]
 
 Runs ``synth_ecp5`` (or ``synth_ice40 -dsp``) on the Verilog of ``rtl.generate``
 and writes, atomically, ``<out>/yosys.log`` and ``<out>/report.json`` (LUTs, FFs,
 DSPs, block RAMs, latches, ...).  Exits non-zero if Yosys reports an error or
 infers a latch.
 
-``--noabc9`` (ECP5 only) maps LUTs with classic ``abc -lut 4`` instead of ABC9:
-Yosys 0.70's ABC9 reintegration dies on an internal assertion for the `default`
-preset (``GetSize(conn.first) == GetSize(conn.second)``), and ``synth_ecp5``
-no longer honours its own ``-noabc9``.
+ECP5 maps LUTs with classic ``abc -lut 4`` by default, the same flow as the board
+builds: Yosys 0.70's ABC9 reintegration dies on internal assertions
+(``GetSize(conn.first) == GetSize(conn.second)``) for some netlists with no design
+error, and ``synth_ecp5`` no longer honours its own ``-noabc9``. ``--abc9`` tries
+ABC9 (``--noabc9`` is accepted and is the default).
 
-``dsp_array`` counts the DSP blocks that come from the systolic array module
-(one multiplier per PE is expected), ``dsp`` all of them: the decode logic
-(tile counts, address bounds) also has multipliers.
+``dsp_array`` counts the DSP blocks that come from the engine's systolic array module
+(one multiplier per PE is expected), ``dsp`` all of them (with ``--unit accelerator``
+the predictor array's multipliers too).
 """
 from __future__ import annotations
 
@@ -32,9 +35,10 @@ import time
 from model_sw.fileio import write_atomic
 
 from .config import PRESETS, ConfigError, preset
-from .generate import TOP, engine_verilog
+from .generate import ACCEL_TOP, TOP, accelerator_verilog, engine_verilog
 
 ARRAY_MODULE = f"{TOP}.array"
+UNIT_TOPS = {"engine": TOP, "accelerator": ACCEL_TOP}
 
 
 class SynthError(RuntimeError):
@@ -44,12 +48,12 @@ class SynthError(RuntimeError):
 # Per family: the Yosys command and which mapped cell types count as what.
 FAMILIES = {
     "ecp5": {
-        "script": f"synth_ecp5 -top {TOP}",
+        "script": "synth_ecp5 -top {top}",
         # synth_ecp5 (a wrapper of synth_lattice) always maps LUTs with ABC9 and
         # ignores -noabc9; the classic-ABC flow runs its steps around `abc -lut 4`.
-        "noabc9": (f"synth_ecp5 -top {TOP} -run :map_luts; check -latchonly -assert; "
-                   f"techmap -map +/lattice/latches_map.v; abc -lut 4; clean; "
-                   f"synth_ecp5 -top {TOP} -run map_cells:"),
+        "noabc9": ("synth_ecp5 -top {top} -run :map_luts; check -latchonly -assert; "
+                   "techmap -map +/lattice/latches_map.v; abc -lut 4; clean; "
+                   "synth_ecp5 -top {top} -run map_cells:"),
         "lut": ("LUT4",),
         "ff": ("TRELLIS_FF",),
         "dsp": ("MULT18X18D",),
@@ -58,7 +62,7 @@ FAMILIES = {
         "carry": ("CCU2C",),
     },
     "ice40": {
-        "script": f"synth_ice40 -dsp -top {TOP}",
+        "script": "synth_ice40 -dsp -top {top}",
         "noabc9": None,                    # synth_ice40 has no classic-ABC option
         "lut": ("SB_LUT4",),
         "ff": ("SB_DFF*",),
@@ -98,22 +102,23 @@ def _count(cells: dict, patterns) -> int:
     return sum(n for t, n in cells.items() if _matches(t, patterns))
 
 
-def parse_stat_json(text: str) -> dict:
+def parse_stat_json(text: str, top_name: str = TOP) -> dict:
     """Cell counts by type of the whole (flattened) design from ``stat -json``."""
     d = json.loads(text)
     cells = d.get("design", {}).get("num_cells_by_type")
     if cells is None:                      # single module: take the top's counts
         mods = d.get("modules", {})
-        top = mods.get(f"\\{TOP}") or next(iter(mods.values()), {})
+        top = mods.get(f"\\{top_name}") or next(iter(mods.values()), {})
         cells = top.get("num_cells_by_type", {})
     return {t: int(n) for t, n in cells.items()}
 
 
-def array_line_range(verilog_text: str) -> tuple[int, int] | None:
-    """Lines (1-based, inclusive) of the systolic array's module in the Verilog."""
+def array_line_range(verilog_text: str, top: str = TOP) -> tuple[int, int] | None:
+    """Lines (1-based, inclusive) of the engine's systolic array module in the Verilog."""
+    names = {f"module \\{top}.array ", f"module \\{top}.engine.array "}
     start = None
     for no, line in enumerate(verilog_text.splitlines(), 1):
-        if start is None and line.startswith(f"module \\{ARRAY_MODULE} "):
+        if start is None and any(line.startswith(n) for n in names):
             start = no
         elif start is not None and line.startswith("endmodule"):
             return start, no
@@ -133,21 +138,27 @@ def count_in_lines(attrs_text: str, lines: tuple[int, int] | None, vname: str) -
     return n
 
 
-def synthesize(preset_name: str, family: str, out: str | None = None, noabc9: bool = False,
-               verilog: str | None = None) -> dict:
-    """Synthesize the preset's engine (or ``verilog``, whose top must be ``engine``: for
-    tests) and return the report; raise SynthError on a Yosys error or a latch."""
+def synthesize(preset_name: str, family: str, out: str | None = None, abc9: bool = False,
+               verilog: str | None = None, unit: str = "engine") -> dict:
+    """Synthesize the preset's engine or Accelerator (or ``verilog``, whose top must be
+    the unit's top: for tests) and return the report; raise SynthError on a Yosys error
+    or a latch. ECP5 uses the classic-ABC flow unless ``abc9``."""
     if family not in FAMILIES:
         raise SynthError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+    if unit not in UNIT_TOPS:
+        raise SynthError(f"unknown unit {unit!r}; choose one of {', '.join(UNIT_TOPS)}")
     cfg = preset(preset_name)              # ConfigError on an unknown preset
     fam = FAMILIES[family]
-    out = out or os.path.join("build", "synth", f"{family}-{preset_name}")
+    top = UNIT_TOPS[unit]
+    default_out = f"{family}-{preset_name}" + ("" if unit == "engine" else f"-{unit}")
+    out = out or os.path.join("build", "synth", default_out)
     yosys = find_yosys()
-    if noabc9 and not fam["noabc9"]:
-        raise SynthError(f"--noabc9 is not supported for {family}")
-    synth_cmd = fam["noabc9"] if noabc9 else fam["script"]
-    vtext = engine_verilog(cfg) if verilog is None else verilog
-    vname = f"{TOP}_{preset_name}.v"
+    classic = fam["noabc9"] and not abc9
+    synth_cmd = (fam["noabc9"] if classic else fam["script"]).format(top=top)
+    if verilog is None:
+        verilog = engine_verilog(cfg) if unit == "engine" else accelerator_verilog(cfg)
+    vtext = verilog
+    vname = f"{top}_{preset_name}.v"
     dsp_sel = " ".join(f"t:{t}" for t in fam["dsp"])
     script = "; ".join([
         f"read_verilog {vname}",
@@ -180,17 +191,17 @@ def synthesize(preset_name: str, family: str, out: str | None = None, noabc9: bo
                          f"(see {out}/yosys.log)\n" + "\n".join(inferred[:20]))
     if res.returncode != 0 or errors or not stat_text:
         why = "\n".join(errors) or res.stderr.strip()[-2000:] or f"exit code {res.returncode}"
-        if "Assert" in why and not noabc9 and fam["noabc9"]:
+        if "Assert" in why and not classic and fam["noabc9"]:
             why += ("\n(an internal Yosys assertion, not a design error; if the log ends in "
-                    "ABC9/ABC_OPS_REINTEGRATE, retry with --noabc9)")
+                    "ABC9/ABC_OPS_REINTEGRATE, retry without --abc9)")
         raise SynthError(f"yosys failed for {family}/{preset_name} (log: {out}/yosys.log):\n{why}")
 
-    cells = parse_stat_json(stat_text)
-    report = {"preset": preset_name, "family": family, "top": TOP, "script": synth_cmd,
+    cells = parse_stat_json(stat_text, top)
+    report = {"preset": preset_name, "family": family, "top": top, "script": synth_cmd,
               "rows": cfg.rows, "cols": cfg.cols, "pes": cfg.rows * cfg.cols}
     for k in KEYS:
         report[k] = _count(cells, fam[k])
-    report["dsp_array"] = count_in_lines(attrs_text, array_line_range(vtext), vname)
+    report["dsp_array"] = count_in_lines(attrs_text, array_line_range(vtext, top), vname)
     report["latches"] = max(_count(cells, LATCH_CELLS), len(inferred))
     report["cells"] = sum(n for t, n in cells.items() if not t.startswith("$scopeinfo"))
     report["cells_by_type"] = dict(sorted(cells.items()))
@@ -387,7 +398,8 @@ def board_table(r: dict) -> str:
 
 
 def table(r: dict) -> str:
-    rows = [("preset", r["preset"]), ("family", r["family"]), ("script", r["script"]),
+    rows = [("preset", r["preset"]), ("family", r["family"]), ("top", r["top"]),
+            ("script", r["script"]),
             ("PEs", f"{r['rows']}x{r['cols']} = {r['pes']}"),
             ("LUT", r["lut"]), ("FF", r["ff"]), ("carry", r["carry"]),
             ("DSP", f"{r['dsp']} ({r['dsp_array']} in the systolic array)"),
@@ -413,7 +425,8 @@ def main(argv=None):
                     help="--board on ECP5: map LUTs with ABC9 (default: classic ABC, see --noabc9)")
     ap.add_argument("--out", default=None, help="output directory (default build/synth/<family>-<preset>)")
     ap.add_argument("--noabc9", action="store_true",
-                    help="map LUTs with classic ABC instead of ABC9 (works around ABC9 crashes)")
+                    help="map LUTs with classic ABC (the default on ECP5; kept for old command lines)")
+    ap.add_argument("--unit", default="engine", help=f"without --board: one of {', '.join(UNIT_TOPS)}")
     ap.add_argument("--json", action="store_true", help="print report.json instead of a table")
     args = ap.parse_args(argv)
     if args.board:
@@ -427,7 +440,7 @@ def main(argv=None):
         print(json.dumps(r, indent=2) if args.json else board_table(r))
         return 0
     try:
-        r = synthesize(args.preset, args.family, args.out, noabc9=args.noabc9)
+        r = synthesize(args.preset, args.family, args.out, abc9=args.abc9, unit=args.unit)
     except (SynthError, ConfigError) as e:
         print(f"rtl.synth: error: {e}", file=sys.stderr)
         return 2

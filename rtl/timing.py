@@ -78,7 +78,7 @@ def run(unit: str, preset_name: str, freq: float = 100.0, device: str = "85k",
     vpath = os.path.join(out, f"{unit}.v")
     write_atomic(vpath, unit_verilog(unit, cfg))
     env = build_env()
-    synth = FAMILIES["ecp5"]["noabc9"].replace("-top engine", f"-top {unit}")
+    synth = FAMILIES["ecp5"]["noabc9"].format(top=unit)
     script = f"read_verilog {unit}.v; {synth}; tee -q -o stat.json stat -json; write_json {unit}.json"
     t0 = time.monotonic()
     res = subprocess.run([env["YOSYS"], "-q", "-l", "yosys.log", "-p", script], cwd=out,

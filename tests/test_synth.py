@@ -1,5 +1,7 @@
-"""Yosys synthesis of the engine (rtl.synth): the `small` preset on ECP5 (~35 s, once
-per module), plus fast checks of bad input."""
+"""Yosys synthesis (rtl.synth, the classic-ABC ECP5 flow of the board builds): the
+`small` engine (~35 s) and the `small` Accelerator (engine + reorganization unit +
+predictor array + weight update, ~2 min), once per module each, plus fast checks of
+bad input."""
 import json
 import os
 
@@ -14,6 +16,27 @@ def small_ecp5(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "ecp5-small"
     report = synth.synthesize("small", "ecp5", str(out))
     return report, out
+
+
+@pytest.fixture(scope="module")
+def small_accel_ecp5(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "ecp5-small-accelerator"
+    report = synth.synthesize("small", "ecp5", str(out), unit="accelerator")
+    return report, out
+
+
+def test_accelerator_synth_clean(small_accel_ecp5):
+    r, out = small_accel_ecp5
+    log = (out / "yosys.log").read_text()
+    assert not [l for l in log.splitlines() if l.startswith("ERROR")]
+    assert r["top"] == "accelerator" and r["latches"] == 0
+    cfg = preset("small")
+    # the engine's PEs keep one DSP each inside the Accelerator; the predictor array
+    # adds its own multipliers on top
+    assert r["dsp_array"] == cfg.rows * cfg.cols, r
+    assert r["dsp"] > r["dsp_array"]
+    # the engine's three memories plus the reorganization banks and predictor weights
+    assert r["bram"] > 3 and r["lutram"] < r["lut"] // 10, r
 
 
 def test_synth_clean(small_ecp5):
@@ -54,6 +77,11 @@ def test_one_dsp_per_pe(small_ecp5):
 def test_unknown_family():
     with pytest.raises(synth.SynthError, match="unknown family 'xilinx'.*ecp5"):
         synth.synthesize("small", "xilinx")
+
+
+def test_unknown_unit():
+    with pytest.raises(synth.SynthError, match="unknown unit 'npu'.*accelerator"):
+        synth.synthesize("small", "ecp5", unit="npu")
 
 
 def test_unknown_preset():
