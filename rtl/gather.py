@@ -247,12 +247,20 @@ class OperandGather(wiring.Component):
                      self.req_elems.eq(Mux(req_fire, sum(req.payload.en[l] for l in range(L)), 0))]
 
         # ---- responses -> scratchpad ------------------------------------------
+        # A response is registered (its lanes already zeroed where disabled, and
+        # whether any lane is nonzero) before it is written (for Fmax: the memory's
+        # response, the lane OR and the scratchpad and side-memory write enables are
+        # not in one cycle): one cycle of word latency.
         resp = self.mem.resp
         wr_ptr = Signal(self.ptr_shape)
         m.d.comb += [resp.ready.eq(1), fifo.r_en.eq(resp.valid)]
-        for l in range(L):
-            m.d.comb += self.wr_data[l].eq(Mux(fifo.r_data[l], resp.payload[l][:cfg.op_bits], 0))
-        m.d.comb += self.words_loaded.eq(wr_ptr)
+        rsp_v = Signal()
+        rsp_d = Signal(data.ArrayLayout(signed(cfg.op_bits), L))
+        rsp_nz = Signal()
+        in_d = [Mux(fifo.r_data[l], resp.payload[l][:cfg.op_bits], 0) for l in range(L)]
+        m.d.sync += [rsp_v.eq(resp.valid & ~self.start), rsp_nz.eq(Cat(*in_d).any())]
+        m.d.sync += [rsp_d[l].eq(in_d[l]) for l in range(L)]
+        m.d.comb += [self.wr_data.eq(rsp_d), self.words_loaded.eq(wr_ptr)]
 
         # compact mode: nonzero words only, with (k, last) in the side memory
         sw = self.spad_words
@@ -260,24 +268,24 @@ class OperandGather(wiring.Component):
         p_has = Signal()                  # the current panel has an entry already
         last_k = Signal(range(sw))        # k of the latest entry
         fin_ptr = Signal(range(sw + 1))
-        nz = self.wr_data.as_value().any()
+        nz = rsp_nz
         p_end = resp_k + 1 == self.k
         cmp = self.compact if self.compactable else Const(0)
-        write = resp.valid & (~cmp | nz | (p_end & ~p_has))
+        write = rsp_v & (~cmp | nz | (p_end & ~p_has))
         m.d.comb += [self.wr_en.eq(write), self.wr_addr.eq(wr_ptr[:(sw - 1).bit_length()] if sw > 1 else 0),
                      self.words_final.eq(fin_ptr)]
         if self.compactable:
             m.submodules.kmem = kmem = memory.Memory(
                 shape=data.StructLayout({"k": range(sw), "last": 1}), depth=sw, init=[])
             kw, kr = kmem.write_port(), kmem.read_port(domain="comb")
-            rewrite = resp.valid & cmp & p_end & ~nz & p_has     # mark the previous entry last
+            rewrite = rsp_v & cmp & p_end & ~nz & p_has     # mark the previous entry last
             m.d.comb += [kw.addr.eq(Mux(rewrite, wr_ptr - 1, wr_ptr)),
                          kw.data.k.eq(Mux(rewrite, last_k, resp_k)), kw.data.last.eq(p_end),
                          kw.en.eq((write & cmp) | rewrite),
                          kr.addr.eq(self.k_addr), self.k_val.eq(kr.data.k), self.k_last.eq(kr.data.last)]
         with m.If(self.start):
             m.d.sync += [wr_ptr.eq(0), resp_k.eq(0), p_has.eq(0), fin_ptr.eq(0)]
-        with m.Elif(resp.valid):
+        with m.Elif(rsp_v):
             m.d.sync += [resp_k.eq(Mux(p_end, 0, resp_k + 1)), p_has.eq(~p_end & (p_has | write))]
             with m.If(write):
                 m.d.sync += [wr_ptr.eq(wr_ptr + 1), last_k.eq(resp_k)]
@@ -286,5 +294,5 @@ class OperandGather(wiring.Component):
             with m.Elif(write):
                 m.d.sync += fin_ptr.eq(wr_ptr)
 
-        m.d.comb += self.busy.eq(~w_done | w_full | r_active | req.valid | (fifo.level != 0))
+        m.d.comb += self.busy.eq(~w_done | w_full | r_active | req.valid | (fifo.level != 0) | rsp_v)
         return m
