@@ -50,6 +50,11 @@ COUNTERS = (
     "mask_rd_bits",    # output-mask (omask) bits read
 )
 OUT_FIFO_ROWS = 4
+# Copies of the registered stall decision (see the engine's drain section): the array's
+# rows take EN_COPIES - 2 of them round robin, the drain one, the sequencer one.  Yosys
+# merges flip-flops with the same input, so the copies differ in stored polarity,
+# initial value and reset (8 distinct kinds).
+EN_COPIES = 8
 
 
 def mask_queue_rows(cfg: AcceleratorConfig) -> int:
@@ -268,7 +273,12 @@ class Engine(wiring.Component):
             m.d.sync += [b_addr.eq(Mux(cmp, b_base + ga.k_val, h_b)),
                          v1.eq(step), f1.eq((step & ~mid_tile) | flush), v2.eq(v1), f2.eq(f1),
                          v3.eq(v2), f3.eq(f2), a_q.eq(spa_r.data), a_q2.eq(a_q), b_q.eq(spb_r.data)]
-        m.d.comb += [arr.en.eq(en), arr.in_a.eq(a_q2), arr.in_b.eq(b_q),
+        en_copy = [Signal(name=f"en_c{r}") for r in range(EN_COPIES)]
+        n_arr = EN_COPIES - 2
+        m.d.comb += [arr.en.eq(1), arr.en_row.eq(Cat(*[en_copy[i % n_arr] for i in range(R)]))]
+        en_dr = en_copy[n_arr]            # the drain's copy
+        m.d.comb += en.eq(en_copy[n_arr + 1])
+        m.d.comb += [arr.in_a.eq(a_q2), arr.in_b.eq(b_q),
                      arr.in_valid.eq(v3), arr.in_first.eq(f3)]
 
         with m.If(start):
@@ -305,7 +315,21 @@ class Engine(wiring.Component):
         # with omask, if a row's mask has not arrived: only under memory back-pressure).
         m.submodules.mask_q = mq = SyncFIFOBuffered(width=C, depth=mask_queue_rows(cfg))
         s1_v = Signal()
-        m.d.comb += en.eq((ofifo.level < OUT_FIFO_ROWS - 1) & ~(cur.omask & ~oc & s1_v & ~mq.r_rdy))
+        # The FIFO part of the stall is decided one cycle ahead from an occupancy count
+        # (the FIFO's level next cycle) and registered, in EN_COPIES copies, so that the
+        # enables of the array's rows and of the drain are separate nets starting at a
+        # flip-flop (for Fmax: on `default` they reach thousands of registers).  The
+        # omask part (s1's row has no mask yet) comes from registers and is ANDed into
+        # each copy.  Logically every copy equals the single-enable design's `en`.
+        occ = Signal(range(OUT_FIFO_ROWS + 1))
+        occ_nx = occ + ofifo.w_en - ofifo.r_en
+        m.d.sync += occ.eq(occ_nx)
+        mask_stall = cur.omask & ~oc & s1_v & ~mq.r_rdy
+        for r in range(EN_COPIES):
+            pol, iv, rl = r & 1, (r >> 1) & 1, r >> 2
+            q = Signal(init=iv, reset_less=bool(rl), name=f"en_q{r}")
+            m.d.sync += q.eq((occ_nx < OUT_FIFO_ROWS - 1) ^ pol)
+            m.d.comb += en_copy[r].eq((q ^ pol) & ~mask_stall)
         # ocompact: per panel, its lanes' output offsets and row masks (from gather B)
         pi_depth = panel_info_depth(cfg)
         m.submodules.panel_info = pinfo = memory.Memory(
@@ -370,7 +394,7 @@ class Engine(wiring.Component):
                          col_base.eq(0), d_ti_base.eq(cur.d_addr), m_ti_base.eq(cur.mask_addr),
                          d_tj_off.eq(0), d_i_off.eq(0), m_i_off.eq(0), s1_v.eq(0),
                          s1x_v.eq(0), s1b_v.eq(0), s1c_v.eq(0), s2_v.eq(0)]
-        with m.Elif(en):
+        with m.Elif(en_dr):
             m.d.sync += s1_v.eq(arow)
             with m.If(arow):
                 lanes = Cat(*[(col_base + j < cur.n) for j in range(C)])
@@ -414,7 +438,7 @@ class Engine(wiring.Component):
                      mq.r_en.eq(Mux(oc, gb.lm_pop, en & s1_v & cur.omask & ~start))]
         # Drain pipeline (registered for Fmax): s1 -> s1x (accumulator read data) ->
         # s1b (sum) -> s1c (rq's first stage) -> s2 (rq's second stage, masked) -> FIFO.
-        with m.If(en & ~start):
+        with m.If(en_dr & ~start):
             m.d.sync += [s1x_v.eq(s1_v), s1x_ok.eq(s1_row_ok), s1x_data.eq(s1_data), s1x_slot.eq(s1_slot),
                          s1x_lane.eq(Mux(oc, Cat(*[pi[j].ok for j in range(C)]), s1_lane)),
                          s1x_keep.eq(keep), s1x_daddr.eq(s1_daddr), s1x_maddr.eq(s1_maddr)]
@@ -426,8 +450,8 @@ class Engine(wiring.Component):
                          s1b_maddr.eq(s1x_maddr), s1b_offs.eq(s1x_offs)]
         m.d.comb += [acc_w.addr.eq(s1b_slot), acc_w.data.eq(s1b_sum),
                      acc_w.en.eq(en & s1b_v & ~cur.store)]
-        m.d.comb += [rq.en.eq(en), rq.row.eq(s1b_sum), rq.shift.eq(cur.shift), rq.relu.eq(cur.relu)]
-        with m.If(en & ~start):
+        m.d.comb += [rq.en.eq(en_dr), rq.row.eq(s1b_sum), rq.shift.eq(cur.shift), rq.relu.eq(cur.relu)]
+        with m.If(en_dr & ~start):
             m.d.sync += [s1c_v.eq(s1b_v & s1b_ok & cur.store), s1c_raw.eq(s1b_sum),
                          s1c_lane.eq(s1b_lane), s1c_keep.eq(s1b_keep), s1c_offs.eq(s1b_offs),
                          s1c_daddr.eq(s1b_daddr), s1c_maddr.eq(s1b_maddr)]
