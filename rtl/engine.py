@@ -228,8 +228,9 @@ class Engine(wiring.Component):
         oc = cur.ocompact
         ring_ok = ((cur.k >= cfg.drain_period) & (cur.k * 2 <= cfg.spad_b_words)
                    & (cur.k * 8 >= C + 2 * R + 4))     # see ocompact_ring()
-        b_lim = Signal(gb.ptr_shape)          # b_base + the scratchpad depth (ring limit), registered
-        m.d.comb += [gb.ring.eq(oc & ring_ok), gb.limit.eq(b_lim)]
+        # the ring limit (b_base + the scratchpad depth) rises by K at each tile end
+        # (ocompact has one tile row: b_base advances by K)
+        m.d.comb += gb.ring.eq(oc & ring_ok)
         more_tiles = Mux(oc, ~(gb.walk_done & (gb.panels == tj)), tiles_left)
         tile_end = Mux(cmp, ga.k_last, h_last)
         row_end = (tj + 1 == n_n) & ~oc        # the tile ends its tile row
@@ -241,6 +242,7 @@ class Engine(wiring.Component):
             step.eq(run & en & more_tiles & ready & (mid_tile | period_ok)),
             flush.eq(run & en & ~more_tiles & ~flushed & period_ok),
         ]
+        m.d.comb += gb.limit_inc.eq(Mux(step & tile_end, cur.k, 0))    # the ring limit's rise
         m_left = Signal(signed(dw + 1))
         n_left = Signal(signed(dw + 1))
         rows_act = Mux(m_left > R, R, m_left)[:lg_r + 2]
@@ -283,7 +285,7 @@ class Engine(wiring.Component):
 
         with m.If(start):
             m.d.sync += [run.eq(1), ti.eq(0), tj.eq(0), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
-                         a_base.eq(0), b_base.eq(0), b_lim.eq(cfg.spad_b_words), since_first.eq(cfg.drain_period),
+                         a_base.eq(0), b_base.eq(0), since_first.eq(cfg.drain_period),
                          m_left.eq(cur.m), n_left.eq(cur.n)]
         with m.Elif(en):
             with m.If(step | flush):
@@ -298,7 +300,7 @@ class Engine(wiring.Component):
             with m.If(step):
                 m.d.sync += kk.eq(Mux(tile_end, 0, kk + 1))
                 with m.If(tile_end):
-                    m.d.sync += [b_base.eq(bb_adv), b_lim.eq(bb_adv + cfg.spad_b_words)]
+                    m.d.sync += b_base.eq(bb_adv)
                     with m.If(row_end):
                         m.d.sync += [tj.eq(0), n_left.eq(cur.n), ti.eq(ti + 1),
                                      a_base.eq(h_a + 1), m_left.eq(m_left - R)]
@@ -335,7 +337,11 @@ class Engine(wiring.Component):
         m.submodules.panel_info = pinfo = memory.Memory(
             shape=panel_info_layout(cfg, C), depth=pi_depth, init=[])
         pi_w, pi_r = pinfo.write_port(), pinfo.read_port()
-        m.d.comb += [pi_w.addr.eq(gb.pi_idx), pi_w.data.eq(gb.pi_data), pi_w.en.eq(gb.pi_we & oc)]
+        # the write is registered (for Fmax: the hand-over decision and the LUT-RAM write
+        # enable are not in one cycle); the drain reads an entry many cycles later
+        pi_wa, pi_wd, pi_wen = Signal.like(gb.pi_idx), Signal.like(gb.pi_data), Signal()
+        m.d.sync += [pi_wa.eq(gb.pi_idx), pi_wd.eq(gb.pi_data), pi_wen.eq(gb.pi_we & oc)]
+        m.d.comb += [pi_w.addr.eq(pi_wa), pi_w.data.eq(pi_wd), pi_w.en.eq(pi_wen)]
 
         dr_ti, dr_tj, dr_i = Signal(dw), Signal(dw), Signal(range(R))
         # the info ring has room: pi_used = gb.panels - dr_tj (ocompact), kept as a

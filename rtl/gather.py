@@ -30,10 +30,11 @@ lanes' output offsets and mask vectors are handed out (``pi_*``) when the panel
 goes to the requester, so the writer can scatter the tile's results.  There the
 scratchpad can be used as a ring (``ring``): word w of the operand lives at
 w mod depth, ``words_loaded`` counts on past the depth, and a request for word w
-waits until w < ``limit`` (the consumer's free space); panel hand-over waits for
-``pi_room`` (space in the consumer's panel-info ring).
+waits until w < limit, the consumer's free space: the limit starts at the depth and
+the consumer raises it by ``limit_inc`` (K when it has finished a panel's words); panel
+hand-over waits for ``pi_room`` (space in the consumer's panel-info ring).
 """
-from amaranth import Module, Signal, Mux, Cat, Const, signed, unsigned
+from amaranth import Module, Signal, Mux, Cat, Const, Value, signed, unsigned
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -107,7 +108,7 @@ class OperandGather(wiring.Component):
             "pi_data": Out(panel_info_layout(cfg, lanes)),
             "panels": Out(dw),                # panels handed to the requester
             "walk_done": Out(1),              # the lane walk is over (panels is final)
-            "ring": In(1), "limit": In(self.ptr_shape), "pi_room": In(1),
+            "ring": In(1), "limit_inc": In(dw), "pi_room": In(1),
         })
 
     def elaborate(self, platform):
@@ -143,12 +144,19 @@ class OperandGather(wiring.Component):
         req_fire = req.valid & req.ready
         can_issue = r_active & (~req.valid | req.ready) & (fifo.level + req.valid < max_out)
         if self.lane_compactable:     # ring mode: never overwrite words still to be used
-            r_words = Signal(self.ptr_shape)
-            can_issue = can_issue & (~self.ring | (r_words < self.limit))
+            # gap = limit - words requested, kept as a register, and gap > 0 as a
+            # registered flag (for Fmax: no comparator in front of can_issue); the next
+            # gap is one of four sums of registers chosen by (raise, issue).
+            gap = Signal(signed(len(Value.cast(Signal(self.ptr_shape))) + 2))
+            gap_ok = Signal()
+            can_issue = can_issue & (~self.ring | gap_ok)
+            rise = self.limit_inc != 0
             with m.If(self.start):
-                m.d.sync += r_words.eq(0)
-            with m.Elif(can_issue):
-                m.d.sync += r_words.eq(r_words + 1)
+                m.d.sync += [gap.eq(self.spad_words), gap_ok.eq(1)]
+            with m.Else():
+                m.d.sync += [gap.eq(Mux(rise, Mux(can_issue, gap + self.limit_inc - 1, gap + self.limit_inc),
+                                        Mux(can_issue, gap - 1, gap))),
+                             gap_ok.eq(rise | Mux(can_issue, gap > 1, gap > 0))]
         r_klast = Signal()               # r_k + 1 == k, registered (for Fmax)
         last_issue = can_issue & r_klast
         transfer = w_full & (~r_active | last_issue)
