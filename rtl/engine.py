@@ -242,7 +242,7 @@ class Engine(wiring.Component):
             step.eq(run & en & more_tiles & ready & (mid_tile | period_ok)),
             flush.eq(run & en & ~more_tiles & ~flushed & period_ok),
         ]
-        m.d.comb += gb.limit_inc.eq(Mux(step & tile_end, cur.k, 0))    # the ring limit's rise
+        m.d.comb += gb.limit_rise.eq(step & tile_end)     # the ring limit rises by K
         m_left = Signal(signed(dw + 1))
         n_left = Signal(signed(dw + 1))
         rows_act = Mux(m_left > R, R, m_left)[:lg_r + 2]

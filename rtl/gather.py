@@ -31,7 +31,7 @@ goes to the requester, so the writer can scatter the tile's results.  There the
 scratchpad can be used as a ring (``ring``): word w of the operand lives at
 w mod depth, ``words_loaded`` counts on past the depth, and a request for word w
 waits until w < limit, the consumer's free space: the limit starts at the depth and
-the consumer raises it by ``limit_inc`` (K when it has finished a panel's words); panel
+the consumer raises it by K (``limit_rise``: it has finished a panel's words); panel
 hand-over waits for ``pi_room`` (space in the consumer's panel-info ring).
 """
 from amaranth import Module, Signal, Mux, Cat, Const, Value, signed, unsigned
@@ -108,7 +108,7 @@ class OperandGather(wiring.Component):
             "pi_data": Out(panel_info_layout(cfg, lanes)),
             "panels": Out(dw),                # panels handed to the requester
             "walk_done": Out(1),              # the lane walk is over (panels is final)
-            "ring": In(1), "limit_inc": In(dw), "pi_room": In(1),
+            "ring": In(1), "limit_rise": In(1), "pi_room": In(1),
         })
 
     def elaborate(self, platform):
@@ -149,12 +149,15 @@ class OperandGather(wiring.Component):
             # gap is one of four sums of registers chosen by (raise, issue).
             gap = Signal(signed(len(Value.cast(Signal(self.ptr_shape))) + 2))
             gap_ok = Signal()
+            k_m1 = Signal(cfg.dim_bits)     # K - 1, registered at start
+            with m.If(self.start):
+                m.d.sync += k_m1.eq(self.k - 1)
             can_issue = can_issue & (~self.ring | gap_ok)
-            rise = self.limit_inc != 0
+            rise = self.limit_rise
             with m.If(self.start):
                 m.d.sync += [gap.eq(self.spad_words), gap_ok.eq(1)]
             with m.Else():
-                m.d.sync += [gap.eq(Mux(rise, Mux(can_issue, gap + self.limit_inc - 1, gap + self.limit_inc),
+                m.d.sync += [gap.eq(Mux(rise, Mux(can_issue, gap + k_m1, gap + self.k),
                                         Mux(can_issue, gap - 1, gap))),
                              gap_ok.eq(rise | Mux(can_issue, gap > 1, gap > 0))]
         r_klast = Signal()               # r_k + 1 == k, registered (for Fmax)
