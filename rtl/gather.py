@@ -280,7 +280,7 @@ class OperandGather(wiring.Component):
         last_k = Signal(range(sw))        # k of the latest entry
         fin_ptr = Signal(range(sw + 1))
         nz = rsp_nz
-        p_end = resp_k + 1 == self.k
+        p_end = Signal()                  # resp_k + 1 == K, registered (for Fmax)
         cmp = self.compact if self.compactable else Const(0)
         write = rsp_v & (~cmp | nz | (p_end & ~p_has))
         m.d.comb += [self.wr_en.eq(write), self.wr_addr.eq(wr_ptr[:(sw - 1).bit_length()] if sw > 1 else 0),
@@ -295,9 +295,10 @@ class OperandGather(wiring.Component):
                          kw.en.eq((write & cmp) | rewrite),
                          kr.addr.eq(self.k_addr), self.k_val.eq(kr.data.k), self.k_last.eq(kr.data.last)]
         with m.If(self.start):
-            m.d.sync += [wr_ptr.eq(0), resp_k.eq(0), p_has.eq(0), fin_ptr.eq(0)]
+            m.d.sync += [wr_ptr.eq(0), resp_k.eq(0), p_end.eq(self.k == 1), p_has.eq(0), fin_ptr.eq(0)]
         with m.Elif(rsp_v):
-            m.d.sync += [resp_k.eq(Mux(p_end, 0, resp_k + 1)), p_has.eq(~p_end & (p_has | write))]
+            m.d.sync += [resp_k.eq(Mux(p_end, 0, resp_k + 1)), p_end.eq(Mux(p_end, self.k == 1, resp_k + 2 == self.k)),
+                         p_has.eq(~p_end & (p_has | write))]
             with m.If(write):
                 m.d.sync += [wr_ptr.eq(wr_ptr + 1), last_k.eq(resp_k)]
             with m.If(p_end):
