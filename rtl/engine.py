@@ -233,7 +233,8 @@ class Engine(wiring.Component):
         m.d.comb += gb.ring.eq(oc & ring_ok)
         more_tiles = Mux(oc, ~(gb.walk_done & (gb.panels == tj)), tiles_left)
         tile_end = Mux(cmp, ga.k_last, h_last)
-        row_end = (tj + 1 == n_n) & ~oc        # the tile ends its tile row
+        tj_last = Signal()                     # tj + 1 == n_n, registered with tj (for Fmax)
+        row_end = tj_last & ~oc                # the tile ends its tile row
         mid_tile = kk != 0
         step = Signal()
         flush = Signal()
@@ -258,7 +259,7 @@ class Engine(wiring.Component):
                          h_last.eq(Mux(tile_end, cur.k == 1, kk + 2 == cur.k)),
                          h_b.eq(Mux(tile_end, bb_adv, h_b + 1))]
             with m.If(tile_end):
-                m.d.sync += b_next.eq(bb_adv + cur.k)
+                m.d.sync += b_next.eq(Mux(row_end, cur.k, b_next + cur.k))   # bb_adv + K
 
         # Scratchpad A is read at the step, B one cycle later (its address registered),
         # and the read data are registered before the array (for Fmax: a block-RAM
@@ -284,7 +285,7 @@ class Engine(wiring.Component):
                      arr.in_valid.eq(v3), arr.in_first.eq(f3)]
 
         with m.If(start):
-            m.d.sync += [run.eq(1), ti.eq(0), tj.eq(0), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
+            m.d.sync += [run.eq(1), ti.eq(0), tj.eq(0), tj_last.eq(n_n == 1), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
                          a_base.eq(0), b_base.eq(0), since_first.eq(cfg.drain_period),
                          m_left.eq(cur.m), n_left.eq(cur.n)]
         with m.Elif(en):
@@ -302,12 +303,13 @@ class Engine(wiring.Component):
                 with m.If(tile_end):
                     m.d.sync += b_base.eq(bb_adv)
                     with m.If(row_end):
-                        m.d.sync += [tj.eq(0), n_left.eq(cur.n), ti.eq(ti + 1),
+                        m.d.sync += [tj.eq(0), tj_last.eq(n_n == 1), n_left.eq(cur.n), ti.eq(ti + 1),
                                      a_base.eq(h_a + 1), m_left.eq(m_left - R)]
                         with m.If(ti + 1 == n_m):
                             m.d.sync += tiles_left.eq(0)
                     with m.Else():
-                        m.d.sync += [tj.eq(tj + 1), n_left.eq(Mux(oc, n_left, n_left - C))]
+                        m.d.sync += [tj.eq(tj + 1), tj_last.eq(tj + 2 == n_n),
+                                     n_left.eq(Mux(oc, n_left, n_left - C))]
 
         # ---------------- drain: accumulate, requantize, queue writes ----------------
         m.submodules.requant = rq = Requantize(cfg, latency=1)
