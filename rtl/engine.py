@@ -346,6 +346,7 @@ class Engine(wiring.Component):
         m.d.comb += [pi_w.addr.eq(pi_wa), pi_w.data.eq(pi_wd), pi_w.en.eq(pi_wen)]
 
         dr_ti, dr_tj, dr_i = Signal(dw), Signal(dw), Signal(range(R))
+        dr_tj_last = Signal()           # dr_tj + 1 == n_n, registered with dr_tj (for Fmax)
         # the info ring has room: pi_used = gb.panels - dr_tj (ocompact), kept as a
         # register (for Fmax: no subtractor between the counters and gather B's hand-over)
         pi_used = Signal(range(pi_depth + 2))
@@ -398,7 +399,7 @@ class Engine(wiring.Component):
 
         arow = arr.out_valid
         with m.If(start):
-            m.d.sync += [dr_ti.eq(0), dr_tj.eq(0), dr_i.eq(0), rows_drained.eq(0), row_base.eq(0),
+            m.d.sync += [dr_ti.eq(0), dr_tj.eq(0), dr_tj_last.eq(n_n == 1), dr_i.eq(0), rows_drained.eq(0), row_base.eq(0),
                          col_base.eq(0), d_ti_base.eq(cur.d_addr), m_ti_base.eq(cur.mask_addr),
                          d_tj_off.eq(0), d_i_off.eq(0), m_i_off.eq(0), s1_v.eq(0),
                          s1x_v.eq(0), s1b_v.eq(0), s1c_v.eq(0), s2_v.eq(0)]
@@ -415,13 +416,13 @@ class Engine(wiring.Component):
                 with m.If(dr_i == R - 1):
                     m.d.comb += dr_tile_done.eq(1)
                     m.d.sync += [dr_i.eq(0), d_i_off.eq(0), m_i_off.eq(0)]
-                    with m.If((dr_tj + 1 == n_n) & ~oc):
-                        m.d.sync += [dr_tj.eq(0), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
+                    with m.If(dr_tj_last & ~oc):
+                        m.d.sync += [dr_tj.eq(0), dr_tj_last.eq(n_n == 1), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
                                      row_base.eq(row_base + R),
                                      d_ti_base.eq(d_ti_base + (cur.d_si << lg_r)),
                                      m_ti_base.eq(m_ti_base + (cur.mask_si << lg_r))]
                     with m.Else():
-                        m.d.sync += [dr_tj.eq(dr_tj + 1), col_base.eq(col_base + C),
+                        m.d.sync += [dr_tj.eq(dr_tj + 1), dr_tj_last.eq(dr_tj + 2 == n_n), col_base.eq(col_base + C),
                                      d_tj_off.eq(Mux(oc, 0, d_tj_off + (cur.d_sj << lg_c)))]
                 with m.Else():
                     m.d.sync += [dr_i.eq(dr_i + 1), d_i_off.eq(d_i_off + cur.d_si),
@@ -499,6 +500,7 @@ class Engine(wiring.Component):
         mqd = mask_queue_rows(cfg)
         mr_run = Signal()
         mr_tj, mr_i = Signal(dw), Signal(range(R))
+        mr_tj_last = Signal()           # mr_tj + 1 == n_n, registered with mr_tj (for Fmax)
         mr_rows = Signal.like(total_rows)
         mr_row, mr_col = Signal(dw + 1), Signal(dw + 1)          # ti*R + i, tj*C
         mr_ti_base, mr_i_off, mr_tj_off = Signal(sx), Signal(sx), Signal(sx)
@@ -514,7 +516,7 @@ class Engine(wiring.Component):
             ok = Mux(oc, j < cur.m, row_in & (mr_col + j < cur.n))
             m.d.comb += [m_pay.addr[j].eq(Mux(ok, a, 0)), m_pay.en[j].eq(ok)]
         with m.If(start):
-            m.d.sync += [mr_run.eq(cur.omask), mr_tj.eq(0), mr_i.eq(0), mr_rows.eq(0), mr_row.eq(0),
+            m.d.sync += [mr_run.eq(cur.omask), mr_tj.eq(0), mr_tj_last.eq(n_n == 1), mr_i.eq(0), mr_rows.eq(0), mr_row.eq(0),
                          mr_col.eq(0), mr_ti_base.eq(cur.om_addr), mr_i_off.eq(0), mr_tj_off.eq(0),
                          rdm.req.valid.eq(0)]
         with m.Else():
@@ -526,11 +528,11 @@ class Engine(wiring.Component):
                     m.d.sync += mr_tj_off.eq(mr_tj_off + cur.om_sj)
                 with m.Elif(mr_i == R - 1):
                     m.d.sync += [mr_i.eq(0), mr_i_off.eq(0), mr_row.eq(mr_row - (R - 1))]
-                    with m.If(mr_tj + 1 == n_n):
-                        m.d.sync += [mr_tj.eq(0), mr_col.eq(0), mr_tj_off.eq(0), mr_row.eq(mr_row + 1),
+                    with m.If(mr_tj_last):
+                        m.d.sync += [mr_tj.eq(0), mr_tj_last.eq(n_n == 1), mr_col.eq(0), mr_tj_off.eq(0), mr_row.eq(mr_row + 1),
                                      mr_ti_base.eq(mr_ti_base + (cur.om_si << lg_r))]
                     with m.Else():
-                        m.d.sync += [mr_tj.eq(mr_tj + 1), mr_col.eq(mr_col + C),
+                        m.d.sync += [mr_tj.eq(mr_tj + 1), mr_tj_last.eq(mr_tj + 2 == n_n), mr_col.eq(mr_col + C),
                                      mr_tj_off.eq(mr_tj_off + (cur.om_sj << lg_c))]
                 with m.Else():
                     m.d.sync += [mr_i.eq(mr_i + 1), mr_row.eq(mr_row + 1), mr_i_off.eq(mr_i_off + cur.om_si)]
