@@ -12,7 +12,8 @@ It follows the RTL's structure (see rtl/gather.py, rtl/engine.py, rtl/systolic.p
 * each gather: its walker builds a panel's L lane vectors in L cycles, the
   requester issues K requests; panel p's requests start after the hand-over at
       T_0 = D + 1 + L,   T_{p+1} = T_p + max(L + 1, K)
-  and word k of the panel is visible to the sequencer at T_p + LAT + 3 + k;
+  and word k of the panel is visible to the sequencer at T_p + LAT + WORD_STAGES + k
+  (the registered request, the response register, the scratchpad write);
 * tiles run back to back in row-major order, one step per cycle, a new tile no
   sooner than max(K, 2R-1) after the previous one and no sooner than word 0 of
   both its panels (later words keep pace, one per cycle):
@@ -54,7 +55,7 @@ Sparse execution (docs/sparsity.md):
   cycle by cycle (O(N + panels*K) cycles); the tiles then follow the dense
   recurrence on the panels' hand-over times, the flush waits for the walk's
   end, and the zero-write queue must be empty (3 cycles after its last push)
-  and gather A idle (its one panel's last response in, ``4 + R + K + LAT + 2``).
+  and gather A idle (its one panel's last response written, ``4 + R + K + LAT + 3``).
 """
 from __future__ import annotations
 
@@ -69,6 +70,8 @@ FIFO_LAT = 2        # SyncFIFOBuffered: a row pushed at X is at the write port a
 DRAIN_STAGES = 5    # s1, s1x, s1b, s1c, s2: a row leaving the array at X is pushed at X + 5
 ALL_ROWS_STAGES = 3  # s1, s1x, s1b: every row (s1b writes the accumulator SRAM); only
                      # stored rows inside M go on to s1c and s2
+WORD_STAGES = 4     # a gathered word is visible LAT + 4 cycles after its panel's hand-over (request
+                    # register, LAT, the response register of rtl/gather.py, the scratchpad write)
 ARRAY_IN_STAGES = 3  # scratchpad B read one cycle after the step (its address registered), the
                      # read data registered before the array, the PE's product register
 
@@ -110,7 +113,7 @@ def panel_ready(cfg: AcceleratorConfig, lanes: int, n_panels: int, k: int, dec: 
     so a tile started then never waits again."""
     t0 = dec + 1 + lanes
     T = t0 + np.arange(n_panels, dtype=np.int64) * max(lanes + 1, k)
-    return T + cfg.dram_latency + 3
+    return T + cfg.dram_latency + WORD_STAGES
 
 
 def tile_starts(cfg: AcceleratorConfig, m: int, n: int, k: int) -> np.ndarray:
@@ -232,11 +235,11 @@ def ocompact_end(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray) -> int:
     end = walk_done + 1 if zlast is None else max(walk_done + 1, zlast + 3)
     # gather A (one panel) is idle once its last response is in
     dec = decode_cycles(cfg, m, ins["n"])
-    end = max(end, dec + 1 + R + K + cfg.dram_latency + 2)
+    end = max(end, dec + 1 + R + K + cfg.dram_latency + WORD_STAGES - 1)
     if len(T) == 0:
         return end
     ra = int(panel_ready(cfg, R, 1, K, dec)[0])
-    ready = np.maximum(T + cfg.dram_latency + 3, ra)
+    ready = np.maximum(T + cfg.dram_latency + WORD_STAGES, ra)
     ready[0] = max(ready[0], dec + 1)
     idx = np.arange(len(T), dtype=np.int64)
     S = np.maximum.accumulate(ready - idx * period) + idx * period

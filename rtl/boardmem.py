@@ -7,9 +7,10 @@ the host bridge's port.
 Organization (correctness first, one simple-dual-port RAM, no replication):
 
 * one read port, shared by the engine's A, B and mask gather ports, the update unit's
-  port and the host.  A gather request (R, C or pred_cols lane addresses) is served
-  *lane by lane*, one lane per cycle, and its response (all lanes) is returned as one
-  beat: L+2 cycles per request, in order.  The update unit goes first (its traffic is
+  port and the host.  A gather request (R, C or pred_cols lane addresses) is granted
+  one cycle after the arbiter chose it (its ``ready`` comes from a register), then
+  served *lane by lane*, one lane per cycle, and its response (all lanes) is returned
+  as one beat: L+3 cycles per request, in order.  The update unit goes first (its traffic is
   small and the predictor array must not wait on it), then A and B take turns when both
   wait, then mask reads, then the host.
 * one write port: an engine write beat (C data lanes + C mask lanes), a zero-write beat
@@ -93,6 +94,11 @@ class BoardMemory(wiring.Component):
             m.d.comb += [self.rd_b.resp.payload[l].eq(buf[l]), self.rd_m.resp.payload[l].eq(buf[l])]
         rd_idle = Signal()
         wr_idle = Signal()
+        # The arbiter decides in IDLE from the requests' valid bits and grants one cycle
+        # later from that registered choice (GRANT): a port's ``ready`` comes from a
+        # register, so no valid -> ready -> enable loop runs through a requesting unit
+        # and this arbiter in one cycle (for Fmax).  A stream's valid stays up until it
+        # is taken, so the chosen request is still there in GRANT.
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += rd_idle.eq(1)
@@ -100,33 +106,47 @@ class BoardMemory(wiring.Component):
                 m.d.comb += take_u.eq(u_valid)
                 take_a = a_req.valid & (~b_req.valid | ~turn) & ~take_u
                 take_b = b_req.valid & ~take_a & ~take_u
-                with m.If(~wr_idle):
-                    pass                        # a write beat is being written: reads wait
-                with m.Elif(take_u):
-                    if self.update:
-                        m.d.comb += u_req.ready.eq(1)
-                        m.d.sync += [ens.eq(u_req.payload.en), lanes.eq(U), who.eq(4)]
-                        for l in range(U):
-                            m.d.sync += addrs[l].eq(u_req.payload.addr[l])
+                with m.If(take_u):
+                    m.d.sync += who.eq(4)
                 with m.Elif(take_a):
-                    m.d.comb += a_req.ready.eq(1)
-                    m.d.sync += [ens.eq(a_req.payload.en), lanes.eq(R), who.eq(0), turn.eq(1)]
-                    for l in range(R):
-                        m.d.sync += addrs[l].eq(a_req.payload.addr[l])
+                    m.d.sync += who.eq(0)
                 with m.Elif(take_b):
-                    m.d.comb += b_req.ready.eq(1)
-                    m.d.sync += [ens.eq(b_req.payload.en), lanes.eq(C), who.eq(1), turn.eq(0)]
-                    for l in range(C):
-                        m.d.sync += addrs[l].eq(b_req.payload.addr[l])
+                    m.d.sync += who.eq(1)
                 with m.Elif(mk_req.valid):
-                    m.d.comb += mk_req.ready.eq(1)
-                    m.d.sync += [ens.eq(mk_req.payload.en), lanes.eq(C), who.eq(3)]
-                    for l in range(C):
-                        m.d.sync += addrs[l].eq(mk_req.payload.addr[l])
-                with m.Elif(host_rd):
-                    m.d.comb += h_req.ready.eq(1)
-                    m.d.sync += [ens.eq(1), lanes.eq(1), who.eq(2), addrs[0].eq(h_req.payload.addr)]
+                    m.d.sync += who.eq(3)
+                with m.Else():
+                    m.d.sync += who.eq(2)
                 with m.If(wr_idle & (take_u | take_a | take_b | mk_req.valid | host_rd)):
+                    m.next = "GRANT"
+            with m.State("GRANT"):
+                with m.If(~wr_idle):
+                    m.next = "IDLE"             # a write beat was taken meanwhile: it goes first
+                with m.Else():
+                    with m.Switch(who):
+                        with m.Case(4):
+                            if self.update:
+                                m.d.comb += u_req.ready.eq(1)
+                                m.d.sync += [ens.eq(u_req.payload.en), lanes.eq(U)]
+                                for l in range(U):
+                                    m.d.sync += addrs[l].eq(u_req.payload.addr[l])
+                        with m.Case(0):
+                            m.d.comb += a_req.ready.eq(1)
+                            m.d.sync += [ens.eq(a_req.payload.en), lanes.eq(R), turn.eq(1)]
+                            for l in range(R):
+                                m.d.sync += addrs[l].eq(a_req.payload.addr[l])
+                        with m.Case(1):
+                            m.d.comb += b_req.ready.eq(1)
+                            m.d.sync += [ens.eq(b_req.payload.en), lanes.eq(C), turn.eq(0)]
+                            for l in range(C):
+                                m.d.sync += addrs[l].eq(b_req.payload.addr[l])
+                        with m.Case(3):
+                            m.d.comb += mk_req.ready.eq(1)
+                            m.d.sync += [ens.eq(mk_req.payload.en), lanes.eq(C)]
+                            for l in range(C):
+                                m.d.sync += addrs[l].eq(mk_req.payload.addr[l])
+                        with m.Default():
+                            m.d.comb += h_req.ready.eq(1)
+                            m.d.sync += [ens.eq(1), lanes.eq(1), addrs[0].eq(h_req.payload.addr)]
                     m.d.sync += i.eq(0)
                     m.next = "SERVE"
             with m.State("SERVE"):

@@ -44,24 +44,30 @@ class MixedRadixCounter(wiring.Component):
         base1 = Signal(vec4_layout(cfg))
         base2 = Signal(vec4_layout(cfg))
         dig = self.digits
-        # A digit wraps when it reaches count-1 (count 0 is treated as 1).
-        last = [(idx[d] + 1 >= dig[d].count) for d in range(DIGITS - 1)]
+        # A digit wraps when it reaches count-1 (count 0 is treated as 1).  Whether it
+        # is there is kept as a registered flag per digit (for Fmax: the compare is
+        # not in series with ``step``), updated with the index it describes.
+        last = [Signal(name=f"last{d}") for d in range(DIGITS - 1)]
+        at_end = lambda d, i: i + 1 >= dig[d].count          # noqa: E731
 
         with m.If(self.clear):
             m.d.sync += [self.value.eq(self.init), base1.eq(self.init), base2.eq(self.init)]
             m.d.sync += [i.eq(0) for i in idx]
+            m.d.sync += [last[d].eq(at_end(d, 0)) for d in range(DIGITS - 1)]
         with m.Elif(self.step):
             with m.If(~last[0]):
-                m.d.sync += idx[0].eq(idx[0] + 1)
+                m.d.sync += [idx[0].eq(idx[0] + 1), last[0].eq(at_end(0, idx[0] + 1))]
                 for f in VEC_FIELDS:
                     m.d.sync += self.value[f].eq(self.value[f] + dig[0].step[f])
             with m.Elif(~last[1]):
-                m.d.sync += [idx[0].eq(0), idx[1].eq(idx[1] + 1)]
+                m.d.sync += [idx[0].eq(0), idx[1].eq(idx[1] + 1),
+                             last[0].eq(at_end(0, 0)), last[1].eq(at_end(1, idx[1] + 1))]
                 for f in VEC_FIELDS:
                     nxt = base1[f] + dig[1].step[f]
                     m.d.sync += [base1[f].eq(nxt), self.value[f].eq(nxt)]
             with m.Else():
-                m.d.sync += [idx[0].eq(0), idx[1].eq(0)]
+                m.d.sync += [idx[0].eq(0), idx[1].eq(0),
+                             last[0].eq(at_end(0, 0)), last[1].eq(at_end(1, 0))]
                 for f in VEC_FIELDS:
                     nxt = base2[f] + dig[2].step[f]
                     m.d.sync += [base2[f].eq(nxt), base1[f].eq(nxt), self.value[f].eq(nxt)]

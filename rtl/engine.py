@@ -50,6 +50,11 @@ COUNTERS = (
     "mask_rd_bits",    # output-mask (omask) bits read
 )
 OUT_FIFO_ROWS = 4
+# Copies of the registered stall decision (see the engine's drain section): the array's
+# rows take EN_COPIES - 2 of them round robin, the drain one, the sequencer one.  Yosys
+# merges flip-flops with the same input, so the copies differ in stored polarity,
+# initial value and reset (8 distinct kinds).
+EN_COPIES = 8
 
 
 def mask_queue_rows(cfg: AcceleratorConfig) -> int:
@@ -223,11 +228,13 @@ class Engine(wiring.Component):
         oc = cur.ocompact
         ring_ok = ((cur.k >= cfg.drain_period) & (cur.k * 2 <= cfg.spad_b_words)
                    & (cur.k * 8 >= C + 2 * R + 4))     # see ocompact_ring()
-        b_lim = Signal(gb.ptr_shape)          # b_base + the scratchpad depth (ring limit), registered
-        m.d.comb += [gb.ring.eq(oc & ring_ok), gb.limit.eq(b_lim)]
+        # the ring limit (b_base + the scratchpad depth) rises by K at each tile end
+        # (ocompact has one tile row: b_base advances by K)
+        m.d.comb += gb.ring.eq(oc & ring_ok)
         more_tiles = Mux(oc, ~(gb.walk_done & (gb.panels == tj)), tiles_left)
         tile_end = Mux(cmp, ga.k_last, h_last)
-        row_end = (tj + 1 == n_n) & ~oc        # the tile ends its tile row
+        tj_last = Signal()                     # tj + 1 == n_n, registered with tj (for Fmax)
+        row_end = tj_last & ~oc                # the tile ends its tile row
         mid_tile = kk != 0
         step = Signal()
         flush = Signal()
@@ -236,6 +243,7 @@ class Engine(wiring.Component):
             step.eq(run & en & more_tiles & ready & (mid_tile | period_ok)),
             flush.eq(run & en & ~more_tiles & ~flushed & period_ok),
         ]
+        m.d.comb += gb.limit_rise.eq(step & tile_end)     # the ring limit rises by K
         m_left = Signal(signed(dw + 1))
         n_left = Signal(signed(dw + 1))
         rows_act = Mux(m_left > R, R, m_left)[:lg_r + 2]
@@ -251,7 +259,7 @@ class Engine(wiring.Component):
                          h_last.eq(Mux(tile_end, cur.k == 1, kk + 2 == cur.k)),
                          h_b.eq(Mux(tile_end, bb_adv, h_b + 1))]
             with m.If(tile_end):
-                m.d.sync += b_next.eq(bb_adv + cur.k)
+                m.d.sync += b_next.eq(Mux(row_end, cur.k, b_next + cur.k))   # bb_adv + K
 
         # Scratchpad A is read at the step, B one cycle later (its address registered),
         # and the read data are registered before the array (for Fmax: a block-RAM
@@ -268,12 +276,17 @@ class Engine(wiring.Component):
             m.d.sync += [b_addr.eq(Mux(cmp, b_base + ga.k_val, h_b)),
                          v1.eq(step), f1.eq((step & ~mid_tile) | flush), v2.eq(v1), f2.eq(f1),
                          v3.eq(v2), f3.eq(f2), a_q.eq(spa_r.data), a_q2.eq(a_q), b_q.eq(spb_r.data)]
-        m.d.comb += [arr.en.eq(en), arr.in_a.eq(a_q2), arr.in_b.eq(b_q),
+        en_copy = [Signal(name=f"en_c{r}") for r in range(EN_COPIES)]
+        n_arr = EN_COPIES - 2
+        m.d.comb += [arr.en.eq(1), arr.en_row.eq(Cat(*[en_copy[i % n_arr] for i in range(R)]))]
+        en_dr = en_copy[n_arr]            # the drain's copy
+        m.d.comb += en.eq(en_copy[n_arr + 1])
+        m.d.comb += [arr.in_a.eq(a_q2), arr.in_b.eq(b_q),
                      arr.in_valid.eq(v3), arr.in_first.eq(f3)]
 
         with m.If(start):
-            m.d.sync += [run.eq(1), ti.eq(0), tj.eq(0), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
-                         a_base.eq(0), b_base.eq(0), b_lim.eq(cfg.spad_b_words), since_first.eq(cfg.drain_period),
+            m.d.sync += [run.eq(1), ti.eq(0), tj.eq(0), tj_last.eq(n_n == 1), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
+                         a_base.eq(0), b_base.eq(0), since_first.eq(cfg.drain_period),
                          m_left.eq(cur.m), n_left.eq(cur.n)]
         with m.Elif(en):
             with m.If(step | flush):
@@ -288,14 +301,15 @@ class Engine(wiring.Component):
             with m.If(step):
                 m.d.sync += kk.eq(Mux(tile_end, 0, kk + 1))
                 with m.If(tile_end):
-                    m.d.sync += [b_base.eq(bb_adv), b_lim.eq(bb_adv + cfg.spad_b_words)]
+                    m.d.sync += b_base.eq(bb_adv)
                     with m.If(row_end):
-                        m.d.sync += [tj.eq(0), n_left.eq(cur.n), ti.eq(ti + 1),
+                        m.d.sync += [tj.eq(0), tj_last.eq(n_n == 1), n_left.eq(cur.n), ti.eq(ti + 1),
                                      a_base.eq(h_a + 1), m_left.eq(m_left - R)]
                         with m.If(ti + 1 == n_m):
                             m.d.sync += tiles_left.eq(0)
                     with m.Else():
-                        m.d.sync += [tj.eq(tj + 1), n_left.eq(Mux(oc, n_left, n_left - C))]
+                        m.d.sync += [tj.eq(tj + 1), tj_last.eq(tj + 2 == n_n),
+                                     n_left.eq(Mux(oc, n_left, n_left - C))]
 
         # ---------------- drain: accumulate, requantize, queue writes ----------------
         m.submodules.requant = rq = Requantize(cfg, latency=1)
@@ -305,15 +319,34 @@ class Engine(wiring.Component):
         # with omask, if a row's mask has not arrived: only under memory back-pressure).
         m.submodules.mask_q = mq = SyncFIFOBuffered(width=C, depth=mask_queue_rows(cfg))
         s1_v = Signal()
-        m.d.comb += en.eq((ofifo.level < OUT_FIFO_ROWS - 1) & ~(cur.omask & ~oc & s1_v & ~mq.r_rdy))
+        # The FIFO part of the stall is decided one cycle ahead from an occupancy count
+        # (the FIFO's level next cycle) and registered, in EN_COPIES copies, so that the
+        # enables of the array's rows and of the drain are separate nets starting at a
+        # flip-flop (for Fmax: on `default` they reach thousands of registers).  The
+        # omask part (s1's row has no mask yet) comes from registers and is ANDed into
+        # each copy.  Logically every copy equals the single-enable design's `en`.
+        occ = Signal(range(OUT_FIFO_ROWS + 1))
+        occ_nx = occ + ofifo.w_en - ofifo.r_en
+        m.d.sync += occ.eq(occ_nx)
+        mask_stall = cur.omask & ~oc & s1_v & ~mq.r_rdy
+        for r in range(EN_COPIES):
+            pol, iv, rl = r & 1, (r >> 1) & 1, r >> 2
+            q = Signal(init=iv, reset_less=bool(rl), name=f"en_q{r}")
+            m.d.sync += q.eq((occ_nx < OUT_FIFO_ROWS - 1) ^ pol)
+            m.d.comb += en_copy[r].eq((q ^ pol) & ~mask_stall)
         # ocompact: per panel, its lanes' output offsets and row masks (from gather B)
         pi_depth = panel_info_depth(cfg)
         m.submodules.panel_info = pinfo = memory.Memory(
             shape=panel_info_layout(cfg, C), depth=pi_depth, init=[])
         pi_w, pi_r = pinfo.write_port(), pinfo.read_port()
-        m.d.comb += [pi_w.addr.eq(gb.pi_idx), pi_w.data.eq(gb.pi_data), pi_w.en.eq(gb.pi_we & oc)]
+        # the write is registered (for Fmax: the hand-over decision and the LUT-RAM write
+        # enable are not in one cycle); the drain reads an entry many cycles later
+        pi_wa, pi_wd, pi_wen = Signal.like(gb.pi_idx), Signal.like(gb.pi_data), Signal()
+        m.d.sync += [pi_wa.eq(gb.pi_idx), pi_wd.eq(gb.pi_data), pi_wen.eq(gb.pi_we & oc)]
+        m.d.comb += [pi_w.addr.eq(pi_wa), pi_w.data.eq(pi_wd), pi_w.en.eq(pi_wen)]
 
         dr_ti, dr_tj, dr_i = Signal(dw), Signal(dw), Signal(range(R))
+        dr_tj_last = Signal()           # dr_tj + 1 == n_n, registered with dr_tj (for Fmax)
         # the info ring has room: pi_used = gb.panels - dr_tj (ocompact), kept as a
         # register (for Fmax: no subtractor between the counters and gather B's hand-over)
         pi_used = Signal(range(pi_depth + 2))
@@ -366,11 +399,11 @@ class Engine(wiring.Component):
 
         arow = arr.out_valid
         with m.If(start):
-            m.d.sync += [dr_ti.eq(0), dr_tj.eq(0), dr_i.eq(0), rows_drained.eq(0), row_base.eq(0),
+            m.d.sync += [dr_ti.eq(0), dr_tj.eq(0), dr_tj_last.eq(n_n == 1), dr_i.eq(0), rows_drained.eq(0), row_base.eq(0),
                          col_base.eq(0), d_ti_base.eq(cur.d_addr), m_ti_base.eq(cur.mask_addr),
                          d_tj_off.eq(0), d_i_off.eq(0), m_i_off.eq(0), s1_v.eq(0),
                          s1x_v.eq(0), s1b_v.eq(0), s1c_v.eq(0), s2_v.eq(0)]
-        with m.Elif(en):
+        with m.Elif(en_dr):
             m.d.sync += s1_v.eq(arow)
             with m.If(arow):
                 lanes = Cat(*[(col_base + j < cur.n) for j in range(C)])
@@ -383,13 +416,13 @@ class Engine(wiring.Component):
                 with m.If(dr_i == R - 1):
                     m.d.comb += dr_tile_done.eq(1)
                     m.d.sync += [dr_i.eq(0), d_i_off.eq(0), m_i_off.eq(0)]
-                    with m.If((dr_tj + 1 == n_n) & ~oc):
-                        m.d.sync += [dr_tj.eq(0), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
+                    with m.If(dr_tj_last & ~oc):
+                        m.d.sync += [dr_tj.eq(0), dr_tj_last.eq(n_n == 1), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
                                      row_base.eq(row_base + R),
                                      d_ti_base.eq(d_ti_base + (cur.d_si << lg_r)),
                                      m_ti_base.eq(m_ti_base + (cur.mask_si << lg_r))]
                     with m.Else():
-                        m.d.sync += [dr_tj.eq(dr_tj + 1), col_base.eq(col_base + C),
+                        m.d.sync += [dr_tj.eq(dr_tj + 1), dr_tj_last.eq(dr_tj + 2 == n_n), col_base.eq(col_base + C),
                                      d_tj_off.eq(Mux(oc, 0, d_tj_off + (cur.d_sj << lg_c)))]
                 with m.Else():
                     m.d.sync += [dr_i.eq(dr_i + 1), d_i_off.eq(d_i_off + cur.d_si),
@@ -414,7 +447,7 @@ class Engine(wiring.Component):
                      mq.r_en.eq(Mux(oc, gb.lm_pop, en & s1_v & cur.omask & ~start))]
         # Drain pipeline (registered for Fmax): s1 -> s1x (accumulator read data) ->
         # s1b (sum) -> s1c (rq's first stage) -> s2 (rq's second stage, masked) -> FIFO.
-        with m.If(en & ~start):
+        with m.If(en_dr & ~start):
             m.d.sync += [s1x_v.eq(s1_v), s1x_ok.eq(s1_row_ok), s1x_data.eq(s1_data), s1x_slot.eq(s1_slot),
                          s1x_lane.eq(Mux(oc, Cat(*[pi[j].ok for j in range(C)]), s1_lane)),
                          s1x_keep.eq(keep), s1x_daddr.eq(s1_daddr), s1x_maddr.eq(s1_maddr)]
@@ -426,8 +459,8 @@ class Engine(wiring.Component):
                          s1b_maddr.eq(s1x_maddr), s1b_offs.eq(s1x_offs)]
         m.d.comb += [acc_w.addr.eq(s1b_slot), acc_w.data.eq(s1b_sum),
                      acc_w.en.eq(en & s1b_v & ~cur.store)]
-        m.d.comb += [rq.en.eq(en), rq.row.eq(s1b_sum), rq.shift.eq(cur.shift), rq.relu.eq(cur.relu)]
-        with m.If(en & ~start):
+        m.d.comb += [rq.en.eq(en_dr), rq.row.eq(s1b_sum), rq.shift.eq(cur.shift), rq.relu.eq(cur.relu)]
+        with m.If(en_dr & ~start):
             m.d.sync += [s1c_v.eq(s1b_v & s1b_ok & cur.store), s1c_raw.eq(s1b_sum),
                          s1c_lane.eq(s1b_lane), s1c_keep.eq(s1b_keep), s1c_offs.eq(s1b_offs),
                          s1c_daddr.eq(s1b_daddr), s1c_maddr.eq(s1b_maddr)]
@@ -467,6 +500,7 @@ class Engine(wiring.Component):
         mqd = mask_queue_rows(cfg)
         mr_run = Signal()
         mr_tj, mr_i = Signal(dw), Signal(range(R))
+        mr_tj_last = Signal()           # mr_tj + 1 == n_n, registered with mr_tj (for Fmax)
         mr_rows = Signal.like(total_rows)
         mr_row, mr_col = Signal(dw + 1), Signal(dw + 1)          # ti*R + i, tj*C
         mr_ti_base, mr_i_off, mr_tj_off = Signal(sx), Signal(sx), Signal(sx)
@@ -482,7 +516,7 @@ class Engine(wiring.Component):
             ok = Mux(oc, j < cur.m, row_in & (mr_col + j < cur.n))
             m.d.comb += [m_pay.addr[j].eq(Mux(ok, a, 0)), m_pay.en[j].eq(ok)]
         with m.If(start):
-            m.d.sync += [mr_run.eq(cur.omask), mr_tj.eq(0), mr_i.eq(0), mr_rows.eq(0), mr_row.eq(0),
+            m.d.sync += [mr_run.eq(cur.omask), mr_tj.eq(0), mr_tj_last.eq(n_n == 1), mr_i.eq(0), mr_rows.eq(0), mr_row.eq(0),
                          mr_col.eq(0), mr_ti_base.eq(cur.om_addr), mr_i_off.eq(0), mr_tj_off.eq(0),
                          rdm.req.valid.eq(0)]
         with m.Else():
@@ -494,11 +528,11 @@ class Engine(wiring.Component):
                     m.d.sync += mr_tj_off.eq(mr_tj_off + cur.om_sj)
                 with m.Elif(mr_i == R - 1):
                     m.d.sync += [mr_i.eq(0), mr_i_off.eq(0), mr_row.eq(mr_row - (R - 1))]
-                    with m.If(mr_tj + 1 == n_n):
-                        m.d.sync += [mr_tj.eq(0), mr_col.eq(0), mr_tj_off.eq(0), mr_row.eq(mr_row + 1),
+                    with m.If(mr_tj_last):
+                        m.d.sync += [mr_tj.eq(0), mr_tj_last.eq(n_n == 1), mr_col.eq(0), mr_tj_off.eq(0), mr_row.eq(mr_row + 1),
                                      mr_ti_base.eq(mr_ti_base + (cur.om_si << lg_r))]
                     with m.Else():
-                        m.d.sync += [mr_tj.eq(mr_tj + 1), mr_col.eq(mr_col + C),
+                        m.d.sync += [mr_tj.eq(mr_tj + 1), mr_tj_last.eq(mr_tj + 2 == n_n), mr_col.eq(mr_col + C),
                                      mr_tj_off.eq(mr_tj_off + (cur.om_sj << lg_c))]
                 with m.Else():
                     m.d.sync += [mr_i.eq(mr_i + 1), mr_row.eq(mr_row + 1), mr_i_off.eq(mr_i_off + cur.om_si)]

@@ -30,10 +30,11 @@ lanes' output offsets and mask vectors are handed out (``pi_*``) when the panel
 goes to the requester, so the writer can scatter the tile's results.  There the
 scratchpad can be used as a ring (``ring``): word w of the operand lives at
 w mod depth, ``words_loaded`` counts on past the depth, and a request for word w
-waits until w < ``limit`` (the consumer's free space); panel hand-over waits for
-``pi_room`` (space in the consumer's panel-info ring).
+waits until w < limit, the consumer's free space: the limit starts at the depth and
+the consumer raises it by K (``limit_rise``: it has finished a panel's words); panel
+hand-over waits for ``pi_room`` (space in the consumer's panel-info ring).
 """
-from amaranth import Module, Signal, Mux, Cat, Const, signed, unsigned
+from amaranth import Module, Signal, Mux, Cat, Const, Value, signed, unsigned
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -107,7 +108,7 @@ class OperandGather(wiring.Component):
             "pi_data": Out(panel_info_layout(cfg, lanes)),
             "panels": Out(dw),                # panels handed to the requester
             "walk_done": Out(1),              # the lane walk is over (panels is final)
-            "ring": In(1), "limit": In(self.ptr_shape), "pi_room": In(1),
+            "ring": In(1), "limit_rise": In(1), "pi_room": In(1),
         })
 
     def elaborate(self, platform):
@@ -143,12 +144,22 @@ class OperandGather(wiring.Component):
         req_fire = req.valid & req.ready
         can_issue = r_active & (~req.valid | req.ready) & (fifo.level + req.valid < max_out)
         if self.lane_compactable:     # ring mode: never overwrite words still to be used
-            r_words = Signal(self.ptr_shape)
-            can_issue = can_issue & (~self.ring | (r_words < self.limit))
+            # gap = limit - words requested, kept as a register, and gap > 0 as a
+            # registered flag (for Fmax: no comparator in front of can_issue); the next
+            # gap is one of four sums of registers chosen by (raise, issue).
+            gap = Signal(signed(len(Value.cast(Signal(self.ptr_shape))) + 2))
+            gap_ok = Signal()
+            k_m1 = Signal(cfg.dim_bits)     # K - 1, registered at start
             with m.If(self.start):
-                m.d.sync += r_words.eq(0)
-            with m.Elif(can_issue):
-                m.d.sync += r_words.eq(r_words + 1)
+                m.d.sync += k_m1.eq(self.k - 1)
+            can_issue = can_issue & (~self.ring | gap_ok)
+            rise = self.limit_rise
+            with m.If(self.start):
+                m.d.sync += [gap.eq(self.spad_words), gap_ok.eq(1)]
+            with m.Else():
+                m.d.sync += [gap.eq(Mux(rise, Mux(can_issue, gap + k_m1, gap + self.k),
+                                        Mux(can_issue, gap - 1, gap))),
+                             gap_ok.eq(rise | Mux(can_issue, gap > 1, gap > 0))]
         r_klast = Signal()               # r_k + 1 == k, registered (for Fmax)
         last_issue = can_issue & r_klast
         transfer = w_full & (~r_active | last_issue)
@@ -247,12 +258,20 @@ class OperandGather(wiring.Component):
                      self.req_elems.eq(Mux(req_fire, sum(req.payload.en[l] for l in range(L)), 0))]
 
         # ---- responses -> scratchpad ------------------------------------------
+        # A response is registered (its lanes already zeroed where disabled, and
+        # whether any lane is nonzero) before it is written (for Fmax: the memory's
+        # response, the lane OR and the scratchpad and side-memory write enables are
+        # not in one cycle): one cycle of word latency.
         resp = self.mem.resp
         wr_ptr = Signal(self.ptr_shape)
         m.d.comb += [resp.ready.eq(1), fifo.r_en.eq(resp.valid)]
-        for l in range(L):
-            m.d.comb += self.wr_data[l].eq(Mux(fifo.r_data[l], resp.payload[l][:cfg.op_bits], 0))
-        m.d.comb += self.words_loaded.eq(wr_ptr)
+        rsp_v = Signal()
+        rsp_d = Signal(data.ArrayLayout(signed(cfg.op_bits), L))
+        rsp_nz = Signal()
+        in_d = [Mux(fifo.r_data[l], resp.payload[l][:cfg.op_bits], 0) for l in range(L)]
+        m.d.sync += [rsp_v.eq(resp.valid & ~self.start), rsp_nz.eq(Cat(*in_d).any())]
+        m.d.sync += [rsp_d[l].eq(in_d[l]) for l in range(L)]
+        m.d.comb += [self.wr_data.eq(rsp_d), self.words_loaded.eq(wr_ptr)]
 
         # compact mode: nonzero words only, with (k, last) in the side memory
         sw = self.spad_words
@@ -260,25 +279,26 @@ class OperandGather(wiring.Component):
         p_has = Signal()                  # the current panel has an entry already
         last_k = Signal(range(sw))        # k of the latest entry
         fin_ptr = Signal(range(sw + 1))
-        nz = self.wr_data.as_value().any()
-        p_end = resp_k + 1 == self.k
+        nz = rsp_nz
+        p_end = Signal()                  # resp_k + 1 == K, registered (for Fmax)
         cmp = self.compact if self.compactable else Const(0)
-        write = resp.valid & (~cmp | nz | (p_end & ~p_has))
+        write = rsp_v & (~cmp | nz | (p_end & ~p_has))
         m.d.comb += [self.wr_en.eq(write), self.wr_addr.eq(wr_ptr[:(sw - 1).bit_length()] if sw > 1 else 0),
                      self.words_final.eq(fin_ptr)]
         if self.compactable:
             m.submodules.kmem = kmem = memory.Memory(
                 shape=data.StructLayout({"k": range(sw), "last": 1}), depth=sw, init=[])
             kw, kr = kmem.write_port(), kmem.read_port(domain="comb")
-            rewrite = resp.valid & cmp & p_end & ~nz & p_has     # mark the previous entry last
+            rewrite = rsp_v & cmp & p_end & ~nz & p_has     # mark the previous entry last
             m.d.comb += [kw.addr.eq(Mux(rewrite, wr_ptr - 1, wr_ptr)),
                          kw.data.k.eq(Mux(rewrite, last_k, resp_k)), kw.data.last.eq(p_end),
                          kw.en.eq((write & cmp) | rewrite),
                          kr.addr.eq(self.k_addr), self.k_val.eq(kr.data.k), self.k_last.eq(kr.data.last)]
         with m.If(self.start):
-            m.d.sync += [wr_ptr.eq(0), resp_k.eq(0), p_has.eq(0), fin_ptr.eq(0)]
-        with m.Elif(resp.valid):
-            m.d.sync += [resp_k.eq(Mux(p_end, 0, resp_k + 1)), p_has.eq(~p_end & (p_has | write))]
+            m.d.sync += [wr_ptr.eq(0), resp_k.eq(0), p_end.eq(self.k == 1), p_has.eq(0), fin_ptr.eq(0)]
+        with m.Elif(rsp_v):
+            m.d.sync += [resp_k.eq(Mux(p_end, 0, resp_k + 1)), p_end.eq(Mux(p_end, self.k == 1, resp_k + 2 == self.k)),
+                         p_has.eq(~p_end & (p_has | write))]
             with m.If(write):
                 m.d.sync += [wr_ptr.eq(wr_ptr + 1), last_k.eq(resp_k)]
             with m.If(p_end):
@@ -286,5 +306,5 @@ class OperandGather(wiring.Component):
             with m.Elif(write):
                 m.d.sync += fin_ptr.eq(wr_ptr)
 
-        m.d.comb += self.busy.eq(~w_done | w_full | r_active | req.valid | (fifo.level != 0))
+        m.d.comb += self.busy.eq(~w_done | w_full | r_active | req.valid | (fifo.level != 0) | rsp_v)
         return m

@@ -20,7 +20,11 @@ of two ``first`` markers (``cfg.drain_period``); the sequencer enforces it.
 Outputs are de-skewed so a whole tile row (C sums) leaves in one cycle, rows
 0..R-1 two cycles apart, at t_b + 2i + C - 1.
 
-``en`` freezes every register (global stall for output back-pressure).
+``en`` freezes every register (global stall for output back-pressure).  ``en_row``
+(all ones unless driven) splits it physically: row i's registers (and column j's skew
+and de-skew registers, j mod R) advance when ``en & en_row[i]``.  The engine drives
+``en_row`` with copies of one stall decision, so that no single net reaches every
+register of the array (for Fmax); logically every bit must be equal.
 """
 from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import wiring, data
@@ -47,6 +51,7 @@ class SystolicArray(wiring.Component):
         R, C = cfg.rows, cfg.cols
         super().__init__({
             "en": In(1),
+            "en_row": In(R, init=(1 << R) - 1),
             "in_a": In(data.ArrayLayout(signed(cfg.op_bits), R)),
             "in_b": In(data.ArrayLayout(signed(cfg.op_bits), C)),
             "in_valid": In(1),
@@ -59,15 +64,15 @@ class SystolicArray(wiring.Component):
         m = Module()
         cfg = self.cfg
         R, C = cfg.rows, cfg.cols
-        en = self.en
+        en = [self.en & self.en_row[i] for i in range(R)]      # per row (see the module doc)
         op = signed(cfg.op_bits)
         acc_shape = signed(cfg.acc_bits)
 
         # input skew
-        a_edge = [delay(m, self.in_a[i], i, en, f"skew_a{i}") for i in range(R)]
-        v_edge = [delay(m, self.in_valid, i, en, f"skew_v{i}") for i in range(R)]
-        f_edge = [delay(m, self.in_first, i, en, f"skew_f{i}") for i in range(R)]
-        b_edge = [delay(m, self.in_b[j], j, en, f"skew_b{j}") for j in range(C)]
+        a_edge = [delay(m, self.in_a[i], i, en[i], f"skew_a{i}") for i in range(R)]
+        v_edge = [delay(m, self.in_valid, i, en[i], f"skew_v{i}") for i in range(R)]
+        f_edge = [delay(m, self.in_first, i, en[i], f"skew_f{i}") for i in range(R)]
+        b_edge = [delay(m, self.in_b[j], j, en[j % R], f"skew_b{j}") for j in range(C)]
 
         a_r = [[Signal(op, name=f"a_{i}_{j}") for j in range(C)] for i in range(R)]
         b_r = [[Signal(op, name=f"b_{i}_{j}") for j in range(C)] for i in range(R)]
@@ -81,8 +86,8 @@ class SystolicArray(wiring.Component):
         d = [[Signal(acc_shape, name=f"d_{i}_{j}") for j in range(C)] for i in range(R)]
         dv = [[Signal(name=f"dv_{i}_{j}") for j in range(C)] for i in range(R)]
 
-        with m.If(en):
-            for i in range(R):
+        for i in range(R):
+            with m.If(en[i]):
                 for j in range(C):
                     a_in = a_edge[i] if j == 0 else a_r[i][j - 1]
                     v_in = v_edge[i] if j == 0 else v_r[i][j - 1]
@@ -105,6 +110,6 @@ class SystolicArray(wiring.Component):
 
         # de-skew the column outputs so a tile row leaves in one cycle
         for j in range(C):
-            m.d.comb += self.out_row[j].eq(delay(m, d[0][j], C - 1 - j, en, f"deskew{j}"))
-        m.d.comb += self.out_valid.eq(delay(m, dv[0][0], C - 1, en, "deskew_v"))
+            m.d.comb += self.out_row[j].eq(delay(m, d[0][j], C - 1 - j, en[j % R], f"deskew{j}"))
+        m.d.comb += self.out_valid.eq(delay(m, dv[0][0], C - 1, en[(C - 1) % R], "deskew_v"))
         return m
