@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from predictor_hw import reorg as RO
 from predictor_hw.predictor_array import Geometry, predictor_array_cycles
 from . import cyclemodel as cm
 
@@ -62,14 +63,16 @@ def last_beat_rel(cfg, ins: dict) -> int:
 def reorg_emit(cfg, kind: str, c_out: int) -> tuple[int, list[int]]:
     """(cycles from scan start to DONE, sample hand-over offsets from scan start)."""
     pp = cfg.pred_p ** 2
+    scan = 1 + RO.scan_latency(cfg)  # SCAN: words read, then the max |S| pipeline drains
+    word = 2 + RO.QZ_STATES          # READ, LOAD, Q1, Q2 per word loaded
     if kind == "conv":
         nw = c_out
-        first = nw + 1 + 3          # SCAN nw+1, SHIFT, READ, LOAD -> EMIT
-        offs = [first + 3 * i for i in range(c_out)]
+        first = nw + scan + RO.SHIFT_STATES + word        # SCAN, SHIFT x3, word ch -> EMIT
+        offs = [first + (word + 1) * i for i in range(c_out)]
     else:
         nw = -(-c_out // pp)
-        first = nw + 1 + 5          # SCAN, SHIFT, READ, LOAD (word 0), READ, LOAD (word 1) -> EMIT
-        offs = [first + i + 2 * (i // pp) for i in range(c_out)]
+        first = nw + scan + RO.SHIFT_STATES + 2 * word    # SCAN, SHIFT x3, words 0 and 1 -> EMIT
+        offs = [first + i + word * (i // pp) for i in range(c_out)]
     return offs[-1] + 2, offs      # DONE the cycle after the last hand-over, bank free after it
 
 

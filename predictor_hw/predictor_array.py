@@ -42,7 +42,11 @@ Assistant SRAM, broadcast), then a drain step sends the L int32 logits.
 Schedule (deterministic): the sequencer takes one *step* per cycle unless it
 waits (a sample not yet in the buffer, a feature beat not valid, or the output
 buffer still holding rows when a tile must be captured: stalls).  SRAM reads
-are issued with the step and the MACs happen one cycle later.
+are issued with the step; the operands and the product are registered
+(``MAC_STAGES``) and the MACs happen 1 + MAC_STAGES cycles later.  Captures are
+pipelined too (``CAP_FC``, ``CAP_CONV``); when the fc phase would read a feature of
+the last conv tile before it lands, CDRAIN waits ``Geometry.cdrain_wait`` steps
+(0 for the presets' geometry).
 
 Configuration inputs ``mode``, ``k``, ``shift1``, ``shift2`` are latched when a
 job starts (first sample / feature beat while idle).  ``k == 0`` or
@@ -803,10 +807,12 @@ def feature_beats(cfg: AcceleratorConfig, x_int, y) -> list[dict]:
 
 def predictor_array_cycles(cfg: AcceleratorConfig, n_samples: int, k: int) -> dict:
     """Counters of one predictor job (n_samples samples, fan-in k), the samples always
-    available and the output always ready.  Per sample: conv_steps + 1 drain + ceil(k/L)*F
-    fc steps + 1 drain.  A tile's result can be captured only once the previous one's
-    rows have left: consecutive captures need a gap of (rows of the previous) + 2 steps,
-    otherwise the difference is a stall.  After the last drain: 1 + its rows."""
+    available and the output always ready.  Per sample: conv_steps + 1 drain (+ cdrain_wait)
+    + ceil(k/L)*F fc steps + 1 drain.  A tile's result can be captured only once the previous
+    one's rows have left: an fc capture lands in the output buffer ``lat = 1 + MAC_STAGES +
+    CAP_FC`` cycles after its step, so consecutive captures need a gap of (rows of the
+    previous) + 1 + lat steps, otherwise the difference is a stall.  After the last drain:
+    lat + its rows."""
     g = Geometry(cfg)
     k = check_k(cfg, k)
     if n_samples < 1:
@@ -829,8 +835,8 @@ def predictor_array_cycles(cfg: AcceleratorConfig, n_samples: int, k: int) -> di
 
 def assistant_cycles(cfg: AcceleratorConfig, n: int, features: int) -> dict:
     """Counters of one Assistant job: n instances in groups of L, ``features`` steps
-    and a drain step per group; a logit beat leaves the cycle after its capture, so a
-    capture waits if the previous one is fewer than 3 steps earlier."""
+    and a drain step per group; a logit beat leaves 2 + MAC_STAGES cycles after its drain
+    step, so a capture waits if the previous one is fewer than 3 + MAC_STAGES steps earlier."""
     g = Geometry(cfg)
     features = check_k(cfg, features)
     if n < 1:
