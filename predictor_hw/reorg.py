@@ -45,6 +45,7 @@ from .interfaces import sample_layout, PRED_OP_BITS
 
 SUM_BITS = 32          # exact per-(channel, bin) sums
 MAX_FRAC = 24          # numerics.choose_frac_bits' cap
+ACC_STAGES = 2         # decode registers between the observed beat and the slot sums
 SHIFT_STATES = 3       # SHIFT, SHIFT2, SHIFT3: the sample scale g from max |S|
 QZ_STATES = 2          # Q1, Q2 after LOAD: the quantizers' two stages
 QZ_BITS = SUM_BITS + 8  # a sum shifted left by g <= 7 (the largest left shift that can change a value)
@@ -259,15 +260,23 @@ class ReorgUnit(wiring.Component):
         s1 = Signal(mem_wr_layout(cfg))
         m.d.sync += [s1_v.eq(tap.valid & tap.ready & armed & (err == 0)), s1.eq(tap.payload)]
 
-        # s2: decode lanes, contribution per slot, SRAM read
+        # s2a: per lane, the offset into the layer's output (registered); s2b: channel, word,
+        # slot and the in-range test (registered); s2: contribution per slot, SRAM read.
+        # (ACC_STAGES = 2 registers more than a one-cycle decode: the hand-over is 2 later.)
         hmask = (Const(1, aw + 1) << ad.lg_h) - 1
         wmask = (Const(1, aw + 1) << ad.lg_w) - 1
         lane_in, lane_word, lane_slot, lane_val = [], [], [], []
+        sa_v = Signal()
+        sb_v = Signal()
+        m.d.sync += [sa_v.eq(s1_v), sb_v.eq(sa_v)]
         for j in range(C):
             off = Signal(signed(aw + 2), name=f"off{j}")
-            m.d.comb += off.eq(s1.addr[j] - ad.base)
+            m.d.sync += off.eq(s1.addr[j] - ad.base)
+            en_a = Signal(name=f"en_a{j}")
+            val_a = Signal(signed(cfg.slot_bits), name=f"val_a{j}")
+            m.d.sync += [en_a.eq(s1_v & s1.en[j]), val_a.eq(s1.data[j].as_signed())]
             inr = Signal(name=f"in{j}")
-            m.d.comb += inr.eq(s1_v & s1.en[j] & (off >= 0) & (off < total))
+            m.d.sync += inr.eq(en_a & (off >= 0) & (off < total))
             ch = Signal(aw + 1, name=f"ch{j}")
             m.d.comb += ch.eq(off.as_unsigned()[:aw + 1] >> ad.lg_cs)
             yy = ((off.as_unsigned() >> ad.lg_w) & hmask) >> ad.lg_fh
@@ -275,11 +284,11 @@ class ReorgUnit(wiring.Component):
             word = Signal(aw + 1, name=f"word{j}")
             slot = Signal(lg_pp if lg_pp else 1, name=f"slot{j}")
             with m.If(ad.kind):
-                m.d.comb += [word.eq(ch >> lg_pp), slot.eq(ch[:lg_pp] if lg_pp else 0)]
+                m.d.sync += [word.eq(ch >> lg_pp), slot.eq(ch[:lg_pp] if lg_pp else 0)]
             with m.Else():
-                m.d.comb += [word.eq(ch), slot.eq((yy << lg_p) | xx)]
-            val = Signal(signed(SUM_BITS), name=f"val{j}")
-            m.d.comb += val.eq(s1.data[j].as_signed())
+                m.d.sync += [word.eq(ch), slot.eq((yy << lg_p) | xx)]
+            val = Signal(signed(cfg.slot_bits), name=f"val{j}")
+            m.d.sync += val.eq(val_a)
             lane_in.append(inr)
             lane_word.append(word)
             lane_slot.append(slot)
@@ -481,6 +490,6 @@ class ReorgUnit(wiring.Component):
                     with m.If(fin_bank == b):
                         m.d.sync += st[b].eq(0)
                 m.next = "IDLE"
-        m.d.comb += self.busy.eq(armed | (st[0] != 0) | (st[1] != 0) | s1_v | s3_v)
+        m.d.comb += self.busy.eq(armed | (st[0] != 0) | (st[1] != 0) | s1_v | sa_v | sb_v | s3_v)
         m.d.comb += self.emitting.eq(~fin_fsm.ongoing("IDLE"))
         return m

@@ -232,12 +232,14 @@ class UpdateUnit(wiring.Component):
                 new_ch = exp_col >= d.k
                 col = Mux(new_ch, 0, exp_col)
                 ch = Mux(new_ch, exp_ch + 1, exp_ch)
-                m.d.sync += [row.channel.eq(ch), row.col.eq(col),
-                             row.en.eq(Cat(*[(col + j < d.k) for j in range(L)])),
-                             row.last.eq((ch + 1 == d.c_out) & (col + L >= d.k))]
+                m.d.sync += [row.channel.eq(ch), row.col.eq(col)]
                 with m.If(new_ch):
                     m.d.sync += [exp_ch.eq(exp_ch + 1), exp_col.eq(0), ch_base.eq(ch_base + d.k),
                                  c8_base.eq(c8_base + d.k), g_row.eq(g_row + d.k)]
+                m.next = "GROW2"
+            with m.State("GROW2"):     # the row's lane enables and last flag, from the registered row
+                m.d.sync += [row.en.eq(Cat(*[(row.col + j < d.k) for j in range(L)])),
+                             row.last.eq((row.channel + 1 == d.c_out) & (row.col + L >= d.k))]
                 m.next = "GREQ"
             self._read_row(m, "GREQ", "GRESP", "REQ", g_row, row,
                            lambda j, v: row.data[j].eq(Mux(row.en[j], v[:PRED_OP_BITS], 0)))
@@ -285,5 +287,6 @@ class UpdateUnit(wiring.Component):
                 pass
         m.d.comb += self.working.eq(fsm.ongoing("REQ") | fsm.ongoing("RESP") | fsm.ongoing("CALC1")
                                     | fsm.ongoing("CALC2") | fsm.ongoing("WRITE")
-                                    | fsm.ongoing("GROW") | fsm.ongoing("GREQ") | fsm.ongoing("GRESP"))
+                                    | fsm.ongoing("GROW") | fsm.ongoing("GROW2") | fsm.ongoing("GREQ")
+                                    | fsm.ongoing("GRESP"))
         return m
