@@ -574,7 +574,10 @@ class PredictorArray(wiring.Component):
         # requantize (conv: ReLU by shift1; fc: shift2), one shared unit with its first
         # stage (shift, round bit) registered at A: the result is valid at A+1
         m.submodules.rq = rq = Requantize(_rq_cfg(cfg, L), latency=1)
-        m.d.comb += [rq.en.eq(1), rq.shift.eq(Mux(ccapA, sh1, sh2)), rq.relu.eq(ccap_d[D])]
+        # the shift it needs at A, chosen one cycle earlier (a register, not a mux on the path)
+        rq_sh = Signal(SHIFT_BITS)
+        m.d.sync += rq_sh.eq(Mux(ccap_d[D - 2] if D >= 2 else ccap1, sh1, sh2))
+        m.d.comb += [rq.en.eq(1), rq.shift.eq(rq_sh), rq.relu.eq(ccap_d[D])]
         m.d.comb += [rq.row[l].eq(acc[l]) for l in range(L)]
 
         # conv: A+1 registers the int8 results, A+2 the pool-window sum (running over the
@@ -584,9 +587,11 @@ class PredictorArray(wiring.Component):
             m.d.sync += rqo.eq(rq.out)
         m.submodules.pq = pq = Requantize(_rq_cfg(cfg, R * g.wpt))
         m.d.comb += [pq.shift.eq(g.pshift), pq.relu.eq(0)]
-        colsum = [[sum((rqo[r * Cc + u * g.spw + i] for i in range(g.spw)), Const(0, signed(ACC_BITS)))
+        # window sums of pool^2 int8 values: PRED_OP_BITS + log2(pool^2) bits are exact
+        colsum = [[sum(rqo[r * Cc + u * g.spw + i] for i in range(g.spw))
                    for u in range(g.wpt)] for r in range(R)]
-        psum = [[Signal(signed(ACC_BITS), name=f"psum{r}_{u}") for u in range(g.wpt)] for r in range(R)]
+        psum = [[Signal(signed(PRED_OP_BITS + g.pshift + 1), name=f"psum{r}_{u}") for u in range(g.wpt)]
+                for r in range(R)]
         win_first = Signal()
         cpt_s, ccg_s = cpt_d[D + 1], ccg_d[D + 2]
         if g.tpw > 1:
@@ -664,11 +669,15 @@ class PredictorArray(wiring.Component):
         out_wait = (self.rows.valid & ~self.rows.ready) | (self.logits.valid & ~self.logits.ready)
         in_fire = s_fire | (self.feats.valid & self.feats.ready & (state == RUN))
         lanes_on = sum((en1[l] for l in range(L)), Const(0, unsigned(_bits(L + 1) + 1)))
+        # the MAC count's increment through a register (the count is complete long before
+        # the job's last output beat: the last MACs are >= 1 + lat cycles before it)
+        macs_inc = Signal.like(lanes_on)
+        m.d.sync += macs_inc.eq(Mux(v1, lanes_on, 0))
         incr = {
             "busy_cycles": (state == RUN) | (state == TAIL),
             "step_cycles": step,
             "stall_cycles": ((state == RUN) & ~step) | ((state == TAIL) & out_wait),
-            "macs": Mux(v1, lanes_on, 0),
+            "macs": macs_inc,
             "in_beats": in_fire,
             "out_beats": row_fire | lo_fire,
             "errors": bad | (wfire & ~waddr_ok),
