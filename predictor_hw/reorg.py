@@ -223,6 +223,8 @@ class ReorgUnit(wiring.Component):
 
         # ---------------- accumulate side --------------------------------------------
         acc_bank = Signal()
+        hmask = Signal(aw + 1)                      # H - 1, W - 1 of the armed layer
+        wmask = Signal(aw + 1)
         ad = Signal(desc_layout(cfg))               # descriptor being accumulated
         armed = Signal()
         total = Signal(aw + 1)
@@ -249,7 +251,9 @@ class ReorgUnit(wiring.Component):
             with m.Elif(~gm_ok):
                 m.d.comb += set_err.eq(ERR_MAP)
             with m.Else():
-                m.d.sync += [ad.eq(dsc), armed.eq(1), count.eq(0), total.eq(dsc.c_out << dsc.lg_cs)]
+                m.d.sync += [ad.eq(dsc), armed.eq(1), count.eq(0), total.eq(dsc.c_out << dsc.lg_cs),
+                             hmask.eq((Const(1, aw + 1) << dsc.lg_h) - 1),
+                             wmask.eq((Const(1, aw + 1) << dsc.lg_w) - 1)]
                 for b in range(2):
                     with m.If(acc_bank == b):
                         m.d.sync += [st[b].eq(1), bdesc[b].eq(dsc)]
@@ -263,24 +267,27 @@ class ReorgUnit(wiring.Component):
         # s2a: per lane, the offset into the layer's output (registered); s2b: channel, word,
         # slot and the in-range test (registered); s2: contribution per slot, SRAM read.
         # (ACC_STAGES = 2 registers more than a one-cycle decode: the hand-over is 2 later.)
-        hmask = (Const(1, aw + 1) << ad.lg_h) - 1
-        wmask = (Const(1, aw + 1) << ad.lg_w) - 1
+        # s2a registers the offset and its two shifts (channel: >> lg_cs, row: >> lg_w) in
+        # parallel; s2b masks and pools them (H-1, W-1 masks are per-layer registers)
         lane_in, lane_word, lane_slot, lane_val = [], [], [], []
         sa_v = Signal()
         sb_v = Signal()
         m.d.sync += [sa_v.eq(s1_v), sb_v.eq(sa_v)]
         for j in range(C):
+            off_c = Signal(signed(aw + 2), name=f"off_c{j}")
+            m.d.comb += off_c.eq(s1.addr[j] - ad.base)
             off = Signal(signed(aw + 2), name=f"off{j}")
-            m.d.sync += off.eq(s1.addr[j] - ad.base)
+            ch = Signal(aw + 1, name=f"ch{j}")
+            orow = Signal(aw + 1, name=f"orow{j}")
+            m.d.sync += [off.eq(off_c), ch.eq(off_c.as_unsigned()[:aw + 1] >> ad.lg_cs),
+                         orow.eq(off_c.as_unsigned()[:aw + 1] >> ad.lg_w)]
             en_a = Signal(name=f"en_a{j}")
             val_a = Signal(signed(cfg.slot_bits), name=f"val_a{j}")
             m.d.sync += [en_a.eq(s1_v & s1.en[j]), val_a.eq(s1.data[j].as_signed())]
             inr = Signal(name=f"in{j}")
             m.d.sync += inr.eq(en_a & (off >= 0) & (off < total))
-            ch = Signal(aw + 1, name=f"ch{j}")
-            m.d.comb += ch.eq(off.as_unsigned()[:aw + 1] >> ad.lg_cs)
-            yy = ((off.as_unsigned() >> ad.lg_w) & hmask) >> ad.lg_fh
-            xx = (off.as_unsigned() & wmask) >> ad.lg_fw
+            yy = (orow & hmask) >> ad.lg_fh
+            xx = (off.as_unsigned()[:aw + 1] & wmask) >> ad.lg_fw
             word = Signal(aw + 1, name=f"word{j}")
             slot = Signal(lg_pp if lg_pp else 1, name=f"slot{j}")
             with m.If(ad.kind):
