@@ -161,6 +161,7 @@ class UpdateUnit(wiring.Component):
         g_row = Signal(aw + cfg.dim_bits + 1)        # g_base + channel * k (running, BP)
         c8_base = Signal(aw + cfg.dim_bits + 1)
         exp_ch = Signal(cfg.dim_bits)
+        exp_ch1 = Signal(cfg.dim_bits + 1)           # exp_ch + 1, kept as a register (off the ROW compare)
         exp_col = Signal(cfg.dim_bits + 1)
         first = Signal()
         err = Signal(2)
@@ -223,7 +224,7 @@ class UpdateUnit(wiring.Component):
                                  below_r.eq(Cat(*[sh_r_next > i + 1 for i in range(gw)])),
                                  below_c.eq(Cat(*[d8_next > i + 1 for i in range(cw)])),
                                  c8_base.eq(self.desc.payload.w8_base), g_row.eq(self.desc.payload.g_base),
-                                 exp_ch.eq(0), exp_col.eq(0)]
+                                 exp_ch.eq(0), exp_ch1.eq(1), exp_col.eq(0)]
                     with m.If(self.desc.payload.from_mem):
                         m.next = "GROW"
                     with m.Else():
@@ -231,10 +232,11 @@ class UpdateUnit(wiring.Component):
             with m.State("GROW"):      # BP: the next row of the true gradient, made here
                 new_ch = exp_col >= d.k
                 col = Mux(new_ch, 0, exp_col)
-                ch = Mux(new_ch, exp_ch + 1, exp_ch)
+                ch = Mux(new_ch, exp_ch1, exp_ch)
                 m.d.sync += [row.channel.eq(ch), row.col.eq(col)]
                 with m.If(new_ch):
-                    m.d.sync += [exp_ch.eq(exp_ch + 1), exp_col.eq(0), ch_base.eq(ch_base + d.k),
+                    m.d.sync += [exp_ch.eq(exp_ch1), exp_ch1.eq(exp_ch1 + 1), exp_col.eq(0),
+                                 ch_base.eq(ch_base + d.k),
                                  c8_base.eq(c8_base + d.k), g_row.eq(g_row + d.k)]
                 m.next = "GROW2"
             with m.State("GROW2"):     # the row's lane enables and last flag, from the registered row
@@ -250,8 +252,8 @@ class UpdateUnit(wiring.Component):
                     m.d.sync += row.eq(p)
                     with m.If((p.channel == exp_ch) & (p.col == exp_col)):
                         m.next = "REQ"
-                    with m.Elif((p.channel == exp_ch + 1) & (p.col == 0) & (exp_col >= d.k)):
-                        m.d.sync += [exp_ch.eq(exp_ch + 1), exp_col.eq(0),
+                    with m.Elif((p.channel == exp_ch1) & (p.col == 0) & (exp_col >= d.k)):
+                        m.d.sync += [exp_ch.eq(exp_ch1), exp_ch1.eq(exp_ch1 + 1), exp_col.eq(0),
                                      ch_base.eq(ch_base + d.k), c8_base.eq(c8_base + d.k)]
                         m.next = "REQ"
                     with m.Else():
