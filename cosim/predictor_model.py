@@ -30,22 +30,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from predictor_hw import reorg as RO
 from predictor_hw.predictor_array import Geometry, predictor_array_cycles
 from . import cyclemodel as cm
 
-ACCEPT_TO_ARMED = 4      # last beat -> next layer armed (s1, s2, s3 + hand-over, descriptor accept)
-HANDOVER = 3             # last beat -> bank FULL (finisher may start scanning the next cycle)
+ACCEPT_TO_ARMED = 4 + RO.ACC_STAGES   # last beat -> next layer armed (s1, s2a, s2b, s2, s3 + hand-over, accept)
+HANDOVER = 3 + RO.ACC_STAGES          # last beat -> bank FULL (finisher may start scanning the next cycle)
 FIFO_LAT = 2             # SyncFIFOBuffered: written at t, readable at t + 2
 UPD_ROW = 7              # update unit cycles per row (ROW, REQ, RESP x LAT, CALC1, CALC2, WRITE) at latency 2
 
 
 def update_from_mem_cycles(cfg, c_out: int, k: int) -> int:
     """Cycles the update unit works on a BP update whose true gradient (int8 [c_out, k])
-    it reads from memory (``from_mem``): per row of ``pred_cols`` weights GROW, GREQ,
+    it reads from memory (``from_mem``): per row of ``pred_cols`` weights GROW, GROW2, GREQ,
     GRESP x latency, REQ, RESP x latency, CALC1, CALC2, WRITE; rows back to back (the
     ``working`` span, which is what ``pred_busy_cycles`` counts in a run without GP work)."""
     rows = c_out * -(-k // cfg.pred_cols)
-    return rows * (6 + 2 * cfg.dram_latency)
+    return rows * (7 + 2 * cfg.dram_latency)
 
 
 def last_beat_rel(cfg, ins: dict) -> int:
@@ -62,14 +63,16 @@ def last_beat_rel(cfg, ins: dict) -> int:
 def reorg_emit(cfg, kind: str, c_out: int) -> tuple[int, list[int]]:
     """(cycles from scan start to DONE, sample hand-over offsets from scan start)."""
     pp = cfg.pred_p ** 2
+    scan = 1 + RO.scan_latency(cfg)  # SCAN: words read, then the max |S| pipeline drains
+    word = 2 + RO.QZ_STATES          # READ, LOAD, Q1, Q2 per word loaded
     if kind == "conv":
         nw = c_out
-        first = nw + 1 + 3          # SCAN nw+1, SHIFT, READ, LOAD -> EMIT
-        offs = [first + 3 * i for i in range(c_out)]
+        first = nw + scan + RO.SHIFT_STATES + word        # SCAN, SHIFT x3, word ch -> EMIT
+        offs = [first + (word + 1) * i for i in range(c_out)]
     else:
         nw = -(-c_out // pp)
-        first = nw + 1 + 5          # SCAN, SHIFT, READ, LOAD (word 0), READ, LOAD (word 1) -> EMIT
-        offs = [first + i + 2 * (i // pp) for i in range(c_out)]
+        first = nw + scan + RO.SHIFT_STATES + 2 * word    # SCAN, SHIFT x3, words 0 and 1 -> EMIT
+        offs = [first + i + word * (i // pp) for i in range(c_out)]
     return offs[-1] + 2, offs      # DONE the cycle after the last hand-over, bank free after it
 
 

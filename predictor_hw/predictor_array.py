@@ -42,7 +42,11 @@ Assistant SRAM, broadcast), then a drain step sends the L int32 logits.
 Schedule (deterministic): the sequencer takes one *step* per cycle unless it
 waits (a sample not yet in the buffer, a feature beat not valid, or the output
 buffer still holding rows when a tile must be captured: stalls).  SRAM reads
-are issued with the step and the MACs happen one cycle later.
+are issued with the step; the operands and the product are registered
+(``MAC_STAGES``) and the MACs happen 1 + MAC_STAGES cycles later.  Captures are
+pipelined too (``CAP_FC``, ``CAP_CONV``); when the fc phase would read a feature of
+the last conv tile before it lands, CDRAIN waits ``Geometry.cdrain_wait`` steps
+(0 for the presets' geometry).
 
 Configuration inputs ``mode``, ``k``, ``shift1``, ``shift2`` are latched when a
 job starts (first sample / feature beat while idle).  ``k == 0`` or
@@ -82,6 +86,15 @@ COUNTERS = (
     "errors",        # jobs refused (bad k) and bad weight addresses
 )
 ERR_NONE, ERR_K, ERR_WADDR = 0, 1, 2
+# Pipeline (for Fmax; docs/predictor.md "Pipeline and cycles"): a step issues its SRAM reads;
+# MAC_STAGES registers follow before the accumulators (the operands after the SRAMs and the
+# feature multiplexer, then the product), so a tile's sums are complete MAC_STAGES cycles
+# later than without them.  A capture then goes through CAP_FC registers to the output buffer
+# (the requantizer's shift-and-round-bit stage) and through CAP_CONV registers to the feature
+# registers h (the requantizer's first stage, its int8 result, the pool sum).
+MAC_STAGES = 2
+CAP_FC = 1
+CAP_CONV = 3
 TGT_CONV, TGT_FC, TGT_AW, TGT_AU = 0, 1, 2, 3
 
 
@@ -117,6 +130,21 @@ class Geometry:
         self.fc_depth = self.n_kb_max * self.F
         self.aw_depth = self.kmax
         self.data_bits = max(PRED_OP_BITS * self.L, ACC_BITS)
+        # The last conv tile's features reach h 1 + MAC_STAGES + CAP_CONV cycles after the
+        # CDRAIN step; the fc step for feature f reads h 2 + f cycles after it (plus the
+        # wait steps), so CDRAIN waits until the earliest such feature has landed.
+        self.cdrain_wait = max(0, MAC_STAGES + CAP_CONV - self.last_tile_fmin())
+
+    def last_tile_fmin(self) -> int:
+        """Smallest feature index the last conv tile writes (F if it writes none): the
+        capture code's mapping (channel group n_cg-1, pixel tile n_pt-1)."""
+        tcg, tpt = self.n_cg - 1, self.n_pt - 1
+        if tpt % self.tpw != self.tpw - 1:
+            return self.F
+        fs = [c * self.Q2 + w for r in range(self.R) for u in range(self.wpt)
+              for c in [tcg * self.R + r] for w in [tpt * self.wpt + u if self.tpw == 1 else tpt // self.tpw]
+              if c < self.C and w < self.Q2]
+        return min(fs, default=self.F)
 
     def pixel(self, pi: int):
         """Window-major pixel number -> (y, x), or None beyond the image."""
@@ -292,6 +320,7 @@ class PredictorArray(wiring.Component):
         group = Signal(dw)
         grp_last = Signal()
         tile_first = Signal()                          # fc: no fc tile finished yet for this sample
+        cdw = Signal(range(g.cdrain_wait + 1))         # CDRAIN wait steps taken
 
         # output buffers (registered), their fill state
         ob = Signal(data.ArrayLayout(op, L))
@@ -326,8 +355,16 @@ class PredictorArray(wiring.Component):
         acap_group1 = Signal(dw)
         a_en = Signal(L)                               # enables of the group in flight
 
+        # captures in flight: stage 1 (issue register) .. the accumulator stage, and the fc
+        # capture's requantizer stage(s); the output buffers count as busy until they land
+        fcap_fl = [Signal(name=f"fcap_fl{i}") for i in range(MAC_STAGES + CAP_FC)]
+        acap_fl = [Signal(name=f"acap_fl{i}") for i in range(MAC_STAGES)]
         ob_free = (ob_rows == 0) & ~fcap1
         lo_free = ~lo_valid & ~acap1
+        for x in fcap_fl:
+            ob_free = ob_free & ~x
+        for x in acap_fl:
+            lo_free = lo_free & ~x
 
         # ---------------- step condition ------------------------------------------------------
         step = Signal()
@@ -425,8 +462,18 @@ class PredictorArray(wiring.Component):
                     with m.Else():
                         m.d.sync += [t.eq(t + 1), cs.eq(cs + 1)]
                 with m.Case(CDRAIN):
-                    m.d.sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt),
-                                 phase.eq(FC), f.eq(0), kb.eq(0), krem.eq(k_r), tile_first.eq(1)]
+                    # the last conv tile's capture, then g.cdrain_wait more steps when the fc
+                    # phase would otherwise read one of its features before it lands in h
+                    to_fc = [phase.eq(FC), f.eq(0), kb.eq(0), krem.eq(k_r), tile_first.eq(1)]
+                    if g.cdrain_wait:
+                        with m.If(cdw == 0):
+                            m.d.sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
+                        with m.If(cdw == g.cdrain_wait):
+                            m.d.sync += to_fc + [cdw.eq(0)]
+                        with m.Else():
+                            m.d.sync += cdw.eq(cdw + 1)
+                    else:
+                        m.d.sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)] + to_fc
                 with m.Case(FC):
                     m.d.sync += [v1.eq(1), first1.eq(f == 0), f1.eq(f)]
                     m.d.sync += [en1[l].eq(krem > l) for l in range(L)]
@@ -465,47 +512,99 @@ class PredictorArray(wiring.Component):
                     with m.Else():
                         m.d.sync += phase.eq(AMAC)
 
-        # ---------------- MAC stage ------------------------------------------------------------
-        acc = [Signal(signed(ACC_BITS), name=f"acc{l}") for l in range(L)]
+        # ---------------- MAC pipeline ---------------------------------------------------------
+        # stage 1 (the issue registers above, SRAM read data valid) -> operand registers
+        # (a per row, b per lane) -> product registers (and the Assistant's class bias) ->
+        # accumulators.  Everything a stage needs later travels with it (delay lines).
+        def delay(sig, n, name):
+            """``sig`` delayed by ``n`` register stages (a list: index i = i+1 stages)."""
+            out, cur = [], sig
+            for i in range(n):
+                nxt = Signal.like(cur, name=f"{name}_d{i + 1}")
+                m.d.sync += nxt.eq(cur)
+                out.append(nxt)
+                cur = nxt
+            return out
+
+        D = MAC_STAGES
         hp = Array(Signal(op, name=f"h{i}") for i in range(F))
         hval = hp[f1]
+        a_r = [Signal(op, name=f"a_r{r}") for r in range(R)]
+        b_r = [Signal(op, name=f"b_r{l}") for l in range(L)]
+        m.d.sync += [a_r[r].eq(Mux(ph1 == CONV, conv_r.data[r], Mux(ph1 == FC, hval, aw_r.data)))
+                     for r in range(R)]
+        m.d.sync += [b_r[l].eq(Mux(ph1 == FC, fc_r.data[l], b1[l])) for l in range(L)]
+        ph2, = delay(ph1, 1, "ph")
+        y2, = delay(y1, 1, "y")
+        p_r = [Signal(signed(2 * PRED_OP_BITS), name=f"prod{l}") for l in range(L)]
+        bias_r = [Signal(signed(ACC_BITS), name=f"bias{l}") for l in range(L)]
         for l in range(L):
-            r, j = divmod(l, Cc)
-            a_op = Mux(ph1 == CONV, conv_r.data[r], Mux(ph1 == FC, hval, aw_r.data))
-            b_op = Mux(ph1 == FC, fc_r.data[l], b1[l])
-            prod = Signal(signed(2 * PRED_OP_BITS), name=f"prod{l}")
-            m.d.comb += prod.eq(a_op * b_op)
-            bias = Mux(ph1 == AMAC, ubias[y1[l]], 0)
-            with m.If(v1):
-                with m.If(first1):
-                    m.d.sync += acc[l].eq(Mux(en1[l], prod + bias, 0))
-                with m.Elif(en1[l]):
-                    m.d.sync += acc[l].eq(acc[l] + prod)
+            m.d.sync += [p_r[l].eq(a_r[l // Cc] * b_r[l]),
+                         bias_r[l].eq(Mux(ph2 == AMAC, ubias[y2[l]], 0))]
+        vA = delay(v1, D, "v")[-1]
+        firstA = delay(first1, D, "first")[-1]
+        enA = delay(en1, D, "en")[-1]
+        acc = [Signal(signed(ACC_BITS), name=f"acc{l}") for l in range(L)]
+        for l in range(L):
+            with m.If(vA):
+                with m.If(firstA):
+                    m.d.sync += acc[l].eq(Mux(enA[l], p_r[l] + bias_r[l], 0))
+                with m.Elif(enA[l]):
+                    m.d.sync += acc[l].eq(acc[l] + p_r[l])
 
-        # capture: requantize (conv: ReLU by shift1; fc: shift2) -- one shared unit
-        m.submodules.rq = rq = Requantize(_rq_cfg(cfg, L))
-        m.d.comb += [rq.shift.eq(Mux(ccap1, sh1, sh2)), rq.relu.eq(ccap1)]
+        # captures, aligned with the accumulator stage (A): the tile's sums are complete
+        ccap_d = delay(ccap1, D + CAP_CONV, "ccap")
+        ccapA = ccap_d[D - 1]
+        fcap_d = delay(fcap1, D + CAP_FC, "fcap")
+        fcapA = fcap_d[D - 1]
+        acap_d = delay(acap1, D, "acap")
+        acapA = acap_d[D - 1]
+        m.d.comb += [fcap_fl[i].eq(fcap_d[i]) for i in range(D + CAP_FC)]
+        m.d.comb += [acap_fl[i].eq(acap_d[i]) for i in range(D)]
+        ccg_d = delay(ccg1, D + CAP_CONV, "ccg")
+        cpt_d = delay(cpt1, D + CAP_CONV, "cpt")
+        fkb = delay(fcap_kb1, D + CAP_FC, "fkb")[-1]
+        fkrem = delay(fcap_krem1, D + CAP_FC, "fkrem")[-1]
+        fchan = delay(fcap_chan1, D + CAP_FC, "fchan")[-1]
+        flast = delay(fcap_last1, D + CAP_FC, "flast")[-1]
+        aen = delay(acap_en1, D, "aen")[-1]
+        alast = delay(acap_last1, D, "alast")[-1]
+        agroup = delay(acap_group1, D, "agroup")[-1]
+
+        # requantize (conv: ReLU by shift1; fc: shift2), one shared unit with its first
+        # stage (shift, round bit) registered at A: the result is valid at A+1
+        m.submodules.rq = rq = Requantize(_rq_cfg(cfg, L), latency=1)
+        # the shift it needs at A, chosen one cycle earlier (a register, not a mux on the path)
+        rq_sh = Signal(SHIFT_BITS)
+        m.d.sync += rq_sh.eq(Mux(ccap_d[D - 2] if D >= 2 else ccap1, sh1, sh2))
+        m.d.comb += [rq.en.eq(1), rq.shift.eq(rq_sh), rq.relu.eq(ccap_d[D])]
         m.d.comb += [rq.row[l].eq(acc[l]) for l in range(L)]
 
-        # conv capture -> pool -> feature buffer
+        # conv: A+1 registers the int8 results, A+2 the pool-window sum (running over the
+        # tiles of a window), A+3 requantizes it by log2(pool^2) into the feature registers
+        rqo = Signal(data.ArrayLayout(op, L))
+        with m.If(ccap_d[D]):
+            m.d.sync += rqo.eq(rq.out)
         m.submodules.pq = pq = Requantize(_rq_cfg(cfg, R * g.wpt))
         m.d.comb += [pq.shift.eq(g.pshift), pq.relu.eq(0)]
-        colsum = [[sum((rq.out[r * Cc + u * g.spw + i] for i in range(g.spw)), Const(0, signed(ACC_BITS)))
+        # window sums of pool^2 int8 values: PRED_OP_BITS + log2(pool^2) bits are exact
+        colsum = [[sum(rqo[r * Cc + u * g.spw + i] for i in range(g.spw))
                    for u in range(g.wpt)] for r in range(R)]
-        psum = [[Signal(signed(ACC_BITS), name=f"psum{r}_{u}") for u in range(g.wpt)] for r in range(R)]
+        psum = [[Signal(signed(PRED_OP_BITS + g.pshift + 1), name=f"psum{r}_{u}") for u in range(g.wpt)]
+                for r in range(R)]
         win_first = Signal()
+        cpt_s, ccg_s = cpt_d[D + 1], ccg_d[D + 2]
         if g.tpw > 1:
-            m.d.comb += win_first.eq(cpt1 % g.tpw == 0)
+            m.d.comb += win_first.eq(cpt_s % g.tpw == 0)
         else:
             m.d.comb += win_first.eq(1)
         for r in range(R):
             for u in range(g.wpt):
-                tot = Mux(win_first, colsum[r][u], psum[r][u] + colsum[r][u])
-                m.d.comb += pq.row[r * g.wpt + u].eq(tot)
-                with m.If(ccap1):
-                    m.d.sync += psum[r][u].eq(tot)
-        with m.If(ccap1):
-            with m.Switch(ccg1 * g.n_pt + cpt1):
+                with m.If(ccap_d[D + 1]):
+                    m.d.sync += psum[r][u].eq(Mux(win_first, colsum[r][u], psum[r][u] + colsum[r][u]))
+                m.d.comb += pq.row[r * g.wpt + u].eq(psum[r][u])
+        with m.If(ccap_d[D + 2]):
+            with m.Switch(ccg_s * g.n_pt + cpt_d[D + 2]):
                 for tcg in range(g.n_cg):
                     for tpt in range(g.n_pt):
                         if tpt % g.tpw != g.tpw - 1:
@@ -518,18 +617,18 @@ class PredictorArray(wiring.Component):
                                     if c < g.C and w < g.Q2:
                                         m.d.sync += hp[c * g.Q2 + w].eq(pq.out[r * g.wpt + u])
 
-        # fc capture -> output buffer
-        with m.If(fcap1):
-            m.d.sync += [ob.eq(rq.out), ob_kb.eq(fcap_kb1), ob_chan.eq(fcap_chan1), ob_last.eq(fcap_last1),
+        # fc capture -> output buffer (A+1)
+        with m.If(fcap_d[D]):
+            m.d.sync += [ob.eq(rq.out), ob_kb.eq(fkb), ob_chan.eq(fchan), ob_last.eq(flast),
                          ob_row.eq(0)]
-            m.d.sync += [ob_en[l].eq(fcap_krem1 > l) for l in range(L)]
-            nrows = Mux(fcap_krem1 >= L, R, (fcap_krem1 + Cc - 1) >> (Cc.bit_length() - 1))
+            m.d.sync += [ob_en[l].eq(fkrem > l) for l in range(L)]
+            nrows = Mux(fkrem >= L, R, (fkrem + Cc - 1) >> (Cc.bit_length() - 1))
             m.d.sync += ob_rows.eq(nrows)
 
-        # assistant capture -> logit register
-        with m.If(acap1):
-            m.d.sync += [lo_valid.eq(1), lo_en.eq(acap_en1), lo_last.eq(acap_last1), lo_group.eq(acap_group1)]
-            m.d.sync += [lo_z[l].eq(Mux(acap_en1[l], acc[l], 0)) for l in range(L)]
+        # assistant capture -> logit register (at A)
+        with m.If(acapA):
+            m.d.sync += [lo_valid.eq(1), lo_en.eq(aen), lo_last.eq(alast), lo_group.eq(agroup)]
+            m.d.sync += [lo_z[l].eq(Mux(aen[l], acc[l], 0)) for l in range(L)]
 
         # ---------------- output streams ----------------------------------------------------
         rp = self.rows.payload
@@ -570,11 +669,15 @@ class PredictorArray(wiring.Component):
         out_wait = (self.rows.valid & ~self.rows.ready) | (self.logits.valid & ~self.logits.ready)
         in_fire = s_fire | (self.feats.valid & self.feats.ready & (state == RUN))
         lanes_on = sum((en1[l] for l in range(L)), Const(0, unsigned(_bits(L + 1) + 1)))
+        # the MAC count's increment through a register (the count is complete long before
+        # the job's last output beat: the last MACs are >= 1 + lat cycles before it)
+        macs_inc = Signal.like(lanes_on)
+        m.d.sync += macs_inc.eq(Mux(v1, lanes_on, 0))
         incr = {
             "busy_cycles": (state == RUN) | (state == TAIL),
             "step_cycles": step,
             "stall_cycles": ((state == RUN) & ~step) | ((state == TAIL) & out_wait),
-            "macs": Mux(v1, lanes_on, 0),
+            "macs": macs_inc,
             "in_beats": in_fire,
             "out_beats": row_fire | lo_fire,
             "errors": bad | (wfire & ~waddr_ok),
@@ -713,23 +816,27 @@ def feature_beats(cfg: AcceleratorConfig, x_int, y) -> list[dict]:
 
 def predictor_array_cycles(cfg: AcceleratorConfig, n_samples: int, k: int) -> dict:
     """Counters of one predictor job (n_samples samples, fan-in k), the samples always
-    available and the output always ready.  Per sample: conv_steps + 1 drain + ceil(k/L)*F
-    fc steps + 1 drain.  A tile's result can be captured only once the previous one's
-    rows have left: consecutive captures need a gap of (rows of the previous) + 2 steps,
-    otherwise the difference is a stall.  After the last drain: 1 + its rows."""
+    available and the output always ready.  Per sample: conv_steps + 1 drain (+ cdrain_wait)
+    + ceil(k/L)*F fc steps + 1 drain.  A tile's result can be captured only once the previous
+    one's rows have left: an fc capture lands in the output buffer ``lat = 1 + MAC_STAGES +
+    CAP_FC`` cycles after its step, so consecutive captures need a gap of (rows of the
+    previous) + 1 + lat steps, otherwise the difference is a stall.  After the last drain:
+    lat + its rows."""
     g = Geometry(cfg)
     k = check_k(cfg, k)
     if n_samples < 1:
         raise PredictorArrayError(f"n_samples={n_samples}: a job has at least one sample")
     n_kb = g.n_kb(k)
     rows_last = g.rows_of(k) - (n_kb - 1) * g.R        # rows of a sample's last fc tile
-    per_sample = g.conv_steps + 1 + n_kb * g.F + 1
+    per_sample = g.conv_steps + 1 + g.cdrain_wait + n_kb * g.F + 1
     steps = n_samples * per_sample
+    # an fc capture lands in the output buffer lat cycles after its step
+    lat = 1 + MAC_STAGES + CAP_FC
     # stalls at captures: within a sample (gap F after a full tile), across samples
-    stall_in = (n_kb - 1) * max(0, g.R + 2 - g.F)
-    stall_across = max(0, rows_last + 2 - (g.conv_steps + g.F + 2))
+    stall_in = (n_kb - 1) * max(0, g.R + 1 + lat - g.F)
+    stall_across = max(0, rows_last + 1 + lat - (g.conv_steps + g.F + 2 + g.cdrain_wait))
     stalls = n_samples * stall_in + (n_samples - 1) * stall_across
-    tail = 1 + rows_last
+    tail = lat + rows_last
     macs = n_samples * (g.C * g.P2 * 9 + g.F * k)
     return dict(busy_cycles=steps + stalls + tail, step_cycles=steps, stall_cycles=stalls, macs=macs,
                 in_beats=n_samples, out_beats=n_samples * g.rows_of(k))
@@ -737,14 +844,15 @@ def predictor_array_cycles(cfg: AcceleratorConfig, n_samples: int, k: int) -> di
 
 def assistant_cycles(cfg: AcceleratorConfig, n: int, features: int) -> dict:
     """Counters of one Assistant job: n instances in groups of L, ``features`` steps
-    and a drain step per group; a logit beat leaves the cycle after its capture, so a
-    capture waits if the previous one is fewer than 3 steps earlier."""
+    and a drain step per group; a logit beat leaves 2 + MAC_STAGES cycles after its drain
+    step, so a capture waits if the previous one is fewer than 3 + MAC_STAGES steps earlier."""
     g = Geometry(cfg)
     features = check_k(cfg, features)
     if n < 1:
         raise PredictorArrayError(f"n={n}: an empty batch has no instance to score")
     groups = -(-n // g.L)
     steps = groups * (features + 1)
-    stalls = (groups - 1) * max(0, 3 - (features + 1))
-    return dict(busy_cycles=steps + stalls + 2, step_cycles=steps, stall_cycles=stalls, macs=n * features,
+    stalls = (groups - 1) * max(0, 3 + MAC_STAGES - (features + 1))
+    return dict(busy_cycles=steps + stalls + 2 + MAC_STAGES, step_cycles=steps, stall_cycles=stalls,
+                macs=n * features,
                 in_beats=groups * features, out_beats=groups)

@@ -40,10 +40,15 @@ from amaranth.lib.wiring import In, Out
 from model_sw import adagp_reorg
 from rtl.config import AcceleratorConfig
 from rtl.engine import mem_wr_layout
+from rtl.epilogue import Requantize
 from .interfaces import sample_layout, PRED_OP_BITS
 
 SUM_BITS = 32          # exact per-(channel, bin) sums
 MAX_FRAC = 24          # numerics.choose_frac_bits' cap
+ACC_STAGES = 2         # decode registers between the observed beat and the slot sums
+SHIFT_STATES = 3       # SHIFT, SHIFT2, SHIFT3: the sample scale g from max |S|
+QZ_STATES = 2          # Q1, Q2 after LOAD: the quantizers' two stages
+QZ_BITS = SUM_BITS + 8  # a sum shifted left by g <= 7 (the largest left shift that can change a value)
 
 ERR_COUT = 1           # C_out > pred_max_cout
 ERR_ZERO = 2           # zero-size layer
@@ -140,21 +145,15 @@ def pack_desc(cfg: AcceleratorConfig, d: dict) -> int:
     return word
 
 
-def _quantize_lane(m, s, g_left, g_right, name):
-    """sat8(S << g_left) or sat8(round_half_even(S >> g_right)) (one of the shifts is 0)."""
-    lo, hi = -(1 << (PRED_OP_BITS - 1)), (1 << (PRED_OP_BITS - 1)) - 1
-    wide = SUM_BITS + 8
-    x = Signal(signed(wide), name=f"{name}_x")
-    m.d.comb += x.eq(s << g_left)
-    q = Signal(signed(wide), name=f"{name}_q")
-    rem = Signal(unsigned(wide), name=f"{name}_rem")
-    pw = Signal(unsigned(wide + 1), name=f"{name}_pw")
-    m.d.comb += [pw.eq(Const(1, 1) << g_right), q.eq(x >> g_right), rem.eq(x.as_unsigned() & (pw - 1))]
-    half = pw >> 1
-    up = (g_right != 0) & ((rem > half) | ((rem == half) & q[0]))
-    r = Signal(signed(wide + 1), name=f"{name}_r")
-    m.d.comb += r.eq(q + up)
-    return Mux(r > hi, hi, Mux(r < lo, lo, r))
+def _qz_cfg(cfg: AcceleratorConfig) -> AcceleratorConfig:
+    """A configuration view for rtl.epilogue.Requantize: QZ_BITS sums -> int8 over P*P slots."""
+    return cfg.replace(name=f"{cfg.name}-reorg-qz", cols=cfg.pred_p * cfg.pred_p, op_bits=PRED_OP_BITS,
+                       acc_bits=QZ_BITS)
+
+
+def scan_latency(cfg: AcceleratorConfig) -> int:
+    """Pipeline registers of the max |S| scan: read data, |S|, one per comparator-tree level."""
+    return 2 + (cfg.pred_p * cfg.pred_p - 1).bit_length()
 
 
 class ReorgUnit(wiring.Component):
@@ -197,6 +196,7 @@ class ReorgUnit(wiring.Component):
         PP = P * P
         lg_p = _lg(cfg)
         lg_pp = 2 * lg_p
+        SCAN_LAT = scan_latency(cfg)
         NW = cfg.pred_max_cout
         aw = cfg.mem_addr_bits
         sum_row = data.ArrayLayout(signed(SUM_BITS), PP)
@@ -223,6 +223,8 @@ class ReorgUnit(wiring.Component):
 
         # ---------------- accumulate side --------------------------------------------
         acc_bank = Signal()
+        hmask = Signal(aw + 1)                      # H - 1, W - 1 of the armed layer
+        wmask = Signal(aw + 1)
         ad = Signal(desc_layout(cfg))               # descriptor being accumulated
         armed = Signal()
         total = Signal(aw + 1)
@@ -249,7 +251,9 @@ class ReorgUnit(wiring.Component):
             with m.Elif(~gm_ok):
                 m.d.comb += set_err.eq(ERR_MAP)
             with m.Else():
-                m.d.sync += [ad.eq(dsc), armed.eq(1), count.eq(0), total.eq(dsc.c_out << dsc.lg_cs)]
+                m.d.sync += [ad.eq(dsc), armed.eq(1), count.eq(0), total.eq(dsc.c_out << dsc.lg_cs),
+                             hmask.eq((Const(1, aw + 1) << dsc.lg_h) - 1),
+                             wmask.eq((Const(1, aw + 1) << dsc.lg_w) - 1)]
                 for b in range(2):
                     with m.If(acc_bank == b):
                         m.d.sync += [st[b].eq(1), bdesc[b].eq(dsc)]
@@ -260,27 +264,38 @@ class ReorgUnit(wiring.Component):
         s1 = Signal(mem_wr_layout(cfg))
         m.d.sync += [s1_v.eq(tap.valid & tap.ready & armed & (err == 0)), s1.eq(tap.payload)]
 
-        # s2: decode lanes, contribution per slot, SRAM read
-        hmask = (Const(1, aw + 1) << ad.lg_h) - 1
-        wmask = (Const(1, aw + 1) << ad.lg_w) - 1
+        # s2a: per lane, the offset into the layer's output (registered); s2b: channel, word,
+        # slot and the in-range test (registered); s2: contribution per slot, SRAM read.
+        # (ACC_STAGES = 2 registers more than a one-cycle decode: the hand-over is 2 later.)
+        # s2a registers the offset and its two shifts (channel: >> lg_cs, row: >> lg_w) in
+        # parallel; s2b masks and pools them (H-1, W-1 masks are per-layer registers)
         lane_in, lane_word, lane_slot, lane_val = [], [], [], []
+        sa_v = Signal()
+        sb_v = Signal()
+        m.d.sync += [sa_v.eq(s1_v), sb_v.eq(sa_v)]
         for j in range(C):
+            off_c = Signal(signed(aw + 2), name=f"off_c{j}")
+            m.d.comb += off_c.eq(s1.addr[j] - ad.base)
             off = Signal(signed(aw + 2), name=f"off{j}")
-            m.d.comb += off.eq(s1.addr[j] - ad.base)
-            inr = Signal(name=f"in{j}")
-            m.d.comb += inr.eq(s1_v & s1.en[j] & (off >= 0) & (off < total))
             ch = Signal(aw + 1, name=f"ch{j}")
-            m.d.comb += ch.eq(off.as_unsigned()[:aw + 1] >> ad.lg_cs)
-            yy = ((off.as_unsigned() >> ad.lg_w) & hmask) >> ad.lg_fh
-            xx = (off.as_unsigned() & wmask) >> ad.lg_fw
+            orow = Signal(aw + 1, name=f"orow{j}")
+            m.d.sync += [off.eq(off_c), ch.eq(off_c.as_unsigned()[:aw + 1] >> ad.lg_cs),
+                         orow.eq(off_c.as_unsigned()[:aw + 1] >> ad.lg_w)]
+            en_a = Signal(name=f"en_a{j}")
+            val_a = Signal(signed(cfg.slot_bits), name=f"val_a{j}")
+            m.d.sync += [en_a.eq(s1_v & s1.en[j]), val_a.eq(s1.data[j].as_signed())]
+            inr = Signal(name=f"in{j}")
+            m.d.sync += inr.eq(en_a & (off >= 0) & (off < total))
+            yy = (orow & hmask) >> ad.lg_fh
+            xx = (off.as_unsigned()[:aw + 1] & wmask) >> ad.lg_fw
             word = Signal(aw + 1, name=f"word{j}")
             slot = Signal(lg_pp if lg_pp else 1, name=f"slot{j}")
             with m.If(ad.kind):
-                m.d.comb += [word.eq(ch >> lg_pp), slot.eq(ch[:lg_pp] if lg_pp else 0)]
+                m.d.sync += [word.eq(ch >> lg_pp), slot.eq(ch[:lg_pp] if lg_pp else 0)]
             with m.Else():
-                m.d.comb += [word.eq(ch), slot.eq((yy << lg_p) | xx)]
-            val = Signal(signed(SUM_BITS), name=f"val{j}")
-            m.d.comb += val.eq(s1.data[j].as_signed())
+                m.d.sync += [word.eq(ch), slot.eq((yy << lg_p) | xx)]
+            val = Signal(signed(cfg.slot_bits), name=f"val{j}")
+            m.d.sync += val.eq(val_a)
             lane_in.append(inr)
             lane_word.append(word)
             lane_slot.append(slot)
@@ -342,16 +357,18 @@ class ReorgUnit(wiring.Component):
 
         nwords = Signal(range(NW + 1))
         m.d.comb += nwords.eq(Mux(fdv.kind, (fdv.c_out + PP - 1) >> lg_pp, fdv.c_out))
-        idx = Signal(range(NW + 2))
+        idx = Signal(range(NW + SCAN_LAT + 2))
         amax = Signal(SUM_BITS)
         g = Signal(signed(9))
         g_left = Signal(range(8))
         g_right = Signal(range(64))
-        m.d.comb += [g_left.eq(Mux(g > 0, g, 0)), g_right.eq(Mux(g < 0, -g, 0))]
-        # quantizers on the read data
-        qd = Signal(q_row)
-        for s in range(PP):
-            m.d.comb += qd[s].eq(_quantize_lane(m, frow[s], g_left, g_right, f"q{s}"))
+        # quantizers (rtl.epilogue.Requantize: round half to even, saturate; its shift and
+        # round-bit stage registered) on the read data shifted left by g_left (registered)
+        m.submodules.qz = qz = Requantize(_qz_cfg(cfg), latency=1)
+        xl = Signal(data.ArrayLayout(signed(QZ_BITS), PP))
+        m.d.comb += [qz.en.eq(1), qz.shift.eq(g_right), qz.relu.eq(0)]
+        m.d.comb += [qz.row[s].eq(xl[s]) for s in range(PP)]
+        qd = qz.out
         cur, prev, nxt = (Signal(q_row, name=n) for n in ("cur", "prev", "nxt"))
         ch = Signal(range(NW + 1))      # channel / neuron being emitted
         r = Signal(range(PP))           # linear: neuron's slot in its word
@@ -372,54 +389,81 @@ class ReorgUnit(wiring.Component):
             m.d.comb += self.samples.payload.pix[t].eq(Mux(fdv.kind, win, cur[t]))
         fire = self.samples.valid & self.samples.ready
         st_fin = Mux(fin_bank, st[1], st[0])
-        # amax of a row
-        row_max = Signal(SUM_BITS)
+        # max |S| over the scanned words, pipelined: the read data registered, |S| registered,
+        # then one register per level of the comparator tree; a word read at cycle c updates
+        # amax at c + 1 + SCAN_LAT
+        scan_rd = Signal()
+        sv = [Signal(name=f"scan_v{i}") for i in range(SCAN_LAT + 1)]
+        m.d.sync += sv[0].eq(scan_rd)
+        m.d.sync += [sv[i + 1].eq(sv[i]) for i in range(SCAN_LAT)]
+        frow_r = Signal(sum_row)
+        m.d.sync += frow_r.eq(frow)
         absv = []
         for s in range(PP):
             a = Signal(SUM_BITS, name=f"abs{s}")
-            m.d.comb += a.eq(Mux(frow[s] < 0, -frow[s], frow[s]))
+            m.d.sync += a.eq(Mux(frow_r[s] < 0, -frow_r[s], frow_r[s]))
             absv.append(a)
-        while len(absv) > 1:          # comparator tree, each node a signal
+        lvl = 0
+        while len(absv) > 1:          # comparator tree, one register per level
             nxt_level = []
             for i in range(0, len(absv) - 1, 2):
-                mxs = Signal(SUM_BITS, name=f"mx{len(absv)}_{i}")
-                m.d.comb += mxs.eq(Mux(absv[i] > absv[i + 1], absv[i], absv[i + 1]))
+                mxs = Signal(SUM_BITS, name=f"mx{lvl}_{i}")
+                m.d.sync += mxs.eq(Mux(absv[i] > absv[i + 1], absv[i], absv[i + 1]))
                 nxt_level.append(mxs)
             if len(absv) % 2:
-                nxt_level.append(absv[-1])
+                odd = Signal(SUM_BITS, name=f"mx{lvl}_odd")
+                m.d.sync += odd.eq(absv[-1])
+                nxt_level.append(odd)
             absv = nxt_level
-        m.d.comb += row_max.eq(absv[0])
-        # g from amax: k = bit length; g0 = 7 - k, minus one when the top 8 bits are all ones
+            lvl += 1
+        row_max = absv[0]
+        with m.If(sv[SCAN_LAT]):
+            m.d.sync += amax.eq(Mux(row_max > amax, row_max, amax))
+        # g from amax (two states): k = bit length; g0 = 7 - k, minus one when the top 8
+        # bits are all ones (ones8[i]: bits i..i+7 all set), capped by g_cap
         kbits = Signal(range(SUM_BITS + 1))
         for i in range(SUM_BITS):
             with m.If(amax[i]):
                 m.d.comb += kbits.eq(i + 1)
-        top8 = Signal(8)
-        m.d.comb += top8.eq(Mux(kbits >= 8, amax >> (kbits - 8).as_unsigned(), 0))
+        kbits_r = Signal(range(SUM_BITS + 1))
+        ones8_r = Signal(SUM_BITS - 7)
+        zero_r = Signal()
+        top8 = Signal()
+        m.d.comb += top8.eq(Mux(kbits_r >= 8, ones8_r.bit_select((kbits_r - 8)[:5], 1), 0))
         g0 = Signal(signed(9))
-        m.d.comb += g0.eq(7 - kbits.as_signed() - (top8 == 0xFF))
+        m.d.comb += g0.eq(7 - kbits_r.as_signed() - top8)
 
         with m.FSM(name="fin") as fin_fsm:
             with m.State("IDLE"):
                 with m.If(st_fin == 2):
                     m.d.sync += [idx.eq(0), amax.eq(0)]
                     m.next = "SCAN"
-            with m.State("SCAN"):      # read word idx; its data arrives next cycle
-                m.d.comb += [fin_rd_addr.eq(idx), fin_rd_en.eq(1)]
-                with m.If(idx != 0):
-                    m.d.sync += amax.eq(Mux(row_max > amax, row_max, amax))
+            with m.State("SCAN"):      # read word idx < nwords; the pipeline drains after
+                m.d.comb += [fin_rd_addr.eq(idx), fin_rd_en.eq(1), scan_rd.eq(idx < nwords)]
                 m.d.sync += idx.eq(idx + 1)
-                with m.If(idx == nwords):
+                with m.If(idx == nwords + SCAN_LAT):
                     m.next = "SHIFT"
             with m.State("SHIFT"):
-                m.d.sync += [g.eq(Mux((amax == 0) | (g0 > fdv.g_cap), fdv.g_cap, g0)),
+                m.d.sync += [kbits_r.eq(kbits), zero_r.eq(amax == 0),
+                             ones8_r.eq(Cat(*[amax[i:i + 8].all() for i in range(SUM_BITS - 7)]))]
+                m.next = "SHIFT2"
+            with m.State("SHIFT2"):
+                m.d.sync += [g.eq(Mux(zero_r | (g0 > fdv.g_cap), fdv.g_cap, g0)),
                              ch.eq(0), r.eq(0), idx.eq(0), prev.eq(0)]
+                m.next = "SHIFT3"
+            with m.State("SHIFT3"):
+                m.d.sync += [g_left.eq(Mux(g > 0, g, 0)), g_right.eq(Mux(g < 0, -g, 0))]
                 m.next = "READ"
             with m.State("READ"):      # conv: word ch; linear: word 0 into cur
                 m.d.comb += [fin_rd_addr.eq(idx), fin_rd_en.eq(1)]
                 m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += [fin_wr_addr.eq(idx), fin_wr_en.eq(1)]   # zero behind the read
+                m.d.sync += [xl[s].eq(frow[s] << g_left) for s in range(PP)]
+                m.next = "Q1"
+            with m.State("Q1"):        # the quantizers' first stage
+                m.next = "Q2"
+            with m.State("Q2"):
                 with m.If(fdv.kind):
                     with m.If(idx == 0):
                         m.d.sync += [cur.eq(qd), idx.eq(1)]
@@ -453,6 +497,6 @@ class ReorgUnit(wiring.Component):
                     with m.If(fin_bank == b):
                         m.d.sync += st[b].eq(0)
                 m.next = "IDLE"
-        m.d.comb += self.busy.eq(armed | (st[0] != 0) | (st[1] != 0) | s1_v | s3_v)
+        m.d.comb += self.busy.eq(armed | (st[0] != 0) | (st[1] != 0) | s1_v | sa_v | sb_v | s3_v)
         m.d.comb += self.emitting.eq(~fin_fsm.ongoing("IDLE"))
         return m

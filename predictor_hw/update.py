@@ -90,24 +90,26 @@ def update_descriptor(cfg: AcceleratorConfig, *, w_base: int, c_out: int, k: int
             "from_mem": int(g_base is not None), "g_base": g_base or 0, "after": after}
 
 
-def _shift_round(m, x, sh_left, sh_right, width, name):
-    """round_half_even(x * 2**sh_left / 2**sh_right) (one of the two shifts is 0), unsaturated."""
-    xs = Signal(signed(width), name=f"{name}_xs")
-    m.d.comb += xs.eq(x << sh_left)
-    pw = Signal(unsigned(width + 1), name=f"{name}_pw")
-    q = Signal(signed(width), name=f"{name}_q")
-    rem = Signal(unsigned(width), name=f"{name}_rem")
-    m.d.comb += [pw.eq(Const(1, 1) << sh_right), q.eq(xs >> sh_right), rem.eq(xs.as_unsigned() & (pw - 1))]
-    half = pw >> 1
-    up = (sh_right != 0) & ((rem > half) | ((rem == half) & q[0]))
-    r = Signal(signed(width + 1), name=f"{name}_r")
-    m.d.comb += r.eq(q + up)
+def _round_right(m, x, sh, below, name):
+    """round_half_even(x / 2**sh) by bit tests (as rtl.epilogue.Requantize): with the
+    guard bit x[sh-1] and ``below`` = the mask of the bits under it (a per-layer register),
+    rem > half iff guard and a bit below are set, rem == half iff only the guard is; the
+    adder is only as wide as x (no wide compare of the remainder against half)."""
+    q = Signal(signed(len(x)), name=f"{name}_q")
+    m.d.comb += q.eq(x >> sh)
+    guard = Cat(Const(0, 1), x).bit_select(sh, 1)            # x[sh-1], 0 if sh == 0
+    sticky = (x.as_unsigned() & below).any()
+    r = Signal(signed(len(x) + 1), name=f"{name}_r")
+    m.d.comb += r.eq(q + (guard & (sticky | q[0])))
     return r
 
 
 def _sat(v, bits):
+    """Saturate to ``bits`` from the sign and high bits (no comparator carry chains)."""
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return Mux(v > hi, hi, Mux(v < lo, lo, v))
+    neg = v[-1]
+    high = v[bits - 1:]                 # all equal to the sign iff v fits
+    return Mux(~neg & high.any(), hi, Mux(neg & ~high.all(), lo, v))
 
 
 class UpdateUnit(wiring.Component):
@@ -159,6 +161,7 @@ class UpdateUnit(wiring.Component):
         g_row = Signal(aw + cfg.dim_bits + 1)        # g_base + channel * k (running, BP)
         c8_base = Signal(aw + cfg.dim_bits + 1)
         exp_ch = Signal(cfg.dim_bits)
+        exp_ch1 = Signal(cfg.dim_bits + 1)           # exp_ch + 1, kept as a register (off the ROW compare)
         exp_col = Signal(cfg.dim_bits + 1)
         first = Signal()
         err = Signal(2)
@@ -173,19 +176,36 @@ class UpdateUnit(wiring.Component):
         gs = self.desc.payload.g_shift
         sh_l_next = Mux(gs > 0, Mux(gs > SH_LEFT_MAX, SH_LEFT_MAX, gs), 0)
         sh_r_next = Mux(gs < 0, Mux(-gs > SH_RIGHT_MAX, SH_RIGHT_MAX, -gs), 0)
+        # Also per layer: the rounding masks (bits below the guard bit) of the gradient's
+        # right shift and of the copy's shift ``d8``, clamped at 16 where a 16-bit weight
+        # rounds to 0 either way (|w| <= 2**15 <= 2**(d8-1), ties to the even 0).
+        gw = PRED_OP_BITS + 2                      # x >> sh_r with sh_r <= 9: the guard bit exists
+        cw = 16 + 2
+        d8c = Signal(range(17))
+        below_r = Signal(gw)
+        below_c = Signal(cw)
+        d8_next = Mux(self.desc.payload.d8 > 16, 16, self.desc.payload.d8)
         # Two pipeline registers per row (states CALC1, CALC2): the rounded, scaled gradient,
-        # then the saturated new weight; WRITE only rounds the 8-bit copy.
+        # then the saturated new weight; WRITE only rounds the 8-bit copy.  The gradient's
+        # right shift rounds an int8 (a 10-bit adder); its left shift needs no rounding.
         deltas = Signal(data.ArrayLayout(signed(PRED_OP_BITS + SH_LEFT_MAX + 2), L))
         nws = Signal(data.ArrayLayout(signed(16), L))
         new_d, new_w, new_c = [], [], []
         for j in range(L):
-            new_d.append(_shift_round(m, row.data[j], sh_l, sh_r, PRED_OP_BITS + SH_LEFT_MAX + 1, f"d{j}"))
+            xg = Signal(signed(gw), name=f"d{j}_x")
+            m.d.comb += xg.eq(row.data[j])
+            dr = _round_right(m, xg, sh_r, below_r, f"d{j}")
+            dl = Signal(signed(PRED_OP_BITS + SH_LEFT_MAX), name=f"d{j}_l")
+            m.d.comb += dl.eq(row.data[j] << sh_l)
+            new_d.append(Mux(sh_r != 0, dr, dl))
             diff = Signal(signed(cfg.slot_bits + PRED_OP_BITS + SH_LEFT_MAX + 3), name=f"diff{j}")
             m.d.comb += diff.eq(wvals[j] - deltas[j])
             nw = Signal(signed(16), name=f"nw{j}")
             m.d.comb += nw.eq(Mux(d.w16, _sat(diff, 16), _sat(diff, 8)))
             new_w.append(nw)
-            c8 = _shift_round(m, nws[j], 0, d.d8, 17, f"c{j}")
+            xc = Signal(signed(cw), name=f"c{j}_x")
+            m.d.comb += xc.eq(nws[j])
+            c8 = _round_right(m, xc, d8c, below_c, f"c{j}")
             nc = Signal(signed(8), name=f"nc{j}")
             m.d.comb += nc.eq(_sat(c8, 8))
             new_c.append(nc)
@@ -200,9 +220,11 @@ class UpdateUnit(wiring.Component):
                 m.d.comb += self.desc.ready.eq(go)
                 with m.If(self.desc.valid & go):
                     m.d.sync += [d.eq(self.desc.payload), have.eq(1), ch_base.eq(self.desc.payload.w_base),
-                                 sh_l.eq(sh_l_next), sh_r.eq(sh_r_next),
+                                 sh_l.eq(sh_l_next), sh_r.eq(sh_r_next), d8c.eq(d8_next),
+                                 below_r.eq(Cat(*[sh_r_next > i + 1 for i in range(gw)])),
+                                 below_c.eq(Cat(*[d8_next > i + 1 for i in range(cw)])),
                                  c8_base.eq(self.desc.payload.w8_base), g_row.eq(self.desc.payload.g_base),
-                                 exp_ch.eq(0), exp_col.eq(0)]
+                                 exp_ch.eq(0), exp_ch1.eq(1), exp_col.eq(0)]
                     with m.If(self.desc.payload.from_mem):
                         m.next = "GROW"
                     with m.Else():
@@ -210,13 +232,16 @@ class UpdateUnit(wiring.Component):
             with m.State("GROW"):      # BP: the next row of the true gradient, made here
                 new_ch = exp_col >= d.k
                 col = Mux(new_ch, 0, exp_col)
-                ch = Mux(new_ch, exp_ch + 1, exp_ch)
-                m.d.sync += [row.channel.eq(ch), row.col.eq(col),
-                             row.en.eq(Cat(*[(col + j < d.k) for j in range(L)])),
-                             row.last.eq((ch + 1 == d.c_out) & (col + L >= d.k))]
+                ch = Mux(new_ch, exp_ch1, exp_ch)
+                m.d.sync += [row.channel.eq(ch), row.col.eq(col)]
                 with m.If(new_ch):
-                    m.d.sync += [exp_ch.eq(exp_ch + 1), exp_col.eq(0), ch_base.eq(ch_base + d.k),
+                    m.d.sync += [exp_ch.eq(exp_ch1), exp_ch1.eq(exp_ch1 + 1), exp_col.eq(0),
+                                 ch_base.eq(ch_base + d.k),
                                  c8_base.eq(c8_base + d.k), g_row.eq(g_row + d.k)]
+                m.next = "GROW2"
+            with m.State("GROW2"):     # the row's lane enables and last flag, from the registered row
+                m.d.sync += [row.en.eq(Cat(*[(row.col + j < d.k) for j in range(L)])),
+                             row.last.eq((row.channel + 1 == d.c_out) & (row.col + L >= d.k))]
                 m.next = "GREQ"
             self._read_row(m, "GREQ", "GRESP", "REQ", g_row, row,
                            lambda j, v: row.data[j].eq(Mux(row.en[j], v[:PRED_OP_BITS], 0)))
@@ -227,8 +252,8 @@ class UpdateUnit(wiring.Component):
                     m.d.sync += row.eq(p)
                     with m.If((p.channel == exp_ch) & (p.col == exp_col)):
                         m.next = "REQ"
-                    with m.Elif((p.channel == exp_ch + 1) & (p.col == 0) & (exp_col >= d.k)):
-                        m.d.sync += [exp_ch.eq(exp_ch + 1), exp_col.eq(0),
+                    with m.Elif((p.channel == exp_ch1) & (p.col == 0) & (exp_col >= d.k)):
+                        m.d.sync += [exp_ch.eq(exp_ch1), exp_ch1.eq(exp_ch1 + 1), exp_col.eq(0),
                                      ch_base.eq(ch_base + d.k), c8_base.eq(c8_base + d.k)]
                         m.next = "REQ"
                     with m.Else():
@@ -264,5 +289,6 @@ class UpdateUnit(wiring.Component):
                 pass
         m.d.comb += self.working.eq(fsm.ongoing("REQ") | fsm.ongoing("RESP") | fsm.ongoing("CALC1")
                                     | fsm.ongoing("CALC2") | fsm.ongoing("WRITE")
-                                    | fsm.ongoing("GROW") | fsm.ongoing("GREQ") | fsm.ongoing("GRESP"))
+                                    | fsm.ongoing("GROW") | fsm.ongoing("GROW2") | fsm.ongoing("GREQ")
+                                    | fsm.ongoing("GRESP"))
         return m

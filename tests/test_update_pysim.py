@@ -115,6 +115,24 @@ def test_gp_rows_update_bit_exact(g_shift, w_bits):
     assert np.array_equal(out[500:500 + w.size].reshape(w.shape), numerics.shift_round_saturate(want, -d8, 8))
 
 
+@pytest.mark.parametrize("d8", [1, 2, 7, 15, 16, 17, 31])
+def test_copy_shift_range(d8):
+    """The 8-bit copy's rounding shift (the unit clamps d8 at 16): weights with exact
+    ties, both extremes and random values, against numerics.shift_round_saturate."""
+    rng = np.random.default_rng(200 + d8)
+    c_out, k = 2, 12
+    w = rng.integers(-32768, 32768, size=(c_out, k))
+    w[0, :6] = [32767, -32768, 1 << (d8 - 1) if d8 < 16 else 0, -(1 << (d8 - 1)) if d8 < 16 else -1,
+                3 << (d8 - 1) if d8 < 15 else 1, -(3 << (d8 - 1)) if d8 < 15 else -2]
+    g = np.zeros((c_out, k), dtype=np.int64)
+    mem = np.zeros(CFG.mem_words, dtype=np.int64)
+    mem[100:100 + w.size] = w.ravel()
+    d = U.update_descriptor(CFG, w_base=100, c_out=c_out, k=k, g_shift=0, w_bits=16, w8_base=500, d8=d8)
+    out, _ = run([d], mem, [grad_rows(g)])
+    assert np.array_equal(out[100:100 + w.size].reshape(w.shape), w)
+    assert np.array_equal(out[500:500 + w.size].reshape(w.shape), numerics.shift_round_saturate(w, -d8, 8))
+
+
 def test_bp_true_gradients_from_memory_two_layers():
     rng = np.random.default_rng(3)
     shapes = [(4, 9), (2, 5)]
