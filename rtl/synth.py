@@ -431,20 +431,22 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.board:
         from .board import BoardError
-        try:
-            r = synth_board(args.board, args.preset, args.out, abc9=args.abc9,
-                            report_only=args.report_only, target_mhz=args.target_mhz, core=args.core)
-        except (SynthError, ConfigError, BoardError) as e:
-            print(f"rtl.synth: error: {e}", file=sys.stderr)
-            return 2
-        print(json.dumps(r, indent=2) if args.json else board_table(r))
-        return 0
+        return report_cli("rtl.synth", lambda: synth_board(
+            args.board, args.preset, args.out, abc9=args.abc9, report_only=args.report_only,
+            target_mhz=args.target_mhz, core=args.core), board_table, args.json, BoardError)
+    return report_cli("rtl.synth", lambda: synthesize(
+        args.preset, args.family, args.out, abc9=args.abc9, unit=args.unit), table, args.json)
+
+
+def report_cli(tool: str, build, show, as_json: bool, *more_errors) -> int:
+    """Run ``build()``; print its report (a table, or JSON) and return 0, or print the
+    bad input / tool failure as one error line and return 2."""
     try:
-        r = synthesize(args.preset, args.family, args.out, abc9=args.abc9, unit=args.unit)
-    except (SynthError, ConfigError) as e:
-        print(f"rtl.synth: error: {e}", file=sys.stderr)
+        r = build()
+    except (SynthError, ConfigError, *more_errors) as e:
+        print(f"{tool}: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(r, indent=2) if args.json else table(r))
+    print(json.dumps(r, indent=2) if as_json else show(r))
     return 0
 
 

@@ -24,9 +24,9 @@ from amaranth.back import verilog
 
 from model_sw.fileio import write_atomic
 
-from .config import PRESETS, ConfigError, preset
+from .config import PRESETS, preset
 from .synth import (FAMILIES, UTIL_KEYS, SynthError, build_env, parse_critical_path,
-                    parse_nextpnr_fmax, parse_nextpnr_util)
+                    parse_nextpnr_fmax, parse_nextpnr_util, report_cli)
 
 
 def _engine(cfg):
@@ -68,6 +68,8 @@ def unit_verilog(unit: str, cfg) -> str:
 
 def run(unit: str, preset_name: str, freq: float = 100.0, device: str = "85k",
         speed: int = 6, out: str | None = None, route: bool = True, seed: int = 1) -> dict:
+    if unit not in UNITS:
+        raise SynthError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
     if device not in DEVICES:
         raise SynthError(f"unknown ECP5 device {device!r}; choose one of {', '.join(DEVICES)}")
     if not freq > 0:
@@ -163,14 +165,9 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="default build/timing/<unit>-<preset>")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        r = run(args.unit, args.preset, args.freq, args.device, args.speed, args.out,
-                route=not args.no_route, seed=args.seed)
-    except (SynthError, ConfigError) as e:
-        print(f"rtl.timing: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(r, indent=2) if args.json else summary(r))
-    return 0
+    return report_cli("rtl.timing", lambda: run(
+        args.unit, args.preset, args.freq, args.device, args.speed, args.out,
+        route=not args.no_route, seed=args.seed), summary, args.json)
 
 
 if __name__ == "__main__":
