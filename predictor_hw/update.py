@@ -21,11 +21,12 @@ also written, shifted right by ``d8`` (round half to even, saturated to 8 bits),
 """
 from __future__ import annotations
 
-from amaranth import Module, Signal, Mux, Cat, Const, signed, unsigned
+from amaranth import Module, Signal, Mux, Cat, signed, unsigned
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
 from rtl.config import AcceleratorConfig
+from rtl.epilogue import below_guard_mask, saturate_bits, shift_round_bit
 from rtl.gather import mem_rd_signature
 from .interfaces import grad_row_layout, PRED_OP_BITS
 
@@ -91,25 +92,12 @@ def update_descriptor(cfg: AcceleratorConfig, *, w_base: int, c_out: int, k: int
 
 
 def _round_right(m, x, sh, below, name):
-    """round_half_even(x / 2**sh) by bit tests (as rtl.epilogue.Requantize): with the
-    guard bit x[sh-1] and ``below`` = the mask of the bits under it (a per-layer register),
-    rem > half iff guard and a bit below are set, rem == half iff only the guard is; the
-    adder is only as wide as x (no wide compare of the remainder against half)."""
-    q = Signal(signed(len(x)), name=f"{name}_q")
-    m.d.comb += q.eq(x >> sh)
-    guard = Cat(Const(0, 1), x).bit_select(sh, 1)            # x[sh-1], 0 if sh == 0
-    sticky = (x.as_unsigned() & below).any()
+    """round_half_even(x / 2**sh) with rtl.epilogue's bit tests (``below``: the mask of
+    the bits under the guard bit, a per-layer register); the adder is only as wide as x."""
+    q, up = shift_round_bit(x, sh, below)
     r = Signal(signed(len(x) + 1), name=f"{name}_r")
-    m.d.comb += r.eq(q + (guard & (sticky | q[0])))
+    m.d.comb += r.eq(q + up)
     return r
-
-
-def _sat(v, bits):
-    """Saturate to ``bits`` from the sign and high bits (no comparator carry chains)."""
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    neg = v[-1]
-    high = v[bits - 1:]                 # all equal to the sign iff v fits
-    return Mux(~neg & high.any(), hi, Mux(neg & ~high.all(), lo, v))
 
 
 class UpdateUnit(wiring.Component):
@@ -201,13 +189,13 @@ class UpdateUnit(wiring.Component):
             diff = Signal(signed(cfg.slot_bits + PRED_OP_BITS + SH_LEFT_MAX + 3), name=f"diff{j}")
             m.d.comb += diff.eq(wvals[j] - deltas[j])
             nw = Signal(signed(16), name=f"nw{j}")
-            m.d.comb += nw.eq(Mux(d.w16, _sat(diff, 16), _sat(diff, 8)))
+            m.d.comb += nw.eq(Mux(d.w16, saturate_bits(diff, 16), saturate_bits(diff, 8)))
             new_w.append(nw)
             xc = Signal(signed(cw), name=f"c{j}_x")
             m.d.comb += xc.eq(nws[j])
             c8 = _round_right(m, xc, d8c, below_c, f"c{j}")
             nc = Signal(signed(8), name=f"nc{j}")
-            m.d.comb += nc.eq(_sat(c8, 8))
+            m.d.comb += nc.eq(saturate_bits(c8, 8))
             new_c.append(nc)
         elems = Signal(COUNTER_BITS)
         m.d.comb += self.elems.eq(elems)
@@ -221,8 +209,8 @@ class UpdateUnit(wiring.Component):
                 with m.If(self.desc.valid & go):
                     m.d.sync += [d.eq(self.desc.payload), have.eq(1), ch_base.eq(self.desc.payload.w_base),
                                  sh_l.eq(sh_l_next), sh_r.eq(sh_r_next), d8c.eq(d8_next),
-                                 below_r.eq(Cat(*[sh_r_next > i + 1 for i in range(gw)])),
-                                 below_c.eq(Cat(*[d8_next > i + 1 for i in range(cw)])),
+                                 below_r.eq(below_guard_mask(sh_r_next, gw)),
+                                 below_c.eq(below_guard_mask(d8_next, cw)),
                                  c8_base.eq(self.desc.payload.w8_base), g_row.eq(self.desc.payload.g_base),
                                  exp_ch.eq(0), exp_ch1.eq(1), exp_col.eq(0)]
                     with m.If(self.desc.payload.from_mem):

@@ -19,6 +19,32 @@ from amaranth.lib.wiring import In, Out
 from .config import AcceleratorConfig
 
 
+def below_guard_mask(shift, width: int):
+    """Bits under the guard bit of a right shift by ``shift``: mask[i] = (i < shift - 1),
+    by bit tests (no comparator in series with the data; registered per instruction or
+    per layer by the callers)."""
+    return Cat(*[shift > i + 1 for i in range(width)])
+
+
+def shift_round_bit(x, shift, below):
+    """(q, up) of round_half_even(x / 2**shift) = q + up, by bit tests: q = x >> shift;
+    with rem = x mod 2**shift and half = 2**(shift-1), rem > half iff the guard bit
+    x[shift-1] and a bit under it (``below``) are set, rem == half iff only the guard bit
+    is, so up = guard & (sticky | q[0])."""
+    q = x >> shift
+    guard = Cat(Const(0, 1), x).bit_select(shift, 1)      # x[shift-1], 0 if shift == 0
+    sticky = (x.as_unsigned() & below).any()
+    return q, guard & (sticky | q[0])
+
+
+def saturate_bits(v, bits: int):
+    """Saturate ``v`` to signed ``bits`` from its sign and high bits (no comparator carry
+    chains): the high bits all equal the sign iff v fits."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    neg, high = v[-1], v[bits - 1:]
+    return Mux(~neg & high.any(), hi, Mux(neg & ~high.all(), lo, v))
+
+
 class Requantize(wiring.Component):
     """``row`` (C accumulators) -> ``out`` (C operands) and ``mask``, ``latency``
     (0 or 1) enabled cycles later."""
@@ -41,23 +67,16 @@ class Requantize(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        lo, hi = -(1 << (cfg.op_bits - 1)), (1 << (cfg.op_bits - 1)) - 1
-        s = self.shift
         aw = cfg.acc_bits
-        # Per-instruction masks from the shift amount (bit tests instead of comparators,
-        # for Fmax): below[i] = (i < s - 1) selects the bits under the guard bit.
+        # Per-instruction mask of the bits under the guard bit (bit tests, for Fmax).
         below = Signal(aw, name="below")
-        m.d.comb += below.eq(Cat(*[s > i + 1 for i in range(aw)]))
+        m.d.comb += below.eq(below_guard_mask(self.shift, aw))
         for j in range(cfg.cols):
-            x = self.row[j]
-            # stage 1: shift and round-half-to-even decision.  With rem = x mod 2**s and
-            # half = 2**(s-1): rem > half iff the guard bit x[s-1] and some bit below it
-            # are set, rem == half iff only the guard bit is: up = guard & (sticky | q[0]).
+            # stage 1: shift and round-half-to-even decision
             q = Signal(signed(aw), name=f"q{j}")
-            m.d.comb += q.eq(x >> s)
-            guard = Cat(Const(0, 1), x).bit_select(s, 1)          # x[s-1], 0 if s == 0
-            sticky = (x.as_unsigned() & below).any()
-            up = guard & (sticky | q[0])
+            up = Signal(name=f"up{j}")
+            q_x, up_x = shift_round_bit(self.row[j], self.shift, below)
+            m.d.comb += [q.eq(q_x), up.eq(up_x)]
             q_r = Signal(signed(aw), name=f"q_r{j}")
             up_r = Signal(name=f"up_r{j}")
             if self.latency:
@@ -68,11 +87,7 @@ class Requantize(wiring.Component):
             # stage 2: round, saturate, ReLU (range tests on the sign and high bits)
             r = Signal(signed(aw + 1), name=f"r{j}")
             m.d.comb += r.eq(q_r + up_r)
-            neg = r[-1]
-            high = r[cfg.op_bits - 1:]              # all equal to the sign iff r fits
-            over = ~neg & high.any()
-            under = neg & ~high.all()
-            pos = ~neg & r.any()
-            sat = Mux(over, hi, Mux(under, lo, r))
+            pos = ~r[-1] & r.any()
+            sat = saturate_bits(r, cfg.op_bits)
             m.d.comb += [self.out[j].eq(Mux(self.relu & ~pos, 0, sat)), self.mask[j].eq(pos)]
         return m
