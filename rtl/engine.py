@@ -125,6 +125,17 @@ def mem_wr_layout(cfg: AcceleratorConfig):
     })
 
 
+def tile_col_restart(tj, tj_last, n_n):
+    """A tile-column counter back to 0, with its registered "last column" flag
+    (tj + 1 == n_n kept as a register, for Fmax: no compare in series with its users)."""
+    return [tj.eq(0), tj_last.eq(n_n == 1)]
+
+
+def tile_col_next(tj, tj_last, n_n):
+    """A tile-column counter one column on, with its registered "last column" flag."""
+    return [tj.eq(tj + 1), tj_last.eq(tj + 2 == n_n)]
+
+
 class Engine(wiring.Component):
     def __init__(self, cfg: AcceleratorConfig):
         self.cfg = cfg
@@ -285,7 +296,7 @@ class Engine(wiring.Component):
                      arr.in_valid.eq(v3), arr.in_first.eq(f3)]
 
         with m.If(start):
-            m.d.sync += [run.eq(1), ti.eq(0), tj.eq(0), tj_last.eq(n_n == 1), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
+            m.d.sync += [run.eq(1), ti.eq(0), *tile_col_restart(tj, tj_last, n_n), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
                          a_base.eq(0), b_base.eq(0), since_first.eq(cfg.drain_period),
                          m_left.eq(cur.m), n_left.eq(cur.n)]
         with m.Elif(en):
@@ -303,12 +314,12 @@ class Engine(wiring.Component):
                 with m.If(tile_end):
                     m.d.sync += b_base.eq(bb_adv)
                     with m.If(row_end):
-                        m.d.sync += [tj.eq(0), tj_last.eq(n_n == 1), n_left.eq(cur.n), ti.eq(ti + 1),
+                        m.d.sync += [*tile_col_restart(tj, tj_last, n_n), n_left.eq(cur.n), ti.eq(ti + 1),
                                      a_base.eq(h_a + 1), m_left.eq(m_left - R)]
                         with m.If(ti + 1 == n_m):
                             m.d.sync += tiles_left.eq(0)
                     with m.Else():
-                        m.d.sync += [tj.eq(tj + 1), tj_last.eq(tj + 2 == n_n),
+                        m.d.sync += [*tile_col_next(tj, tj_last, n_n),
                                      n_left.eq(Mux(oc, n_left, n_left - C))]
 
         # ---------------- drain: accumulate, requantize, queue writes ----------------
@@ -399,7 +410,7 @@ class Engine(wiring.Component):
 
         arow = arr.out_valid
         with m.If(start):
-            m.d.sync += [dr_ti.eq(0), dr_tj.eq(0), dr_tj_last.eq(n_n == 1), dr_i.eq(0), rows_drained.eq(0), row_base.eq(0),
+            m.d.sync += [dr_ti.eq(0), *tile_col_restart(dr_tj, dr_tj_last, n_n), dr_i.eq(0), rows_drained.eq(0), row_base.eq(0),
                          col_base.eq(0), d_ti_base.eq(cur.d_addr), m_ti_base.eq(cur.mask_addr),
                          d_tj_off.eq(0), d_i_off.eq(0), m_i_off.eq(0), s1_v.eq(0),
                          s1x_v.eq(0), s1b_v.eq(0), s1c_v.eq(0), s2_v.eq(0)]
@@ -417,12 +428,12 @@ class Engine(wiring.Component):
                     m.d.comb += dr_tile_done.eq(1)
                     m.d.sync += [dr_i.eq(0), d_i_off.eq(0), m_i_off.eq(0)]
                     with m.If(dr_tj_last & ~oc):
-                        m.d.sync += [dr_tj.eq(0), dr_tj_last.eq(n_n == 1), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
+                        m.d.sync += [*tile_col_restart(dr_tj, dr_tj_last, n_n), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
                                      row_base.eq(row_base + R),
                                      d_ti_base.eq(d_ti_base + (cur.d_si << lg_r)),
                                      m_ti_base.eq(m_ti_base + (cur.mask_si << lg_r))]
                     with m.Else():
-                        m.d.sync += [dr_tj.eq(dr_tj + 1), dr_tj_last.eq(dr_tj + 2 == n_n), col_base.eq(col_base + C),
+                        m.d.sync += [*tile_col_next(dr_tj, dr_tj_last, n_n), col_base.eq(col_base + C),
                                      d_tj_off.eq(Mux(oc, 0, d_tj_off + (cur.d_sj << lg_c)))]
                 with m.Else():
                     m.d.sync += [dr_i.eq(dr_i + 1), d_i_off.eq(d_i_off + cur.d_si),
@@ -516,7 +527,7 @@ class Engine(wiring.Component):
             ok = Mux(oc, j < cur.m, row_in & (mr_col + j < cur.n))
             m.d.comb += [m_pay.addr[j].eq(Mux(ok, a, 0)), m_pay.en[j].eq(ok)]
         with m.If(start):
-            m.d.sync += [mr_run.eq(cur.omask), mr_tj.eq(0), mr_tj_last.eq(n_n == 1), mr_i.eq(0), mr_rows.eq(0), mr_row.eq(0),
+            m.d.sync += [mr_run.eq(cur.omask), *tile_col_restart(mr_tj, mr_tj_last, n_n), mr_i.eq(0), mr_rows.eq(0), mr_row.eq(0),
                          mr_col.eq(0), mr_ti_base.eq(cur.om_addr), mr_i_off.eq(0), mr_tj_off.eq(0),
                          rdm.req.valid.eq(0)]
         with m.Else():
@@ -529,10 +540,10 @@ class Engine(wiring.Component):
                 with m.Elif(mr_i == R - 1):
                     m.d.sync += [mr_i.eq(0), mr_i_off.eq(0), mr_row.eq(mr_row - (R - 1))]
                     with m.If(mr_tj_last):
-                        m.d.sync += [mr_tj.eq(0), mr_tj_last.eq(n_n == 1), mr_col.eq(0), mr_tj_off.eq(0), mr_row.eq(mr_row + 1),
+                        m.d.sync += [*tile_col_restart(mr_tj, mr_tj_last, n_n), mr_col.eq(0), mr_tj_off.eq(0), mr_row.eq(mr_row + 1),
                                      mr_ti_base.eq(mr_ti_base + (cur.om_si << lg_r))]
                     with m.Else():
-                        m.d.sync += [mr_tj.eq(mr_tj + 1), mr_tj_last.eq(mr_tj + 2 == n_n), mr_col.eq(mr_col + C),
+                        m.d.sync += [*tile_col_next(mr_tj, mr_tj_last, n_n), mr_col.eq(mr_col + C),
                                      mr_tj_off.eq(mr_tj_off + (cur.om_sj << lg_c))]
                 with m.Else():
                     m.d.sync += [mr_i.eq(mr_i + 1), mr_row.eq(mr_row + 1), mr_i_off.eq(mr_i_off + cur.om_si)]
