@@ -122,28 +122,18 @@ class BoardMemory(wiring.Component):
                 with m.If(~wr_idle):
                     m.next = "IDLE"             # a write beat was taken meanwhile: it goes first
                 with m.Else():
+                    # the gather ports: (who, request, lanes, the A/B turn after it)
+                    gathers = [(0, a_req, R, 1), (1, b_req, C, 0), (3, mk_req, C, None)]
+                    if self.update:
+                        gathers.insert(0, (4, u_req, U, None))
                     with m.Switch(who):
-                        with m.Case(4):
-                            if self.update:
-                                m.d.comb += u_req.ready.eq(1)
-                                m.d.sync += [ens.eq(u_req.payload.en), lanes.eq(U)]
-                                for l in range(U):
-                                    m.d.sync += addrs[l].eq(u_req.payload.addr[l])
-                        with m.Case(0):
-                            m.d.comb += a_req.ready.eq(1)
-                            m.d.sync += [ens.eq(a_req.payload.en), lanes.eq(R), turn.eq(1)]
-                            for l in range(R):
-                                m.d.sync += addrs[l].eq(a_req.payload.addr[l])
-                        with m.Case(1):
-                            m.d.comb += b_req.ready.eq(1)
-                            m.d.sync += [ens.eq(b_req.payload.en), lanes.eq(C), turn.eq(0)]
-                            for l in range(C):
-                                m.d.sync += addrs[l].eq(b_req.payload.addr[l])
-                        with m.Case(3):
-                            m.d.comb += mk_req.ready.eq(1)
-                            m.d.sync += [ens.eq(mk_req.payload.en), lanes.eq(C)]
-                            for l in range(C):
-                                m.d.sync += addrs[l].eq(mk_req.payload.addr[l])
+                        for code, req, n, next_turn in gathers:
+                            with m.Case(code):
+                                m.d.comb += req.ready.eq(1)
+                                m.d.sync += [ens.eq(req.payload.en), lanes.eq(n)]
+                                m.d.sync += [addrs[l].eq(req.payload.addr[l]) for l in range(n)]
+                                if next_turn is not None:
+                                    m.d.sync += turn.eq(next_turn)
                         with m.Default():
                             m.d.comb += h_req.ready.eq(1)
                             m.d.sync += [ens.eq(1), lanes.eq(1), addrs[0].eq(h_req.payload.addr)]
