@@ -86,15 +86,15 @@ class GpRun:
 
 
 def _geom(L, batch: int, prev: ConvGeom | None) -> ConvGeom:
-    x = L.x_int
+    shape = L.input_shape
     mod = L.module
     if L.kind == "conv":
-        _, cin, h, w = x.shape
+        _, cin, h, w = shape
         return ConvGeom(batch, cin, h, w, mod.out_channels, *mod.kernel_size, mod.stride[0], mod.padding[0])
     if prev is not None and prev.ho * prev.wo > 1:
         # a linear layer after a conv: a conv whose kernel covers the [C, B, H, W] map
         return ConvGeom(batch, prev.cout, prev.ho, prev.wo, mod.out_features, prev.ho, prev.wo, 1, 0)
-    return ConvGeom(batch, x.reshape(x.shape[0], -1).shape[1], 1, 1, mod.out_features, 1, 1, 1, 0)
+    return ConvGeom(batch, int(np.prod(shape[1:])), 1, 1, mod.out_features, 1, 1, 1, 0)
 
 
 def gp_program(cfg: AcceleratorConfig, cap, steps: int = 1, g_shift_override: int | None = None) -> GpRun:

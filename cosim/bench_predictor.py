@@ -31,7 +31,8 @@ class CapturedLayer:
     name: str
     kind: str                 # conv | linear
     module: nn.Module
-    x_int: np.ndarray         # layer input as the engine stores it (post-ReLU of the previous layer)
+    x_int: np.ndarray | None  # layer input as the engine stores it (post-ReLU of the previous layer);
+                              # None where only its shape matters (``x_shape``)
     x_frac: int
     w_int: np.ndarray         # int8 operand weights (engine format)
     w_frac: int
@@ -43,6 +44,11 @@ class CapturedLayer:
     gp_scale_log2: int | None  # GP de-normalization 2**s (model_sw Trainer._gp_scale); None: no scale yet
     w_master: np.ndarray = None   # 16-bit master weights and their frac
     w_master_frac: int = 0
+    x_shape: tuple = ()       # the input's shape, (B, C, H, W) or (B, N), when ``x_int`` is None
+
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(self.x_int.shape) if self.x_int is not None else tuple(self.x_shape)
 
 
 @dataclass

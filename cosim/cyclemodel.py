@@ -281,15 +281,27 @@ def instruction_cycles(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray | None
 def program_cycles(cfg: AcceleratorConfig, prog: list[dict], mem: np.ndarray | None = None) -> int:
     """busy_cycles of a program; with ``mem`` (the image before it) the golden model
     runs alongside, so data-dependent (compact_a) instructions see their operands."""
-    if mem is None or not any(ins.get("compact_a", 0) or ins.get("ocompact", 0) for ins in prog):
-        return sum(instruction_cycles(cfg, ins) for ins in prog)
+    return alike_program_cycles(cfg, [prog], mem)[0]
+
+
+def alike_program_cycles(cfg: AcceleratorConfig, progs: list[list[dict]],
+                         mem: np.ndarray | None = None) -> list[int]:
+    """busy_cycles of programs that compute the same values instruction by instruction
+    (one program with and without zero skipping, say), from ONE golden pass over the
+    first: only the sparse modes' cycles depend on the data, not the values written."""
+    if len({len(p) for p in progs}) != 1:
+        raise ValueError(f"alike programs must have one length each, got {[len(p) for p in progs]}")
+    sparse = any(ins.get("compact_a", 0) or ins.get("ocompact", 0) for p in progs for ins in p)
+    if mem is None or not sparse:
+        return [sum(instruction_cycles(cfg, ins) for ins in p) for p in progs]
     mem = mem.copy()
     acc = np.zeros((cfg.acc_words, cfg.cols), dtype=np.int64)
-    total = 0
-    for ins in prog:
-        total += instruction_cycles(cfg, ins, mem)
-        golden.execute(cfg, ins, mem, acc)
-    return total
+    totals = [0] * len(progs)
+    for step in zip(*progs):
+        for i, ins in enumerate(step):
+            totals[i] += instruction_cycles(cfg, ins, mem)
+        golden.execute(cfg, step[0], mem, acc)
+    return totals
 
 
 def ideal_cycles(cfg: AcceleratorConfig, m: int, n: int, k: int) -> int:

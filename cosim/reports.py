@@ -67,6 +67,26 @@ def _cell(v) -> str:
     return str(v)
 
 
+def counter_dram_bytes(counters: dict) -> int:
+    """External bytes of an engine run: read + written, plus the mask bits read."""
+    return counters["rd_bytes"] + counters["wr_bytes"] + counters.get("mask_bits", 0) // 8
+
+
+def op_row(layer: str, op: str, cycles: int, model_cycles: int, *, counters: dict | None = None,
+           instructions: int = 0, stall_cycles: int | None = None, dram_bytes: int | None = None,
+           energy_pj: float | None = None, bit_exact: bool | None = True, **extra) -> dict:
+    """One row of the per-operation report (the keys the tables above and ``Trainer``'s
+    step sums read).  ``counters`` (an engine run's or the cycle model's) gives the
+    array steps, MACs and, unless ``dram_bytes`` says otherwise, the external bytes;
+    without it the operation did no array work (the update and predictor rows)."""
+    c = counters or {}
+    return {"layer": layer, "op": op, "instructions": instructions, "cycles": cycles,
+            "model_cycles": model_cycles, "stall_cycles": stall_cycles,
+            "compute_cycles": c.get("compute_cycles", 0), "macs": c.get("macs", 0),
+            "dram_bytes": counter_dram_bytes(c) if dram_bytes is None else dram_bytes,
+            "energy_pj": energy_pj, "bit_exact": bit_exact, **extra}
+
+
 OP_COLUMNS = ["layer", "op", "runs", "cycles", "model_cycles", "stall_cycles", "utilization", "dram_bytes",
               "bit_exact"]
 

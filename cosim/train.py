@@ -150,15 +150,17 @@ def check_writable(out: str) -> None:
 # ------------------------------------------------------------------------------
 def cheaper_skipping(cfg, op, mem):
     """Zero-word skipping (``compact_a``) only where it pays: the host has the operand
-    in memory, so it evaluates the exact cycle model both ways and keeps the cheaper
-    program (both compute the same result).  Since the Fmax pipeline a compact step
-    waits for its tile's whole B panel, so skipping loses on dense-ish gradients."""
+    in memory, so it evaluates the exact cycle model both ways (one golden pass: both
+    compute the same result) and keeps the cheaper program.  Since the Fmax pipeline a
+    compact step waits for its tile's whole B panel, so skipping loses on dense-ish
+    gradients."""
     if not any(ins.get("compact_a", 0) for ins in op.prog):
         return op
     from dataclasses import replace
     from . import cyclemodel
     dense = [dict(ins, compact_a=0) for ins in op.prog]
-    if cyclemodel.program_cycles(cfg, dense, mem) <= cyclemodel.program_cycles(cfg, op.prog, mem):
+    dense_cycles, sparse_cycles = cyclemodel.alike_program_cycles(cfg, [dense, op.prog], mem)
+    if dense_cycles <= sparse_cycles:
         return replace(op, prog=dense)
     return op
 

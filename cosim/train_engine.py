@@ -24,6 +24,7 @@ from .accel_sim import AccelSim
 from .cnn_pass import CnnPass
 from .driver import DriverError
 from .execute import MismatchError, golden_run, locate, run_checked
+from .reports import op_row
 from .rtlsim import RtlSim, SimError
 
 LAYERS = ("conv1", "conv2", "fc")
@@ -307,11 +308,8 @@ class Engine:
             # one update per operation in training: its measured span; several: the model's split
             upd_cycles = [counters["pred_busy_cycles"]] if len(uds) == 1 else upd_model
             self.timing["checked_run_s"] += time.perf_counter() - t0
-        rows = [{"layer": op.layer, "op": op.kind, "instructions": len(op.prog), "cycles": cycles,
-                 "model_cycles": model, "stall_cycles": stall, "compute_cycles": counters["compute_cycles"],
-                 "macs": counters["macs"],
-                 "dram_bytes": counters["rd_bytes"] + counters["wr_bytes"] + counters["mask_bits"] // 8,
-                 "energy_pj": self._energy_pj(counters), "bit_exact": True}]
+        rows = [op_row(op.layer, op.kind, cycles, model, counters=counters, instructions=len(op.prog),
+                       stall_cycles=stall, energy_pj=self._energy_pj(counters))]
         for ud, c, mc in zip(uds, upd_cycles, upd_model):
             rows.append(HW.update_row(cfg, ud, op.layer, c, mc,
                                       HW.update_energy_pj(cfg, ud) if self.sim is not None else None))
@@ -362,10 +360,8 @@ class Engine:
         for Ld, prog in zip(run.layers, run.fwd_instr):
             c = golden_counters(cfg, prog)
             mc = cyclemodel.program_cycles(cfg, prog)
-            fwd_rows.append({"layer": Ld["name"], "op": "fwd", "instructions": len(prog), "cycles": mc,
-                             "model_cycles": mc, "stall_cycles": None, "compute_cycles": c["compute_cycles"],
-                             "macs": c["macs"], "dram_bytes": c["rd_bytes"] + c["wr_bytes"] + c["mask_bits"] // 8,
-                             "energy_pj": 0.0 if self.sim is not None else None, "bit_exact": True})
+            fwd_rows.append(op_row(Ld["name"], "fwd", mc, mc, counters=c, instructions=len(prog),
+                                   energy_pj=0.0 if self.sim is not None else None))
         # the RTL's engine busy cycles are checked == the sum of the per-layer models above
         extra = counters["run_cycles"] - sum(r["cycles"] for r in fwd_rows)
         upd = counters["upd_elems"]
@@ -376,10 +372,9 @@ class Engine:
             e = energy({**counters, "predictor_macs": pmacs,
                         "predictor_dram_bytes": 5 * upd}, cfg)   # w16 read + write, w8 copy write
             energy_pj = round(e["total_pj"], 1)
-        gp_row = {"layer": "predictor", "op": "gp_predict_update", "instructions": 0, "cycles": extra,
-                  "model_cycles": model["run_cycles"] - sum(r["cycles"] for r in fwd_rows),
-                  "stall_cycles": None, "compute_cycles": 0, "macs": 0, "dram_bytes": 5 * upd,
-                  "energy_pj": energy_pj, "bit_exact": True, "gate_cycles": counters["gate_cycles"]}
+        gp_row = op_row("predictor", "gp_predict_update", extra,
+                        model["run_cycles"] - sum(r["cycles"] for r in fwd_rows), dram_bytes=5 * upd,
+                        energy_pj=energy_pj, gate_cycles=counters["gate_cycles"])
         return fwd_rows + [gp_row], dict(got, pred=gold)
 
     def _check_gp(self, run, step: int, want: dict, got: dict, model: dict, counters: dict):

@@ -28,6 +28,7 @@ from predictor_hw.update import UpdateError, update_desc_layout, update_descript
 from . import predictor_model as PM
 from .accel_sim import AccelError, gp_golden, gp_program, run_gp
 from .bench_predictor import Capture, CapturedLayer
+from .reports import op_row
 
 MASTER_BITS = 16
 MASTER_HEADROOM = 2     # bits above the weights' current range: one step's update must not saturate
@@ -94,11 +95,8 @@ def pack_updates(cfg, uds: list[dict]) -> list[int]:
 
 
 def update_row(cfg, ud: dict, name: str, cycles: int, model: int, energy_pj) -> dict:
-    elems = ud["c_out"] * ud["k"]
     # int8 gradient read, 16-bit weight read and write
-    return {"layer": name, "op": "update", "instructions": 0, "cycles": cycles, "model_cycles": model,
-            "stall_cycles": None, "compute_cycles": 0, "macs": 0, "dram_bytes": elems * 5,
-            "energy_pj": energy_pj, "bit_exact": True}
+    return op_row(name, "update", cycles, model, dram_bytes=ud["c_out"] * ud["k"] * 5, energy_pj=energy_pj)
 
 
 def update_energy_pj(cfg, ud: dict):
@@ -113,20 +111,19 @@ def update_energy_pj(cfg, ud: dict):
 def gp_capture(p, masters: dict, pred: dict, lr_l2: int, scale_log2: dict) -> Capture:
     """The GP step's inputs in cosim.accel_sim's form, from a StepPass (its quantized
     input, 8-bit weights and calibrated scales) and the trainer's 16-bit masters.
-    Only the first layer's input values are used (later inputs are the engine's own
-    outputs); the others give the layer geometry."""
+    Only the first layer's input values are needed (later inputs are the engine's own
+    outputs); the others give their shape only."""
     m, f, q = p.model, p.frac, p.q
     B = p.batch
-    h1 = np.zeros((B, m.conv1.out_channels, 8, 8), dtype=np.int64)        # shape only
-    h2 = np.zeros((B, m.conv2.out_channels * 16), dtype=np.int64)          # shape only
-    spec = (("conv1", "conv", m.conv1, q["x"].numpy(), f["x"], "h1", True),
-            ("conv2", "conv", m.conv2, h1, f["h1"], "h2", True),
-            ("fc", "linear", m.fc, h2, f["h2"], "logits", False))
+    x = q["x"].numpy()
+    spec = (("conv1", "conv", m.conv1, x, (), f["x"], "h1", True),
+            ("conv2", "conv", m.conv2, None, (B, m.conv1.out_channels, 8, 8), f["h1"], "h2", True),
+            ("fc", "linear", m.fc, None, (B, m.conv2.out_channels * 16), f["h2"], "logits", False))
     layers = []
-    for name, kind, mod, x_int, x_frac, out, relu in spec:
+    for name, kind, mod, x_int, x_shape, x_frac, out, relu in spec:
         w16, fm = masters[name]
         layers.append(CapturedLayer(
-            name=name, kind=kind, module=mod, x_int=x_int, x_frac=x_frac,
+            name=name, kind=kind, module=mod, x_int=x_int, x_shape=x_shape, x_frac=x_frac,
             w_int=q["w_" + name].numpy().reshape(w16.shape), w_frac=f["w_" + name],
             y_pre=None, y_post=None, y_frac=f[out], relu=relu, fan_in=reorg.fan_in(mod),
             gp_scale_log2=scale_log2[name], w_master=w16, w_master_frac=fm))

@@ -21,6 +21,7 @@ from .predictor_array_model import assistant_filter_hw
 from model_sw import numerics as nx
 from .train_engine import LAYERS, StepPass, TrainError, check_errors, losses_and_margins, rel_err
 from .train_hw import gp_capture
+from .reports import op_row
 
 if TYPE_CHECKING:
     from .train import Trainer
@@ -124,10 +125,8 @@ class AdaGP(BP):
                 cyc = cyclemodel.program_cycles(cfg, prog)
                 # energy from the modelled counters (MACs, external bytes; no scratchpad terms)
                 e = None if self.t.engine.sim is None else round(energy(c, cfg)["total_pj"], 1)
-                rows.append({"layer": n, "op": "pred_train", "instructions": len(prog), "cycles": cyc,
-                             "model_cycles": cyc, "stall_cycles": None, "compute_cycles": c["compute_cycles"],
-                             "macs": c["macs"], "dram_bytes": c["rd_bytes"] + c["wr_bytes"],
-                             "energy_pj": e, "bit_exact": None})
+                rows.append(op_row(n, "pred_train", cyc, cyc, counters=c, instructions=len(prog),
+                                   dram_bytes=c["rd_bytes"] + c["wr_bytes"], energy_pj=e, bit_exact=None))
             self._train_rows = rows
         return [dict(r) for r in self._train_rows]
 

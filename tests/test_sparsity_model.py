@@ -5,7 +5,7 @@ needs the operands for data-dependent modes and behaves as the scheme predicts.
 import numpy as np
 import pytest
 
-from cosim import cyclemodel
+from cosim import cyclemodel, golden
 from cosim.execute import golden_run
 from model_sw import numerics
 from rtl.config import preset
@@ -85,3 +85,39 @@ def test_transposed_program_puts_the_other_operand_on_the_a_side():
     mem, err = golden_run(CFG, img, prog)
     assert err == 0
     assert (mem[d.base:d.base + M * N].reshape(M, N) == A @ B).all()
+
+
+@pytest.mark.parametrize("name,gen", [("pixel", mask_pixels), ("iid", mask_iid)])
+def test_cheaper_skipping_keeps_the_cheaper_program_from_one_golden_pass(name, gen):
+    """The trainer's choice between zero skipping and the dense walk: the one shared
+    golden pass gives each program's cycles as modelling each program on its own does
+    (over a program of two instructions), and the kept program is the cheaper one with
+    the same result: at 2x2 tiles pixel masks make skipping pay, i.i.d. masks do not."""
+    from dataclasses import dataclass
+    from cosim.train import cheaper_skipping
+
+    @dataclass
+    class Op:
+        prog: list
+    R, C = CFG.rows, CFG.cols
+    M, N, K = 2 * R, 2 * C, 64
+    g = gen(np.random.default_rng(6), (M, K), 0.25)
+    img, prog, _, _ = masked_gemm_case(CFG, np.random.default_rng(7), M, N, K, g, compact=True)
+    prog = prog + prog
+    dense = [{**i, "compact_a": 0} for i in prog]
+
+    def alone(p):                            # each program modelled on its own memory copy
+        mem, acc, total = img.mem.copy(), np.zeros((CFG.acc_words, CFG.cols), dtype=np.int64), 0
+        for ins in p:
+            total += cyclemodel.instruction_cycles(CFG, ins, mem)
+            golden.execute(CFG, ins, mem, acc)
+        return total
+
+    want = [alone(dense), alone(prog)]
+    assert cyclemodel.alike_program_cycles(CFG, [dense, prog], img.mem) == want
+    kept = cheaper_skipping(CFG, Op(prog), img.mem).prog
+    assert kept == (dense if want[0] <= want[1] else prog)
+    assert (kept is prog) == (name == "pixel")
+    assert (golden_run(CFG, img, kept)[0] == golden_run(CFG, img, prog)[0]).all()
+    with pytest.raises(ValueError, match="one length"):
+        cyclemodel.alike_program_cycles(CFG, [dense, prog[:1]], img.mem)
