@@ -31,10 +31,11 @@ Finish side (one sum per cycle: C read data -> registered adder tree -> S)::
 
   SCAN   read every address of the layer; max |S| (|S| registered, one comparator)
   SHIFT  g = numerics.choose_frac_bits_int(max|S|) - e, capped (descriptor ``g_cap``);
-         three states (bit length and 8-ones flags, g, the shift amounts)
+         four states (bit length and 8-ones flags, 7 - bit length - top-8-ones, g
+         capped, the shift amounts)
   per sample: FILL (read its sums; every address read is zeroed behind, so the
          banks are all zero between layers), WAIT (the pipeline: S, S << g_left,
-         rtl.epilogue.Requantize with latency 1), EMIT (the sample; the step to
+         rtl.epilogue.Requantize with latency 1, its result registered), EMIT (the sample; the step to
          the next one is taken from registers only)
          Each quantized value is shifted into a P*P window register: a conv
          sample is its channel's P*P sums; a linear sample is the centred window
@@ -60,10 +61,10 @@ from .interfaces import sample_layout, PRED_OP_BITS
 
 SUM_BITS = 32          # exact per-(channel, bin) sums (a lane's partial sums too)
 MAX_FRAC = 24          # numerics.choose_frac_bits' cap
-SHIFT_STATES = 3       # SHIFT, SHIFT2, SHIFT3: the sample scale g from max |S|
+SHIFT_STATES = 4       # SHIFT .. SHIFT4: the sample scale g from max |S|
 QZ_BITS = SUM_BITS + 8  # a sum shifted left by g <= 7 (the largest left shift that can change a value)
 HANDOVER = 6           # last beat -> bank FULL: s1, sa, sb, sc, sw, hand-over register
-PUSH_EXTRA = 3         # S -> window: S << g_left (registered), Requantize stage 1, the push
+PUSH_EXTRA = 4         # S -> window: S << g_left (registered), Requantize stage 1, its result, the push
 
 ERR_COUT = 1           # C_out > pred_max_cout
 ERR_ZERO = 2           # zero-size layer
@@ -179,7 +180,7 @@ def scan_latency(cfg: AcceleratorConfig) -> int:
 def emit_cycles(cfg: AcceleratorConfig, kind: str, c_out: int) -> tuple[int, list[int]]:
     """Cycles of the finisher from its first SCAN cycle: (DONE -> bank free, the cycle
     each sample is offered).  SCAN reads every address, then waits for the last |S| to
-    reach ``amax`` (scan_latency + 1); SHIFT x3; per sample FILL (one read per sum
+    reach ``amax`` (scan_latency + 1); SHIFT x4; per sample FILL (one read per sum
     needed: P*P for a conv sample, P*P - P*P//2 for a linear layer's first and 1 for
     each further one), WAIT (scan_latency + PUSH_EXTRA - 1), EMIT (taken at once);
     the bank is free two cycles after the last sample (DONE)."""
@@ -270,7 +271,7 @@ class ReorgUnit(wiring.Component):
         ad = Signal(desc_layout(cfg))               # descriptor being accumulated
         armed = Signal()
         total = Signal(aw + 1)
-        count = Signal(aw + 1)
+        left = Signal(aw + 1)                       # elements of the layer not yet counted
         m.d.comb += [self.armed.eq(armed), self.armed_id.eq(ad.layer_id)]
 
         st_acc = Mux(acc_bank, st[1], st[0])
@@ -293,13 +294,14 @@ class ReorgUnit(wiring.Component):
             with m.Elif(~gm_ok):
                 m.d.comb += set_err.eq(ERR_MAP)
             with m.Else():
-                m.d.sync += [ad.eq(dsc), armed.eq(1), count.eq(0), total.eq(dsc.c_out << dsc.lg_cs),
+                m.d.sync += [ad.eq(dsc), armed.eq(1), left.eq(dsc.c_out << dsc.lg_cs),
+                             total.eq(dsc.c_out << dsc.lg_cs),
                              hmask.eq((Const(1, aw + 1) << dsc.lg_h) - 1),
                              wmask.eq((Const(1, aw + 1) << dsc.lg_w) - 1),
                              ysh.eq(dsc.lg_w + dsc.lg_fh)]
                 for b in range(2):
                     with m.If(acc_bank == b):
-                        m.d.sync += [st[b].eq(1), bdesc[b].eq(dsc)]
+                        m.d.sync += st[b].eq(1)
 
         # s1: the observed beat, registered
         tap = self.tap
@@ -336,14 +338,15 @@ class ReorgUnit(wiring.Component):
             m.d.sync += addr.eq(Mux(ad.kind, ch, conv_addr))
             lane_in.append(inr)
             lane_stage.append((addr, val))
-        n_in = Signal(range(C + 1))
-        m.d.comb += n_in.eq(sum(lane_in[j] for j in range(C)))
-        new_count = count + n_in
+        # elements counted in sc (the beat's in-range lanes, registered): the layer is done
+        # when they are all that is left (a compare of registers; the subtract runs beside)
+        n_c = Signal(range(C + 1))
         go = sb_v & Cat(*lane_in).any()
-        sc_done, sw_done = Signal(), Signal()
-        m.d.sync += [sc_v.eq(go), sc_done.eq(go & (new_count == total)), sw_v.eq(sc_v), sw_done.eq(sc_done)]
-        with m.If(go):
-            m.d.sync += count.eq(new_count)
+        sw_done = Signal()
+        m.d.sync += [sc_v.eq(go), n_c.eq(sum(lane_in[j] for j in range(C))), sw_v.eq(sc_v),
+                     sw_done.eq(sc_v & (left == n_c))]
+        with m.If(sc_v):
+            m.d.sync += left.eq(left - n_c)
 
         # per lane: read issued from sb, data registered in sc, write in sw; forwarding
         # from the two writes the read cannot see (sw of the beat before, the one before that)
@@ -376,7 +379,7 @@ class ReorgUnit(wiring.Component):
             m.d.sync += [armed.eq(0), acc_bank.eq(~acc_bank)]
             for b in range(2):
                 with m.If(acc_bank == b):
-                    m.d.sync += st[b].eq(2)
+                    m.d.sync += [st[b].eq(2), bdesc[b].eq(ad)]   # (not at the accept: fan-out)
 
         # ---------------- finish side: scan, shift, emit ---------------------------------
         fin_bank = Signal()
@@ -452,8 +455,8 @@ class ReorgUnit(wiring.Component):
         zero_r = Signal()
         top8 = Signal()
         m.d.comb += top8.eq(Mux(kbits_r >= 8, ones8_r.bit_select((kbits_r - 8)[:5], 1), 0))
-        g0 = Signal(signed(9))
-        m.d.comb += g0.eq(7 - kbits_r.as_signed() - top8)
+        g0 = Signal(signed(9))          # registered in SHIFT2
+
         # emit: S << g_left registered, then the quantizer (rtl.epilogue.Requantize: round
         # half to even, saturate; its shift and round-bit stage registered)
         m.submodules.qz = qz = Requantize(_qz_cfg(cfg), latency=1)
@@ -461,11 +464,13 @@ class ReorgUnit(wiring.Component):
         m.d.sync += xl.eq(S << g_left)
         m.d.comb += [qz.en.eq(1), qz.shift.eq(g_right), qz.relu.eq(0), qz.row[0].eq(xl)]
         # the P*P window: every quantized value is shifted in at the top (past the layer: 0)
+        qd = Signal(signed(PRED_OP_BITS))
+        m.d.sync += qd.eq(qz.out[0])      # Requantize's rounding adder and saturation: a register
         win = Signal(data.ArrayLayout(signed(PRED_OP_BITS), PP))
         with m.If(ev[PUSH]):
             for t in range(PP - 1):
                 m.d.sync += win[t].eq(win[t + 1])
-            m.d.sync += win[PP - 1].eq(Mux(zv[PUSH], 0, qz.out[0]))
+            m.d.sync += win[PP - 1].eq(Mux(zv[PUSH], 0, qd))
 
         ch = Signal(range(NW + 1))      # sample being emitted
         last = Signal()                 # ch is the layer's last (registered)
@@ -493,12 +498,15 @@ class ReorgUnit(wiring.Component):
                              ones8_r.eq(Cat(*[amax[i:i + 8].all() for i in range(SUM_BITS - 7)]))]
                 m.next = "SHIFT2"
             with m.State("SHIFT2"):
-                m.d.sync += [g.eq(Mux(zero_r | (g0 > fdv.g_cap), fdv.g_cap, g0)),
+                m.d.sync += [g0.eq(7 - kbits_r.as_signed() - top8),
                              ch.eq(0), last.eq(fdv.c_out == 1), ridx.eq(0),
                              pcnt.eq(Mux(fdv.kind, PP - PP // 2, PP))]
                 m.d.sync += [win[t].eq(0) for t in range(PP)]
                 m.next = "SHIFT3"
             with m.State("SHIFT3"):
+                m.d.sync += g.eq(Mux(zero_r | (g0 > fdv.g_cap), fdv.g_cap, g0))
+                m.next = "SHIFT4"
+            with m.State("SHIFT4"):
                 m.d.sync += [g_left.eq(Mux(g > 0, g, 0)), g_right.eq(Mux(g < 0, -g, 0))]
                 m.next = "FILL"
             with m.State("FILL"):      # read the sums the next sample needs
