@@ -21,8 +21,8 @@ Accumulate side (per lane; engine.wr observed with valid & ready, never back-pre
   sb: in-range; address = (off >> lg_cs) * P*P + slot-y * P + slot-x (conv; bit
       fields of off selected by per-layer shift amounts), off >> lg_cs (linear);
       registered, the memory read is issued from these registers
-  sc: read data registered; forwarding hits against the two writes not yet visible
-      to that read (registered)
+  sc: read data registered (at the memory's output, the bank multiplexer after it);
+      forwarding hits against the two writes not yet visible to that read (registered)
   sw: M_j[addr] = (forwarded or read sum) + value        (the write)
 
   The layer is handed over (bank FULL) the cycle after its last element's write.
@@ -31,11 +31,11 @@ Finish side (one sum per cycle: C read data -> registered adder tree -> S)::
 
   SCAN   read every address of the layer; max |S| (|S| registered, one comparator)
   SHIFT  g = numerics.choose_frac_bits_int(max|S|) - e, capped (descriptor ``g_cap``);
-         four states (bit length and 8-ones flags, 7 - bit length - top-8-ones, g
-         capped, the shift amounts)
+         five states (bit length and 8-ones flags, 7 - bit length - top-8-ones, g
+         capped, the shift amounts, the rounding's guard mask)
   per sample: FILL (read its sums; every address read is zeroed behind, so the
-         banks are all zero between layers), WAIT (the pipeline: S, S << g_left,
-         rtl.epilogue.Requantize with latency 1, its result registered), EMIT (the sample; the step to
+         banks are all zero between layers), WAIT (the pipeline: S, S << g_left, shift
+         and round bit, round and saturate: rtl.epilogue's rounding primitives), EMIT (the sample; the step to
          the next one is taken from registers only)
          Each quantized value is shifted into a P*P window register: a conv
          sample is its channel's P*P sums; a linear sample is the centred window
@@ -56,15 +56,15 @@ from amaranth.lib.wiring import In, Out
 from model_sw import adagp_reorg
 from rtl.config import AcceleratorConfig
 from rtl.engine import mem_wr_layout
-from rtl.epilogue import Requantize
+from rtl.epilogue import below_guard_mask, shift_round_bit, saturate_bits
 from .interfaces import sample_layout, PRED_OP_BITS
 
 SUM_BITS = 32          # exact per-(channel, bin) sums (a lane's partial sums too)
 MAX_FRAC = 24          # numerics.choose_frac_bits' cap
-SHIFT_STATES = 4       # SHIFT .. SHIFT4: the sample scale g from max |S|
+SHIFT_STATES = 5       # SHIFT .. SHIFT5: the sample scale g from max |S|
 QZ_BITS = SUM_BITS + 8  # a sum shifted left by g <= 7 (the largest left shift that can change a value)
 HANDOVER = 6           # last beat -> bank FULL: s1, sa, sb, sc, sw, hand-over register
-PUSH_EXTRA = 4         # S -> window: S << g_left (registered), Requantize stage 1, its result, the push
+PUSH_EXTRA = 4         # S -> window: S << g_left, shift and round bit, round and saturate (registered), the push
 
 ERR_COUT = 1           # C_out > pred_max_cout
 ERR_ZERO = 2           # zero-size layer
@@ -161,11 +161,6 @@ def pack_desc(cfg: AcceleratorConfig, d: dict) -> int:
     return word
 
 
-def _qz_cfg(cfg: AcceleratorConfig) -> AcceleratorConfig:
-    """A configuration view for rtl.epilogue.Requantize: one QZ_BITS sum -> int8."""
-    return cfg.replace(name=f"{cfg.name}-reorg-qz", cols=1, op_bits=PRED_OP_BITS, acc_bits=QZ_BITS)
-
-
 def _lg_lanes(cfg: AcceleratorConfig) -> int:
     """Levels of the finisher's adder tree over the C lanes' partial sums."""
     return (cfg.cols - 1).bit_length()
@@ -180,7 +175,7 @@ def scan_latency(cfg: AcceleratorConfig) -> int:
 def emit_cycles(cfg: AcceleratorConfig, kind: str, c_out: int) -> tuple[int, list[int]]:
     """Cycles of the finisher from its first SCAN cycle: (DONE -> bank free, the cycle
     each sample is offered).  SCAN reads every address, then waits for the last |S| to
-    reach ``amax`` (scan_latency + 1); SHIFT x4; per sample FILL (one read per sum
+    reach ``amax`` (scan_latency + 1); SHIFT x5; per sample FILL (one read per sum
     needed: P*P for a conv sample, P*P - P*P//2 for a linear layer's first and 1 for
     each further one), WAIT (scan_latency + PUSH_EXTRA - 1), EMIT (taken at once);
     the bank is free two cycles after the last sample (DONE)."""
@@ -252,6 +247,11 @@ class ReorgUnit(wiring.Component):
                 m.submodules[f"bank{b}_lane{j}"] = mem
                 row.append((mem.write_port(), mem.read_port()))
             ports.append(row)
+
+        # every memory's read data registered right at its output (bank muxes after it)
+        rdr = [[Signal(sum_s, name=f"rdr{b}_{j}") for j in range(C)] for b in range(2)]
+        for b in range(2):
+            m.d.sync += [rdr[b][j].eq(ports[b][j][1].data) for j in range(C)]
 
         err = Signal(4)
         m.d.comb += self.error.eq(err)
@@ -357,9 +357,8 @@ class ReorgUnit(wiring.Component):
             v_c = Signal(name=f"v_c{j}")
             x_c = Signal(signed(cfg.slot_bits), name=f"x_c{j}")
             m.d.sync += [a_c.eq(addr), v_c.eq(sb_v & lane_in[j]), x_c.eq(val)]
-            rd = Signal(sum_s, name=f"rd{j}")
-            m.d.comb += rd.eq(Mux(acc_bank, ports[1][j][1].data, ports[0][j][1].data))
             rd_r = Signal(sum_s, name=f"rd_r{j}")
+            m.d.comb += rd_r.eq(Mux(acc_bank, rdr[1][j], rdr[0][j]))
             a_w = Signal(abits, name=f"a_w{j}")
             v_w = Signal(name=f"v_w{j}")
             x_w = Signal(signed(cfg.slot_bits), name=f"x_w{j}")
@@ -370,7 +369,7 @@ class ReorgUnit(wiring.Component):
             wd2 = Signal(sum_s, name=f"wd2_{j}")         # written two cycles ago
             a_1 = Signal(abits, name=f"a_1{j}")
             v_1 = Signal(name=f"v_1{j}")
-            m.d.sync += [rd_r.eq(rd), a_w.eq(a_c), v_w.eq(v_c), x_w.eq(x_c),
+            m.d.sync += [a_w.eq(a_c), v_w.eq(v_c), x_w.eq(x_c),
                          hit1.eq(v_w & (a_w == a_c)), hit2.eq(v_1 & (a_1 == a_c)),
                          a_1.eq(a_w), v_1.eq(v_w), wd1.eq(wd), wd2.eq(wd1)]
             m.d.comb += wd.eq(Mux(hit1, wd1, Mux(hit2, wd2, rd_r)) + x_w)
@@ -404,11 +403,11 @@ class ReorgUnit(wiring.Component):
 
         n_valid = Signal(range(DEPTH + 1))          # addresses of the layer: C_out * P*P or C_out
         m.d.comb += n_valid.eq(Mux(fdv.kind, fdv.c_out, fdv.c_out << lg_pp))
-        # S = sum of the lanes' partial sums: read data registered, then a registered adder tree
+        # S = sum of the lanes' partial sums: read data registered (rdr), then a registered adder tree
         level = []
         for j in range(C):
             d = Signal(sum_s, name=f"fd{j}")
-            m.d.sync += d.eq(Mux(fin_bank, ports[1][j][1].data, ports[0][j][1].data))
+            m.d.comb += d.eq(Mux(fin_bank, rdr[1][j], rdr[0][j]))
             level.append(d)
         lvl = 0
         while len(level) > 1:
@@ -457,15 +456,21 @@ class ReorgUnit(wiring.Component):
         m.d.comb += top8.eq(Mux(kbits_r >= 8, ones8_r.bit_select((kbits_r - 8)[:5], 1), 0))
         g0 = Signal(signed(9))          # registered in SHIFT2
 
-        # emit: S << g_left registered, then the quantizer (rtl.epilogue.Requantize: round
-        # half to even, saturate; its shift and round-bit stage registered)
-        m.submodules.qz = qz = Requantize(_qz_cfg(cfg), latency=1)
+        # emit: S << g_left registered, then the quantizer in two registered stages with the
+        # shared primitives of rtl.epilogue (Requantize's rule: round half to even by bit
+        # tests, saturate from the sign and high bits), the guard mask registered per layer
         xl = Signal(signed(QZ_BITS))
         m.d.sync += xl.eq(S << g_left)
-        m.d.comb += [qz.en.eq(1), qz.shift.eq(g_right), qz.relu.eq(0), qz.row[0].eq(xl)]
-        # the P*P window: every quantized value is shifted in at the top (past the layer: 0)
+        below = Signal(QZ_BITS)
+        q_x, up_x = shift_round_bit(xl, g_right, below)
+        q_r = Signal(signed(QZ_BITS))
+        up_r = Signal()
+        m.d.sync += [q_r.eq(q_x), up_r.eq(up_x)]
+        rq = Signal(signed(QZ_BITS + 1))
+        m.d.comb += rq.eq(q_r + up_r)
         qd = Signal(signed(PRED_OP_BITS))
-        m.d.sync += qd.eq(qz.out[0])      # Requantize's rounding adder and saturation: a register
+        m.d.sync += qd.eq(saturate_bits(rq, PRED_OP_BITS))
+        # the P*P window: every quantized value is shifted in at the top (past the layer: 0)
         win = Signal(data.ArrayLayout(signed(PRED_OP_BITS), PP))
         with m.If(ev[PUSH]):
             for t in range(PP - 1):
@@ -508,6 +513,9 @@ class ReorgUnit(wiring.Component):
                 m.next = "SHIFT4"
             with m.State("SHIFT4"):
                 m.d.sync += [g_left.eq(Mux(g > 0, g, 0)), g_right.eq(Mux(g < 0, -g, 0))]
+                m.next = "SHIFT5"
+            with m.State("SHIFT5"):
+                m.d.sync += below.eq(below_guard_mask(g_right, QZ_BITS))
                 m.next = "FILL"
             with m.State("FILL"):      # read the sums the next sample needs
                 m.d.comb += [fin_rd_en.eq(1), rd_emit.eq(1), rd_zero.eq(ridx >= n_valid)]
