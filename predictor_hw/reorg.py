@@ -401,8 +401,7 @@ class ReorgUnit(wiring.Component):
                     m.d.comb += [rp.addr.eq(ridx), rp.en.eq(fin_rd_en),
                                  wp.addr.eq(z_addr), wp.data.eq(0), wp.en.eq(z_en & (fin_bank == b))]
 
-        n_valid = Signal(range(DEPTH + 1))          # addresses of the layer: C_out * P*P or C_out
-        m.d.comb += n_valid.eq(Mux(fdv.kind, fdv.c_out, fdv.c_out << lg_pp))
+        n_valid = Signal(range(DEPTH + 1))          # addresses of the layer: C_out * P*P or C_out (registered)
         # S = sum of the lanes' partial sums: read data registered (rdr), then a registered adder tree
         level = []
         for j in range(C):
@@ -491,7 +490,8 @@ class ReorgUnit(wiring.Component):
         with m.FSM(name="fin") as fin_fsm:
             with m.State("IDLE"):
                 with m.If(st_fin == 2):
-                    m.d.sync += [ridx.eq(0), amax.eq(0)]
+                    m.d.sync += [ridx.eq(0), amax.eq(0),
+                                 n_valid.eq(Mux(fdv.kind, fdv.c_out, fdv.c_out << lg_pp))]
                     m.next = "SCAN"
             with m.State("SCAN"):      # read every address; the |S| pipeline drains after
                 m.d.comb += [fin_rd_en.eq(1), rd_scan.eq(ridx < n_valid)]
