@@ -7,13 +7,14 @@ Per layer l (in program order over all steps) it computes, from the RTL's struct
   ``E_i = cyclemodel.instruction_cycles``; the next one can be accepted at
   ``a_i + E_i + 1`` (the engine's IDLE cycle), later if a fence holds it.
   The layer's last write beat fires at ``a + T_rel`` (:func:`last_beat_rel`).
-* reorganization unit (predictor_hw/reorg.py): the beat is registered (s1), decoded
-  (s2) and written (s3); the bank is handed over 3 cycles after the last beat, the
-  next descriptor is accepted then and the layer is armed one cycle later (``+4``:
-  the ``wait_arm`` fence of the next layer's first instruction).  The finisher starts
-  the scan the cycle after the hand-over (or after the previous layer's DONE), scans
-  ``nw + 1`` cycles, then SHIFT, READ, LOAD; conv samples leave every 3 cycles,
-  linear ones every cycle within a word (+2 per further word).
+* reorganization unit (predictor_hw/reorg.py): each lane of a beat is registered (s1),
+  decoded (sa, sb), its sum read (sc) and written (sw); the bank is handed over
+  ``HANDOVER`` = 6 cycles after the last beat, the next descriptor is accepted then and
+  the layer is armed one cycle later (the ``wait_arm`` fence of the next layer's first
+  instruction).  The finisher starts the scan the cycle after the hand-over (or after
+  the previous layer's DONE), reads one sum per cycle (SCAN), then SHIFT x5 and per
+  sample FILL (its sums), WAIT (the quantizer pipeline), EMIT
+  (``predictor_hw.reorg.emit_cycles``).
 * samples FIFO (2 cycles), predictor array job (``predictor_array_cycles`` busy
   cycles, jobs one after another), rows FIFO (2 cycles) and update unit (7 cycles
   per row: ROW, REQ, 2 x RESP at memory latency 2, WRITE); rows come a tile apart
@@ -34,8 +35,8 @@ from predictor_hw import reorg as RO
 from predictor_hw.predictor_array import Geometry, predictor_array_cycles
 from . import cyclemodel as cm
 
-ACCEPT_TO_ARMED = 4 + RO.ACC_STAGES   # last beat -> next layer armed (s1, s2a, s2b, s2, s3 + hand-over, accept)
-HANDOVER = 3 + RO.ACC_STAGES          # last beat -> bank FULL (finisher may start scanning the next cycle)
+HANDOVER = RO.HANDOVER               # last beat -> bank FULL (finisher may start scanning the next cycle)
+ACCEPT_TO_ARMED = HANDOVER + 1        # last beat -> next layer armed (descriptor accepted at the hand-over)
 FIFO_LAT = 2             # SyncFIFOBuffered: written at t, readable at t + 2
 UPD_ROW = 7              # update unit cycles per row (ROW, REQ, RESP x LAT, CALC1, CALC2, WRITE) at latency 2
 
@@ -61,19 +62,9 @@ def last_beat_rel(cfg, ins: dict) -> int:
 
 
 def reorg_emit(cfg, kind: str, c_out: int) -> tuple[int, list[int]]:
-    """(cycles from scan start to DONE, sample hand-over offsets from scan start)."""
-    pp = cfg.pred_p ** 2
-    scan = 1 + RO.scan_latency(cfg)  # SCAN: words read, then the max |S| pipeline drains
-    word = 2 + RO.QZ_STATES          # READ, LOAD, Q1, Q2 per word loaded
-    if kind == "conv":
-        nw = c_out
-        first = nw + scan + RO.SHIFT_STATES + word        # SCAN, SHIFT x3, word ch -> EMIT
-        offs = [first + (word + 1) * i for i in range(c_out)]
-    else:
-        nw = -(-c_out // pp)
-        first = nw + scan + RO.SHIFT_STATES + 2 * word    # SCAN, SHIFT x3, words 0 and 1 -> EMIT
-        offs = [first + i + word * (i // pp) for i in range(c_out)]
-    return offs[-1] + 2, offs      # DONE the cycle after the last hand-over, bank free after it
+    """(cycles from scan start to DONE, sample hand-over offsets from scan start):
+    predictor_hw.reorg.emit_cycles (scan one sum per cycle, then per sample FILL, WAIT, EMIT)."""
+    return RO.emit_cycles(cfg, kind, c_out)
 
 
 def union_length(spans) -> int:

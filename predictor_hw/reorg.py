@@ -4,32 +4,48 @@ turns one layer's output activations into one predictor sample per output channe
 Golden: ``model_sw.adagp_reorg.reorg_samples_int`` (bit-exact; that function is in
 turn bit-exact with model_sw's float path ``quantize_samples(layer_samples(...))``).
 
-Datapath (per layer, configured by one descriptor, :func:`reorg_descriptor`)::
+Storage: the exact sums S[c, s] (channel c, slot s of the P x P sample; a linear
+layer's neuron n is c = n >> log2(P*P), s = n & (P*P-1)) live at address c*P*P + s
+(= n for a linear layer), split over **one narrow memory per engine lane**: lane j
+of every beat adds its value into its own memory ``M_j[addr_j]``, and
+S = sum_j M_j (the finisher adds the C partial sums when it reads an address).  So
+the accumulate side is C 32-bit read-modify-write adders whatever P is, and any
+beat is taken in one cycle whatever slots (or channels) its lanes touch.  Two such
+bank sets (``lib.memory``, ``pred_max_cout * P*P`` words of 32 bits each) let layer
+L+1 accumulate while layer L is scanned and emitted.
 
-  engine.wr (valid & ready only; never back-pressured)
-    -> s1: register the beat (C lanes of addr/data/en)
-    -> s2: per lane: off = addr - base; channel = off >> lg_cs; y = (off >> lg_w) & (H-1);
-           x = off & (W-1); slot = (y >> lg_fh) * P + (x >> lg_fw)   (shifts and masks only)
-           conv: word = channel, linear: word = channel >> log2(P*P), slot = channel & (P*P-1)
-           contribution of the beat to each of the P*P slots (masked adds); SRAM read of word
-    -> s3: word += contribution (read-modify-write; the read port is transparent for the
-           write port, so back-to-back beats to one word need no forwarding)
-  after the layer's last element (the element counter reaches C_out << lg_cs):
-    SCAN  max |S| over the layer's words (one word per cycle)
-    SHIFT g = numerics.choose_frac_bits_int(max|S|) - e, capped (descriptor ``g_cap``)
-    EMIT  one sample per channel: sat8(round_half_even(S * 2**g)) for the P*P sums;
-          linear layers emit the centred P*P window of neuron means (zero outside);
-          every word read is zeroed behind (the SRAM is all zero between layers).
+Accumulate side (per lane; engine.wr observed with valid & ready, never back-pressured)::
 
-Storage: two banks (``lib.memory``), each ``pred_max_cout`` words of P*P exact sums,
-so layer L+1 accumulates while layer L is scanned and emitted (the predictor array
-may back-pressure ``samples`` for as long as it likes).
+  s1: the beat registered
+  sa: off = addr - base                                   (registered)
+  sb: in-range; address = (off >> lg_cs) * P*P + slot-y * P + slot-x (conv; bit
+      fields of off selected by per-layer shift amounts), off >> lg_cs (linear);
+      registered, the memory read is issued from these registers
+  sc: read data registered (at the memory's output, the bank multiplexer after it);
+      forwarding hits against the two writes not yet visible to that read (registered)
+  sw: M_j[addr] = (forwarded or read sum) + value        (the write)
+
+  The layer is handed over (bank FULL) the cycle after its last element's write.
+
+Finish side (one sum per cycle: C read data -> registered adder tree -> S)::
+
+  SCAN   read every address of the layer; max |S| (|S| registered, one comparator)
+  SHIFT  g = numerics.choose_frac_bits_int(max|S|) - e, capped (descriptor ``g_cap``);
+         five states (bit length and 8-ones flags, 7 - bit length - top-8-ones, g
+         capped, the shift amounts, the rounding's guard mask)
+  per sample: FILL (read its sums; every address read is zeroed behind, so the
+         banks are all zero between layers), WAIT (the pipeline: S, S << g_left, shift
+         and round bit, round and saturate: rtl.epilogue's rounding primitives), EMIT (the sample; the step to
+         the next one is taken from registers only)
+         Each quantized value is shifted into a P*P window register: a conv
+         sample is its channel's P*P sums; a linear sample is the centred window
+         of P*P neuron values (zero outside the layer), one new neuron per sample.
 
 Restrictions (a clear ``ReorgHwError`` in Python, an error status in hardware): the
 batch and the map sides H, W are powers of two (every divide is a shift); the map
 fits the predictor input by integer pooling or zero padding (model_sw's rule);
-1 <= C_out <= pred_max_cout; each beat's lanes belong to one SRAM word (true for the
-engine's layouts: a conv row is one channel, a linear row is one neuron).
+1 <= C_out <= pred_max_cout.  (Beats whose lanes span several slots, slot rows or
+channels are fine: every lane has its own memory.)
 """
 from __future__ import annotations
 
@@ -40,20 +56,20 @@ from amaranth.lib.wiring import In, Out
 from model_sw import adagp_reorg
 from rtl.config import AcceleratorConfig
 from rtl.engine import mem_wr_layout
-from rtl.epilogue import Requantize
+from rtl.epilogue import below_guard_mask, shift_round_bit, saturate_bits
 from .interfaces import sample_layout, PRED_OP_BITS
 
-SUM_BITS = 32          # exact per-(channel, bin) sums
+SUM_BITS = 32          # exact per-(channel, bin) sums (a lane's partial sums too)
 MAX_FRAC = 24          # numerics.choose_frac_bits' cap
-ACC_STAGES = 2         # decode registers between the observed beat and the slot sums
-SHIFT_STATES = 3       # SHIFT, SHIFT2, SHIFT3: the sample scale g from max |S|
-QZ_STATES = 2          # Q1, Q2 after LOAD: the quantizers' two stages
+SHIFT_STATES = 5       # SHIFT .. SHIFT5: the sample scale g from max |S|
 QZ_BITS = SUM_BITS + 8  # a sum shifted left by g <= 7 (the largest left shift that can change a value)
+HANDOVER = 6           # last beat -> bank FULL: s1, sa, sb, sc, sw, hand-over register
+PUSH_EXTRA = 4         # S -> window: S << g_left, shift and round bit, round and saturate (registered), the push
 
 ERR_COUT = 1           # C_out > pred_max_cout
 ERR_ZERO = 2           # zero-size layer
 ERR_MAP = 3            # map geometry the pooling cannot fit
-ERR_BEAT = 4           # a write beat spans two SRAM words (layout not supported)
+ERR_BEAT = 4           # (not raised any more: every lane has its own memory; code kept reserved)
 ERROR_NAMES = {ERR_COUT: "layer wider than the predictor supports (C_out > pred_max_cout)",
                ERR_ZERO: "zero-size layer", ERR_MAP: "map the pooling cannot fit",
                ERR_BEAT: "write beat spans two channels"}
@@ -145,15 +161,35 @@ def pack_desc(cfg: AcceleratorConfig, d: dict) -> int:
     return word
 
 
-def _qz_cfg(cfg: AcceleratorConfig) -> AcceleratorConfig:
-    """A configuration view for rtl.epilogue.Requantize: QZ_BITS sums -> int8 over P*P slots."""
-    return cfg.replace(name=f"{cfg.name}-reorg-qz", cols=cfg.pred_p * cfg.pred_p, op_bits=PRED_OP_BITS,
-                       acc_bits=QZ_BITS)
+def _lg_lanes(cfg: AcceleratorConfig) -> int:
+    """Levels of the finisher's adder tree over the C lanes' partial sums."""
+    return (cfg.cols - 1).bit_length()
 
 
 def scan_latency(cfg: AcceleratorConfig) -> int:
-    """Pipeline registers of the max |S| scan: read data, |S|, one per comparator-tree level."""
-    return 2 + (cfg.pred_p * cfg.pred_p - 1).bit_length()
+    """Cycles from a finisher read to its sum S in a register: read data registered,
+    then one register per level of the adder tree over the C lanes."""
+    return 2 + _lg_lanes(cfg)
+
+
+def emit_cycles(cfg: AcceleratorConfig, kind: str, c_out: int) -> tuple[int, list[int]]:
+    """Cycles of the finisher from its first SCAN cycle: (DONE -> bank free, the cycle
+    each sample is offered).  SCAN reads every address, then waits for the last |S| to
+    reach ``amax`` (scan_latency + 1); SHIFT x5; per sample FILL (one read per sum
+    needed: P*P for a conv sample, P*P - P*P//2 for a linear layer's first and 1 for
+    each further one), WAIT (scan_latency + PUSH_EXTRA - 1), EMIT (taken at once);
+    the bank is free two cycles after the last sample (DONE)."""
+    pp = cfg.pred_p ** 2
+    lat = scan_latency(cfg)
+    n_valid = c_out * pp if kind == "conv" else c_out
+    t = n_valid + lat + 1 + SHIFT_STATES
+    offs = []
+    for i in range(c_out):
+        fill = pp if kind == "conv" else (pp - pp // 2 if i == 0 else 1)
+        t += fill + lat + PUSH_EXTRA - 1
+        offs.append(t)
+        t += 1
+    return offs[-1] + 2, offs
 
 
 class ReorgUnit(wiring.Component):
@@ -171,9 +207,8 @@ class ReorgUnit(wiring.Component):
     def __init__(self, cfg: AcceleratorConfig):
         if cfg.pred_p & (cfg.pred_p - 1):
             raise ReorgHwError(f"pred_p={cfg.pred_p}: the reorganization unit needs a power of two")
-        if cfg.pred_max_cout < 2:
-            raise ReorgHwError(f"pred_max_cout={cfg.pred_max_cout}: the reorganization unit needs >= 2 "
-                               "(a linear layer's window reads the word after its last)")
+        if cfg.pred_max_cout < 1:
+            raise ReorgHwError(f"pred_max_cout={cfg.pred_max_cout}: the reorganization unit needs >= 1")
         self.cfg = cfg
         super().__init__({
             "tap": In(tap_signature(cfg)),
@@ -196,20 +231,27 @@ class ReorgUnit(wiring.Component):
         PP = P * P
         lg_p = _lg(cfg)
         lg_pp = 2 * lg_p
-        SCAN_LAT = scan_latency(cfg)
+        LAT = scan_latency(cfg)
         NW = cfg.pred_max_cout
+        DEPTH = NW * PP                  # sums per lane memory: address c * P*P + s
         aw = cfg.mem_addr_bits
-        sum_row = data.ArrayLayout(signed(SUM_BITS), PP)
-        q_row = data.ArrayLayout(signed(PRED_OP_BITS), PP)
+        sum_s = signed(SUM_BITS)
 
-        # ---------------- storage: two banks ---------------------------------------
-        banks = []
+        # ---------------- storage: two banks of C lane memories ----------------------
+        # ports[b][j] = (write port, read port) of lane j's memory in bank b
+        ports = []
         for b in range(2):
-            mem = memory.Memory(shape=sum_row, depth=NW, init=[])
-            m.submodules[f"bank{b}"] = mem
-            wp = mem.write_port()
-            rp = mem.read_port(transparent_for=(wp,))
-            banks.append((wp, rp))
+            row = []
+            for j in range(C):
+                mem = memory.Memory(shape=sum_s, depth=DEPTH, init=[])
+                m.submodules[f"bank{b}_lane{j}"] = mem
+                row.append((mem.write_port(), mem.read_port()))
+            ports.append(row)
+
+        # every memory's read data registered right at its output (bank muxes after it)
+        rdr = [[Signal(sum_s, name=f"rdr{b}_{j}") for j in range(C)] for b in range(2)]
+        for b in range(2):
+            m.d.sync += [rdr[b][j].eq(ports[b][j][1].data) for j in range(C)]
 
         err = Signal(4)
         m.d.comb += self.error.eq(err)
@@ -225,10 +267,11 @@ class ReorgUnit(wiring.Component):
         acc_bank = Signal()
         hmask = Signal(aw + 1)                      # H - 1, W - 1 of the armed layer
         wmask = Signal(aw + 1)
+        ysh = Signal(6)                             # lg_w + lg_fh: slot-y field of the offset
         ad = Signal(desc_layout(cfg))               # descriptor being accumulated
         armed = Signal()
         total = Signal(aw + 1)
-        count = Signal(aw + 1)
+        left = Signal(aw + 1)                       # elements of the layer not yet counted
         m.d.comb += [self.armed.eq(armed), self.armed_id.eq(ad.layer_id)]
 
         st_acc = Mux(acc_bank, st[1], st[0])
@@ -251,12 +294,14 @@ class ReorgUnit(wiring.Component):
             with m.Elif(~gm_ok):
                 m.d.comb += set_err.eq(ERR_MAP)
             with m.Else():
-                m.d.sync += [ad.eq(dsc), armed.eq(1), count.eq(0), total.eq(dsc.c_out << dsc.lg_cs),
+                m.d.sync += [ad.eq(dsc), armed.eq(1), left.eq(dsc.c_out << dsc.lg_cs),
+                             total.eq(dsc.c_out << dsc.lg_cs),
                              hmask.eq((Const(1, aw + 1) << dsc.lg_h) - 1),
-                             wmask.eq((Const(1, aw + 1) << dsc.lg_w) - 1)]
+                             wmask.eq((Const(1, aw + 1) << dsc.lg_w) - 1),
+                             ysh.eq(dsc.lg_w + dsc.lg_fh)]
                 for b in range(2):
                     with m.If(acc_bank == b):
-                        m.d.sync += [st[b].eq(1), bdesc[b].eq(dsc)]
+                        m.d.sync += st[b].eq(1)
 
         # s1: the observed beat, registered
         tap = self.tap
@@ -264,163 +309,141 @@ class ReorgUnit(wiring.Component):
         s1 = Signal(mem_wr_layout(cfg))
         m.d.sync += [s1_v.eq(tap.valid & tap.ready & armed & (err == 0)), s1.eq(tap.payload)]
 
-        # s2a: per lane, the offset into the layer's output (registered); s2b: channel, word,
-        # slot and the in-range test (registered); s2: contribution per slot, SRAM read.
-        # (ACC_STAGES = 2 registers more than a one-cycle decode: the hand-over is 2 later.)
-        # s2a registers the offset and its two shifts (channel: >> lg_cs, row: >> lg_w) in
-        # parallel; s2b masks and pools them (H-1, W-1 masks are per-layer registers)
-        lane_in, lane_word, lane_slot, lane_val = [], [], [], []
-        sa_v = Signal()
-        sb_v = Signal()
+        sa_v, sb_v, sc_v, sw_v = Signal(), Signal(), Signal(), Signal()
         m.d.sync += [sa_v.eq(s1_v), sb_v.eq(sa_v)]
+        lane_in = []
+        abits = max(1, (DEPTH - 1).bit_length())
+        lane_stage = []
         for j in range(C):
-            off_c = Signal(signed(aw + 2), name=f"off_c{j}")
-            m.d.comb += off_c.eq(s1.addr[j] - ad.base)
+            # sa: the offset into the layer's output
             off = Signal(signed(aw + 2), name=f"off{j}")
-            ch = Signal(aw + 1, name=f"ch{j}")
-            orow = Signal(aw + 1, name=f"orow{j}")
-            m.d.sync += [off.eq(off_c), ch.eq(off_c.as_unsigned()[:aw + 1] >> ad.lg_cs),
-                         orow.eq(off_c.as_unsigned()[:aw + 1] >> ad.lg_w)]
             en_a = Signal(name=f"en_a{j}")
             val_a = Signal(signed(cfg.slot_bits), name=f"val_a{j}")
-            m.d.sync += [en_a.eq(s1_v & s1.en[j]), val_a.eq(s1.data[j].as_signed())]
+            m.d.sync += [off.eq(s1.addr[j] - ad.base), en_a.eq(s1_v & s1.en[j]),
+                         val_a.eq(s1.data[j].as_signed())]
+            # sb: in range; the address c * P*P + slot (conv), the neuron (linear)
+            offu = off.as_unsigned()[:aw + 1]
+            ch = Signal(aw + 1, name=f"ch{j}")
+            m.d.comb += ch.eq(offu >> ad.lg_cs)
+            addr = Signal(abits, name=f"addr{j}")
             inr = Signal(name=f"in{j}")
-            m.d.sync += inr.eq(en_a & (off >= 0) & (off < total))
-            yy = (orow & hmask) >> ad.lg_fh
-            xx = (off.as_unsigned()[:aw + 1] & wmask) >> ad.lg_fw
-            word = Signal(aw + 1, name=f"word{j}")
-            slot = Signal(lg_pp if lg_pp else 1, name=f"slot{j}")
-            with m.If(ad.kind):
-                m.d.sync += [word.eq(ch >> lg_pp), slot.eq(ch[:lg_pp] if lg_pp else 0)]
-            with m.Else():
-                m.d.sync += [word.eq(ch), slot.eq((yy << lg_p) | xx)]
             val = Signal(signed(cfg.slot_bits), name=f"val{j}")
-            m.d.sync += val.eq(val_a)
+            m.d.sync += [inr.eq(en_a & (off >= 0) & (off < total)), val.eq(val_a)]
+            if lg_p:
+                yy = ((offu >> ysh) & (hmask >> ad.lg_fh))[:lg_p]
+                xx = ((offu & wmask) >> ad.lg_fw)[:lg_p]
+                conv_addr = Cat(xx, yy, ch)
+            else:
+                conv_addr = ch
+            m.d.sync += addr.eq(Mux(ad.kind, ch, conv_addr))
             lane_in.append(inr)
-            lane_word.append(word)
-            lane_slot.append(slot)
-            lane_val.append(val)
-        any_in = Signal()
-        m.d.comb += any_in.eq(Cat(*lane_in).any())
-        bad_beat = Signal()
-        m.d.comb += bad_beat.eq(any_in & (~lane_in[0] | Cat(*[lane_in[j] & (lane_word[j] != lane_word[0])
-                                                              for j in range(1, C)] + [Const(0)]).any()))
-        with m.If(bad_beat):
-            m.d.comb += set_err.eq(ERR_BEAT)
-        contrib = Signal(sum_row)
-        for s in range(PP):
-            m.d.comb += contrib[s].eq(sum(Mux(lane_in[j] & (lane_slot[j] == s), lane_val[j], 0)
-                                          for j in range(C)))
-        n_in = Signal(range(C + 1))
-        m.d.comb += n_in.eq(sum(lane_in[j] for j in range(C)))
-        s3_v, s3_word, s3_done = Signal(), Signal(range(NW)), Signal()
-        s3_contrib = Signal(sum_row)
-        new_count = count + n_in
-        go = any_in & ~bad_beat
-        m.d.sync += [s3_v.eq(go), s3_word.eq(lane_word[0]), s3_contrib.eq(contrib),
-                     s3_done.eq(go & (new_count == total))]
-        with m.If(go):
-            m.d.sync += count.eq(new_count)
+            lane_stage.append((addr, val))
+        # elements counted in sc (the beat's in-range lanes, registered): the layer is done
+        # when they are all that is left (a compare of registers; the subtract runs beside)
+        n_c = Signal(range(C + 1))
+        go = sb_v & Cat(*lane_in).any()
+        sw_done = Signal()
+        m.d.sync += [sc_v.eq(go), n_c.eq(sum(lane_in[j] for j in range(C))), sw_v.eq(sc_v),
+                     sw_done.eq(sc_v & (left == n_c))]
+        with m.If(sc_v):
+            m.d.sync += left.eq(left - n_c)
 
-        # s3: read-modify-write
-        acc_rd_addr = lane_word[0]
-        acc_wr_data = Signal(sum_row)
-        acc_rd = Signal(sum_row)
-        m.d.comb += acc_rd.eq(Mux(acc_bank, banks[1][1].data.as_value(), banks[0][1].data.as_value()))
-        for s in range(PP):
-            m.d.comb += acc_wr_data[s].eq(acc_rd[s] + s3_contrib[s])
-        with m.If(s3_done):   # the layer's last element is written this cycle: hand the bank over
+        # per lane: read issued from sb, data registered in sc, write in sw; forwarding
+        # from the two writes the read cannot see (sw of the beat before, the one before that)
+        acc_rp = []
+        for j in range(C):
+            addr, val = lane_stage[j]
+            a_c = Signal(abits, name=f"a_c{j}")
+            v_c = Signal(name=f"v_c{j}")
+            x_c = Signal(signed(cfg.slot_bits), name=f"x_c{j}")
+            m.d.sync += [a_c.eq(addr), v_c.eq(sb_v & lane_in[j]), x_c.eq(val)]
+            rd_r = Signal(sum_s, name=f"rd_r{j}")
+            m.d.comb += rd_r.eq(Mux(acc_bank, rdr[1][j], rdr[0][j]))
+            a_w = Signal(abits, name=f"a_w{j}")
+            v_w = Signal(name=f"v_w{j}")
+            x_w = Signal(signed(cfg.slot_bits), name=f"x_w{j}")
+            hit1 = Signal(name=f"hit1_{j}")
+            hit2 = Signal(name=f"hit2_{j}")
+            wd = Signal(sum_s, name=f"wd{j}")            # sum written this cycle (sw)
+            wd1 = Signal(sum_s, name=f"wd1_{j}")         # written one cycle ago
+            wd2 = Signal(sum_s, name=f"wd2_{j}")         # written two cycles ago
+            a_1 = Signal(abits, name=f"a_1{j}")
+            v_1 = Signal(name=f"v_1{j}")
+            m.d.sync += [a_w.eq(a_c), v_w.eq(v_c), x_w.eq(x_c),
+                         hit1.eq(v_w & (a_w == a_c)), hit2.eq(v_1 & (a_1 == a_c)),
+                         a_1.eq(a_w), v_1.eq(v_w), wd1.eq(wd), wd2.eq(wd1)]
+            m.d.comb += wd.eq(Mux(hit1, wd1, Mux(hit2, wd2, rd_r)) + x_w)
+            acc_rp.append((addr, a_w, v_w, wd))
+        with m.If(sw_done):   # the layer's last element is written this cycle: hand the bank over
             m.d.sync += [armed.eq(0), acc_bank.eq(~acc_bank)]
             for b in range(2):
                 with m.If(acc_bank == b):
-                    m.d.sync += st[b].eq(2)
+                    m.d.sync += [st[b].eq(2), bdesc[b].eq(ad)]   # (not at the accept: fan-out)
 
         # ---------------- finish side: scan, shift, emit ---------------------------------
         fin_bank = Signal()
         fdv = Signal(desc_layout(cfg))
         m.d.comb += fdv.eq(Mux(fin_bank, bdesc[1].as_value(), bdesc[0].as_value()))
         m.d.comb += [self.layer_k.eq(fdv.k), self.layer_id.eq(fdv.layer_id)]
-        fin_rd_addr = Signal(range(NW + 1))
+        ridx = Signal(range(DEPTH + LAT + PP + 2))
         fin_rd_en = Signal()
-        fin_wr_en = Signal()
-        fin_wr_addr = Signal(range(NW))
-        frow = Signal(sum_row)
-        m.d.comb += frow.eq(Mux(fin_bank, banks[1][1].data.as_value(), banks[0][1].data.as_value()))
-        for b, (wp, rp) in enumerate(banks):
+        z_en = Signal()                    # zero the address read last cycle (emit reads)
+        z_addr = Signal(abits)
+        for b in range(2):
             acc_owns = armed & (acc_bank == b)
-            with m.If(acc_owns):
-                m.d.comb += [rp.addr.eq(acc_rd_addr), rp.en.eq(1),
-                             wp.addr.eq(s3_word), wp.data.eq(acc_wr_data), wp.en.eq(s3_v)]
-            with m.Else():
-                m.d.comb += [rp.addr.eq(fin_rd_addr), rp.en.eq(fin_rd_en),
-                             wp.addr.eq(fin_wr_addr), wp.data.eq(0), wp.en.eq(fin_wr_en & (fin_bank == b))]
+            for j in range(C):
+                wp, rp = ports[b][j]
+                addr, a_w, v_w, wd = acc_rp[j]
+                with m.If(acc_owns):
+                    m.d.comb += [rp.addr.eq(addr), rp.en.eq(1),
+                                 wp.addr.eq(a_w), wp.data.eq(wd), wp.en.eq(v_w)]
+                with m.Else():
+                    m.d.comb += [rp.addr.eq(ridx), rp.en.eq(fin_rd_en),
+                                 wp.addr.eq(z_addr), wp.data.eq(0), wp.en.eq(z_en & (fin_bank == b))]
 
-        nwords = Signal(range(NW + 1))
-        m.d.comb += nwords.eq(Mux(fdv.kind, (fdv.c_out + PP - 1) >> lg_pp, fdv.c_out))
-        idx = Signal(range(NW + SCAN_LAT + 2))
+        n_valid = Signal(range(DEPTH + 1))          # addresses of the layer: C_out * P*P or C_out (registered)
+        # S = sum of the lanes' partial sums: read data registered (rdr), then a registered adder tree
+        level = []
+        for j in range(C):
+            d = Signal(sum_s, name=f"fd{j}")
+            m.d.comb += d.eq(Mux(fin_bank, rdr[1][j], rdr[0][j]))
+            level.append(d)
+        lvl = 0
+        while len(level) > 1:
+            nxt_level = []
+            for i in range(0, len(level) - 1, 2):
+                t = Signal(sum_s, name=f"ft{lvl}_{i}")
+                m.d.sync += t.eq(level[i] + level[i + 1])
+                nxt_level.append(t)
+            if len(level) % 2:
+                t = Signal(sum_s, name=f"ft{lvl}_odd")
+                m.d.sync += t.eq(level[-1])
+                nxt_level.append(t)
+            level = nxt_level
+            lvl += 1
+        S = level[0]
+        # read-side flags, one per pipeline stage: scan read, emit read, zero (past the layer)
+        rd_scan, rd_emit, rd_zero = Signal(), Signal(), Signal()
+        sv = [Signal(name=f"sv{i}") for i in range(LAT + 1)]
+        PUSH = LAT + PUSH_EXTRA - 2    # ev[i], zv[i]: an emit read's flags i + 1 cycles after it
+        ev = [Signal(name=f"ev{i}") for i in range(PUSH + 1)]
+        zv = [Signal(name=f"zv{i}") for i in range(PUSH + 1)]
+        m.d.sync += [sv[0].eq(rd_scan), ev[0].eq(rd_emit), zv[0].eq(rd_zero)]
+        m.d.sync += [sv[i + 1].eq(sv[i]) for i in range(LAT)]
+        m.d.sync += [ev[i + 1].eq(ev[i]) for i in range(PUSH)]
+        m.d.sync += [zv[i + 1].eq(zv[i]) for i in range(PUSH)]
+        m.d.sync += [z_en.eq(rd_emit & ~rd_zero), z_addr.eq(ridx)]
+        # scan: |S| registered, then the running max
         amax = Signal(SUM_BITS)
+        absS = Signal(SUM_BITS)
+        m.d.sync += absS.eq(Mux(S < 0, -S, S))
+        with m.If(sv[LAT]):
+            m.d.sync += amax.eq(Mux(absS > amax, absS, amax))
+        # g from amax (two states): k = bit length; g0 = 7 - k, minus one when the top 8
+        # bits are all ones (ones8[i]: bits i..i+7 all set), capped by g_cap
         g = Signal(signed(9))
         g_left = Signal(range(8))
         g_right = Signal(range(64))
-        # quantizers (rtl.epilogue.Requantize: round half to even, saturate; its shift and
-        # round-bit stage registered) on the read data shifted left by g_left (registered)
-        m.submodules.qz = qz = Requantize(_qz_cfg(cfg), latency=1)
-        xl = Signal(data.ArrayLayout(signed(QZ_BITS), PP))
-        m.d.comb += [qz.en.eq(1), qz.shift.eq(g_right), qz.relu.eq(0)]
-        m.d.comb += [qz.row[s].eq(xl[s]) for s in range(PP)]
-        qd = qz.out
-        cur, prev, nxt = (Signal(q_row, name=n) for n in ("cur", "prev", "nxt"))
-        ch = Signal(range(NW + 1))      # channel / neuron being emitted
-        r = Signal(range(PP))           # linear: neuron's slot in its word
-        out_v = Signal()
-        last = ch + 1 == fdv.c_out
-        m.d.comb += [self.samples.valid.eq(out_v), self.samples.payload.channel.eq(ch),
-                     self.samples.payload.last.eq(last)]
-        # payload: conv -> cur; linear -> window of neuron (word w, slot r) from prev/cur/nxt
-        cat = Cat(prev.as_value(), cur.as_value(), nxt.as_value())
-        half = PP // 2
-        for t in range(PP):
-            win = Signal(signed(PRED_OP_BITS), name=f"win{t}")
-            with m.Switch(r):
-                for rr in range(PP):
-                    with m.Case(rr):
-                        i = PP + rr - half + t
-                        m.d.comb += win.eq(cat[i * PRED_OP_BITS:(i + 1) * PRED_OP_BITS].as_signed())
-            m.d.comb += self.samples.payload.pix[t].eq(Mux(fdv.kind, win, cur[t]))
-        fire = self.samples.valid & self.samples.ready
-        st_fin = Mux(fin_bank, st[1], st[0])
-        # max |S| over the scanned words, pipelined: the read data registered, |S| registered,
-        # then one register per level of the comparator tree; a word read at cycle c updates
-        # amax at c + 1 + SCAN_LAT
-        scan_rd = Signal()
-        sv = [Signal(name=f"scan_v{i}") for i in range(SCAN_LAT + 1)]
-        m.d.sync += sv[0].eq(scan_rd)
-        m.d.sync += [sv[i + 1].eq(sv[i]) for i in range(SCAN_LAT)]
-        frow_r = Signal(sum_row)
-        m.d.sync += frow_r.eq(frow)
-        absv = []
-        for s in range(PP):
-            a = Signal(SUM_BITS, name=f"abs{s}")
-            m.d.sync += a.eq(Mux(frow_r[s] < 0, -frow_r[s], frow_r[s]))
-            absv.append(a)
-        lvl = 0
-        while len(absv) > 1:          # comparator tree, one register per level
-            nxt_level = []
-            for i in range(0, len(absv) - 1, 2):
-                mxs = Signal(SUM_BITS, name=f"mx{lvl}_{i}")
-                m.d.sync += mxs.eq(Mux(absv[i] > absv[i + 1], absv[i], absv[i + 1]))
-                nxt_level.append(mxs)
-            if len(absv) % 2:
-                odd = Signal(SUM_BITS, name=f"mx{lvl}_odd")
-                m.d.sync += odd.eq(absv[-1])
-                nxt_level.append(odd)
-            absv = nxt_level
-            lvl += 1
-        row_max = absv[0]
-        with m.If(sv[SCAN_LAT]):
-            m.d.sync += amax.eq(Mux(row_max > amax, row_max, amax))
-        # g from amax (two states): k = bit length; g0 = 7 - k, minus one when the top 8
-        # bits are all ones (ones8[i]: bits i..i+7 all set), capped by g_cap
         kbits = Signal(range(SUM_BITS + 1))
         for i in range(SUM_BITS):
             with m.If(amax[i]):
@@ -430,73 +453,95 @@ class ReorgUnit(wiring.Component):
         zero_r = Signal()
         top8 = Signal()
         m.d.comb += top8.eq(Mux(kbits_r >= 8, ones8_r.bit_select((kbits_r - 8)[:5], 1), 0))
-        g0 = Signal(signed(9))
-        m.d.comb += g0.eq(7 - kbits_r.as_signed() - top8)
+        g0 = Signal(signed(9))          # registered in SHIFT2
+
+        # emit: S << g_left registered, then the quantizer in two registered stages with the
+        # shared primitives of rtl.epilogue (Requantize's rule: round half to even by bit
+        # tests, saturate from the sign and high bits), the guard mask registered per layer
+        xl = Signal(signed(QZ_BITS))
+        m.d.sync += xl.eq(S << g_left)
+        below = Signal(QZ_BITS)
+        q_x, up_x = shift_round_bit(xl, g_right, below)
+        q_r = Signal(signed(QZ_BITS))
+        up_r = Signal()
+        m.d.sync += [q_r.eq(q_x), up_r.eq(up_x)]
+        rq = Signal(signed(QZ_BITS + 1))
+        m.d.comb += rq.eq(q_r + up_r)
+        qd = Signal(signed(PRED_OP_BITS))
+        m.d.sync += qd.eq(saturate_bits(rq, PRED_OP_BITS))
+        # the P*P window: every quantized value is shifted in at the top (past the layer: 0)
+        win = Signal(data.ArrayLayout(signed(PRED_OP_BITS), PP))
+        with m.If(ev[PUSH]):
+            for t in range(PP - 1):
+                m.d.sync += win[t].eq(win[t + 1])
+            m.d.sync += win[PP - 1].eq(Mux(zv[PUSH], 0, qd))
+
+        ch = Signal(range(NW + 1))      # sample being emitted
+        last = Signal()                 # ch is the layer's last (registered)
+        out_v = Signal()
+        pcnt = Signal(range(PP + 1))    # FILL: reads left for this sample
+        wcnt = Signal(range(LAT + PUSH_EXTRA))
+        m.d.comb += [self.samples.valid.eq(out_v), self.samples.payload.channel.eq(ch),
+                     self.samples.payload.last.eq(last)]
+        m.d.comb += [self.samples.payload.pix[t].eq(win[t]) for t in range(PP)]
+        fire = self.samples.valid & self.samples.ready
+        st_fin = Mux(fin_bank, st[1], st[0])
 
         with m.FSM(name="fin") as fin_fsm:
             with m.State("IDLE"):
                 with m.If(st_fin == 2):
-                    m.d.sync += [idx.eq(0), amax.eq(0)]
+                    m.d.sync += [ridx.eq(0), amax.eq(0),
+                                 n_valid.eq(Mux(fdv.kind, fdv.c_out, fdv.c_out << lg_pp))]
                     m.next = "SCAN"
-            with m.State("SCAN"):      # read word idx < nwords; the pipeline drains after
-                m.d.comb += [fin_rd_addr.eq(idx), fin_rd_en.eq(1), scan_rd.eq(idx < nwords)]
-                m.d.sync += idx.eq(idx + 1)
-                with m.If(idx == nwords + SCAN_LAT):
+            with m.State("SCAN"):      # read every address; the |S| pipeline drains after
+                m.d.comb += [fin_rd_en.eq(1), rd_scan.eq(ridx < n_valid)]
+                m.d.sync += ridx.eq(ridx + 1)
+                with m.If(ridx == n_valid + LAT):
                     m.next = "SHIFT"
             with m.State("SHIFT"):
                 m.d.sync += [kbits_r.eq(kbits), zero_r.eq(amax == 0),
                              ones8_r.eq(Cat(*[amax[i:i + 8].all() for i in range(SUM_BITS - 7)]))]
                 m.next = "SHIFT2"
             with m.State("SHIFT2"):
-                m.d.sync += [g.eq(Mux(zero_r | (g0 > fdv.g_cap), fdv.g_cap, g0)),
-                             ch.eq(0), r.eq(0), idx.eq(0), prev.eq(0)]
+                m.d.sync += [g0.eq(7 - kbits_r.as_signed() - top8),
+                             ch.eq(0), last.eq(fdv.c_out == 1), ridx.eq(0),
+                             pcnt.eq(Mux(fdv.kind, PP - PP // 2, PP))]
+                m.d.sync += [win[t].eq(0) for t in range(PP)]
                 m.next = "SHIFT3"
             with m.State("SHIFT3"):
+                m.d.sync += g.eq(Mux(zero_r | (g0 > fdv.g_cap), fdv.g_cap, g0))
+                m.next = "SHIFT4"
+            with m.State("SHIFT4"):
                 m.d.sync += [g_left.eq(Mux(g > 0, g, 0)), g_right.eq(Mux(g < 0, -g, 0))]
-                m.next = "READ"
-            with m.State("READ"):      # conv: word ch; linear: word 0 into cur
-                m.d.comb += [fin_rd_addr.eq(idx), fin_rd_en.eq(1)]
-                m.next = "LOAD"
-            with m.State("LOAD"):
-                m.d.comb += [fin_wr_addr.eq(idx), fin_wr_en.eq(1)]   # zero behind the read
-                m.d.sync += [xl[s].eq(frow[s] << g_left) for s in range(PP)]
-                m.next = "Q1"
-            with m.State("Q1"):        # the quantizers' first stage
-                m.next = "Q2"
-            with m.State("Q2"):
-                with m.If(fdv.kind):
-                    with m.If(idx == 0):
-                        m.d.sync += [cur.eq(qd), idx.eq(1)]
-                        m.next = "READ"
-                    with m.Else():
-                        m.d.sync += [nxt.eq(qd), out_v.eq(1)]
-                        m.next = "EMIT"
-                with m.Else():
-                    m.d.sync += [cur.eq(qd), out_v.eq(1)]
+                m.next = "SHIFT5"
+            with m.State("SHIFT5"):
+                m.d.sync += below.eq(below_guard_mask(g_right, QZ_BITS))
+                m.next = "FILL"
+            with m.State("FILL"):      # read the sums the next sample needs
+                m.d.comb += [fin_rd_en.eq(1), rd_emit.eq(1), rd_zero.eq(ridx >= n_valid)]
+                m.d.sync += [ridx.eq(ridx + 1), pcnt.eq(pcnt - 1)]
+                with m.If(pcnt == 1):
+                    m.d.sync += wcnt.eq(LAT + PUSH_EXTRA - 2)
+                    m.next = "WAIT"
+            with m.State("WAIT"):      # the last value reaches the window
+                m.d.sync += wcnt.eq(wcnt - 1)
+                with m.If(wcnt == 0):
+                    m.d.sync += out_v.eq(1)
                     m.next = "EMIT"
             with m.State("EMIT"):
                 with m.If(fire):
-                    m.d.sync += [ch.eq(ch + 1), out_v.eq(0)]
+                    m.d.sync += [ch.eq(ch + 1), out_v.eq(0), last.eq(ch + 2 == fdv.c_out),
+                                 pcnt.eq(Mux(fdv.kind, 1, PP))]
                     with m.If(last):
                         m.next = "DONE"
-                    with m.Elif(fdv.kind):
-                        m.d.sync += r.eq(r + 1)
-                        with m.If(r == PP - 1):   # next word: shift the window, load the next-next
-                            m.d.sync += [prev.eq(cur), cur.eq(nxt), idx.eq(idx + 1)]
-                            m.next = "READ"
-                        with m.Else():
-                            m.d.sync += out_v.eq(1)
                     with m.Else():
-                        m.d.sync += idx.eq(idx + 1)
-                        m.next = "READ"
+                        m.next = "FILL"
             with m.State("DONE"):
-                # linear: the word after the last loaded one may hold nothing but zeros; all
-                # words of the layer were zeroed when loaded (conv: when emitted)
                 m.d.sync += fin_bank.eq(~fin_bank)
                 for b in range(2):
                     with m.If(fin_bank == b):
                         m.d.sync += st[b].eq(0)
                 m.next = "IDLE"
-        m.d.comb += self.busy.eq(armed | (st[0] != 0) | (st[1] != 0) | s1_v | sa_v | sb_v | s3_v)
+        m.d.comb += self.busy.eq(armed | (st[0] != 0) | (st[1] != 0) | s1_v | sa_v | sb_v | sc_v | sw_v)
         m.d.comb += self.emitting.eq(~fin_fsm.ongoing("IDLE"))
         return m

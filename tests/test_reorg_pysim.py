@@ -153,3 +153,71 @@ def test_bad_descriptors_raise_and_set_status():
         sim.add_clock(1e-8)
         sim.add_testbench(tb)
         sim.run()
+
+
+def test_back_to_back_beats_to_the_same_sums():
+    """No gaps: a lane adds into the sum it wrote one beat before (a single neuron or
+    channel, several tile columns) or two beats before (two neurons alternating): the
+    read-modify-write forwarding paths."""
+    rng = np.random.default_rng(11)
+    layers = [layer_case(rng, "linear", 16, 1, base=3, layer_id=1),
+              layer_case(rng, "linear", 16, 2, base=40, layer_id=2),
+              layer_case(rng, "conv", 16, 1, 1, 1, base=100, layer_id=3),
+              layer_case(rng, "conv", 4, 3, 8, 8, base=300, layer_id=4),
+              layer_case(rng, "linear", 16, 3, base=1200, layer_id=5)]
+    run_unit(layers, seed=11, ready_prob=0.7, gap_prob=0.0)
+
+
+@pytest.mark.parametrize("kind,batch,c,h,w", [("conv", 2, 3, 8, 8), ("conv", 4, 5, 2, 2),
+                                              ("linear", 4, 10, 1, 1), ("linear", 2, 1, 1, 1)])
+def test_cycles_equal_the_model(kind, batch, c, h, w):
+    """With samples always taken: the bank is handed over (the finisher's first SCAN
+    cycle) HANDOVER + 1 cycles after the last beat, and every sample fires at
+    cosim.predictor_model.reorg_emit's offset from there (the cycle model of the GP step)."""
+    from cosim import predictor_model as PM
+    rng = np.random.default_rng(batch * 100 + c)
+    d, beats, want = layer_case(rng, kind, batch, c, h, w, base=17, layer_id=9)
+    dut = RU.ReorgUnit(CFG)
+    seen = {"beat": None, "scan": None, "fires": []}
+
+    async def drive(ctx):
+        ctx.set(dut.desc.payload, d)
+        ctx.set(dut.desc.valid, 1)
+        await ctx.tick().until(dut.desc.ready)
+        ctx.set(dut.desc.valid, 0)
+        await ctx.tick()
+        for n, (addr, val, en) in enumerate(beats):
+            for j in range(CFG.cols):
+                ctx.set(dut.tap.payload.addr[j], addr[j])
+                ctx.set(dut.tap.payload.data[j], val[j] & ((1 << CFG.slot_bits) - 1))
+            ctx.set(dut.tap.payload.en, sum(e << j for j, e in enumerate(en)))
+            ctx.set(dut.tap.valid, 1)
+            ctx.set(dut.tap.ready, 1)
+            await ctx.tick()
+        ctx.set(dut.tap.valid, 0)
+
+    async def watch(ctx):
+        ctx.set(dut.samples.ready, 1)
+        cyc = 0
+        while len(seen["fires"]) < c:
+            await ctx.delay(1e-9)
+            if ctx.get(dut.tap.valid):       # the last beat's cycle in the end
+                seen["beat"] = cyc
+            if ctx.get(dut.emitting) and seen["scan"] is None:
+                seen["scan"] = cyc
+            if ctx.get(dut.samples.valid):
+                seen["fires"].append(cyc)
+            await ctx.tick()
+            cyc += 1
+            assert cyc < 20_000, "watchdog"
+        await ctx.tick().repeat(4)
+        assert not ctx.get(dut.busy)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(drive)
+    sim.add_testbench(watch)
+    sim.run()
+    done_rel, offs = PM.reorg_emit(CFG, kind, c)
+    assert seen["scan"] - seen["beat"] == PM.HANDOVER + 1
+    assert [f - seen["scan"] for f in seen["fires"]] == offs
