@@ -63,6 +63,8 @@ class Board:
     uart_pins: tuple | None = None            # (rx, tx, connector) when the board lacks a UART resource
     leds: str = "led"         # led | rgb
     core: str = "engine"      # the core of the board build (CORES)
+    preset: str = "small"     # the preset a board build uses when none is named
+    cores: tuple = CORES      # the cores that fit the device
 
 
 BOARDS = {
@@ -73,8 +75,11 @@ BOARDS = {
                         "LFE5U-25F", 48e6, 100e6, (12, 25, 6, 2), mem_addr_bits=12,
                         prog_words=1024, uart_pins=("0", "1", ("io", 0)), leds="rgb",
                         env={"DFU_SUFFIX": "true"}),
+    # the UP5K holds the engine alone, and only the `ice40` preset's lite engine (no sparse
+    # modes, no convolution addressing, 24-bit counters): docs/notes-ice40.md
     "icebreaker": Board("amaranth_boards.icebreaker", "ICEBreakerPlatform", "ice40", "iCE40UP5K",
-                        12e6, 12e6, None, mem_addr_bits=10, prog_words=256),
+                        12e6, 12e6, None, mem_addr_bits=10, prog_words=256,
+                        preset="ice40", cores=("engine",)),
 }
 
 
@@ -133,6 +138,17 @@ def board_config(preset_name: str, board: str) -> AcceleratorConfig:
 def check_core(core: str) -> str:
     if core not in CORES:
         raise BoardError(f"unknown core {core!r}; choose one of {', '.join(CORES)}")
+    return core
+
+
+def check_board_core(board: str, core: str) -> str:
+    """``core`` if it fits the board's device, else a BoardError saying why."""
+    spec = board_spec(board)
+    if check_core(core) not in spec.cores:
+        raise BoardError(f"{board} ({spec.device}): the {core} core does not fit this device "
+                         f"(the predictor side - reorganization unit, predictor array, weight "
+                         f"update - alone needs several times its logic cells); choose core "
+                         f"{' or '.join(spec.cores)}")
     return core
 
 

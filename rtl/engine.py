@@ -107,8 +107,10 @@ def zero_wr_layout(cfg: AcceleratorConfig):
     })
 
 
-def counters_layout():
-    return data.StructLayout({name: unsigned(COUNTER_BITS) for name in COUNTERS})
+def counters_layout(cfg: AcceleratorConfig | None = None):
+    """The counters, ``cfg.counter_bits`` wide each (COUNTER_BITS without a config)."""
+    bits = cfg.counter_bits if cfg is not None else COUNTER_BITS
+    return data.StructLayout({name: unsigned(bits) for name in COUNTERS})
 
 
 def mem_wr_layout(cfg: AcceleratorConfig):
@@ -150,7 +152,7 @@ class Engine(wiring.Component):
             "wz": Out(stream.Signature(zero_wr_layout(cfg))),
             "busy": Out(1),
             "error": Out(4),           # first error code since reset (sticky)
-            "counters": Out(counters_layout()),
+            "counters": Out(counters_layout(cfg)),
         })
 
     def elaborate(self, platform):
@@ -173,8 +175,10 @@ class Engine(wiring.Component):
         acc_w, acc_r = acc_sram.write_port(), acc_sram.read_port()
 
         # ---------------- gathers ---------------------------------------------------
-        m.submodules.gather_a = ga = OperandGather(cfg, R, cfg.spad_a_words, compactable=True)
-        m.submodules.gather_b = gb = OperandGather(cfg, C, cfg.spad_b_words, lane_compactable=True)
+        # (cfg.sparse False: no compact side memory, no lane compaction; the ISA has no
+        # sparse fields, so every use of them below is the constant 0)
+        m.submodules.gather_a = ga = OperandGather(cfg, R, cfg.spad_a_words, compactable=cfg.sparse)
+        m.submodules.gather_b = gb = OperandGather(cfg, C, cfg.spad_b_words, lane_compactable=cfg.sparse)
         wiring.connect(m, ga.mem, wiring.flipped(self.rd_a))
         wiring.connect(m, gb.mem, wiring.flipped(self.rd_b))
         m.d.comb += [ga.desc.eq(cur.a), ga.total.eq(cur.m), ga.k.eq(cur.k), ga.compact.eq(cur.compact_a),
@@ -567,7 +571,7 @@ class Engine(wiring.Component):
         for i in range(C):
             m.d.comb += [wz.payload.addr[i].eq(cur.d_addr + off_dsi[i] + zq.r_data.as_signed()),
                          wz.payload.en[i].eq(i < cur.m)]
-        m.d.comb += [wz.valid.eq(zq.r_rdy), zq.r_en.eq(wz.valid & wz.ready)]
+        m.d.comb += [wz.valid.eq(zq.r_rdy if cfg.sparse else 0), zq.r_en.eq(wz.valid & wz.ready)]
         drained = ((rows_drained == total_rows) & ~s1_v & ~s1x_v & ~s1b_v & ~s1c_v & ~s2_v
                    & (ofifo.level == 0))
         err_sticky = Signal(4)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from amaranth import unsigned, signed
 from amaranth.lib import data
 
-from .config import AcceleratorConfig
+from .config import AcceleratorConfig, ConfigError
 
 DIGITS = 3
 
@@ -61,24 +61,36 @@ class Field:
         self.width, self.signed = width, is_signed
 
     def shape(self):
-        return signed(self.width) if self.signed else unsigned(self.width)
+        # a field configured out (width 0) reads as the constant 0
+        return signed(self.width) if self.signed and self.width else unsigned(self.width)
+
+
+# Fields of the engine options (rtl/config.py): without the option they have width 0
+# (absent from the instruction word; the engine sees 0) and `encode` refuses them.
+SPARSE_FIELDS = ("omask", "om_addr", "om_si", "om_sj", "compact_a", "ocompact")
+CONV_FIELDS = ("geo", "dil", "h_lim", "w_lim")         # per gather descriptor
+CONV_VEC = ("sp", "y", "x")                            # step / init vector components
 
 
 def _spec(cfg: AcceleratorConfig) -> dict:
     """The instruction's fields for one configuration (widths depend on it)."""
     aw = cfg.mem_addr_bits
     dw = cfg.dim_bits
-    vec4 = {"cb": Field(aw + 2, True), "sp": Field(aw + 2, True),
-            "y": Field(dw + 1, True), "x": Field(dw + 1, True)}
-    digit = {"count": Field(dw), "step": vec4}   # the outermost digit's count is ignored
+    cv = cfg.conv            # without it: one digit that never wraps, cb only, no geometry
+    vec4 = {"cb": Field(aw + 2, True), "sp": Field(aw + 2 if cv else 0, True),
+            "y": Field(dw + 1 if cv else 0, True), "x": Field(dw + 1 if cv else 0, True)}
+    # the outermost digit's count is ignored
+    digit = {"count": Field(dw if cv else 0), "step": vec4}
     gather = {
         "base": Field(aw),
-        "lane": [digit] * DIGITS,
-        "k": [digit] * DIGITS,
+        "lane": [digit] * (DIGITS if cv else 1),
+        "k": [digit] * (DIGITS if cv else 1),
         "init": vec4,
-        "geo": Field(1), "dil": Field(2), "h_lim": Field(dw), "w_lim": Field(dw),
+        "geo": Field(1 if cv else 0), "dil": Field(2 if cv else 0),
+        "h_lim": Field(dw if cv else 0), "w_lim": Field(dw if cv else 0),
     }
     acc_addr_bits = max(1, (cfg.acc_words - 1).bit_length())
+    sp = 1 if cfg.sparse else 0                # sparse fields' widths scale by this
     return {
         "opcode": Field(4),
         "m": Field(dw), "n": Field(dw), "k": Field(dw),
@@ -95,16 +107,16 @@ def _spec(cfg: AcceleratorConfig) -> dict:
         # --- sparsity (rtl/engine.py, docs/sparsity.md); all zero = dense ---------
         # omask: D[i,j] is forced to 0 where the 1-bit mask slot (bit 0) at
         # om_addr + i*om_si + j*om_sj is 0 (the forward ReLU mask: dL/dx = dL/dy * mask)
-        "omask": Field(1), "om_addr": Field(aw), "om_si": Field(aw + 2, True),
-        "om_sj": Field(aw + 2, True),
+        "omask": Field(sp), "om_addr": Field(sp * aw), "om_si": Field(sp * (aw + 2), True),
+        "om_sj": Field(sp * (aw + 2), True),
         # compact_a: the A gather keeps only nonzero words (R elements) with their k;
         # the sequencer steps only those, reading B at the same k (zero-word skipping)
-        "compact_a": Field(1),
+        "compact_a": Field(sp),
         # ocompact (needs omask, M <= min(R, C), no accumulate, no write_mask): the B
         # gather walks only the output columns some row needs (their mask vector is
         # read per column), the writer scatters the tiles' columns to their addresses
         # and a zero-write port clears the columns no row needs (output sparsity)
-        "ocompact": Field(1),
+        "ocompact": Field(sp),
     }
 
 
@@ -136,8 +148,9 @@ def _pack(spec, value, path: str) -> tuple[int, int]:
     """Returns (bits, width) of ``value`` packed by ``spec`` (missing fields are 0)."""
     if isinstance(spec, Field):
         v = 0 if value is None else int(value)
-        lo = -(1 << (spec.width - 1)) if spec.signed else 0
-        hi = (1 << (spec.width - 1)) - 1 if spec.signed else (1 << spec.width) - 1
+        sg = spec.signed and spec.width > 0
+        lo = -(1 << (spec.width - 1)) if sg else 0
+        hi = (1 << (spec.width - 1)) - 1 if sg else (1 << spec.width) - 1
         if not lo <= v <= hi:
             raise EncodeError(f"instruction field {path}={v} does not fit {spec.width} "
                               f"{'signed' if spec.signed else 'unsigned'} bits [{lo}, {hi}]")
@@ -158,9 +171,66 @@ def _pack(spec, value, path: str) -> tuple[int, int]:
     return bits, pos
 
 
+class ModeError(ConfigError, EncodeError):
+    """An instruction that uses an engine mode the configuration does not build."""
+
+
+def _nonzero(v) -> bool:
+    if isinstance(v, dict):
+        return any(_nonzero(x) for x in v.values())
+    if isinstance(v, (list, tuple)):
+        return any(_nonzero(x) for x in v)
+    return v is not None and int(v) != 0
+
+
+def check_modes(cfg: AcceleratorConfig, fields: dict) -> dict:
+    """``fields`` for an engine with the configuration's options: raises ModeError (naming
+    the mode and the preset) for a sparse mode without ``cfg.sparse`` or a convolution
+    descriptor without ``cfg.conv``; without ``cfg.conv`` returns the descriptors reduced
+    to what the instruction holds (digit 0's cb steps, init.cb, base)."""
+    if not cfg.sparse:
+        used = [f for f in SPARSE_FIELDS if _nonzero(fields.get(f))]
+        if used:
+            raise ModeError(f"preset {cfg.name!r} is built without the sparse modes "
+                            f"(sparse=False): instruction sets {', '.join(used)}; use a preset "
+                            f"with sparse=True (e.g. 'tiny' or 'small')")
+        fields = {k: v for k, v in fields.items() if k not in SPARSE_FIELDS}
+    if cfg.conv:
+        return fields
+    full = (1 << cfg.dim_bits) - 1           # no instruction has more lanes or steps
+    out = dict(fields)
+    for side in ("a", "b"):
+        d = fields.get(side)
+        if not d:
+            continue
+        why = [f"{side}.{f}" for f in CONV_FIELDS if _nonzero(d.get(f))]
+        why += [f"{side}.init.{f}" for f in CONV_VEC if _nonzero((d.get("init") or {}).get(f))]
+        red = {k: v for k, v in d.items() if k not in CONV_FIELDS}
+        red["init"] = {"cb": (d.get("init") or {}).get("cb", 0)}
+        for ctr in ("lane", "k"):
+            digits = list(d.get(ctr) or [])
+            for i, dg in enumerate(digits):
+                dg = dg or {}
+                step = dg.get("step") or {}
+                why += [f"{side}.{ctr}[{i}].step.{f}" for f in CONV_VEC if _nonzero(step.get(f))]
+                if i and _nonzero(step.get("cb")):
+                    why.append(f"{side}.{ctr}[{i}].step.cb")
+                if i == 0 and len(digits) > 1 and int(dg.get("count", 0) or 0) < full:
+                    why.append(f"{side}.{ctr}[0].count={dg.get('count')} (wraps)")
+            d0 = (digits[0] or {}) if digits else {}
+            red[ctr] = [{"step": {"cb": (d0.get("step") or {}).get("cb", 0)}}]
+        if why:
+            raise ModeError(f"preset {cfg.name!r} is built without convolution addressing "
+                            f"(conv=False: matrices only, one gather digit): instruction sets "
+                            f"{', '.join(why)}; use a preset with conv=True (e.g. 'tiny' or 'small')")
+        out[side] = red
+    return out
+
+
 def encode(cfg: AcceleratorConfig, fields: dict) -> int:
-    """Pack a nested dict of field values into the instruction word (an int)."""
-    bits, _ = _pack(_spec(cfg), fields, "")
+    """Pack a nested dict of field values into the instruction word (an int); a mode the
+    configuration does not build raises ModeError (see ``check_modes``)."""
+    bits, _ = _pack(_spec(cfg), check_modes(cfg, fields), "")
     return bits
 
 

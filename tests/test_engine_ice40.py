@@ -1,0 +1,97 @@
+"""The `ice40` preset's lite engine (no sparse modes, no convolution addressing, 24-bit
+counters) on Verilator: dense GEMMs bit-exact against the golden model and cycle-exact
+against the cycle model; bad input answered by an error status; the modes it does not
+build refused early, in Python, with a message naming the mode and the preset."""
+import numpy as np
+import pytest
+
+from cosim import driver
+from cosim.driver import ConvGeom, DriverError, MemoryImage
+from cosim.execute import run_checked
+from rtl import isa
+from rtl.config import ConfigError, preset
+from rtl.engine import COUNTERS, Engine, counters_layout
+from tests.rtl_cases import conv_case, gemm_case, raw_gemm
+
+CFG = preset("ice40")
+
+
+def test_lite_config_differs_from_tiny_only_in_the_engine_options():
+    tiny = preset("tiny")
+    assert CFG.replace(name="tiny", counter_bits=48, sparse=True, conv=True) == tiny
+    # the full presets keep today's design
+    for name in ("tiny", "small", "default", "large", "wide16"):
+        p = preset(name)
+        assert (p.counter_bits, p.sparse, p.conv) == (48, True, True)
+    assert counters_layout(CFG).size == 24 * len(COUNTERS)
+    assert Engine(CFG).counters.shape().size == 24 * len(COUNTERS)
+    # the instruction holds no sparse or convolution fields
+    assert isa.instr_width(CFG) < isa.instr_width(tiny) // 4
+
+
+def test_random_gemms_bit_exact_and_cycle_exact(sim):
+    rng = np.random.default_rng(40)
+    for trial in range(10):
+        M, N, K = (int(v) for v in rng.integers(1, 12, 3))
+        if trial % 5 == 0:
+            K = 1
+        if trial % 5 == 1:
+            K = int(rng.integers(130, 200))      # > scratchpad: split K, accumulate-into
+        img, prog, _ = gemm_case(CFG, rng, M, N, K, ta=bool(trial & 1), tb=bool(trial & 2),
+                                 relu=bool(trial & 4), mask=trial % 3 == 0, out_raw=trial % 4 == 0)
+        res = run_checked(sim, CFG, img, prog, what=f"ice40 gemm {M}x{N}x{K} #{trial}")
+        assert res.error == 0 and res.counters["retired"] == len(prog)
+
+
+def test_gemm_equals_numpy(sim):
+    rng = np.random.default_rng(4)
+    img, prog, want = gemm_case(CFG, rng, 7, 5, 19, out_raw=True)
+    run_checked(sim, CFG, img, prog)
+    assert (img.get("d") == want).all()
+
+
+@pytest.mark.parametrize("bad,code", [
+    (dict(opcode=9), isa.ERR_OPCODE),
+    (dict(k=0), isa.ERR_ZERO_DIM),
+    (dict(m=64, k=200), isa.ERR_SPAD_A),
+    (dict(store=0, m=64, n=64, k=2), isa.ERR_ACC),
+    (dict(d_addr=(1 << 10) - 5), isa.ERR_ADDR_WRITE),
+])
+def test_bad_instruction_raises_error_status(sim, bad, code):
+    img = MemoryImage(CFG)
+    img.put("all", np.arange(128) - 64)
+    res = run_checked(sim, CFG, img, [raw_gemm(CFG, **bad)])
+    assert res.error == code
+    assert (img.get("all") == np.arange(128) - 64).all()
+
+
+@pytest.mark.parametrize("mode", ["compact_a", "ocompact", "omask"])
+def test_sparse_modes_are_refused_naming_mode_and_preset(mode):
+    img = MemoryImage(CFG)
+    a, b = img.alloc("a", (4, 8)), img.alloc("b", (8, 4))
+    d, om = img.alloc("d", (4, 4)), img.alloc("om", (4, 4))
+    kw = {"compact_a": dict(compact_a=True), "omask": dict(om_addr=om.base, om_si=4),
+          "ocompact": dict(om_addr=om.base, om_si=4, ocompact=True)}[mode]
+    with pytest.raises(DriverError, match=rf"preset 'ice40' is built without the sparse modes.*{mode}"):
+        driver.gemm_program(CFG, 4, 4, 8, driver.matrix_desc(a.base, 8, 1),
+                            driver.matrix_desc(b.base, 1, 4), d_addr=d.base, d_si=4, **kw)
+    # the encoder (the path of every instruction to the hardware) refuses it too
+    with pytest.raises(ConfigError, match=rf"sparse=False.*{mode}"):
+        isa.encode(CFG, raw_gemm(CFG, **{mode: 1}))
+    # the same program is fine on the full preset
+    isa.encode(preset("tiny"), raw_gemm(preset("tiny"), **{mode: 1}))
+
+
+@pytest.mark.parametrize("kind", ["fwd", "bwd_weight", "bwd_data"])
+def test_convolution_is_refused_naming_mode_and_preset(kind):
+    with pytest.raises(DriverError, match=r"preset 'ice40' is built without convolution addressing"):
+        conv_case(CFG, np.random.default_rng(0), ConvGeom(1, 2, 5, 5, 2, 3, 3, 1, 1), kind)
+
+
+def test_conv_descriptor_fields_are_refused_by_the_encoder():
+    for over, field in ((dict(geo=1), "a.geo"), (dict(init={"sp": 3}), "a.init.sp"),
+                        (dict(lane=[driver.digit(4, cb=1), driver.digit(cb=8), driver.digit()]),
+                         "a.lane[0].count=4")):
+        desc = dict(driver.matrix_desc(0, 4, 1), **over)
+        with pytest.raises(isa.ModeError, match=rf"conv=False.*{field.replace('[', '.').replace(']', '.')}"):
+            isa.encode(CFG, raw_gemm(CFG, a=desc))
