@@ -191,7 +191,7 @@ class Host:
     async def counters(self) -> dict:
         """The engine's counters (and the predictor side's with the Accelerator core)."""
         nb = self.cfg.counter_bits // 8        # bytes per counter (rtl/config.py)
-        names = counter_names(self.core)
+        names = counter_names(self.core, self.cfg)
         r = await self.command(uart.OP_COUNTERS, reply=nb * len(names))
         return {name: int.from_bytes(r[i * nb:(i + 1) * nb], "little")
                 for i, name in enumerate(names)}

@@ -21,7 +21,7 @@ import numpy as np
 
 from rtl import isa
 from rtl.config import AcceleratorConfig
-from rtl.engine import COUNTERS, counters_layout
+from rtl.engine import COUNTERS, counter_names, counters_layout
 from rtl.generate import engine_verilog, verilator_bin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +85,8 @@ class RtlSim:
         check_simulator(sim)
         self.cfg, self.sim, self.waves, self.timeout_s = cfg, sim, waves, timeout_s
         self.iw = isa.instr_width(cfg)
+        # the configuration's engine counters (rtl/config.py all_counters), then any others
+        self.counter_names = counter_names(cfg) + tuple(self.counter_names[len(COUNTERS):])
         verilog = self.design_verilog(cfg)
         if sim == "icarus":
             verilog = icarus_kick(verilog)

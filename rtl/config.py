@@ -31,6 +31,8 @@ class AcceleratorConfig:
     dataflow: str = "os"          # output-stationary (the only dataflow built so far)
     # --- engine options (the defaults are the full engine; `ice40` turns them down) ---
     counter_bits: int = 48        # width of each performance counter (they wrap)
+    all_counters: bool = True     # False: only rtl.engine.CORE_COUNTERS (busy/compute/stall
+                                  # cycles, MACs, retired, errors)
     sparse: bool = True           # omask / compact_a / ocompact built (side memory, mask reader,
                                   # panel-info ring, zero writes); False: fields absent, refused
     conv: bool = True             # convolution addressing built (3-digit gather counters with
@@ -116,7 +118,7 @@ class AcceleratorConfig:
             bad("dram_latency", "must be in 1..16")
         if not 16 <= self.counter_bits <= 64 or self.counter_bits % 8:
             bad("counter_bits", "must be a whole number of bytes in 16..64 (the host reads bytes)")
-        for f in ("sparse", "conv"):
+        for f in ("sparse", "conv", "all_counters"):
             if not isinstance(getattr(self, f), bool):
                 bad(f, "must be True or False")
         if self.dataflow != "os":
@@ -174,11 +176,12 @@ PRESETS: dict[str, AcceleratorConfig] = {
                          acc_words=32, mem_addr_bits=10, dim_bits=8,
                          pred_rows=2, pred_cols=2, pred_kmax=128, pred_max_cout=16),
     # The engine alone on an iCE40 UP5K (iCEBreaker): tiny without the sparse modes and the
-    # convolution addressing (dense GEMMs, transposes, split K), 24-bit counters.
+    # convolution addressing (dense GEMMs, transposes, split K), six 24-bit counters, and
+    # 24-bit accumulators (enough for K <= 128 = the scratchpad depth).
     "ice40": BASE.replace(name="ice40", rows=2, cols=2, spad_a_words=128, spad_b_words=128,
                           acc_words=32, mem_addr_bits=10, dim_bits=8,
                           pred_rows=2, pred_cols=2, pred_kmax=128, pred_max_cout=16,
-                          counter_bits=24, sparse=False, conv=False),
+                          acc_bits=24, counter_bits=24, all_counters=False, sparse=False, conv=False),
 }
 
 

@@ -29,7 +29,7 @@ class MixedRadixCounter(wiring.Component):
 
     def __init__(self, cfg: AcceleratorConfig):
         self.cfg = cfg
-        digit_layout = _layout(_spec(cfg)["a"]["lane"])
+        digit_layout = _layout(_spec(cfg, full=True)["a"]["lane"])
         super().__init__({
             "digits": In(digit_layout),
             "init": In(vec4_layout(cfg)),

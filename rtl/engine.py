@@ -49,6 +49,17 @@ COUNTERS = (
     "errors",          # instructions that ended with an error status
     "mask_rd_bits",    # output-mask (omask) bits read
 )
+# the counters an engine built with ``all_counters=False`` keeps (rtl/config.py)
+CORE_COUNTERS = ("busy_cycles", "compute_cycles", "stall_cycles", "macs", "retired", "errors")
+
+
+def counter_names(cfg: AcceleratorConfig | None = None) -> tuple:
+    """The engine's counters, in order (all of COUNTERS without a config)."""
+    if cfg is None or cfg.all_counters:
+        return COUNTERS
+    return tuple(n for n in COUNTERS if n in CORE_COUNTERS)
+
+
 OUT_FIFO_ROWS = 4
 # Copies of the registered stall decision (see the engine's drain section): the array's
 # rows take EN_COPIES - 2 of them round robin, the drain one, the sequencer one.  Yosys
@@ -110,7 +121,7 @@ def zero_wr_layout(cfg: AcceleratorConfig):
 def counters_layout(cfg: AcceleratorConfig | None = None):
     """The counters, ``cfg.counter_bits`` wide each (COUNTER_BITS without a config)."""
     bits = cfg.counter_bits if cfg is not None else COUNTER_BITS
-    return data.StructLayout({name: unsigned(bits) for name in COUNTERS})
+    return data.StructLayout({name: unsigned(bits) for name in counter_names(cfg)})
 
 
 def mem_wr_layout(cfg: AcceleratorConfig):
@@ -161,7 +172,7 @@ class Engine(wiring.Component):
         R, C = cfg.rows, cfg.cols
         dw = cfg.dim_bits
         lg_r, lg_c = (R - 1).bit_length(), (C - 1).bit_length()
-        cur = Signal(isa.instr_layout(cfg))
+        cur = Signal(isa.engine_layout(cfg))     # = instr_layout unless options are off
 
         # ---------------- storage -----------------------------------------------
         m.submodules.spad_a = spad_a = memory.Memory(
@@ -587,7 +598,7 @@ class Engine(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.instr.ready.eq(1)
                 with m.If(self.instr.valid):
-                    m.d.sync += cur.eq(self.instr.payload)
+                    m.d.sync += isa.widen(cfg, cur, self.instr.payload)
                     m.next = "DECODE"
             with m.State("DECODE"):
                 for j in range(C):
@@ -699,7 +710,7 @@ class Engine(wiring.Component):
             "errors": retire & (retire_err != 0),
             "mask_rd_bits": Mux(m_fire, sum(rdm.req.payload.en[j] for j in range(C)), 0),
         }
-        for name in COUNTERS:
+        for name in counter_names(cfg):
             inc = incs[name]
             if name in late:
                 inc_r = Signal(Value.cast(inc).shape(), name=f"inc_{name}")

