@@ -175,10 +175,11 @@ PRESETS: dict[str, AcceleratorConfig] = {
     "tiny": BASE.replace(name="tiny", rows=2, cols=2, spad_a_words=128, spad_b_words=128,
                          acc_words=32, mem_addr_bits=10, dim_bits=8,
                          pred_rows=2, pred_cols=2, pred_kmax=128, pred_max_cout=16),
-    # The engine alone on an iCE40 UP5K (iCEBreaker): tiny without the sparse modes and the
-    # convolution addressing (dense GEMMs, transposes, split K), six 24-bit counters, and
-    # 24-bit accumulators (enough for K <= 128 = the scratchpad depth).
-    "ice40": BASE.replace(name="ice40", rows=2, cols=2, spad_a_words=128, spad_b_words=128,
+    # The engine alone on an iCE40 UP5K (iCEBreaker): tiny with one array column (2x1 PEs),
+    # without the sparse modes and the convolution addressing (dense GEMMs, transposes,
+    # split K), six 24-bit counters and 24-bit accumulators (enough for K <= 128 = the
+    # scratchpad depth).  docs/notes-ice40.md: what each option saves.
+    "ice40": BASE.replace(name="ice40", rows=2, cols=1, spad_a_words=128, spad_b_words=128,
                           acc_words=32, mem_addr_bits=10, dim_bits=8,
                           pred_rows=2, pred_cols=2, pred_kmax=128, pred_max_cout=16,
                           acc_bits=24, counter_bits=24, all_counters=False, sparse=False, conv=False),

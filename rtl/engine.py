@@ -466,7 +466,7 @@ class Engine(wiring.Component):
         # omask: the row's output mask from the mask queue (all ones without omask);
         # ocompact: the tile's lanes, offsets and row masks from the panel info
         m.d.comb += [pi_r.addr.eq(dr_tj), pi_r.en.eq(en)]   # held while the drain is stalled
-        pi = pi_r.data
+        pi = pi_r.data if cfg.sparse else Signal.like(pi_r.data)   # no ocompact: all 0
         keep = Signal(C)
         oc_keep = Cat(*[pi[j].mv.bit_select(s1_i, 1) for j in range(C)])
         m.d.comb += [keep.eq(Mux(oc, oc_keep, Mux(cur.omask, mq.r_data, (1 << C) - 1))),

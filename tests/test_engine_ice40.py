@@ -16,9 +16,9 @@ from tests.rtl_cases import conv_case, gemm_case, raw_gemm
 CFG = preset("ice40")
 
 
-def test_lite_config_differs_from_tiny_only_in_the_engine_options():
+def test_lite_config_is_tiny_with_one_column_and_the_engine_options():
     tiny = preset("tiny")
-    assert CFG.replace(name="tiny", acc_bits=32, counter_bits=48, all_counters=True, sparse=True,
+    assert CFG.replace(name="tiny", cols=2, acc_bits=32, counter_bits=48, all_counters=True, sparse=True,
                        conv=True) == tiny
     # the full presets keep today's design
     for name in ("tiny", "small", "default", "large", "wide16"):
