@@ -68,6 +68,7 @@ class Field:
 # Fields of the engine options (rtl/config.py): without the option they have width 0
 # (absent from the instruction word; the engine sees 0) and `encode` refuses them.
 SPARSE_FIELDS = ("omask", "om_addr", "om_si", "om_sj", "compact_a", "ocompact")
+MASK_FIELDS = ("write_mask", "mask_addr", "mask_si")
 CONV_FIELDS = ("geo", "dil", "h_lim", "w_lim")         # per gather descriptor
 CONV_VEC = ("sp", "y", "x")                            # step / init vector components
 
@@ -94,6 +95,7 @@ def _spec(cfg: AcceleratorConfig, full: bool = False) -> dict:
     }
     acc_addr_bits = max(1, (cfg.acc_words - 1).bit_length())
     sp = 1 if cfg.sparse or full else 0        # sparse fields' widths scale by this
+    rm = 1 if cfg.relu_mask or full else 0     # and the ReLU-mask write's
     return {
         "opcode": Field(4),
         "m": Field(dw), "n": Field(dw), "k": Field(dw),
@@ -101,12 +103,12 @@ def _spec(cfg: AcceleratorConfig, full: bool = False) -> dict:
         "store": Field(1),        # 1: epilogue + write D; 0: keep int sums in the accumulator SRAM
         "out_raw": Field(1),      # D gets raw accumulator values (no requantization)
         "relu": Field(1),
-        "write_mask": Field(1),   # write the 1-bit ReLU mask (out > 0) beside D
+        "write_mask": Field(rm),  # write the 1-bit ReLU mask (out > 0) beside D
         "shift": Field(6),
         "acc_addr": Field(acc_addr_bits),
         "a": gather, "b": gather,
         "d_addr": Field(aw), "d_si": Field(aw + 2, True), "d_sj": Field(aw + 2, True),
-        "mask_addr": Field(aw), "mask_si": Field(aw + 2, True),
+        "mask_addr": Field(rm * aw), "mask_si": Field(rm * (aw + 2), True),
         # --- sparsity (rtl/engine.py, docs/sparsity.md); all zero = dense ---------
         # omask: D[i,j] is forced to 0 where the 1-bit mask slot (bit 0) at
         # om_addr + i*om_si + j*om_sj is 0 (the forward ReLU mask: dL/dx = dL/dy * mask)
@@ -155,7 +157,7 @@ def widen(cfg: AcceleratorConfig, dst, src) -> list:
     ``instr_layout`` view): the fields the instruction has, the others 0 (so the engine's
     logic for a mode that is not built sees it off and synthesis removes it).  With both
     options (every preset but the lite ones) the layouts are equal: ``dst.eq(src)``."""
-    if cfg.sparse and cfg.conv:
+    if cfg.sparse and cfg.conv and cfg.relu_mask:
         return [dst.eq(src)]
     stmts = [dst.eq(0)]
 
@@ -228,6 +230,13 @@ def check_modes(cfg: AcceleratorConfig, fields: dict) -> dict:
                             f"(sparse=False): instruction sets {', '.join(used)}; use a preset "
                             f"with sparse=True (e.g. 'tiny' or 'small')")
         fields = {k: v for k, v in fields.items() if k not in SPARSE_FIELDS}
+    if not cfg.relu_mask:
+        if _nonzero(fields.get("write_mask")):
+            raise ModeError(f"preset {cfg.name!r} is built without the ReLU-mask write "
+                            f"(relu_mask=False): instruction sets write_mask; the mask is "
+                            f"D > 0 (compute it from the stored output), or use a preset with "
+                            f"relu_mask=True (e.g. 'tiny' or 'small')")
+        fields = {k: v for k, v in fields.items() if k not in MASK_FIELDS}
     if cfg.conv:
         return fields
     full = (1 << cfg.dim_bits) - 1           # no instruction has more lanes or steps

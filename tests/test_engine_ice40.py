@@ -1,5 +1,5 @@
-"""The `ice40` preset's lite engine (no sparse modes, no convolution addressing, 24-bit
-counters) on Verilator: dense GEMMs bit-exact against the golden model and cycle-exact
+"""The `ice40` preset's lite engine (2x1 PEs; no sparse modes, no convolution addressing,
+no ReLU-mask write; six 24-bit counters) on Verilator: dense GEMMs bit-exact against the golden model and cycle-exact
 against the cycle model; bad input answered by an error status; the modes it does not
 build refused early, in Python, with a message naming the mode and the preset."""
 import numpy as np
@@ -19,11 +19,11 @@ CFG = preset("ice40")
 def test_lite_config_is_tiny_with_one_column_and_the_engine_options():
     tiny = preset("tiny")
     assert CFG.replace(name="tiny", cols=2, acc_bits=32, counter_bits=48, all_counters=True, sparse=True,
-                       conv=True) == tiny
+                       conv=True, relu_mask=True) == tiny
     # the full presets keep today's design
     for name in ("tiny", "small", "default", "large", "wide16"):
         p = preset(name)
-        assert (p.counter_bits, p.all_counters, p.sparse, p.conv) == (48, True, True, True)
+        assert (p.counter_bits, p.all_counters, p.sparse, p.conv, p.relu_mask) == (48, True, True, True, True)
         assert counter_names(p) == COUNTERS
     assert counter_names(CFG) == CORE_COUNTERS
     assert counters_layout(CFG).size == 24 * len(CORE_COUNTERS)
@@ -43,7 +43,7 @@ def test_random_gemms_bit_exact_and_cycle_exact(sim):
         if trial % 5 == 1:                       # > scratchpad: split K, accumulate-into
             M, N, K = int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(130, 160))
         img, prog, _ = gemm_case(CFG, rng, M, N, K, ta=bool(trial & 1), tb=bool(trial & 2),
-                                 relu=bool(trial & 4), mask=trial % 3 == 0, out_raw=trial % 4 == 0)
+                                 relu=bool(trial & 4), out_raw=trial % 4 == 0)
         res = run_checked(sim, CFG, img, prog, what=f"ice40 gemm {M}x{N}x{K} #{trial}")
         assert res.error == 0 and res.counters["retired"] == len(prog)
 
@@ -85,6 +85,14 @@ def test_sparse_modes_are_refused_naming_mode_and_preset(mode):
         isa.encode(CFG, raw_gemm(CFG, **{mode: 1}))
     # the same instruction is fine on a preset with the sparse modes
     isa.encode(preset("small"), raw_gemm(preset("small"), **{mode: 1}))
+
+
+def test_relu_mask_write_is_refused_naming_mode_and_preset():
+    with pytest.raises(DriverError, match=r"preset 'ice40' is built without the ReLU-mask write "
+                                          r"\(relu_mask=False\): instruction sets write_mask"):
+        gemm_case(CFG, np.random.default_rng(1), 3, 3, 3, mask=True)
+    with pytest.raises(isa.ModeError, match="relu_mask=False"):
+        isa.encode(CFG, raw_gemm(CFG, write_mask=1, mask_addr=100, mask_si=4))
 
 
 @pytest.mark.parametrize("kind", ["fwd", "bwd_weight", "bwd_data"])
