@@ -265,34 +265,28 @@ class BufferStream(wiring.Component):
                 with m.If(f == n):
                     m.d.sync += self.stream.valid.eq(1)
                     m.next = "SEND"
-            with m.State("SEND"):
-                with m.If(self.stream.ready):
-                    m.d.sync += [self.stream.valid.eq(0), self.sent.eq(self.sent + 1),
-                                 base.eq(base + n), f.eq(0)]
-                    with m.If(self.sent + 1 == count):
-                        m.d.sync += self.done.eq(1)
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.next = "FETCH"
+            self._send_state(m, count, [base.eq(base + n), f.eq(0)])
         return m
 
+    def _send_state(self, m, count, advance):
+        """The SEND state: the entry is offered until taken, then (``advance``) the next
+        one is fetched, or after ``count`` entries the stream is done."""
+        with m.State("SEND"):
+            with m.If(self.stream.ready):
+                m.d.sync += [self.stream.valid.eq(0), self.sent.eq(self.sent + 1), *advance]
+                with m.If(self.sent + 1 == count):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.next = "FETCH"
 
-class WideBufferStream(wiring.Component):
+
+class WideBufferStream(BufferStream):
     """``BufferStream``'s interface (32-bit word writes, entries ``0..count-1`` sent after
     ``start``) on a block RAM one entry wide: word ``w`` is lane ``w % words`` of entry
     ``w // words``, and the stream's payload is the RAM's read data itself, held while it
     waits (no assembly register: on the iCE40 the instruction is then held only in the
     core's latched copy).  An entry is offered 1 cycle after the previous one is taken."""
-
-    def __init__(self, width: int, depth: int):
-        self.width, self.words, self.depth = width, -(-width // 32), depth
-        super().__init__({
-            "wr_addr": In(range(depth)), "wr_data": In(32), "wr_en": In(1),
-            "start": In(1), "count": In(16),
-            "stream": Out(stream.Signature(width)),
-            "sent": Out(16),
-            "done": Out(1, init=1),
-        })
 
     def elaborate(self, platform):
         m = Module()
@@ -319,15 +313,7 @@ class WideBufferStream(wiring.Component):
                 m.d.comb += rp.en.eq(1)
                 m.d.sync += self.stream.valid.eq(1)
                 m.next = "SEND"
-            with m.State("SEND"):                   # rp.data holds while en is low
-                with m.If(self.stream.ready):
-                    m.d.sync += [self.stream.valid.eq(0), self.sent.eq(self.sent + 1),
-                                 idx.eq(idx + 1)]
-                    with m.If(self.sent + 1 == count):
-                        m.d.sync += self.done.eq(1)
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.next = "FETCH"
+            self._send_state(m, count, [idx.eq(idx + 1)])      # rp.data holds while en is low
         return m
 
 

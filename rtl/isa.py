@@ -74,10 +74,10 @@ CONV_VEC = ("sp", "y", "x")                            # step / init vector comp
 
 
 def _spec(cfg: AcceleratorConfig, full: bool = False) -> dict:
-    """The instruction's fields for one configuration (widths depend on it).  Without the
-    engine options (``cfg.sparse``, ``cfg.conv``) their fields have width 0: absent from
-    the instruction word.  ``full``: every field, as with both options (the engine's
-    latched copy, where the absent fields are the constant 0: ``widen``)."""
+    """The instruction's fields for one configuration (widths depend on it).  Without an
+    engine option (``cfg.sparse``, ``cfg.conv``, ``cfg.relu_mask``) its fields have width 0:
+    absent from the instruction word.  ``full``: every field, as with all options (the
+    engine's latched copy, where the absent fields are the constant 0: ``widen``)."""
     aw = cfg.mem_addr_bits
     dw = cfg.dim_bits
     cv = cfg.conv or full    # without it: one digit that never wraps, cb only, no geometry
@@ -155,7 +155,7 @@ def gather_layout(cfg: AcceleratorConfig) -> data.StructLayout:
 def widen(cfg: AcceleratorConfig, dst, src) -> list:
     """Statements loading ``dst`` (an ``engine_layout`` view) from ``src`` (an
     ``instr_layout`` view): the fields the instruction has, the others 0 (so the engine's
-    logic for a mode that is not built sees it off and synthesis removes it).  With both
+    logic for a mode that is not built sees it off and synthesis removes it).  With all
     options (every preset but the lite ones) the layouts are equal: ``dst.eq(src)``."""
     if cfg.sparse and cfg.conv and cfg.relu_mask:
         return [dst.eq(src)]
@@ -220,22 +220,23 @@ def _nonzero(v) -> bool:
 
 def check_modes(cfg: AcceleratorConfig, fields: dict) -> dict:
     """``fields`` for an engine with the configuration's options: raises ModeError (naming
-    the mode and the preset) for a sparse mode without ``cfg.sparse`` or a convolution
-    descriptor without ``cfg.conv``; without ``cfg.conv`` returns the descriptors reduced
-    to what the instruction holds (digit 0's cb steps, init.cb, base)."""
+    the mode and the preset) for a sparse mode without ``cfg.sparse``, the ReLU-mask write
+    without ``cfg.relu_mask`` or a convolution descriptor without ``cfg.conv``; returns the
+    fields reduced to what the instruction holds (without ``cfg.conv``: base, digit 0's cb
+    steps, init.cb)."""
     if not cfg.sparse:
         used = [f for f in SPARSE_FIELDS if _nonzero(fields.get(f))]
         if used:
             raise ModeError(f"preset {cfg.name!r} is built without the sparse modes "
                             f"(sparse=False): instruction sets {', '.join(used)}; use a preset "
-                            f"with sparse=True (e.g. 'tiny' or 'small')")
+                            f"with sparse=True (e.g. 'small')")
         fields = {k: v for k, v in fields.items() if k not in SPARSE_FIELDS}
     if not cfg.relu_mask:
         if _nonzero(fields.get("write_mask")):
             raise ModeError(f"preset {cfg.name!r} is built without the ReLU-mask write "
                             f"(relu_mask=False): instruction sets write_mask; the mask is "
                             f"D > 0 (compute it from the stored output), or use a preset with "
-                            f"relu_mask=True (e.g. 'tiny' or 'small')")
+                            f"relu_mask=True (e.g. 'small')")
         fields = {k: v for k, v in fields.items() if k not in MASK_FIELDS}
     if cfg.conv:
         return fields
@@ -264,7 +265,7 @@ def check_modes(cfg: AcceleratorConfig, fields: dict) -> dict:
         if why:
             raise ModeError(f"preset {cfg.name!r} is built without convolution addressing "
                             f"(conv=False: matrices only, one gather digit): instruction sets "
-                            f"{', '.join(why)}; use a preset with conv=True (e.g. 'tiny' or 'small')")
+                            f"{', '.join(why)}; use a preset with conv=True (e.g. 'small')")
         out[side] = red
     return out
 

@@ -34,14 +34,18 @@ def test_lite_config_is_tiny_with_one_column_and_the_engine_options():
     assert isa.instr_width(CFG) < isa.instr_width(tiny) // 4
 
 
+def _shapes(rng, n):
+    """n random (M, N, K): small ones, K = 1, and K past the scratchpad (128 words: split
+    K with accumulate-into) with M, N small enough for the 1K-slot memory."""
+    small = [tuple(int(v) for v in rng.integers(1, 12, 3)) for _ in range(n)]
+    return [(m, nn, 1) if t % 5 == 0 else
+            (m % 3 + 1, nn % 3 + 1, int(rng.integers(130, 160))) if t % 5 == 1 else (m, nn, k)
+            for t, (m, nn, k) in enumerate(small)]
+
+
 def test_random_gemms_bit_exact_and_cycle_exact(sim):
     rng = np.random.default_rng(40)
-    for trial in range(10):
-        M, N, K = (int(v) for v in rng.integers(1, 12, 3))
-        if trial % 5 == 0:
-            K = 1
-        if trial % 5 == 1:                       # > scratchpad: split K, accumulate-into
-            M, N, K = int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(130, 160))
+    for trial, (M, N, K) in enumerate(_shapes(rng, 10)):
         img, prog, _ = gemm_case(CFG, rng, M, N, K, ta=bool(trial & 1), tb=bool(trial & 2),
                                  relu=bool(trial & 4), out_raw=trial % 4 == 0)
         res = run_checked(sim, CFG, img, prog, what=f"ice40 gemm {M}x{N}x{K} #{trial}")
