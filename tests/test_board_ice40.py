@@ -51,3 +51,16 @@ def test_board_top_fits_the_up5k_yosys_and_packing(tmp_path):
     assert f["bram"] <= f["bram_avail"] == 30
     assert f["lc_packed"] is not None and f["lc_packed"] <= f["lc_avail"] == 5280, f
     assert json.loads((tmp_path / "b" / "report.json").read_text())["fit"] == f
+
+
+@pytest.mark.slow
+def test_icebreaker_board_build_places_routes_and_meets_12mhz(tmp_path):
+    """The whole board build (Yosys, nextpnr-ice40, icepack; ~2.5 min): a bitstream, the
+    report's figures within the device, timing met at the board's 12 MHz."""
+    r = synth.synth_board("icebreaker", None, out=str(tmp_path / "icebreaker-ice40"))
+    assert r["preset"] == "ice40" and r["device"] == "iCE40UP5K"
+    assert 0 < r["lut"] <= r["lut_avail"] == 5280
+    assert r["dsp"] == 2 <= r["dsp_avail"] and 0 < r["bram"] <= r["bram_avail"] == 30
+    assert r["ff"] > 0 and r["latches"] == 0
+    assert r["target_mhz"] == 12.0 and r["timing_met"] and r["fmax_mhz"] >= 12.0
+    assert r["bitstream"] and (tmp_path / "icebreaker-ice40" / "top.bin").stat().st_size > 0
