@@ -130,7 +130,9 @@ def _layout(spec):
         return spec.shape()
     if isinstance(spec, list):
         return data.ArrayLayout(_layout(spec[0]), len(spec))
-    return data.StructLayout({k: _layout(v) for k, v in spec.items()})
+    # fields configured out (width 0) are left out of the layout (no 0-wide Verilog wires)
+    return data.StructLayout({k: _layout(v) for k, v in spec.items()
+                              if not (isinstance(v, Field) and v.width == 0)})
 
 
 def instr_layout(cfg: AcceleratorConfig) -> data.StructLayout:
@@ -163,14 +165,14 @@ def widen(cfg: AcceleratorConfig, dst, src) -> list:
 
     def walk(spec, d, s_):
         if isinstance(spec, Field):
-            if spec.width:
-                stmts.append(d.eq(s_))
+            stmts.append(d.eq(s_))
         elif isinstance(spec, list):
             for i in range(len(spec)):
                 walk(spec[i], d[i], s_[i])
         else:
             for k, v in spec.items():
-                walk(v, d[k], s_[k])
+                if not (isinstance(v, Field) and v.width == 0):     # absent: stays 0
+                    walk(v, d[k], s_[k])
     walk(_spec(cfg), dst, src)
     return stmts
 
