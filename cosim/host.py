@@ -25,7 +25,6 @@ from rtl import isa, uart
 from rtl import accelerator as acc
 from rtl.board import REGS, board_info, check_core, counter_names, instr_words, stream_buffers
 from rtl.config import AcceleratorConfig
-from rtl.engine import COUNTER_BITS
 
 
 class HostError(RuntimeError):
@@ -191,8 +190,8 @@ class Host:
 
     async def counters(self) -> dict:
         """The engine's counters (and the predictor side's with the Accelerator core)."""
-        nb = COUNTER_BITS // 8
-        names = counter_names(self.core)
+        nb = self.cfg.counter_bits // 8        # bytes per counter (rtl/config.py)
+        names = counter_names(self.core, self.cfg)
         r = await self.command(uart.OP_COUNTERS, reply=nb * len(names))
         return {name: int.from_bytes(r[i * nb:(i + 1) * nb], "little")
                 for i, name in enumerate(names)}

@@ -21,7 +21,7 @@ import numpy as np
 
 from rtl import isa
 from rtl.config import AcceleratorConfig
-from rtl.engine import COUNTERS, COUNTER_BITS, counters_layout
+from rtl.engine import COUNTERS, counter_names, counters_layout
 from rtl.generate import engine_verilog, verilator_bin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +77,7 @@ class RtlSim:
 
     def harness_params(self, cfg: AcceleratorConfig) -> dict:
         return dict(R=cfg.rows, C=cfg.cols, AW=cfg.mem_addr_bits, SLOT=cfg.slot_bits, IW=self.iw,
-                    CW=counters_layout().size, LAT=cfg.dram_latency, PMAX=PMAX)
+                    CW=counters_layout(cfg).size, LAT=cfg.dram_latency, PMAX=PMAX)
 
     def __init__(self, cfg: AcceleratorConfig, sim: str = "verilator",
                  build_root: str | os.PathLike = ROOT / "sim_build", waves: bool = False,
@@ -85,6 +85,8 @@ class RtlSim:
         check_simulator(sim)
         self.cfg, self.sim, self.waves, self.timeout_s = cfg, sim, waves, timeout_s
         self.iw = isa.instr_width(cfg)
+        # the configuration's engine counters (rtl/config.py all_counters), then any others
+        self.counter_names = counter_names(cfg) + tuple(self.counter_names[len(COUNTERS):])
         verilog = self.design_verilog(cfg)
         if sim == "icarus":
             verilog = icarus_kick(verilog)
@@ -182,7 +184,7 @@ class RtlSim:
         runner._execute_cmds = execute_cmds
         env = {"GA_CMD": str(self.cmd_path), "GA_RSP": str(self.rsp_path),
                "GA_COUNTERS": ",".join(self.counter_names),
-               "GA_INTERNAL_CLOCK": "1" if self.sim == "verilator" else "", "GA_COUNTER_BITS": str(COUNTER_BITS),
+               "GA_INTERNAL_CLOCK": "1" if self.sim == "verilator" else "", "GA_COUNTER_BITS": str(self.cfg.counter_bits),
                "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         try:
             runner.test(test_module="tb.server", hdl_toplevel=self.toplevel, build_dir=self.build_dir,

@@ -26,7 +26,7 @@ import dataclasses
 import importlib
 from dataclasses import dataclass, field
 
-from amaranth import Module, Signal, Cat, ClockDomain, ClockSignal, Instance, ResetInserter
+from amaranth import Module, Signal, Cat, Const, Mux, ClockDomain, ClockSignal, Instance, ResetInserter
 from amaranth.lib import wiring, memory, stream
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -34,7 +34,7 @@ from amaranth.lib.wiring import In, Out
 from . import isa, uart
 from .boardmem import BoardMemory
 from .config import AcceleratorConfig, preset
-from .engine import COUNTERS, Engine
+from .engine import Engine, counter_names as engine_counters
 from . import accelerator as acc
 
 CORES = ("engine", "accelerator")
@@ -63,6 +63,9 @@ class Board:
     uart_pins: tuple | None = None            # (rx, tx, connector) when the board lacks a UART resource
     leds: str = "led"         # led | rgb
     core: str = "engine"      # the core of the board build (CORES)
+    preset: str = "small"     # the preset a board build uses when none is named
+    cores: tuple = CORES      # the cores that fit the device
+    wide_prog: bool = False   # program buffer one instruction wide (no assembly register)
 
 
 BOARDS = {
@@ -73,8 +76,11 @@ BOARDS = {
                         "LFE5U-25F", 48e6, 100e6, (12, 25, 6, 2), mem_addr_bits=12,
                         prog_words=1024, uart_pins=("0", "1", ("io", 0)), leds="rgb",
                         env={"DFU_SUFFIX": "true"}),
+    # the UP5K holds the engine alone, and only the `ice40` preset's lite engine (no sparse
+    # modes, no convolution addressing, 24-bit counters): docs/notes-ice40.md
     "icebreaker": Board("amaranth_boards.icebreaker", "ICEBreakerPlatform", "ice40", "iCE40UP5K",
-                        12e6, 12e6, None, mem_addr_bits=10, prog_words=256),
+                        12e6, 12e6, None, mem_addr_bits=10, prog_words=256,
+                        preset="ice40", cores=("engine",), wide_prog=True),
 }
 
 
@@ -136,6 +142,17 @@ def check_core(core: str) -> str:
     return core
 
 
+def check_board_core(board: str, core: str) -> str:
+    """``core`` if it fits the board's device, else a BoardError saying why."""
+    spec = board_spec(board)
+    if check_core(core) not in spec.cores:
+        raise BoardError(f"{board} ({spec.device}): the {core} core does not fit this device "
+                         f"(the predictor side - reorganization unit, predictor array, weight "
+                         f"update - alone needs several times its logic cells); choose core "
+                         f"{' or '.join(spec.cores)}")
+    return core
+
+
 def instr_width(cfg: AcceleratorConfig, core: str = "engine") -> int:
     """Bits of one instruction of the core (the Accelerator's carries its fences)."""
     return acc.accel_instr_width(cfg) if check_core(core) == "accelerator" else isa.instr_width(cfg)
@@ -146,9 +163,10 @@ def instr_words(cfg: AcceleratorConfig, core: str = "engine") -> int:
     return -(-instr_width(cfg, core) // 32)
 
 
-def counter_names(core: str = "engine") -> tuple:
-    """The COUNTERS reply, in order: the engine's counters, then the predictor side's."""
-    return tuple(COUNTERS) + (tuple(acc.PRED_COUNTERS) if check_core(core) == "accelerator" else ())
+def counter_names(core: str = "engine", cfg: AcceleratorConfig | None = None) -> tuple:
+    """The COUNTERS reply, in order: the engine's counters (the configuration's:
+    ``rtl.engine.counter_names``), then the predictor side's."""
+    return tuple(engine_counters(cfg)) + (tuple(acc.PRED_COUNTERS) if check_core(core) == "accelerator" else ())
 
 
 @dataclass(frozen=True)
@@ -201,7 +219,7 @@ def board_info(cfg: AcceleratorConfig, prog_words: int, core: str = "engine") ->
     the engine, 21 for the Accelerator: that and the instruction words tell the cores apart)."""
     return bytes([cfg.rows, cfg.cols, cfg.op_bits, cfg.slot_bits // 8, cfg.mem_addr_bits,
                   instr_words(cfg, core)]) + prog_words.to_bytes(2, "little") + \
-        bytes([len(counter_names(core))])
+        bytes([len(counter_names(core, cfg))])
 
 
 class BufferStream(wiring.Component):
@@ -247,15 +265,55 @@ class BufferStream(wiring.Component):
                 with m.If(f == n):
                     m.d.sync += self.stream.valid.eq(1)
                     m.next = "SEND"
-            with m.State("SEND"):
-                with m.If(self.stream.ready):
-                    m.d.sync += [self.stream.valid.eq(0), self.sent.eq(self.sent + 1),
-                                 base.eq(base + n), f.eq(0)]
-                    with m.If(self.sent + 1 == count):
-                        m.d.sync += self.done.eq(1)
-                        m.next = "IDLE"
-                    with m.Else():
+            self._send_state(m, count, [base.eq(base + n), f.eq(0)])
+        return m
+
+    def _send_state(self, m, count, advance):
+        """The SEND state: the entry is offered until taken, then (``advance``) the next
+        one is fetched, or after ``count`` entries the stream is done."""
+        with m.State("SEND"):
+            with m.If(self.stream.ready):
+                m.d.sync += [self.stream.valid.eq(0), self.sent.eq(self.sent + 1), *advance]
+                with m.If(self.sent + 1 == count):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.next = "FETCH"
+
+
+class WideBufferStream(BufferStream):
+    """``BufferStream``'s interface (32-bit word writes, entries ``0..count-1`` sent after
+    ``start``) on a block RAM one entry wide: word ``w`` is lane ``w % words`` of entry
+    ``w // words``, and the stream's payload is the RAM's read data itself, held while it
+    waits (no assembly register: on the iCE40 the instruction is then held only in the
+    core's latched copy).  An entry is offered 1 cycle after the previous one is taken."""
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.words
+        entries = -(-self.depth // n)
+        m.submodules.ram = ram = memory.Memory(shape=32 * n, depth=entries, init=[])
+        wp, rp = ram.write_port(granularity=32), ram.read_port()
+        lane = Signal(range(n))
+        m.d.comb += [wp.addr.eq(self.wr_addr // n), lane.eq(self.wr_addr % n),
+                     wp.data.eq(self.wr_data.replicate(n)),
+                     wp.en.eq(Mux(self.wr_en, Const(1, n) << lane, 0)),
+                     self.stream.payload.eq(rp.data[:self.width])]
+        count = Signal(16)
+        idx = Signal(range(entries + 1))
+        m.d.comb += rp.addr.eq(idx)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [count.eq(self.count), self.sent.eq(0), idx.eq(0),
+                                 self.done.eq(self.count == 0)]
+                    with m.If(self.count != 0):
                         m.next = "FETCH"
+            with m.State("FETCH"):                  # read entry idx (data next cycle)
+                m.d.comb += rp.en.eq(1)
+                m.d.sync += self.stream.valid.eq(1)
+                m.next = "SEND"
+            self._send_state(m, count, [idx.eq(idx + 1)])      # rp.data holds while en is low
         return m
 
 
@@ -263,12 +321,14 @@ class BoardTop(wiring.Component):
     """Core + on-chip memory + program buffer (+ stream buffers) + UART bridge; pins as ports."""
 
     def __init__(self, cfg: AcceleratorConfig, clk_hz: float, baud: float = DEFAULT_BAUD,
-                 prog_words: int = 1024, divisor: int | None = None, core: str = "engine"):
+                 prog_words: int = 1024, divisor: int | None = None, core: str = "engine",
+                 wide_prog: bool = False):
         if core not in CORES:
             self._MustUse__silence = True          # never elaborated: no "unused" warning
         self.cfg, self.core = cfg, check_core(core)
         self.divisor = divisor or uart.divisor_for(clk_hz, baud)
         self.prog_words = prog_words
+        self.wide_prog = wide_prog     # program buffer one instruction wide (WideBufferStream)
         if prog_words & (prog_words - 1) or prog_words < instr_words(cfg, core):
             self._MustUse__silence = True          # never elaborated: no "unused" warning
             raise BoardError(f"prog_words={prog_words}: a power of two holding at least one "
@@ -313,7 +373,8 @@ class BoardTop(wiring.Component):
 
         # ---- program buffer and stream buffers (reset with the core at RUN) -------------
         start = Signal()
-        streams = {"instr": (BufferStream(instr_width(cfg, self.core), self.prog_words), 0, br.run_len)}
+        prog_cls = WideBufferStream if self.wide_prog else BufferStream
+        streams = {"instr": (prog_cls(instr_width(cfg, self.core), self.prog_words), 0, br.run_len)}
         for name, b in bufs.items():
             streams[name] = (BufferStream(b.width, b.depth), b.index, br.regs[REGS.index("n_" + name)])
         for name, (st, index, count) in streams.items():
@@ -402,7 +463,7 @@ class PlatformTop(wiring.Component):
             platform.add_resources([UARTResource(0, rx=rx, tx=tx, conn=conn,
                                                  attrs=Attrs(IO_TYPE="LVCMOS33"))])
         m.submodules.top = top = BoardTop(self.cfg, spec.target_hz, self.baud, spec.prog_words,
-                                          core=self.core)
+                                          core=self.core, wide_prog=spec.wide_prog)
         ser = platform.request("uart", 0)
         m.d.comb += [top.rx.eq(ser.rx.i), ser.tx.o.eq(top.tx)]
         if spec.leds == "rgb":

@@ -29,6 +29,16 @@ class AcceleratorConfig:
     dram_latency: int = 2         # read latency of the (testbench) external memory, cycles
     dim_bits: int = 16            # width of the M, N, K and geometry fields
     dataflow: str = "os"          # output-stationary (the only dataflow built so far)
+    # --- engine options (the defaults are the full engine; `ice40` turns them down) ---
+    counter_bits: int = 48        # width of each performance counter (they wrap)
+    all_counters: bool = True     # False: only rtl.engine.CORE_COUNTERS (busy/compute/stall
+                                  # cycles, MACs, retired, errors)
+    sparse: bool = True           # omask / compact_a / ocompact built (side memory, mask reader,
+                                  # panel-info ring, zero writes); False: fields absent, refused
+    relu_mask: bool = True        # the 1-bit ReLU-mask write beside D (write_mask); False:
+                                  # fields absent, refused (the mask is D > 0: host side)
+    conv: bool = True             # convolution addressing built (3-digit gather counters with
+                                  # sp/y/x vectors, geometry and dilation); False: matrices only
     # --- ADA-GP predictor side (predictor_hw/) -------------------------------
     pred_rows: int = 4            # predictor MAC array rows
     pred_cols: int = 4            # predictor MAC array columns
@@ -108,6 +118,11 @@ class AcceleratorConfig:
             bad("mem_addr_bits", "must be in 10..30")
         if not 1 <= self.dram_latency <= 16:
             bad("dram_latency", "must be in 1..16")
+        if not 16 <= self.counter_bits <= 64 or self.counter_bits % 8:
+            bad("counter_bits", "must be a whole number of bytes in 16..64 (the host reads bytes)")
+        for f in ("sparse", "conv", "all_counters", "relu_mask"):
+            if not isinstance(getattr(self, f), bool):
+                bad(f, "must be True or False")
         if self.dataflow != "os":
             bad("dataflow", "only output-stationary ('os') is built")
         for f in ("pred_rows", "pred_cols"):
@@ -162,6 +177,15 @@ PRESETS: dict[str, AcceleratorConfig] = {
     "tiny": BASE.replace(name="tiny", rows=2, cols=2, spad_a_words=128, spad_b_words=128,
                          acc_words=32, mem_addr_bits=10, dim_bits=8,
                          pred_rows=2, pred_cols=2, pred_kmax=128, pred_max_cout=16),
+    # The engine alone on an iCE40 UP5K (iCEBreaker): tiny with one array column (2x1 PEs),
+    # without the sparse modes and the convolution addressing (dense GEMMs, transposes,
+    # split K), without the ReLU-mask write, six 24-bit counters and 24-bit accumulators
+    # (enough for K <= 128 = the scratchpad depth).  docs/notes-ice40.md: what each option saves.
+    "ice40": BASE.replace(name="ice40", rows=2, cols=1, spad_a_words=128, spad_b_words=128,
+                          acc_words=32, mem_addr_bits=10, dim_bits=8,
+                          pred_rows=2, pred_cols=2, pred_kmax=128, pred_max_cout=16,
+                          acc_bits=24, counter_bits=24, all_counters=False, sparse=False, conv=False,
+                          relu_mask=False),
 }
 
 

@@ -5,6 +5,9 @@ outermost digit never wraps, its ``count`` is ignored) it keeps
 the vector ``init + sum_d digit_d * step_d`` up to date with adders only.  Each
 level remembers the vector at the start of its current count (``base1``,
 ``base2``) so that a wrap rewinds by assignment rather than by a multiply.
+
+Without convolution addressing (``cfg.conv`` False) the descriptor has one digit that
+never wraps and only the ``cb`` component: the counter is one adder.
 """
 from amaranth import Module, Signal
 from amaranth.lib import wiring
@@ -26,7 +29,7 @@ class MixedRadixCounter(wiring.Component):
 
     def __init__(self, cfg: AcceleratorConfig):
         self.cfg = cfg
-        digit_layout = _layout(_spec(cfg)["a"]["lane"])
+        digit_layout = _layout(_spec(cfg, full=True)["a"]["lane"])
         super().__init__({
             "digits": In(digit_layout),
             "init": In(vec4_layout(cfg)),
@@ -44,6 +47,12 @@ class MixedRadixCounter(wiring.Component):
         base1 = Signal(vec4_layout(cfg))
         base2 = Signal(vec4_layout(cfg))
         dig = self.digits
+        if not cfg.conv:                     # one digit, cb only (the other fields are 0-wide)
+            with m.If(self.clear):
+                m.d.sync += self.value.cb.eq(self.init.cb)
+            with m.Elif(self.step):
+                m.d.sync += self.value.cb.eq(self.value.cb + dig[0].step.cb)
+            return m
         # A digit wraps when it reaches count-1 (count 0 is treated as 1).  Whether it
         # is there is kept as a registered flag per digit (for Fmax: the compare is
         # not in series with ``step``), updated with the index it describes.

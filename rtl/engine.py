@@ -49,6 +49,17 @@ COUNTERS = (
     "errors",          # instructions that ended with an error status
     "mask_rd_bits",    # output-mask (omask) bits read
 )
+# the counters an engine built with ``all_counters=False`` keeps (rtl/config.py)
+CORE_COUNTERS = ("busy_cycles", "compute_cycles", "stall_cycles", "macs", "retired", "errors")
+
+
+def counter_names(cfg: AcceleratorConfig | None = None) -> tuple:
+    """The engine's counters, in order (all of COUNTERS without a config)."""
+    if cfg is None or cfg.all_counters:
+        return COUNTERS
+    return tuple(n for n in COUNTERS if n in CORE_COUNTERS)
+
+
 OUT_FIFO_ROWS = 4
 # Copies of the registered stall decision (see the engine's drain section): the array's
 # rows take EN_COPIES - 2 of them round robin, the drain one, the sequencer one.  Yosys
@@ -107,8 +118,10 @@ def zero_wr_layout(cfg: AcceleratorConfig):
     })
 
 
-def counters_layout():
-    return data.StructLayout({name: unsigned(COUNTER_BITS) for name in COUNTERS})
+def counters_layout(cfg: AcceleratorConfig | None = None):
+    """The counters, ``cfg.counter_bits`` wide each (COUNTER_BITS without a config)."""
+    bits = cfg.counter_bits if cfg is not None else COUNTER_BITS
+    return data.StructLayout({name: unsigned(bits) for name in counter_names(cfg)})
 
 
 def mem_wr_layout(cfg: AcceleratorConfig):
@@ -150,7 +163,7 @@ class Engine(wiring.Component):
             "wz": Out(stream.Signature(zero_wr_layout(cfg))),
             "busy": Out(1),
             "error": Out(4),           # first error code since reset (sticky)
-            "counters": Out(counters_layout()),
+            "counters": Out(counters_layout(cfg)),
         })
 
     def elaborate(self, platform):
@@ -159,7 +172,7 @@ class Engine(wiring.Component):
         R, C = cfg.rows, cfg.cols
         dw = cfg.dim_bits
         lg_r, lg_c = (R - 1).bit_length(), (C - 1).bit_length()
-        cur = Signal(isa.instr_layout(cfg))
+        cur = Signal(isa.engine_layout(cfg))     # = instr_layout unless options are off
 
         # ---------------- storage -----------------------------------------------
         m.submodules.spad_a = spad_a = memory.Memory(
@@ -173,8 +186,10 @@ class Engine(wiring.Component):
         acc_w, acc_r = acc_sram.write_port(), acc_sram.read_port()
 
         # ---------------- gathers ---------------------------------------------------
-        m.submodules.gather_a = ga = OperandGather(cfg, R, cfg.spad_a_words, compactable=True)
-        m.submodules.gather_b = gb = OperandGather(cfg, C, cfg.spad_b_words, lane_compactable=True)
+        # (cfg.sparse False: no compact side memory, no lane compaction; the ISA has no
+        # sparse fields, so every use of them below is the constant 0)
+        m.submodules.gather_a = ga = OperandGather(cfg, R, cfg.spad_a_words, compactable=cfg.sparse)
+        m.submodules.gather_b = gb = OperandGather(cfg, C, cfg.spad_b_words, lane_compactable=cfg.sparse)
         wiring.connect(m, ga.mem, wiring.flipped(self.rd_a))
         wiring.connect(m, gb.mem, wiring.flipped(self.rd_b))
         m.d.comb += [ga.desc.eq(cur.a), ga.total.eq(cur.m), ga.k.eq(cur.k), ga.compact.eq(cur.compact_a),
@@ -451,7 +466,7 @@ class Engine(wiring.Component):
         # omask: the row's output mask from the mask queue (all ones without omask);
         # ocompact: the tile's lanes, offsets and row masks from the panel info
         m.d.comb += [pi_r.addr.eq(dr_tj), pi_r.en.eq(en)]   # held while the drain is stalled
-        pi = pi_r.data
+        pi = pi_r.data if cfg.sparse else Signal.like(pi_r.data)   # no ocompact: all 0
         keep = Signal(C)
         oc_keep = Cat(*[pi[j].mv.bit_select(s1_i, 1) for j in range(C)])
         m.d.comb += [keep.eq(Mux(oc, oc_keep, Mux(cur.omask, mq.r_data, (1 << C) - 1))),
@@ -567,7 +582,7 @@ class Engine(wiring.Component):
         for i in range(C):
             m.d.comb += [wz.payload.addr[i].eq(cur.d_addr + off_dsi[i] + zq.r_data.as_signed()),
                          wz.payload.en[i].eq(i < cur.m)]
-        m.d.comb += [wz.valid.eq(zq.r_rdy), zq.r_en.eq(wz.valid & wz.ready)]
+        m.d.comb += [wz.valid.eq(zq.r_rdy if cfg.sparse else 0), zq.r_en.eq(wz.valid & wz.ready)]
         drained = ((rows_drained == total_rows) & ~s1_v & ~s1x_v & ~s1b_v & ~s1c_v & ~s2_v
                    & (ofifo.level == 0))
         err_sticky = Signal(4)
@@ -583,7 +598,7 @@ class Engine(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.instr.ready.eq(1)
                 with m.If(self.instr.valid):
-                    m.d.sync += cur.eq(self.instr.payload)
+                    m.d.sync += isa.widen(cfg, cur, self.instr.payload)
                     m.next = "DECODE"
             with m.State("DECODE"):
                 for j in range(C):
@@ -695,7 +710,7 @@ class Engine(wiring.Component):
             "errors": retire & (retire_err != 0),
             "mask_rd_bits": Mux(m_fire, sum(rdm.req.payload.en[j] for j in range(C)), 0),
         }
-        for name in COUNTERS:
+        for name in counter_names(cfg):
             inc = incs[name]
             if name in late:
                 inc_r = Signal(Value.cast(inc).shape(), name=f"inc_{name}")

@@ -188,7 +188,7 @@ class OperandGather(wiring.Component):
             walking = w_run & ~w_full & ~w_done & ~no_more & pop_ok
             with m.If(walking):
                 m.d.comb += [walker.step.eq(1), self.lm_pop.eq(lc & real),
-                             self.zq_push.eq(~keep), self.zq_off.eq(w_off)]
+                             self.zq_push.eq(~keep), self.zq_off.eq(w_off if self.lane_compactable else 0)]
                 m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step), real.eq(w_n + 1 < self.total)]
                 with m.If(keep):
                     m.d.sync += [w_buf[L - 1].v.eq(walker.value), w_buf[L - 1].ok.eq(real),
@@ -209,7 +209,8 @@ class OperandGather(wiring.Component):
             with m.Elif(last_issue):
                 m.d.sync += r_active.eq(0)
         m.d.comb += [self.pi_we.eq(transfer & ~self.start), self.pi_idx.eq(panels),
-                     self.pi_data.eq(w_info), self.panels.eq(panels), self.walk_done.eq(w_done)]
+                     self.pi_data.eq(w_info if self.lane_compactable else 0),   # (ocompact only)
+                     self.panels.eq(panels), self.walk_done.eq(w_done)]
 
         # ---- address generation, one request per cycle ------------------------
         # The request register holds each lane's raw address and whether the lane is

