@@ -37,10 +37,10 @@ lint:
 
 # Yosys synthesis with a resource report: make synth PRESET=default FAMILY=ecp5 SYNTHFLAGS=--noabc9
 # Board build (YoWASP Yosys + nextpnr + bitstream, build/synth/<board>-<preset>/report.json):
-#   make synth BOARD=ulx3s|orangecrab|icebreaker PRESET=small [MHZ=30]
+#   make synth BOARD=ulx3s|orangecrab|icebreaker [PRESET=<the board's default>] [MHZ=30]
 synth:
 ifdef BOARD
-	$(PY) -m rtl.synth --board $(BOARD) --preset $(or $(PRESET),small) $(if $(MHZ),--target-mhz $(MHZ)) $(if $(CORE),--core $(CORE)) $(SYNTHFLAGS)
+	$(PY) -m rtl.synth --board $(BOARD) $(if $(PRESET),--preset $(PRESET)) $(if $(MHZ),--target-mhz $(MHZ)) $(if $(CORE),--core $(CORE)) $(SYNTHFLAGS)
 else
 	$(PY) -m rtl.synth --preset $(or $(PRESET),small) --family $(or $(FAMILY),ecp5) $(SYNTHFLAGS)
 endif
