@@ -39,8 +39,9 @@ from .gather import mem_rd_signature
 
 ROWS_FIFO = 8
 # Samples FIFO between the reorganization unit and the array: the reorg unit empties
-# a bank in ~3 cycles per sample, so its two banks are free again long before the
-# (much slower) array has used the samples, and the next layers can be armed.
+# a bank in P*P + ~7 cycles per conv sample (reorg.emit_cycles), far fewer than the
+# array's job per sample, so its two banks are free again long before the array has
+# used the samples, and the next layers can be armed.
 PRED_COUNTERS = (
     "pred_busy_cycles",   # predictor side working: reorg scan/emit, sample FIFO, array, row FIFO, update
     "gate_cycles",        # an instruction waited at a fence (the engine idle because of the predictor)
