@@ -330,6 +330,7 @@ class Engine(wiring.Component):
         # with omask, if a row's mask has not arrived: only under memory back-pressure).
         m.submodules.mask_q = mq = SyncFIFOBuffered(width=C, depth=mask_queue_rows(cfg))
         s1_v = Signal()
+        s2_v = Signal()                 # stage 2's row valid (see the drain below)
         # The FIFO part of the stall is decided one cycle ahead from an occupancy count
         # (the FIFO's level next cycle) and registered, in EN_COPIES copies, so that the
         # enables of the array's rows and of the drain are separate nets starting at a
@@ -340,11 +341,19 @@ class Engine(wiring.Component):
         occ_nx = occ + ofifo.w_en - ofifo.r_en
         m.d.sync += occ.eq(occ_nx)
         mask_stall = cur.omask & ~oc & s1_v & ~mq.r_rdy
+        # The decision sees the push as s2_v & en_q (registers only: without the omask
+        # term, for Fmax).  Under an omask stall that over-counts by one row, which
+        # can only stall a cycle early (memory back-pressure only: no timing change
+        # without it, see mask_queue_rows); the FIFO never overflows.
+        en_raw = Signal()
+        occ_ub = occ + (s2_v & en_raw) - ofifo.r_en
         for r in range(EN_COPIES):
             pol, iv, rl = r & 1, (r >> 1) & 1, r >> 2
             q = Signal(init=iv, reset_less=bool(rl), name=f"en_q{r}")
-            m.d.sync += q.eq((occ_nx < OUT_FIFO_ROWS - 1) ^ pol)
+            m.d.sync += q.eq((occ_ub < OUT_FIFO_ROWS - 1) ^ pol)
             m.d.comb += en_copy[r].eq((q ^ pol) & ~mask_stall)
+            if r == EN_COPIES - 2:          # the drain's copy, before the omask term
+                m.d.comb += en_raw.eq(q ^ pol)
         # ocompact: per panel, its lanes' output offsets and row masks (from gather B)
         pi_depth = panel_info_depth(cfg)
         m.submodules.panel_info = pinfo = memory.Memory(
@@ -400,8 +409,7 @@ class Engine(wiring.Component):
         s1c_lane, s1c_keep = Signal(C), Signal(C)
         s1c_daddr, s1c_maddr = Signal(sx), Signal(sx)
         s1c_offs = Signal(data.ArrayLayout(signed(aw + 2), C))
-        # stage 2 (requantized, masked: into the output FIFO)
-        s2_v = Signal()
+        # stage 2 (requantized, masked: into the output FIFO); s2_v above
         s2_lane = Signal(C)
         s2_vals = Signal(data.ArrayLayout(unsigned(cfg.slot_bits), C))
         s2_mask = Signal(C)
@@ -662,20 +670,28 @@ class Engine(wiring.Component):
         m.d.comb += [ga.start.eq(start), gb.start.eq(start)]
         with m.If(retire):
             m.d.sync += run.eq(0)
-        with m.If(retire & (retire_err != 0) & (err_sticky == 0)):
-            m.d.sync += err_sticky.eq(retire_err)
+        # The retirement registered (for Fmax: its logic and the wide loads of the
+        # counters and the error status are in different cycles): `retired`, `errors`
+        # and the sticky error follow one cycle later, and `busy` stays up for that
+        # cycle so that whoever waits for it reads final values.
+        retire_q, retire_err_q = Signal(), Signal(4)
+        m.d.sync += [retire_q.eq(retire), retire_err_q.eq(Mux(retire, retire_err, 0))]
+        with m.If(retire_q & (retire_err_q != 0) & (err_sticky == 0)):
+            m.d.sync += err_sticky.eq(retire_err_q)
 
         # ---------------- counters ---------------------------------------------------
         busy = Signal()
         m.d.comb += busy.eq(~self.instr.ready)
-        m.d.comb += self.busy.eq(busy)
+        m.d.comb += self.busy.eq(busy | retire_q)
         cnt = self.counters
         # Counters whose increment is computed (not a single bit of the FSM) add it one
         # cycle late, from a register (for Fmax: the increment's logic and the 48-bit
         # adder are not in one cycle).  Their last increment of an instruction is at
         # least two cycles before its retirement, so they are final when busy drops.
+        # `busy_cycles` too (its last increment is in the retiring cycle: final one cycle
+        # after retirement, when `busy` drops).
         late = ("compute_cycles", "stall_cycles", "macs", "rd_bytes", "wr_bytes", "mask_bits",
-                "spad_reads", "spad_writes", "acc_reads", "acc_writes", "mask_rd_bits")
+                "spad_reads", "spad_writes", "acc_reads", "acc_writes", "mask_rd_bits", "busy_cycles")
         lanes_w = sum(e["lane"][j] for j in range(C))
         incs = {
             "cycles": 1,
@@ -691,8 +707,8 @@ class Engine(wiring.Component):
             "spad_writes": ga.wr_en + gb.wr_en,
             "acc_reads": acc_r.en,
             "acc_writes": acc_w.en,
-            "retired": retire,
-            "errors": retire & (retire_err != 0),
+            "retired": retire_q,
+            "errors": retire_err_q != 0,
             "mask_rd_bits": Mux(m_fire, sum(rdm.req.payload.en[j] for j in range(C)), 0),
         }
         for name in COUNTERS:
