@@ -237,8 +237,11 @@ class Engine(wiring.Component):
         ready = (a_have > h_a) & Mux(cmp, gb.words_loaded >= b_next, gb.words_loaded > h_b)
         # ocompact: the tiles are the B gather's compacted panels (one tile row)
         oc = cur.ocompact
-        ring_ok = ((cur.k >= cfg.drain_period) & (cur.k * 2 <= cfg.spad_b_words)
-                   & (cur.k * 8 >= C + 2 * R + 4))     # see ocompact_ring()
+        # see ocompact_ring(); registered (for Fmax: the compares are not in front of gather
+        # B's issue decision), final from the cycle after DECODE (cur is held until IDLE)
+        ring_ok = Signal()
+        m.d.sync += ring_ok.eq((cur.k >= cfg.drain_period) & (cur.k * 2 <= cfg.spad_b_words)
+                               & (cur.k * 8 >= C + 2 * R + 4))
         # the ring limit (b_base + the scratchpad depth) rises by K at each tile end
         # (ocompact has one tile row: b_base advances by K)
         m.d.comb += gb.ring.eq(oc & ring_ok)
@@ -525,8 +528,13 @@ class Engine(wiring.Component):
         mr_ti_base, mr_i_off, mr_tj_off = Signal(sx), Signal(sx), Signal(sx)
         inflight = Signal(range(mqd + 1))     # requests accepted, rows not yet popped
         m_fire = rdm.req.valid & rdm.req.ready
-        can_m = mr_run & (~rdm.req.valid | rdm.req.ready) & (inflight + rdm.req.valid < mqd)
+        # a request made while the request register is held waits in a skid register
+        # (for Fmax: the reader's decision and its counters' enables do not see `ready`;
+        # with a memory that is always ready the skid register stays empty)
+        m_sk_v = Signal()
+        can_m = mr_run & ~m_sk_v & (inflight + rdm.req.valid < mqd)
         m_pay = Signal(mem_req_layout(cfg, C))
+        m_sk = Signal.like(m_pay)
         row_in = mr_row < cur.m
         mr_total = Mux(oc, cur.n, p_tiles << lg_r)
         for j in range(C):
@@ -537,10 +545,19 @@ class Engine(wiring.Component):
         with m.If(start):
             m.d.sync += [mr_run.eq(cur.omask), *tile_col_restart(mr_tj, mr_tj_last, n_n), mr_i.eq(0), mr_rows.eq(0), mr_row.eq(0),
                          mr_col.eq(0), mr_ti_base.eq(cur.om_addr), mr_i_off.eq(0), mr_tj_off.eq(0),
-                         rdm.req.valid.eq(0)]
+                         rdm.req.valid.eq(0), m_sk_v.eq(0)]
         with m.Else():
+            with m.If(~rdm.req.valid | rdm.req.ready):          # the request register moves
+                with m.If(m_sk_v):
+                    m.d.sync += [rdm.req.payload.eq(m_sk), rdm.req.valid.eq(1), m_sk_v.eq(0)]
+                with m.Elif(can_m):
+                    m.d.sync += [rdm.req.payload.eq(m_pay), rdm.req.valid.eq(1)]
+                with m.Else():
+                    m.d.sync += rdm.req.valid.eq(0)
+            with m.Elif(can_m):
+                m.d.sync += [m_sk.eq(m_pay), m_sk_v.eq(1)]
             with m.If(can_m):
-                m.d.sync += [rdm.req.payload.eq(m_pay), rdm.req.valid.eq(1), mr_rows.eq(mr_rows + 1)]
+                m.d.sync += mr_rows.eq(mr_rows + 1)
                 with m.If(mr_rows + 1 == mr_total):
                     m.d.sync += mr_run.eq(0)
                 with m.If(oc):
@@ -555,8 +572,6 @@ class Engine(wiring.Component):
                                      mr_tj_off.eq(mr_tj_off + (cur.om_sj << lg_c))]
                 with m.Else():
                     m.d.sync += [mr_i.eq(mr_i + 1), mr_row.eq(mr_row + 1), mr_i_off.eq(mr_i_off + cur.om_si)]
-            with m.Elif(rdm.req.ready):
-                m.d.sync += rdm.req.valid.eq(0)
         with m.If(start):
             m.d.sync += inflight.eq(0)
         with m.Else():
@@ -576,7 +591,11 @@ class Engine(wiring.Component):
             m.d.comb += [wz.payload.addr[i].eq(cur.d_addr + off_dsi[i] + zq.r_data.as_signed()),
                          wz.payload.en[i].eq(i < cur.m)]
         m.d.comb += [wz.valid.eq(zq.r_rdy), zq.r_en.eq(wz.valid & wz.ready)]
-        drained = ((rows_drained == total_rows) & ~s1_v & ~s1x_v & ~s1b_v & ~s1c_v & ~s2_v
+        # rows_drained == total_rows registered (for Fmax; no cycle: the last row still
+        # has the drain stages ahead of it, and with ocompact a new panel keeps gb busy)
+        rows_all = Signal()
+        m.d.sync += rows_all.eq(rows_drained == total_rows)
+        drained = (rows_all & ~s1_v & ~s1x_v & ~s1b_v & ~s1c_v & ~s2_v
                    & (ofifo.level == 0))
         err_sticky = Signal(4)
         m.d.comb += [self.error.eq(err_sticky)]
