@@ -74,6 +74,8 @@ WORD_STAGES = 4     # a gathered word is visible LAT + 4 cycles after its panel'
                     # register, LAT, the response register of rtl/gather.py, the scratchpad write)
 ARRAY_IN_STAGES = 3  # scratchpad B read one cycle after the step (its address registered), the
                      # read data registered before the array, the PE's product register
+BUSY_TAIL = 1       # the engine's `busy` output stays up this many cycles after retirement (the
+                    # retirement registered before the counters; busy_cycles does not count them)
 
 
 def row_leaves(cfg: AcceleratorConfig, flush: int, i: int) -> int:

@@ -153,7 +153,9 @@ def gp_timeline(cfg, layers: list[LayerSpec], steps: int, gates_per_layer: bool 
         upd_free = upd_end
         upd_done.append(upd_end)
         spans.append((scan, upd_end))
-    end = max(t, upd_free + 1)       # the harness sees the unit idle one cycle after the last WRITE
+    # the harness sees the unit idle one cycle after the last WRITE, the engine BUSY_TAIL
+    # cycles after its IDLE cycle
+    end = max(t + cm.BUSY_TAIL, upd_free + 1)
     extra = {"gates": gates, "spans": spans} if gates_per_layer else {}
     return dict(**extra, run_cycles=end, gate_cycles=gate, pred_busy_cycles=union_length(spans), busy_cycles=eng_busy, array_busy_cycles=arr_busy,
                 pred_rows=rows, samples=sum(L.c_out for L in seq),

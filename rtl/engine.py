@@ -252,8 +252,11 @@ class Engine(wiring.Component):
         ready = (a_have > h_a) & Mux(cmp, gb.words_loaded >= b_next, gb.words_loaded > h_b)
         # ocompact: the tiles are the B gather's compacted panels (one tile row)
         oc = cur.ocompact
-        ring_ok = ((cur.k >= cfg.drain_period) & (cur.k * 2 <= cfg.spad_b_words)
-                   & (cur.k * 8 >= C + 2 * R + 4))     # see ocompact_ring()
+        # see ocompact_ring(); registered (for Fmax: the compares are not in front of gather
+        # B's issue decision), final from the cycle after DECODE (cur is held until IDLE)
+        ring_ok = Signal()
+        m.d.sync += ring_ok.eq((cur.k >= cfg.drain_period) & (cur.k * 2 <= cfg.spad_b_words)
+                               & (cur.k * 8 >= C + 2 * R + 4))
         # the ring limit (b_base + the scratchpad depth) rises by K at each tile end
         # (ocompact has one tile row: b_base advances by K)
         m.d.comb += gb.ring.eq(oc & ring_ok)
@@ -345,6 +348,7 @@ class Engine(wiring.Component):
         # with omask, if a row's mask has not arrived: only under memory back-pressure).
         m.submodules.mask_q = mq = SyncFIFOBuffered(width=C, depth=mask_queue_rows(cfg))
         s1_v = Signal()
+        s2_v = Signal()                 # stage 2's row valid (see the drain below)
         # The FIFO part of the stall is decided one cycle ahead from an occupancy count
         # (the FIFO's level next cycle) and registered, in EN_COPIES copies, so that the
         # enables of the array's rows and of the drain are separate nets starting at a
@@ -355,11 +359,19 @@ class Engine(wiring.Component):
         occ_nx = occ + ofifo.w_en - ofifo.r_en
         m.d.sync += occ.eq(occ_nx)
         mask_stall = cur.omask & ~oc & s1_v & ~mq.r_rdy
+        # The decision sees the push as s2_v & en_q (registers only: without the omask
+        # term, for Fmax).  Under an omask stall that over-counts by one row, which
+        # can only stall a cycle early (memory back-pressure only: no timing change
+        # without it, see mask_queue_rows); the FIFO never overflows.
+        en_raw = Signal()
+        occ_ub = occ + (s2_v & en_raw) - ofifo.r_en
         for r in range(EN_COPIES):
             pol, iv, rl = r & 1, (r >> 1) & 1, r >> 2
             q = Signal(init=iv, reset_less=bool(rl), name=f"en_q{r}")
-            m.d.sync += q.eq((occ_nx < OUT_FIFO_ROWS - 1) ^ pol)
+            m.d.sync += q.eq((occ_ub < OUT_FIFO_ROWS - 1) ^ pol)
             m.d.comb += en_copy[r].eq((q ^ pol) & ~mask_stall)
+            if r == EN_COPIES - 2:          # the drain's copy, before the omask term
+                m.d.comb += en_raw.eq(q ^ pol)
         # ocompact: per panel, its lanes' output offsets and row masks (from gather B)
         pi_depth = panel_info_depth(cfg)
         m.submodules.panel_info = pinfo = memory.Memory(
@@ -415,8 +427,7 @@ class Engine(wiring.Component):
         s1c_lane, s1c_keep = Signal(C), Signal(C)
         s1c_daddr, s1c_maddr = Signal(sx), Signal(sx)
         s1c_offs = Signal(data.ArrayLayout(signed(aw + 2), C))
-        # stage 2 (requantized, masked: into the output FIFO)
-        s2_v = Signal()
+        # stage 2 (requantized, masked: into the output FIFO); s2_v above
         s2_lane = Signal(C)
         s2_vals = Signal(data.ArrayLayout(unsigned(cfg.slot_bits), C))
         s2_mask = Signal(C)
@@ -532,8 +543,13 @@ class Engine(wiring.Component):
         mr_ti_base, mr_i_off, mr_tj_off = Signal(sx), Signal(sx), Signal(sx)
         inflight = Signal(range(mqd + 1))     # requests accepted, rows not yet popped
         m_fire = rdm.req.valid & rdm.req.ready
-        can_m = mr_run & (~rdm.req.valid | rdm.req.ready) & (inflight + rdm.req.valid < mqd)
+        # a request made while the request register is held waits in a skid register
+        # (for Fmax: the reader's decision and its counters' enables do not see `ready`;
+        # with a memory that is always ready the skid register stays empty)
+        m_sk_v = Signal()
+        can_m = mr_run & ~m_sk_v & (inflight + rdm.req.valid < mqd)
         m_pay = Signal(mem_req_layout(cfg, C))
+        m_sk = Signal.like(m_pay)
         row_in = mr_row < cur.m
         mr_total = Mux(oc, cur.n, p_tiles << lg_r)
         for j in range(C):
@@ -544,10 +560,19 @@ class Engine(wiring.Component):
         with m.If(start):
             m.d.sync += [mr_run.eq(cur.omask), *tile_col_restart(mr_tj, mr_tj_last, n_n), mr_i.eq(0), mr_rows.eq(0), mr_row.eq(0),
                          mr_col.eq(0), mr_ti_base.eq(cur.om_addr), mr_i_off.eq(0), mr_tj_off.eq(0),
-                         rdm.req.valid.eq(0)]
+                         rdm.req.valid.eq(0), m_sk_v.eq(0)]
         with m.Else():
+            with m.If(~rdm.req.valid | rdm.req.ready):          # the request register moves
+                with m.If(m_sk_v):
+                    m.d.sync += [rdm.req.payload.eq(m_sk), rdm.req.valid.eq(1), m_sk_v.eq(0)]
+                with m.Elif(can_m):
+                    m.d.sync += [rdm.req.payload.eq(m_pay), rdm.req.valid.eq(1)]
+                with m.Else():
+                    m.d.sync += rdm.req.valid.eq(0)
+            with m.Elif(can_m):
+                m.d.sync += [m_sk.eq(m_pay), m_sk_v.eq(1)]
             with m.If(can_m):
-                m.d.sync += [rdm.req.payload.eq(m_pay), rdm.req.valid.eq(1), mr_rows.eq(mr_rows + 1)]
+                m.d.sync += mr_rows.eq(mr_rows + 1)
                 with m.If(mr_rows + 1 == mr_total):
                     m.d.sync += mr_run.eq(0)
                 with m.If(oc):
@@ -562,8 +587,6 @@ class Engine(wiring.Component):
                                      mr_tj_off.eq(mr_tj_off + (cur.om_sj << lg_c))]
                 with m.Else():
                     m.d.sync += [mr_i.eq(mr_i + 1), mr_row.eq(mr_row + 1), mr_i_off.eq(mr_i_off + cur.om_si)]
-            with m.Elif(rdm.req.ready):
-                m.d.sync += rdm.req.valid.eq(0)
         with m.If(start):
             m.d.sync += inflight.eq(0)
         with m.Else():
@@ -583,7 +606,11 @@ class Engine(wiring.Component):
             m.d.comb += [wz.payload.addr[i].eq(cur.d_addr + off_dsi[i] + zq.r_data.as_signed()),
                          wz.payload.en[i].eq(i < cur.m)]
         m.d.comb += [wz.valid.eq(zq.r_rdy if cfg.sparse else 0), zq.r_en.eq(wz.valid & wz.ready)]
-        drained = ((rows_drained == total_rows) & ~s1_v & ~s1x_v & ~s1b_v & ~s1c_v & ~s2_v
+        # rows_drained == total_rows registered (for Fmax; no cycle: the last row still
+        # has the drain stages ahead of it, and with ocompact a new panel keeps gb busy)
+        rows_all = Signal()
+        m.d.sync += rows_all.eq(rows_drained == total_rows)
+        drained = (rows_all & ~s1_v & ~s1x_v & ~s1b_v & ~s1c_v & ~s2_v
                    & (ofifo.level == 0))
         err_sticky = Signal(4)
         m.d.comb += [self.error.eq(err_sticky)]
@@ -677,20 +704,28 @@ class Engine(wiring.Component):
         m.d.comb += [ga.start.eq(start), gb.start.eq(start)]
         with m.If(retire):
             m.d.sync += run.eq(0)
-        with m.If(retire & (retire_err != 0) & (err_sticky == 0)):
-            m.d.sync += err_sticky.eq(retire_err)
+        # The retirement registered (for Fmax: its logic and the wide loads of the
+        # counters and the error status are in different cycles): `retired`, `errors`
+        # and the sticky error follow one cycle later, and `busy` stays up for that
+        # cycle so that whoever waits for it reads final values.
+        retire_q, retire_err_q = Signal(), Signal(4)
+        m.d.sync += [retire_q.eq(retire), retire_err_q.eq(Mux(retire, retire_err, 0))]
+        with m.If(retire_q & (retire_err_q != 0) & (err_sticky == 0)):
+            m.d.sync += err_sticky.eq(retire_err_q)
 
         # ---------------- counters ---------------------------------------------------
         busy = Signal()
         m.d.comb += busy.eq(~self.instr.ready)
-        m.d.comb += self.busy.eq(busy)
+        m.d.comb += self.busy.eq(busy | retire_q)
         cnt = self.counters
         # Counters whose increment is computed (not a single bit of the FSM) add it one
         # cycle late, from a register (for Fmax: the increment's logic and the 48-bit
         # adder are not in one cycle).  Their last increment of an instruction is at
         # least two cycles before its retirement, so they are final when busy drops.
+        # `busy_cycles` too (its last increment is in the retiring cycle: final one cycle
+        # after retirement, when `busy` drops).
         late = ("compute_cycles", "stall_cycles", "macs", "rd_bytes", "wr_bytes", "mask_bits",
-                "spad_reads", "spad_writes", "acc_reads", "acc_writes", "mask_rd_bits")
+                "spad_reads", "spad_writes", "acc_reads", "acc_writes", "mask_rd_bits", "busy_cycles")
         lanes_w = sum(e["lane"][j] for j in range(C))
         incs = {
             "cycles": 1,
@@ -706,8 +741,8 @@ class Engine(wiring.Component):
             "spad_writes": ga.wr_en + gb.wr_en,
             "acc_reads": acc_r.en,
             "acc_writes": acc_w.en,
-            "retired": retire,
-            "errors": retire & (retire_err != 0),
+            "retired": retire_q,
+            "errors": retire_err_q != 0,
             "mask_rd_bits": Mux(m_fire, sum(rdm.req.payload.en[j] for j in range(C)), 0),
         }
         for name in counter_names(cfg):

@@ -142,7 +142,13 @@ class OperandGather(wiring.Component):
         max_out = max_outstanding(cfg)
         fifo = m.submodules.en_fifo = SyncFIFO(width=L, depth=max_out)
         req_fire = req.valid & req.ready
-        can_issue = r_active & (~req.valid | req.ready) & (fifo.level + req.valid < max_out)
+        # A request issued while the request register is held (not ready) waits in a
+        # one-entry skid register, and issuing needs an empty skid register: for Fmax
+        # the issue decision (which steps the k counter, loads the request and may hand
+        # over the panel: hundreds of enables) does not see the memory's `ready`.  With
+        # a memory that is always ready the skid register stays empty (same timing).
+        sk_v = Signal()
+        can_issue = r_active & ~sk_v & (fifo.level + req.valid < max_out)
         if self.lane_compactable:     # ring mode: never overwrite words still to be used
             # gap = limit - words requested, kept as a register, and gap > 0 as a
             # registered flag (for Fmax: no comparator in front of can_issue); the next
@@ -241,11 +247,20 @@ class OperandGather(wiring.Component):
                          req.payload.en[l].eq(want_r[l] & in_range)]
             bad.append(want_r[l] & ~in_range)
 
+        sk_raw, sk_want = Signal.like(raw), Signal(L)
         with m.If(can_issue & ~self.start):
-            m.d.sync += [raw_r.eq(raw), want_r.eq(want_v), req.valid.eq(1)]
             m.d.comb += kctr.step.eq(1)
-        with m.Elif(req.ready | self.start):
-            m.d.sync += req.valid.eq(0)
+        with m.If(self.start):
+            m.d.sync += [req.valid.eq(0), sk_v.eq(0)]
+        with m.Elif(~req.valid | req.ready):            # the request register moves
+            with m.If(sk_v):
+                m.d.sync += [raw_r.eq(sk_raw), want_r.eq(sk_want), req.valid.eq(1), sk_v.eq(0)]
+            with m.Elif(can_issue):
+                m.d.sync += [raw_r.eq(raw), want_r.eq(want_v), req.valid.eq(1)]
+            with m.Else():
+                m.d.sync += req.valid.eq(0)
+        with m.Elif(can_issue):                           # held: into the skid register
+            m.d.sync += [sk_raw.eq(raw), sk_want.eq(want_v), sk_v.eq(1)]
         with m.If(req.valid & Cat(*bad).any() & ~self.start):
             m.d.sync += self.addr_error.eq(1)
 
@@ -307,5 +322,5 @@ class OperandGather(wiring.Component):
             with m.Elif(write):
                 m.d.sync += fin_ptr.eq(wr_ptr)
 
-        m.d.comb += self.busy.eq(~w_done | w_full | r_active | req.valid | (fifo.level != 0) | rsp_v)
+        m.d.comb += self.busy.eq(~w_done | w_full | r_active | req.valid | sk_v | (fifo.level != 0) | rsp_v)
         return m
