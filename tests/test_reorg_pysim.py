@@ -47,6 +47,34 @@ def layer_case(rng, kind, batch, c, h=1, w=1, relu=False, base=0, layer_id=0):
     return d, engine_beats(CFG, base, *stored.shape, stored), want.reshape(c, -1)
 
 
+async def arm_layer(ctx, dut, d):
+    """Offer a layer descriptor; it is accepted at the edge where ``desc.ready`` is high."""
+    ctx.set(dut.desc.payload, d)
+    ctx.set(dut.desc.valid, 1)
+    await ctx.tick().until(dut.desc.ready)
+    ctx.set(dut.desc.valid, 0)
+    await ctx.tick()
+
+
+async def put_beat(ctx, dut, addr, val, en):
+    """One engine write beat, observed by the tap (valid and ready) for one cycle."""
+    for j in range(CFG.cols):
+        ctx.set(dut.tap.payload.addr[j], addr[j])
+        ctx.set(dut.tap.payload.data[j], val[j] & ((1 << CFG.slot_bits) - 1))
+    ctx.set(dut.tap.payload.en, sum(e << j for j, e in enumerate(en)))
+    ctx.set(dut.tap.valid, 1)
+    ctx.set(dut.tap.ready, 1)
+    await ctx.tick()
+
+
+def simulate(dut, *testbenches):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for tb in testbenches:
+        sim.add_testbench(tb)
+    sim.run()
+
+
 def run_unit(layers, seed=0, ready_prob=0.6, gap_prob=0.3, max_cycles=200_000):
     dut = RU.ReorgUnit(CFG)
     rng = np.random.default_rng(seed)
@@ -54,24 +82,14 @@ def run_unit(layers, seed=0, ready_prob=0.6, gap_prob=0.3, max_cycles=200_000):
 
     async def drive(ctx):
         for d, beats, _ in layers:
-            ctx.set(dut.desc.payload, d)
-            ctx.set(dut.desc.valid, 1)
-            await ctx.tick().until(dut.desc.ready)      # accepted at this edge
-            ctx.set(dut.desc.valid, 0)
-            await ctx.tick()
+            await arm_layer(ctx, dut, d)
             assert ctx.get(dut.armed) and ctx.get(dut.armed_id) == d["layer_id"]
             for addr, val, en in beats:
                 while rng.random() < gap_prob:          # engine/memory gaps; valid without ready too
                     ctx.set(dut.tap.valid, int(rng.random() < 0.5))
                     ctx.set(dut.tap.ready, 0)
                     await ctx.tick()
-                for j in range(CFG.cols):
-                    ctx.set(dut.tap.payload.addr[j], addr[j])
-                    ctx.set(dut.tap.payload.data[j], val[j] & ((1 << CFG.slot_bits) - 1))
-                ctx.set(dut.tap.payload.en, sum(e << j for j, e in enumerate(en)))
-                ctx.set(dut.tap.valid, 1)
-                ctx.set(dut.tap.ready, 1)
-                await ctx.tick()
+                await put_beat(ctx, dut, addr, val, en)
             ctx.set(dut.tap.valid, 0)
             # wait until this layer's bank is handed over before arming the next
             await ctx.tick().repeat(4)
@@ -93,11 +111,7 @@ def run_unit(layers, seed=0, ready_prob=0.6, gap_prob=0.3, max_cycles=200_000):
         await ctx.tick().repeat(8)
         assert not ctx.get(dut.busy)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(drive)
-    sim.add_testbench(sink)
-    sim.run()
+    simulate(dut, drive, sink)
     i = 0
     for d, _, want in layers:
         for c in range(d["c_out"]):
@@ -181,19 +195,9 @@ def test_cycles_equal_the_model(kind, batch, c, h, w):
     seen = {"beat": None, "scan": None, "fires": []}
 
     async def drive(ctx):
-        ctx.set(dut.desc.payload, d)
-        ctx.set(dut.desc.valid, 1)
-        await ctx.tick().until(dut.desc.ready)
-        ctx.set(dut.desc.valid, 0)
-        await ctx.tick()
-        for n, (addr, val, en) in enumerate(beats):
-            for j in range(CFG.cols):
-                ctx.set(dut.tap.payload.addr[j], addr[j])
-                ctx.set(dut.tap.payload.data[j], val[j] & ((1 << CFG.slot_bits) - 1))
-            ctx.set(dut.tap.payload.en, sum(e << j for j, e in enumerate(en)))
-            ctx.set(dut.tap.valid, 1)
-            ctx.set(dut.tap.ready, 1)
-            await ctx.tick()
+        await arm_layer(ctx, dut, d)
+        for addr, val, en in beats:
+            await put_beat(ctx, dut, addr, val, en)
         ctx.set(dut.tap.valid, 0)
 
     async def watch(ctx):
@@ -213,11 +217,7 @@ def test_cycles_equal_the_model(kind, batch, c, h, w):
         await ctx.tick().repeat(4)
         assert not ctx.get(dut.busy)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(drive)
-    sim.add_testbench(watch)
-    sim.run()
+    simulate(dut, drive, watch)
     done_rel, offs = PM.reorg_emit(CFG, kind, c)
     assert seen["scan"] - seen["beat"] == PM.HANDOVER + 1
     assert [f - seen["scan"] for f in seen["fires"]] == offs
