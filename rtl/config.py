@@ -163,6 +163,11 @@ class AcceleratorConfig:
 
 
 BASE = AcceleratorConfig(name="default")
+# The smallest full engine: 2x2 PEs, narrow dimension fields (more than an iCE40 UP5K
+# holds: `ice40` below is its lite variant).
+TINY = BASE.replace(name="tiny", rows=2, cols=2, spad_a_words=128, spad_b_words=128,
+                    acc_words=32, mem_addr_bits=10, dim_bits=8,
+                    pred_rows=2, pred_cols=2, pred_kmax=128, pred_max_cout=16)
 
 PRESETS: dict[str, AcceleratorConfig] = {
     "small": BASE.replace(name="small", rows=4, cols=4, spad_a_words=512, spad_b_words=512,
@@ -173,19 +178,14 @@ PRESETS: dict[str, AcceleratorConfig] = {
     # 16-bit operands need a 48-bit accumulator (and 64-bit memory slots for raw results).
     "wide16": BASE.replace(name="wide16", rows=4, cols=4, op_bits=16, acc_bits=48,
                            spad_a_words=512, spad_b_words=512, acc_words=128, mem_addr_bits=16),
-    # Small enough for an iCE40 UP5K (iCEBreaker): 2x2 PEs, narrow dimension fields.
-    "tiny": BASE.replace(name="tiny", rows=2, cols=2, spad_a_words=128, spad_b_words=128,
-                         acc_words=32, mem_addr_bits=10, dim_bits=8,
-                         pred_rows=2, pred_cols=2, pred_kmax=128, pred_max_cout=16),
+    "tiny": TINY,
     # The engine alone on an iCE40 UP5K (iCEBreaker): tiny with one array column (2x1 PEs),
     # without the sparse modes and the convolution addressing (dense GEMMs, transposes,
     # split K), without the ReLU-mask write, six 24-bit counters and 24-bit accumulators
-    # (enough for K <= 128 = the scratchpad depth).  docs/notes-ice40.md: what each option saves.
-    "ice40": BASE.replace(name="ice40", rows=2, cols=1, spad_a_words=128, spad_b_words=128,
-                          acc_words=32, mem_addr_bits=10, dim_bits=8,
-                          pred_rows=2, pred_cols=2, pred_kmax=128, pred_max_cout=16,
-                          acc_bits=24, counter_bits=24, all_counters=False, sparse=False, conv=False,
-                          relu_mask=False),
+    # (enough for K <= 128 = the scratchpad depth).  What each option saves: docs/fpga.md,
+    # "iCE40: the `ice40` preset".
+    "ice40": TINY.replace(name="ice40", cols=1, acc_bits=24, counter_bits=24, all_counters=False,
+                          sparse=False, conv=False, relu_mask=False),
 }
 
 

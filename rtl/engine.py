@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 from . import isa
 from .config import AcceleratorConfig
 from .epilogue import Requantize
-from .gather import OperandGather, mem_rd_signature, mem_req_layout, panel_info_layout
+from .gather import OperandGather, mem_rd_signature, mem_req_layout, panel_info_layout, skid_issue
 from .systolic import SystolicArray
 
 COUNTER_BITS = 48
@@ -549,7 +549,6 @@ class Engine(wiring.Component):
         m_sk_v = Signal()
         can_m = mr_run & ~m_sk_v & (inflight + rdm.req.valid < mqd)
         m_pay = Signal(mem_req_layout(cfg, C))
-        m_sk = Signal.like(m_pay)
         row_in = mr_row < cur.m
         mr_total = Mux(oc, cur.n, p_tiles << lg_r)
         for j in range(C):
@@ -557,36 +556,27 @@ class Engine(wiring.Component):
                     mr_ti_base + mr_i_off + mr_tj_off + off_osj[j])
             ok = Mux(oc, j < cur.m, row_in & (mr_col + j < cur.n))
             m.d.comb += [m_pay.addr[j].eq(Mux(ok, a, 0)), m_pay.en[j].eq(ok)]
+        skid_issue(m, start=start, valid=rdm.req.valid, ready=rdm.req.ready, issue=can_m,
+                   skid_full=m_sk_v, regs=[rdm.req.payload], values=[m_pay])
         with m.If(start):
             m.d.sync += [mr_run.eq(cur.omask), *tile_col_restart(mr_tj, mr_tj_last, n_n), mr_i.eq(0), mr_rows.eq(0), mr_row.eq(0),
-                         mr_col.eq(0), mr_ti_base.eq(cur.om_addr), mr_i_off.eq(0), mr_tj_off.eq(0),
-                         rdm.req.valid.eq(0), m_sk_v.eq(0)]
-        with m.Else():
-            with m.If(~rdm.req.valid | rdm.req.ready):          # the request register moves
-                with m.If(m_sk_v):
-                    m.d.sync += [rdm.req.payload.eq(m_sk), rdm.req.valid.eq(1), m_sk_v.eq(0)]
-                with m.Elif(can_m):
-                    m.d.sync += [rdm.req.payload.eq(m_pay), rdm.req.valid.eq(1)]
+                         mr_col.eq(0), mr_ti_base.eq(cur.om_addr), mr_i_off.eq(0), mr_tj_off.eq(0)]
+        with m.Elif(can_m):
+            m.d.sync += mr_rows.eq(mr_rows + 1)
+            with m.If(mr_rows + 1 == mr_total):
+                m.d.sync += mr_run.eq(0)
+            with m.If(oc):
+                m.d.sync += mr_tj_off.eq(mr_tj_off + cur.om_sj)
+            with m.Elif(mr_i == R - 1):
+                m.d.sync += [mr_i.eq(0), mr_i_off.eq(0), mr_row.eq(mr_row - (R - 1))]
+                with m.If(mr_tj_last):
+                    m.d.sync += [*tile_col_restart(mr_tj, mr_tj_last, n_n), mr_col.eq(0), mr_tj_off.eq(0), mr_row.eq(mr_row + 1),
+                                 mr_ti_base.eq(mr_ti_base + (cur.om_si << lg_r))]
                 with m.Else():
-                    m.d.sync += rdm.req.valid.eq(0)
-            with m.Elif(can_m):
-                m.d.sync += [m_sk.eq(m_pay), m_sk_v.eq(1)]
-            with m.If(can_m):
-                m.d.sync += mr_rows.eq(mr_rows + 1)
-                with m.If(mr_rows + 1 == mr_total):
-                    m.d.sync += mr_run.eq(0)
-                with m.If(oc):
-                    m.d.sync += mr_tj_off.eq(mr_tj_off + cur.om_sj)
-                with m.Elif(mr_i == R - 1):
-                    m.d.sync += [mr_i.eq(0), mr_i_off.eq(0), mr_row.eq(mr_row - (R - 1))]
-                    with m.If(mr_tj_last):
-                        m.d.sync += [*tile_col_restart(mr_tj, mr_tj_last, n_n), mr_col.eq(0), mr_tj_off.eq(0), mr_row.eq(mr_row + 1),
-                                     mr_ti_base.eq(mr_ti_base + (cur.om_si << lg_r))]
-                    with m.Else():
-                        m.d.sync += [*tile_col_next(mr_tj, mr_tj_last, n_n), mr_col.eq(mr_col + C),
-                                     mr_tj_off.eq(mr_tj_off + (cur.om_sj << lg_c))]
-                with m.Else():
-                    m.d.sync += [mr_i.eq(mr_i + 1), mr_row.eq(mr_row + 1), mr_i_off.eq(mr_i_off + cur.om_si)]
+                    m.d.sync += [*tile_col_next(mr_tj, mr_tj_last, n_n), mr_col.eq(mr_col + C),
+                                 mr_tj_off.eq(mr_tj_off + (cur.om_sj << lg_c))]
+            with m.Else():
+                m.d.sync += [mr_i.eq(mr_i + 1), mr_row.eq(mr_row + 1), mr_i_off.eq(mr_i_off + cur.om_si)]
         with m.If(start):
             m.d.sync += inflight.eq(0)
         with m.Else():

