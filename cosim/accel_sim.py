@@ -48,7 +48,7 @@ class AccelSim(RtlSim):
         return verilog.convert(acc.Accelerator(cfg), name="accelerator", emit_src=False)
 
     def harness_params(self, cfg: AcceleratorConfig) -> dict:
-        ecw = counters_layout().size
+        ecw = counters_layout(cfg).size
         return dict(R=cfg.rows, C=cfg.cols, AW=cfg.mem_addr_bits, SLOT=cfg.slot_bits, IW=self.iw,
                     CW=ecw + acc.pred_counters_layout().size, ECW=ecw, LAT=cfg.dram_latency, PMAX=4096,
                     L=cfg.pred_cols, RDW=desc_layout(cfg).size, UDW=update_desc_layout(cfg).size,

@@ -101,7 +101,7 @@ class Accelerator(wiring.Component):
             "upd_wr": Out(stream.Signature(update_wr_layout(cfg))),
             "busy": Out(1),
             "error": Out(12),
-            "counters": Out(counters_layout()),
+            "counters": Out(counters_layout(cfg)),
             "pcounters": Out(pred_counters_layout()),
         })
 

@@ -118,10 +118,9 @@ def zero_wr_layout(cfg: AcceleratorConfig):
     })
 
 
-def counters_layout(cfg: AcceleratorConfig | None = None):
-    """The counters, ``cfg.counter_bits`` wide each (COUNTER_BITS without a config)."""
-    bits = cfg.counter_bits if cfg is not None else COUNTER_BITS
-    return data.StructLayout({name: unsigned(bits) for name in counter_names(cfg)})
+def counters_layout(cfg: AcceleratorConfig):
+    """The configuration's counters, ``cfg.counter_bits`` wide each."""
+    return data.StructLayout({name: unsigned(cfg.counter_bits) for name in counter_names(cfg)})
 
 
 def mem_wr_layout(cfg: AcceleratorConfig):
