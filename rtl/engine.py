@@ -215,7 +215,7 @@ class Engine(wiring.Component):
         c_k, c_nn = Signal(2 * dw + 1), Signal(2 * dw + 1)
         q_mm1, q_nm1, q_nm, q_nn = (Signal(dw, name=n) for n in ("q_mm1", "q_nm1", "q_nm", "q_nn"))
         start = Signal()
-        # per-lane offsets j * stride, registered in DECODE (shift-adds, no DSP)
+        # per-lane offsets j * stride (shift-adds, no DSP), registered from cur every cycle
         off_d, off_osi, off_osj, off_dsi = (
             [Signal(sx, name=f"{nm}{j}") for j in range(C)] for nm in ("off_d", "off_osi", "off_osj", "off_dsi"))
 
@@ -230,7 +230,6 @@ class Engine(wiring.Component):
         a_base = Signal(range(cfg.spad_a_words + 1))
         b_base = Signal(gb.ptr_shape)
         since_first = Signal(range(cfg.drain_period + 1))
-        period_ok = since_first >= cfg.drain_period
         # A step may go as soon as its A and B words are in the scratchpads.  In
         # compact mode (input sparsity) kk counts A's stored nonzero words: entry
         # a_base + kk carries its step index k (B is read at that k) and whether it
@@ -247,8 +246,15 @@ class Engine(wiring.Component):
         h_b = Signal(gb.ptr_shape)
         b_next = Signal(gb.ptr_shape)         # b_base + K
         m.d.comb += ga.k_addr.eq(h_a)
-        a_have = Mux(cmp, ga.words_final, ga.words_loaded)
-        ready = (a_have > h_a) & Mux(cmp, gb.words_loaded >= b_next, gb.words_loaded > h_b)
+        h_a1 = Signal(range(cfg.spad_a_words + 2))          # h_a + 1
+        ptr_w = len(Value.cast(h_b))
+        h_b1 = Signal(ptr_w + 1)                              # h_b + 1
+        b_next2 = Signal(ptr_w + 1)                           # b_next + K
+        # "the step's A and B words are in the scratchpads", a register (ready_q): its next
+        # value is decided from the gathers' next counts, each a register or a register + 1
+        # chosen by the word being written now, against the head's next position (for
+        # Fmax: no comparator between the counters and `step`, which is AND of registers)
+        ready_q = Signal()
         # ocompact: the tiles are the B gather's compacted panels (one tile row)
         oc = cur.ocompact
         # see ocompact_ring(); registered (for Fmax: the compares are not in front of gather
@@ -259,18 +265,24 @@ class Engine(wiring.Component):
         # the ring limit (b_base + the scratchpad depth) rises by K at each tile end
         # (ocompact has one tile row: b_base advances by K)
         m.d.comb += gb.ring.eq(oc & ring_ok)
-        more_tiles = Mux(oc, ~(gb.walk_done & (gb.panels == tj)), tiles_left)
+        # ocompact: gb.panels == tj as a register (pan_eq), from the difference's "0" and
+        # "1" flags and its "2" compare (panels leads tj by at most the info ring's depth)
+        pan_eq, pan_one = Signal(), Signal()
+        pan_diff = Signal(range(PANEL_INFO_DEPTH + 2))
+        more_tiles = Mux(oc, ~(gb.walk_done & pan_eq), tiles_left)
         tile_end = Mux(cmp, ga.k_last, h_last)
         tj_last = Signal()                     # tj + 1 == n_n, registered with tj (for Fmax)
         row_end = tj_last & ~oc                # the tile ends its tile row
-        mid_tile = kk != 0
+        mid_tile = Signal()                    # kk != 0, a register (for Fmax)
+        period_ok = Signal()                   # since_first >= drain_period, a register
         step = Signal()
         flush = Signal()
         run = Signal()            # the sequencer owns the current instruction
         m.d.comb += [
-            step.eq(run & en & more_tiles & ready & (mid_tile | period_ok)),
+            step.eq(run & en & more_tiles & ready_q & (mid_tile | period_ok)),
             flush.eq(run & en & ~more_tiles & ~flushed & period_ok),
         ]
+        ready = ready_q
         m.d.comb += gb.limit_rise.eq(step & tile_end)     # the ring limit rises by K
         m_left = Signal(signed(dw + 1))
         n_left = Signal(signed(dw + 1))
@@ -280,14 +292,60 @@ class Engine(wiring.Component):
         m.d.comb += macs_per_step.eq(shift_add_mul(rows_act, cols_act))
 
         bb_adv = Mux(row_end, 0, b_next)       # b_base of the next tile
+        a_back = tile_end & ~row_end            # the next tile reuses the A panel
         with m.If(start):
-            m.d.sync += [h_a.eq(0), h_last.eq(cur.k == 1), h_b.eq(0), b_next.eq(cur.k)]
+            m.d.sync += [h_a.eq(0), h_a1.eq(1), h_last.eq(cur.k == 1), h_b.eq(0), h_b1.eq(1),
+                         b_next.eq(cur.k), b_next2.eq(cur.k << 1)]
         with m.Elif(step):
-            m.d.sync += [h_a.eq(Mux(tile_end & ~row_end, a_base, h_a + 1)),
+            m.d.sync += [h_a.eq(Mux(a_back, a_base, h_a1)),
+                         h_a1.eq(Mux(a_back, a_base + 1, h_a1 + 1)),
                          h_last.eq(Mux(tile_end, cur.k == 1, kk + 2 == cur.k)),
-                         h_b.eq(Mux(tile_end, bb_adv, h_b + 1))]
+                         h_b.eq(Mux(tile_end, bb_adv, h_b1)),
+                         h_b1.eq(Mux(tile_end, Mux(row_end, 1, b_next + 1), h_b1 + 1))]
             with m.If(tile_end):
-                m.d.sync += b_next.eq(Mux(row_end, cur.k, b_next + cur.k))   # bb_adv + K
+                m.d.sync += [b_next.eq(Mux(row_end, cur.k, b_next2)),            # bb_adv + K
+                             b_next2.eq(Mux(row_end, cur.k << 1, b_next2 + cur.k))]
+
+        # ready_q's next value.  A word count's next value is the count, or the count + 1
+        # (words_loaded1) when a word is written now (wr_en); compact A's final count
+        # (words_final) jumps to the written count at a panel's end (fin_end).  The head
+        # moves only on a step: A to h_a + 1, or back to a_base (loaded: it was stepped
+        # through); B to h_b + 1, to the next panel's first word b_next (dense) or its
+        # last (compact: b_next2), or back to panel 0 at a tile row's end (loaded).
+        wa, wl_a, wl_a1, fin_a = ga.wr_en, ga.words_loaded, ga.words_loaded1, ga.words_final
+        def a_next_gt(h):                # (A's next count) > h
+            dense = Mux(wa, wl_a1 > h, wl_a > h)
+            return Mux(cmp, Mux(ga.fin_end, dense, Mux(wa, wl_a > h, fin_a > h)), dense)
+        wb, wl_b, wl_b1 = gb.wr_en, gb.words_loaded, gb.words_loaded1
+        def b_next_gt(h):                # (B's next count) > h
+            return Mux(wb, wl_b1 > h, wl_b > h)
+        def b_next_ge(h):                # (B's next count) >= h
+            return Mux(wb, wl_b1 >= h, wl_b >= h)
+        a_stay, a_inc = a_next_gt(h_a), a_next_gt(h_a1)
+        b_stay = Mux(cmp, b_next_ge(b_next), b_next_gt(h_b))
+        b_inc = Mux(cmp, b_next_ge(b_next), b_next_gt(h_b1))
+        b_tile = Mux(cmp, b_next_ge(b_next2), b_next_gt(b_next))
+        ready_a_nx = Mux(step, a_back | a_inc, a_stay)
+        ready_b_nx = Mux(step, Mux(tile_end, row_end | b_tile, b_inc), b_stay)
+        m.d.sync += ready_q.eq(~start & ready_a_nx & ready_b_nx)
+        # mid_tile (kk != 0) and period_ok (since_first >= drain_period) as registers
+        P = cfg.drain_period
+        with m.If(start):
+            m.d.sync += [mid_tile.eq(0), period_ok.eq(1)]
+        with m.Elif(en):
+            m.d.sync += period_ok.eq(Mux((step | flush) & ~mid_tile, int(1 >= P),
+                                         period_ok | (since_first == P - 1)))
+            with m.If(step):
+                m.d.sync += mid_tile.eq(~tile_end)
+        # pan_eq / pan_one (ocompact): gb.panels - tj, moved by a panel hand-over
+        # (gb.pi_we) and a tile end
+        hand, took = gb.pi_we, step & tile_end
+        with m.If(start):
+            m.d.sync += [pan_diff.eq(0), pan_eq.eq(1), pan_one.eq(0)]
+        with m.Elif(hand != took):
+            m.d.sync += [pan_diff.eq(Mux(hand, pan_diff + 1, pan_diff - 1)),
+                         pan_eq.eq(took & pan_one),
+                         pan_one.eq(Mux(took, pan_diff == 2, pan_eq))]
 
         # Scratchpad A is read at the step, B one cycle later (its address registered),
         # and the read data are registered before the array (for Fmax: a block-RAM
@@ -345,32 +403,34 @@ class Engine(wiring.Component):
             width=self._fifo_width(), depth=OUT_FIFO_ROWS)
         # Stall the whole compute pipeline before the output FIFO can overflow (and,
         # with omask, if a row's mask has not arrived: only under memory back-pressure).
-        m.submodules.mask_q = mq = SyncFIFOBuffered(width=C, depth=mask_queue_rows(cfg))
+        # (each row with its "any bit set" beside it, for gather B's lane walker)
+        m.submodules.mask_q = mq = SyncFIFOBuffered(width=C + 1, depth=mask_queue_rows(cfg))
+        mq_bits, mq_any = mq.r_data[:C], mq.r_data[C]
         s1_v = Signal()
         s2_v = Signal()                 # stage 2's row valid (see the drain below)
-        # The FIFO part of the stall is decided one cycle ahead from an occupancy count
-        # (the FIFO's level next cycle) and registered, in EN_COPIES copies, so that the
-        # enables of the array's rows and of the drain are separate nets starting at a
-        # flip-flop (for Fmax: on `default` they reach thousands of registers).  The
-        # omask part (s1's row has no mask yet) comes from registers and is ANDed into
-        # each copy.  Logically every copy equals the single-enable design's `en`.
+        # The stall is decided one cycle ahead, exactly, from registers, and registered in
+        # EN_COPIES copies, so that the enables of the array's rows, of the drain and of
+        # the sequencer are separate nets each starting at a flip-flop (for Fmax: on
+        # `default` they reach thousands of registers).  Its two parts: the output FIFO
+        # would be full (its occupancy next cycle, occ_nx), and (omask, only under memory
+        # back-pressure) stage 1's row next cycle has no mask row in the queue: s1_v's
+        # and the mask queue's output-register valid's next values (SyncFIFOBuffered: it
+        # holds unless popped, and refills when the queue's inner memory has a row).
+        # Logically every copy equals the single-enable design's `en`.
+        om_only = Signal()              # omask without ocompact (registered: cur is held)
+        m.d.sync += om_only.eq(cur.omask & ~cur.ocompact)
         occ = Signal(range(OUT_FIFO_ROWS + 1))
-        occ_nx = occ + ofifo.w_en - ofifo.r_en
+        occ_nx = occ + (s2_v & en) - ofifo.r_en          # ofifo.w_en == en & s2_v
         m.d.sync += occ.eq(occ_nx)
-        mask_stall = cur.omask & ~oc & s1_v & ~mq.r_rdy
-        # The decision sees the push as s2_v & en_q (registers only: without the omask
-        # term, for Fmax).  Under an omask stall that over-counts by one row, which
-        # can only stall a cycle early (memory back-pressure only: no timing change
-        # without it, see mask_queue_rows); the FIFO never overflows.
-        en_raw = Signal()
-        occ_ub = occ + (s2_v & en_raw) - ofifo.r_en
+        s1_v_nx = Mux(start, 0, Mux(en, arr.out_valid, s1_v))
+        mq_pop = en & s1_v & om_only & ~start            # mq.r_en without ocompact
+        mq_nx_rdy = (mq.r_rdy & ~mq_pop) | ((mq.level - mq.r_rdy) != 0)
+        en_nx = (occ_nx < OUT_FIFO_ROWS - 1) & ~(om_only & s1_v_nx & ~mq_nx_rdy)
         for r in range(EN_COPIES):
             pol, iv, rl = r & 1, (r >> 1) & 1, r >> 2
             q = Signal(init=iv, reset_less=bool(rl), name=f"en_q{r}")
-            m.d.sync += q.eq((occ_ub < OUT_FIFO_ROWS - 1) ^ pol)
-            m.d.comb += en_copy[r].eq((q ^ pol) & ~mask_stall)
-            if r == EN_COPIES - 2:          # the drain's copy, before the omask term
-                m.d.comb += en_raw.eq(q ^ pol)
+            m.d.sync += q.eq(en_nx ^ pol)
+            m.d.comb += en_copy[r].eq(q ^ pol)
         # ocompact: per panel, its lanes' output offsets and row masks (from gather B)
         pi_depth = panel_info_depth(cfg)
         m.submodules.panel_info = pinfo = memory.Memory(
@@ -434,24 +494,28 @@ class Engine(wiring.Component):
         s2_offs = Signal(data.ArrayLayout(signed(aw + 2), C))
 
         arow = arr.out_valid
+        dr_i_last = Signal()            # dr_i == R - 1, a register (for Fmax)
+        # stage 1's data registers load on every row without a reset (s1_v says whether
+        # they hold one): their enable is en & arow, two flip-flops (for Fmax)
+        with m.If(en_dr & arow):
+            lanes = Cat(*[(col_base + j < cur.n) for j in range(C)])
+            m.d.sync += [s1_data.eq(arr.out_row), s1_lane.eq(lanes),
+                         s1_row_ok.eq(row_base + dr_i < cur.m), s1_i.eq(dr_i),
+                         s1_slot.eq(cur.acc_addr + rows_drained),
+                         s1_daddr.eq(d_ti_base + d_tj_off + d_i_off),
+                         s1_maddr.eq(m_ti_base + d_tj_off + m_i_off)]
         with m.If(start):
-            m.d.sync += [dr_ti.eq(0), *tile_col_restart(dr_tj, dr_tj_last, n_n), dr_i.eq(0), rows_drained.eq(0), row_base.eq(0),
+            m.d.sync += [dr_ti.eq(0), *tile_col_restart(dr_tj, dr_tj_last, n_n), dr_i.eq(0), dr_i_last.eq(R == 1),
+                         rows_drained.eq(0), row_base.eq(0),
                          col_base.eq(0), d_ti_base.eq(cur.d_addr), m_ti_base.eq(cur.mask_addr),
-                         d_tj_off.eq(0), d_i_off.eq(0), m_i_off.eq(0), s1_v.eq(0),
-                         s1x_v.eq(0), s1b_v.eq(0), s1c_v.eq(0), s2_v.eq(0)]
+                         d_tj_off.eq(0), d_i_off.eq(0), m_i_off.eq(0), s1_v.eq(0)]
         with m.Elif(en_dr):
             m.d.sync += s1_v.eq(arow)
             with m.If(arow):
-                lanes = Cat(*[(col_base + j < cur.n) for j in range(C)])
-                m.d.sync += [s1_data.eq(arr.out_row), s1_lane.eq(lanes),
-                             s1_row_ok.eq(row_base + dr_i < cur.m), s1_i.eq(dr_i),
-                             s1_slot.eq(cur.acc_addr + rows_drained),
-                             s1_daddr.eq(d_ti_base + d_tj_off + d_i_off),
-                             s1_maddr.eq(m_ti_base + d_tj_off + m_i_off),
-                             rows_drained.eq(rows_drained + 1)]
-                with m.If(dr_i == R - 1):
+                m.d.sync += rows_drained.eq(rows_drained + 1)
+                with m.If(dr_i_last):
                     m.d.comb += dr_tile_done.eq(1)
-                    m.d.sync += [dr_i.eq(0), d_i_off.eq(0), m_i_off.eq(0)]
+                    m.d.sync += [dr_i.eq(0), dr_i_last.eq(R == 1), d_i_off.eq(0), m_i_off.eq(0)]
                     with m.If(dr_tj_last & ~oc):
                         m.d.sync += [*tile_col_restart(dr_tj, dr_tj_last, n_n), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
                                      row_base.eq(row_base + R),
@@ -461,7 +525,7 @@ class Engine(wiring.Component):
                         m.d.sync += [*tile_col_next(dr_tj, dr_tj_last, n_n), col_base.eq(col_base + C),
                                      d_tj_off.eq(Mux(oc, 0, d_tj_off + (cur.d_sj << lg_c)))]
                 with m.Else():
-                    m.d.sync += [dr_i.eq(dr_i + 1), d_i_off.eq(d_i_off + cur.d_si),
+                    m.d.sync += [dr_i.eq(dr_i + 1), dr_i_last.eq(dr_i == R - 2), d_i_off.eq(d_i_off + cur.d_si),
                                  m_i_off.eq(m_i_off + cur.mask_si)]
         with m.If(start):
             m.d.sync += pi_used.eq(0)
@@ -479,11 +543,13 @@ class Engine(wiring.Component):
         pi = pi_r.data if cfg.sparse else Signal.like(pi_r.data)   # no ocompact: all 0
         keep = Signal(C)
         oc_keep = Cat(*[pi[j].mv.bit_select(s1_i, 1) for j in range(C)])
-        m.d.comb += [keep.eq(Mux(oc, oc_keep, Mux(cur.omask, mq.r_data, (1 << C) - 1))),
+        m.d.comb += [keep.eq(Mux(oc, oc_keep, Mux(cur.omask, mq_bits, (1 << C) - 1))),
                      mq.r_en.eq(Mux(oc, gb.lm_pop, en & s1_v & cur.omask & ~start))]
         # Drain pipeline (registered for Fmax): s1 -> s1x (accumulator read data) ->
         # s1b (sum) -> s1c (rq's first stage) -> s2 (rq's second stage, masked) -> FIFO.
-        with m.If(en_dr & ~start):
+        # the drain's data registers load under en alone (start clears only the valid bits,
+        # below: for Fmax, their enable is one flip-flop)
+        with m.If(en_dr):
             m.d.sync += [s1x_v.eq(s1_v), s1x_ok.eq(s1_row_ok), s1x_data.eq(s1_data), s1x_slot.eq(s1_slot),
                          s1x_lane.eq(Mux(oc, Cat(*[pi[j].ok for j in range(C)]), s1_lane)),
                          s1x_keep.eq(keep), s1x_daddr.eq(s1_daddr), s1x_maddr.eq(s1_maddr)]
@@ -496,7 +562,7 @@ class Engine(wiring.Component):
         m.d.comb += [acc_w.addr.eq(s1b_slot), acc_w.data.eq(s1b_sum),
                      acc_w.en.eq(en & s1b_v & ~cur.store)]
         m.d.comb += [rq.en.eq(en_dr), rq.row.eq(s1b_sum), rq.shift.eq(cur.shift), rq.relu.eq(cur.relu)]
-        with m.If(en_dr & ~start):
+        with m.If(en_dr):
             m.d.sync += [s1c_v.eq(s1b_v & s1b_ok & cur.store), s1c_raw.eq(s1b_sum),
                          s1c_lane.eq(s1b_lane), s1c_keep.eq(s1b_keep), s1c_offs.eq(s1b_offs),
                          s1c_daddr.eq(s1b_daddr), s1c_maddr.eq(s1b_maddr)]
@@ -505,6 +571,8 @@ class Engine(wiring.Component):
             for j in range(C):
                 # signed values sign-extend into the memory slot
                 m.d.sync += s2_vals[j].eq(Mux(s1c_keep[j], Mux(cur.out_raw, s1c_raw[j], rq.out[j]), 0))
+        with m.If(start):
+            m.d.sync += [s1x_v.eq(0), s1b_v.eq(0), s1c_v.eq(0), s2_v.eq(0)]
         entry = self._fifo_entry(m, s2_lane, s2_vals, s2_mask, s2_daddr, s2_maddr, s2_offs)
         m.d.comb += [ofifo.w_data.eq(entry), ofifo.w_en.eq(en & s2_v)]
 
@@ -540,13 +608,18 @@ class Engine(wiring.Component):
         mr_rows = Signal.like(total_rows)
         mr_row, mr_col = Signal(dw + 1), Signal(dw + 1)          # ti*R + i, tj*C
         mr_ti_base, mr_i_off, mr_tj_off = Signal(sx), Signal(sx), Signal(sx)
-        inflight = Signal(range(mqd + 1))     # requests accepted, rows not yet popped
         m_fire = rdm.req.valid & rdm.req.ready
         # a request made while the request register is held waits in a skid register
         # (for Fmax: the reader's decision and its counters' enables do not see `ready`;
         # with a memory that is always ready the skid register stays empty)
         m_sk_v = Signal()
-        can_m = mr_run & ~m_sk_v & (inflight + rdm.req.valid < mqd)
+        # requests issued, rows not yet popped (requests accepted and not popped + rdm.req.valid + m_sk_v) and
+        # "fewer than the queue's depth" as a register (for Fmax, like the gathers')
+        m_outst = Signal(range(mqd + 2))
+        m_room = Signal(init=1)
+        mr_last = Signal()              # mr_rows + 1 == mr_total, a register
+        mr_i_last = Signal()            # mr_i == R - 1, a register
+        can_m = mr_run & ~m_sk_v & m_room
         m_pay = Signal(mem_req_layout(cfg, C))
         row_in = mr_row < cur.m
         mr_total = Mux(oc, cur.n, p_tiles << lg_r)
@@ -559,15 +632,16 @@ class Engine(wiring.Component):
                    skid_full=m_sk_v, regs=[rdm.req.payload], values=[m_pay])
         with m.If(start):
             m.d.sync += [mr_run.eq(cur.omask), *tile_col_restart(mr_tj, mr_tj_last, n_n), mr_i.eq(0), mr_rows.eq(0), mr_row.eq(0),
-                         mr_col.eq(0), mr_ti_base.eq(cur.om_addr), mr_i_off.eq(0), mr_tj_off.eq(0)]
+                         mr_col.eq(0), mr_ti_base.eq(cur.om_addr), mr_i_off.eq(0), mr_tj_off.eq(0),
+                         mr_last.eq(mr_total == 1), mr_i_last.eq(R == 1)]
         with m.Elif(can_m):
-            m.d.sync += mr_rows.eq(mr_rows + 1)
-            with m.If(mr_rows + 1 == mr_total):
+            m.d.sync += [mr_rows.eq(mr_rows + 1), mr_last.eq(mr_rows + 2 == mr_total)]
+            with m.If(mr_last):
                 m.d.sync += mr_run.eq(0)
             with m.If(oc):
                 m.d.sync += mr_tj_off.eq(mr_tj_off + cur.om_sj)
-            with m.Elif(mr_i == R - 1):
-                m.d.sync += [mr_i.eq(0), mr_i_off.eq(0), mr_row.eq(mr_row - (R - 1))]
+            with m.Elif(mr_i_last):
+                m.d.sync += [mr_i.eq(0), mr_i_last.eq(R == 1), mr_i_off.eq(0), mr_row.eq(mr_row - (R - 1))]
                 with m.If(mr_tj_last):
                     m.d.sync += [*tile_col_restart(mr_tj, mr_tj_last, n_n), mr_col.eq(0), mr_tj_off.eq(0), mr_row.eq(mr_row + 1),
                                  mr_ti_base.eq(mr_ti_base + (cur.om_si << lg_r))]
@@ -575,13 +649,17 @@ class Engine(wiring.Component):
                     m.d.sync += [*tile_col_next(mr_tj, mr_tj_last, n_n), mr_col.eq(mr_col + C),
                                  mr_tj_off.eq(mr_tj_off + (cur.om_sj << lg_c))]
             with m.Else():
-                m.d.sync += [mr_i.eq(mr_i + 1), mr_row.eq(mr_row + 1), mr_i_off.eq(mr_i_off + cur.om_si)]
+                m.d.sync += [mr_i.eq(mr_i + 1), mr_i_last.eq(mr_i == R - 2), mr_row.eq(mr_row + 1),
+                             mr_i_off.eq(mr_i_off + cur.om_si)]
+        m_issued = can_m & ~start
         with m.If(start):
-            m.d.sync += inflight.eq(0)
-        with m.Else():
-            m.d.sync += inflight.eq(inflight + m_fire - mq.r_en)
+            m.d.sync += [m_outst.eq(0), m_room.eq(1)]
+        with m.Elif(m_issued != mq.r_en):
+            m.d.sync += [m_outst.eq(Mux(m_issued, m_outst + 1, m_outst - 1)),
+                         m_room.eq(mq.r_en | (m_outst < mqd - 1))]
         m.d.comb += [rdm.resp.ready.eq(1), mq.w_en.eq(rdm.resp.valid),
-                     mq.w_data.eq(Cat(*[rdm.resp.payload[j][0] for j in range(C)]))]
+                     mq.w_data.eq(Cat(*[rdm.resp.payload[j][0] for j in range(C)],
+                                      Cat(*[rdm.resp.payload[j][0] for j in range(C)]).any()))]
 
         # ---------------- zero writes (ocompact) ----------------------------------------
         # Output columns that no row needs are never computed; gather B queues their
@@ -589,7 +667,7 @@ class Engine(wiring.Component):
         m.submodules.zero_q = zq = SyncFIFOBuffered(width=aw + 2, depth=4)
         wz = self.wz
         m.d.comb += [gb.lane_compact.eq(oc), gb.off_step.eq(cur.d_sj), gb.lm_valid.eq(mq.r_rdy),
-                     gb.lm_bits.eq(mq.r_data), gb.zq_space.eq(zq.w_rdy),
+                     gb.lm_bits.eq(mq_bits), gb.lm_any.eq(mq_any), gb.zq_space.eq(zq.w_rdy),
                      zq.w_en.eq(gb.zq_push), zq.w_data.eq(gb.zq_off)]
         for i in range(C):
             m.d.comb += [wz.payload.addr[i].eq(cur.d_addr + off_dsi[i] + zq.r_data.as_signed()),
@@ -610,6 +688,12 @@ class Engine(wiring.Component):
         def outside(x):                 # x < 0 or x >= 2**aw: bit tests, not comparators
             return x.as_unsigned()[aw:].any()
         bad_wr = cur.store & (outside(d_lo) | outside(d_hi) | (cur.write_mask & (outside(k_lo) | outside(k_hi))))
+        # the per-lane offsets follow cur without an enable (for Fmax: no 1200-register
+        # clock enable); cur is held from DECODE on, so they are final from the cycle after
+        for j in range(C):
+            m.d.sync += [off_d[j].eq(const_mul(j, cur.d_sj)), off_osi[j].eq(const_mul(j, cur.om_si)),
+                         off_osj[j].eq(const_mul(j, cur.om_sj)), off_dsi[j].eq(const_mul(j, cur.d_si))]
+        m.d.sync += start.eq(0)        # a one-cycle pulse in GO, set by CHECK (a register: it fans out wide)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.instr.ready.eq(1)
@@ -617,9 +701,6 @@ class Engine(wiring.Component):
                     m.d.sync += isa.widen(cfg, cur, self.instr.payload)
                     m.next = "DECODE"
             with m.State("DECODE"):
-                for j in range(C):
-                    m.d.sync += [off_d[j].eq(const_mul(j, cur.d_sj)), off_osi[j].eq(const_mul(j, cur.om_si)),
-                                 off_osj[j].eq(const_mul(j, cur.om_sj)), off_dsi[j].eq(const_mul(j, cur.d_si))]
                 nm_now = (cur.m + R - 1) >> lg_r
                 nn_now = (cur.n + C - 1) >> lg_c
                 m.d.sync += [n_m.eq(nm_now), n_n.eq(nn_now),
@@ -675,12 +756,12 @@ class Engine(wiring.Component):
                 code = Const(isa.ERR_NONE, 4)
                 for cond, c in reversed(checks):
                     code = Mux(cond, c, code)
+                run_ok = (cur.opcode != isa.OP_NOP) & (code == isa.ERR_NONE)
                 m.d.sync += [chk_err.eq(Mux(cur.opcode == isa.OP_NOP, isa.ERR_NONE, code)),
-                             chk_run.eq((cur.opcode != isa.OP_NOP) & (code == isa.ERR_NONE))]
+                             chk_run.eq(run_ok), start.eq(run_ok)]
                 m.next = "GO"
             with m.State("GO"):
-                with m.If(chk_run):
-                    m.d.comb += start.eq(1)
+                with m.If(chk_run):             # start is up this cycle
                     m.next = "RUN"
                 with m.Else():                  # a NOP or an error
                     m.d.comb += [retire.eq(1), retire_err.eq(chk_err)]

@@ -113,6 +113,7 @@ class OperandGather(wiring.Component):
             "wr_data": Out(data.ArrayLayout(signed(cfg.op_bits), lanes)),
             "wr_en": Out(1),
             "words_loaded": Out(self.ptr_shape),  # scratchpad words written so far
+            "words_loaded1": Out(len(Value.cast(Signal(self.ptr_shape))) + 1),   # words_loaded + 1, a register
             "busy": Out(1),
             "addr_error": Out(1),     # sticky until the next start
             "req_elems": Out(range(lanes + 1)),   # enabled lanes of the request now accepted
@@ -122,10 +123,11 @@ class OperandGather(wiring.Component):
             "k_val": Out(range(spad_words)),
             "k_last": Out(1),
             "words_final": Out(range(spad_words + 1)),
+            "fin_end": Out(1),        # words_final jumps to words_loaded + wr_en now (a panel's end)
             # lane-compact mode (see the module docstring)
             "lane_compact": In(1),
             "off_step": In(off),              # output offset between consecutive lanes (d_sj)
-            "lm_valid": In(1), "lm_bits": In(cfg.cols), "lm_pop": Out(1),
+            "lm_valid": In(1), "lm_bits": In(cfg.cols), "lm_any": In(1), "lm_pop": Out(1),
             "zq_push": Out(1), "zq_off": Out(off), "zq_space": In(1),
             "pi_we": Out(1), "pi_idx": Out(dw),
             "pi_data": Out(panel_info_layout(cfg, lanes)),
@@ -171,7 +173,12 @@ class OperandGather(wiring.Component):
         # over the panel: hundreds of enables) does not see the memory's `ready`.  With
         # a memory that is always ready the skid register stays empty (same timing).
         sk_v = Signal()
-        can_issue = r_active & ~sk_v & (fifo.level + req.valid < max_out)
+        # requests issued whose responses have not come back (= fifo.level + req.valid +
+        # sk_v) and "fewer than max_out" as a register (for Fmax: no adder or comparator
+        # in front of the issue decision); its next value by cases of (issue, response)
+        outst = Signal(range(max_out + 2))
+        room = Signal(init=1)
+        can_issue = r_active & ~sk_v & room
         if self.lane_compactable:     # ring mode: never overwrite words still to be used
             # gap = limit - words requested, kept as a register, and gap > 0 as a
             # registered flag (for Fmax: no comparator in front of can_issue); the next
@@ -201,7 +208,7 @@ class OperandGather(wiring.Component):
         panels = Signal(cfg.dim_bits)
         lc = self.lane_compact if self.lane_compactable else Const(0)
         real = Signal()                  # w_n < total, registered (for Fmax)
-        lm_any = (self.lm_bits != 0)
+        lm_any = self.lm_any             # lm_bits != 0, computed where the mask row is queued (for Fmax)
         # a real lane in lane-compact mode needs its mask vector (and, if it is
         # dropped, room in the zero-write queue)
         pop_ok = ~lc | ~real | (self.lm_valid & (lm_any | self.zq_space))
@@ -272,6 +279,12 @@ class OperandGather(wiring.Component):
 
         with m.If(can_issue & ~self.start):
             m.d.comb += kctr.step.eq(1)
+        issued, back = can_issue & ~self.start, self.mem.resp.valid
+        with m.If(self.start):
+            m.d.sync += [outst.eq(0), room.eq(1)]
+        with m.Elif(issued != back):
+            m.d.sync += [outst.eq(Mux(issued, outst + 1, outst - 1)),
+                         room.eq(back | (outst < max_out - 1))]
         skid_issue(m, start=self.start, valid=req.valid, ready=req.ready, issue=can_issue,
                    skid_full=sk_v, regs=[raw_r, want_r], values=[raw, want_v])
         with m.If(req.valid & Cat(*bad).any() & ~self.start):
@@ -300,7 +313,10 @@ class OperandGather(wiring.Component):
         in_d = [Mux(fifo.r_data[l], resp.payload[l][:cfg.op_bits], 0) for l in range(L)]
         m.d.sync += [rsp_v.eq(resp.valid & ~self.start), rsp_nz.eq(Cat(*in_d).any())]
         m.d.sync += [rsp_d[l].eq(in_d[l]) for l in range(L)]
-        m.d.comb += [self.wr_data.eq(rsp_d), self.words_loaded.eq(wr_ptr)]
+        # wr_ptr + 1 kept as a register beside wr_ptr, so that the sequencer's next-state
+        # compares ("the count after this write") need no adder (for Fmax)
+        wr_ptr1 = Signal.like(self.words_loaded1)
+        m.d.comb += [self.wr_data.eq(rsp_d), self.words_loaded.eq(wr_ptr), self.words_loaded1.eq(wr_ptr1)]
 
         # compact mode: nonzero words only, with (k, last) in the side memory
         sw = self.spad_words
@@ -323,15 +339,16 @@ class OperandGather(wiring.Component):
                          kw.data.k.eq(Mux(rewrite, last_k, resp_k)), kw.data.last.eq(p_end),
                          kw.en.eq((write & cmp) | rewrite),
                          kr.addr.eq(self.k_addr), self.k_val.eq(kr.data.k), self.k_last.eq(kr.data.last)]
+        m.d.comb += self.fin_end.eq(rsp_v & p_end)
         with m.If(self.start):
-            m.d.sync += [wr_ptr.eq(0), resp_k.eq(0), p_end.eq(self.k == 1), p_has.eq(0), fin_ptr.eq(0)]
+            m.d.sync += [wr_ptr.eq(0), wr_ptr1.eq(1), resp_k.eq(0), p_end.eq(self.k == 1), p_has.eq(0), fin_ptr.eq(0)]
         with m.Elif(rsp_v):
             m.d.sync += [resp_k.eq(Mux(p_end, 0, resp_k + 1)), p_end.eq(Mux(p_end, self.k == 1, resp_k + 2 == self.k)),
                          p_has.eq(~p_end & (p_has | write))]
             with m.If(write):
-                m.d.sync += [wr_ptr.eq(wr_ptr + 1), last_k.eq(resp_k)]
+                m.d.sync += [wr_ptr.eq(wr_ptr1), wr_ptr1.eq(wr_ptr1 + 1), last_k.eq(resp_k)]
             with m.If(p_end):
-                m.d.sync += fin_ptr.eq(wr_ptr + write)
+                m.d.sync += fin_ptr.eq(Mux(write, wr_ptr1, wr_ptr))
             with m.Elif(write):
                 m.d.sync += fin_ptr.eq(wr_ptr)
 
