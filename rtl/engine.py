@@ -398,7 +398,7 @@ class Engine(wiring.Component):
                                      n_left.eq(Mux(oc, n_left, n_left - C))]
 
         # ---------------- drain: accumulate, requantize, queue writes ----------------
-        m.submodules.requant = rq = Requantize(cfg, latency=1)
+        m.submodules.requant = rq = Requantize(cfg, latency=1, shift_held=True)
         m.submodules.out_fifo = ofifo = SyncFIFOBuffered(
             width=self._fifo_width(), depth=OUT_FIFO_ROWS)
         # Stall the whole compute pipeline before the output FIFO can overflow (and,
@@ -447,7 +447,8 @@ class Engine(wiring.Component):
         # the info ring has room: pi_used = gb.panels - dr_tj (ocompact), kept as a
         # register (for Fmax: no subtractor between the counters and gather B's hand-over)
         pi_used = Signal(range(pi_depth + 2))
-        m.d.comb += gb.pi_room.eq(pi_used < pi_depth)
+        pi_room = Signal(init=1)        # pi_used < pi_depth, a register (by cases, for Fmax)
+        m.d.comb += gb.pi_room.eq(pi_room)
         dr_tile_done = Signal()         # the drain moves to the next tile (dr_tj + 1)
         rows_drained = Signal(2 * dw + 1)
         row_base = Signal(dw + 1)       # ti * R
@@ -495,6 +496,7 @@ class Engine(wiring.Component):
 
         arow = arr.out_valid
         dr_i_last = Signal()            # dr_i == R - 1, a register (for Fmax)
+        dr_wrap = Signal()              # dr_i_last & dr_tj_last & ~oc: the row ends a tile row
         # stage 1's data registers load on every row without a reset (s1_v says whether
         # they hold one): their enable is en & arow, two flip-flops (for Fmax)
         with m.If(en_dr & arow):
@@ -506,6 +508,7 @@ class Engine(wiring.Component):
                          s1_maddr.eq(m_ti_base + d_tj_off + m_i_off)]
         with m.If(start):
             m.d.sync += [dr_ti.eq(0), *tile_col_restart(dr_tj, dr_tj_last, n_n), dr_i.eq(0), dr_i_last.eq(R == 1),
+                         dr_wrap.eq((R == 1) & (n_n == 1) & ~oc),
                          rows_drained.eq(0), row_base.eq(0),
                          col_base.eq(0), d_ti_base.eq(cur.d_addr), m_ti_base.eq(cur.mask_addr),
                          d_tj_off.eq(0), d_i_off.eq(0), m_i_off.eq(0), s1_v.eq(0)]
@@ -516,7 +519,10 @@ class Engine(wiring.Component):
                 with m.If(dr_i_last):
                     m.d.comb += dr_tile_done.eq(1)
                     m.d.sync += [dr_i.eq(0), dr_i_last.eq(R == 1), d_i_off.eq(0), m_i_off.eq(0)]
-                    with m.If(dr_tj_last & ~oc):
+                    # the next tile's first row ends its tile row if R == 1 and the next
+                    # tile is the last of its row
+                    m.d.sync += dr_wrap.eq((R == 1) & ~oc & Mux(dr_tj_last, n_n == 1, dr_tj + 2 == n_n))
+                    with m.If(dr_wrap):
                         m.d.sync += [*tile_col_restart(dr_tj, dr_tj_last, n_n), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
                                      row_base.eq(row_base + R),
                                      d_ti_base.eq(d_ti_base + (cur.d_si << lg_r)),
@@ -525,12 +531,14 @@ class Engine(wiring.Component):
                         m.d.sync += [*tile_col_next(dr_tj, dr_tj_last, n_n), col_base.eq(col_base + C),
                                      d_tj_off.eq(Mux(oc, 0, d_tj_off + (cur.d_sj << lg_c)))]
                 with m.Else():
-                    m.d.sync += [dr_i.eq(dr_i + 1), dr_i_last.eq(dr_i == R - 2), d_i_off.eq(d_i_off + cur.d_si),
+                    m.d.sync += [dr_i.eq(dr_i + 1), dr_i_last.eq(dr_i == R - 2), dr_wrap.eq((dr_i == R - 2) & dr_tj_last & ~oc),
+                                 d_i_off.eq(d_i_off + cur.d_si),
                                  m_i_off.eq(m_i_off + cur.mask_si)]
         with m.If(start):
-            m.d.sync += pi_used.eq(0)
-        with m.Else():
-            m.d.sync += pi_used.eq(pi_used + gb.pi_we - dr_tile_done)
+            m.d.sync += [pi_used.eq(0), pi_room.eq(1)]
+        with m.Elif(gb.pi_we != dr_tile_done):
+            m.d.sync += [pi_used.eq(Mux(gb.pi_we, pi_used + 1, pi_used - 1)),
+                         pi_room.eq(dr_tile_done | (pi_used < pi_depth - 1))]
         m.d.comb += [acc_r.addr.eq(cur.acc_addr + rows_drained),
                      acc_r.en.eq(en & arow & cur.accumulate)]
 

@@ -49,11 +49,14 @@ class Requantize(wiring.Component):
     """``row`` (C accumulators) -> ``out`` (C operands) and ``mask``, ``latency``
     (0 or 1) enabled cycles later."""
 
-    def __init__(self, cfg: AcceleratorConfig, latency: int = 0):
+    def __init__(self, cfg: AcceleratorConfig, latency: int = 0, shift_held: bool = False):
         if latency not in (0, 1):
             raise ValueError(f"Requantize: latency={latency!r}: must be 0 (combinational) or 1")
         self.cfg = cfg
         self.latency = latency
+        # shift_held: ``shift`` is held at least one cycle before the first row (per
+        # instruction), so its guard mask is a register (for Fmax)
+        self.shift_held = shift_held
         C = cfg.cols
         super().__init__({
             "en": In(1),
@@ -70,7 +73,8 @@ class Requantize(wiring.Component):
         aw = cfg.acc_bits
         # Per-instruction mask of the bits under the guard bit (bit tests, for Fmax).
         below = Signal(aw, name="below")
-        m.d.comb += below.eq(below_guard_mask(self.shift, aw))
+        domain = m.d.sync if self.shift_held else m.d.comb
+        domain += below.eq(below_guard_mask(self.shift, aw))
         for j in range(cfg.cols):
             # stage 1: shift and round-half-to-even decision
             q = Signal(signed(aw), name=f"q{j}")

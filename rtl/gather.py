@@ -241,7 +241,6 @@ class OperandGather(wiring.Component):
                 m.d.sync += w_done.eq(1)
             with m.If(transfer):
                 m.d.sync += [r_buf.eq(w_buf), r_active.eq(1), w_full.eq(0), panels.eq(panels + 1)]
-                m.d.comb += kctr.clear.eq(1)
             with m.Elif(last_issue):
                 m.d.sync += r_active.eq(0)
         m.d.comb += [self.pi_we.eq(transfer & ~self.start), self.pi_idx.eq(panels),
@@ -277,7 +276,12 @@ class OperandGather(wiring.Component):
                          req.payload.en[l].eq(want_r[l] & in_range)]
             bad.append(want_r[l] & ~in_range)
 
-        with m.If(can_issue & ~self.start):
+        # The k counter rewinds at its panel's last issue (and at start), so it is at its
+        # start whenever a panel is handed over (for Fmax: its ~250 enables follow the
+        # issue decision, not the hand-over's longer one)
+        with m.If(self.start | last_issue):
+            m.d.comb += kctr.clear.eq(1)
+        with m.Elif(can_issue):
             m.d.comb += kctr.step.eq(1)
         issued, back = can_issue & ~self.start, self.mem.resp.valid
         with m.If(self.start):
