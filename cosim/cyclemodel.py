@@ -40,7 +40,7 @@ Sparse execution (docs/sparsity.md):
   memory image: A panel p keeps its nonzero words k_0 < k_1 < ... (or one entry
   at k = K-1 if it has none); entry j is visible to the sequencer when the next
   nonzero word of its panel arrives, the last one when the panel's word K-1
-  arrives (``readyA(p) + k_{j+1}``, resp. ``readyA(p) + K - 1``), and its step also
+  arrives, plus ``COMPACT_LAG`` (``readyA(p) + k_{j+1} + 1``, resp. ``readyA(p) + K``), and its step also
   needs B's whole panel (``readyB(tj) + K - 1``: the sequencer does not wait for the
   entry's k before it decides, which keeps the side-memory read off the step's
   critical path).  Steps go one per cycle as soon as
@@ -74,6 +74,8 @@ WORD_STAGES = 4     # a gathered word is visible LAT + 4 cycles after its panel'
                     # register, LAT, the response register of rtl/gather.py, the scratchpad write)
 ARRAY_IN_STAGES = 3  # scratchpad B read one cycle after the step (its address registered), the
                      # read data registered before the array, the PE's product register
+COMPACT_LAG = 1     # compact_a: an entry counts as final one cycle after its side-memory write (the
+                    # sequencer's head entry is then a register loaded from a fresh read)
 BUSY_TAIL = 1       # the engine's `busy` output stays up this many cycles after retirement (the
                     # retirement registered before the counters; busy_cycles does not count them)
 
@@ -154,7 +156,7 @@ def compact_flush(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray) -> int:
     P = cfg.drain_period
     start, last = None, dec        # first step of the previous tile, last step so far
     for ti, ks in enumerate(compact_entries(cfg, ins, mem)):
-        vis_a = (int(ra[ti]) + np.append(ks[1:], k - 1)).tolist()
+        vis_a = (int(ra[ti]) + COMPACT_LAG + np.append(ks[1:], k - 1)).tolist()
         ks = ks.tolist()
         for tj in range(nn):
             b0 = int(rb[tj])

@@ -245,7 +245,14 @@ class Engine(wiring.Component):
         h_last = Signal()
         h_b = Signal(gb.ptr_shape)
         b_next = Signal(gb.ptr_shape)         # b_base + K
-        m.d.comb += ga.k_addr.eq(h_a)
+        # compact mode: the head entry's (k, last) as registers (for Fmax: the side
+        # memory's read is not in front of the tile-end decisions); they are loaded from
+        # the side memory's reads at h_a (every cycle without a step: an entry counts as
+        # final only a cycle after it is written, so the value a step uses is fresh), at
+        # h_a1 (a step), or from the tile's first entry (a step back to a_base), which is
+        # kept when the tile's first step takes it.
+        head_k, head_last = Signal.like(ga.k_val), Signal()
+        base_k, base_last = Signal.like(ga.k_val), Signal()
         h_a1 = Signal(range(cfg.spad_a_words + 2))          # h_a + 1
         ptr_w = len(Value.cast(h_b))
         h_b1 = Signal(ptr_w + 1)                              # h_b + 1
@@ -255,6 +262,7 @@ class Engine(wiring.Component):
         # chosen by the word being written now, against the head's next position (for
         # Fmax: no comparator between the counters and `step`, which is AND of registers)
         ready_q = Signal()
+        m.d.comb += [ga.k_addr.eq(h_a), ga.k_addr1.eq(h_a1)]
         # ocompact: the tiles are the B gather's compacted panels (one tile row)
         oc = cur.ocompact
         # see ocompact_ring(); registered (for Fmax: the compares are not in front of gather
@@ -270,7 +278,7 @@ class Engine(wiring.Component):
         pan_eq, pan_one = Signal(), Signal()
         pan_diff = Signal(range(PANEL_INFO_DEPTH + 2))
         more_tiles = Mux(oc, ~(gb.walk_done & pan_eq), tiles_left)
-        tile_end = Mux(cmp, ga.k_last, h_last)
+        tile_end = Mux(cmp, head_last, h_last)
         tj_last = Signal()                     # tj + 1 == n_n, registered with tj (for Fmax)
         row_end = tj_last & ~oc                # the tile ends its tile row
         mid_tile = Signal()                    # kk != 0, a register (for Fmax)
@@ -306,16 +314,23 @@ class Engine(wiring.Component):
                 m.d.sync += [b_next.eq(Mux(row_end, cur.k, b_next2)),            # bb_adv + K
                              b_next2.eq(Mux(row_end, cur.k << 1, b_next2 + cur.k))]
 
+        with m.If(step & ~mid_tile):
+            m.d.sync += [base_k.eq(head_k), base_last.eq(head_last)]
+        with m.If(step & ~(a_back & ~mid_tile)):     # (a one-entry tile going back keeps its head)
+            m.d.sync += [head_k.eq(Mux(a_back, base_k, ga.k_val1)),
+                         head_last.eq(Mux(a_back, base_last, ga.k_last1))]
+        with m.Elif(~step):
+            m.d.sync += [head_k.eq(ga.k_val), head_last.eq(ga.k_last)]
+
         # ready_q's next value.  A word count's next value is the count, or the count + 1
         # (words_loaded1) when a word is written now (wr_en); compact A's final count
-        # (words_final) jumps to the written count at a panel's end (fin_end).  The head
+        # (words_final) is a register whose next value is words_final_nx.  The head
         # moves only on a step: A to h_a + 1, or back to a_base (loaded: it was stepped
         # through); B to h_b + 1, to the next panel's first word b_next (dense) or its
         # last (compact: b_next2), or back to panel 0 at a tile row's end (loaded).
-        wa, wl_a, wl_a1, fin_a = ga.wr_en, ga.words_loaded, ga.words_loaded1, ga.words_final
+        wa, wl_a, wl_a1 = ga.wr_en, ga.words_loaded, ga.words_loaded1
         def a_next_gt(h):                # (A's next count) > h
-            dense = Mux(wa, wl_a1 > h, wl_a > h)
-            return Mux(cmp, Mux(ga.fin_end, dense, Mux(wa, wl_a > h, fin_a > h)), dense)
+            return Mux(cmp, ga.words_final_nx > h, Mux(wa, wl_a1 > h, wl_a > h))
         wb, wl_b, wl_b1 = gb.wr_en, gb.words_loaded, gb.words_loaded1
         def b_next_gt(h):                # (B's next count) > h
             return Mux(wb, wl_b1 > h, wl_b > h)
@@ -359,7 +374,7 @@ class Engine(wiring.Component):
         m.d.comb += [spa_r.addr.eq(h_a), spb_r.addr.eq(b_addr),
                      spa_r.en.eq(en), spb_r.en.eq(en)]
         with m.If(en):
-            m.d.sync += [b_addr.eq(Mux(cmp, b_base + ga.k_val, h_b)),
+            m.d.sync += [b_addr.eq(Mux(cmp, b_base + head_k, h_b)),
                          v1.eq(step), f1.eq((step & ~mid_tile) | flush), v2.eq(v1), f2.eq(f1),
                          v3.eq(v2), f3.eq(f2), a_q.eq(spa_r.data), a_q2.eq(a_q), b_q.eq(spb_r.data)]
         en_copy = [Signal(name=f"en_c{r}") for r in range(EN_COPIES)]

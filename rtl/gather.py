@@ -16,11 +16,14 @@ Responses come back in order; disabled lanes are written as zero.  The
 
 Compact mode (``compact``, input sparsity): only nonzero words are written, packed,
 each with its step index k and a ``last`` flag (end of its panel) in a small side
-memory read asynchronously by the sequencer (``k_addr`` -> ``k_val``, ``k_last``).
+memory read asynchronously by the sequencer at two addresses (``k_addr`` -> ``k_val``,
+``k_last``; ``k_addr1`` -> ``k_val1``, ``k_last1``: its head and the entry after it).
 A panel without any nonzero word stores one zero word at k = K-1 so that every
 panel has an entry.  Whether an entry is its panel's last is known only when the
 next nonzero word arrives or the panel ends (then the previous entry's flag is
-rewritten), so ``words_final`` counts the entries whose flag is final.
+rewritten), so ``words_final`` counts the entries whose flag is final; it is registered
+once more (``words_final_nx`` is its next value), so that an entry is in the side memory
+a cycle before it counts as final: a read registered then is never stale.
 
 Lane-compact mode (``lane_compact``, output sparsity): the walker takes one mask
 vector per lane (``lm_*``: which of the instruction's output rows need this output
@@ -122,8 +125,11 @@ class OperandGather(wiring.Component):
             "k_addr": In(range(spad_words)),
             "k_val": Out(range(spad_words)),
             "k_last": Out(1),
+            "k_addr1": In(range(spad_words + 1)),
+            "k_val1": Out(range(spad_words)),
+            "k_last1": Out(1),
             "words_final": Out(range(spad_words + 1)),
-            "fin_end": Out(1),        # words_final jumps to words_loaded + wr_en now (a panel's end)
+            "words_final_nx": Out(range(spad_words + 1)),   # words_final next cycle (a register)
             # lane-compact mode (see the module docstring)
             "lane_compact": In(1),
             "off_step": In(off),              # output offset between consecutive lanes (d_sj)
@@ -333,17 +339,21 @@ class OperandGather(wiring.Component):
         cmp = self.compact if self.compactable else Const(0)
         write = rsp_v & (~cmp | nz | (p_end & ~p_has))
         m.d.comb += [self.wr_en.eq(write), self.wr_addr.eq(wr_ptr[:(sw - 1).bit_length()] if sw > 1 else 0),
-                     self.words_final.eq(fin_ptr)]
+                     self.words_final_nx.eq(fin_ptr)]
+        fin_q = Signal.like(fin_ptr)
+        m.d.sync += fin_q.eq(Mux(self.start, 0, fin_ptr))
+        m.d.comb += self.words_final.eq(fin_q)
         if self.compactable:
             m.submodules.kmem = kmem = memory.Memory(
                 shape=data.StructLayout({"k": range(sw), "last": 1}), depth=sw, init=[])
             kw, kr = kmem.write_port(), kmem.read_port(domain="comb")
+            kr1 = kmem.read_port(domain="comb")
+            m.d.comb += [kr1.addr.eq(self.k_addr1), self.k_val1.eq(kr1.data.k), self.k_last1.eq(kr1.data.last)]
             rewrite = rsp_v & cmp & p_end & ~nz & p_has     # mark the previous entry last
             m.d.comb += [kw.addr.eq(Mux(rewrite, wr_ptr - 1, wr_ptr)),
                          kw.data.k.eq(Mux(rewrite, last_k, resp_k)), kw.data.last.eq(p_end),
                          kw.en.eq((write & cmp) | rewrite),
                          kr.addr.eq(self.k_addr), self.k_val.eq(kr.data.k), self.k_last.eq(kr.data.last)]
-        m.d.comb += self.fin_end.eq(rsp_v & p_end)
         with m.If(self.start):
             m.d.sync += [wr_ptr.eq(0), wr_ptr1.eq(1), resp_k.eq(0), p_end.eq(self.k == 1), p_has.eq(0), fin_ptr.eq(0)]
         with m.Elif(rsp_v):
