@@ -191,7 +191,7 @@ class Engine(wiring.Component):
         m.submodules.gather_b = gb = OperandGather(cfg, C, cfg.spad_b_words, lane_compactable=cfg.sparse)
         wiring.connect(m, ga.mem, wiring.flipped(self.rd_a))
         wiring.connect(m, gb.mem, wiring.flipped(self.rd_b))
-        m.d.comb += [ga.desc.eq(cur.a), ga.total.eq(cur.m), ga.k.eq(cur.k), ga.compact.eq(cur.compact_a),
+        m.d.comb += [ga.desc.eq(cur.a), ga.total.eq(cur.m), ga.k.eq(cur.k),
                      gb.desc.eq(cur.b), gb.total.eq(cur.n), gb.k.eq(cur.k),
                      spa_w.addr.eq(ga.wr_addr), spa_w.data.eq(ga.wr_data), spa_w.en.eq(ga.wr_en),
                      spb_w.addr.eq(gb.wr_addr), spb_w.data.eq(gb.wr_data), spb_w.en.eq(gb.wr_en)]
@@ -240,7 +240,12 @@ class Engine(wiring.Component):
         # side memory (read at h_a), and a step waits for its tile's whole B panel
         # (word b_base + K - 1), so that k is needed only for the B read address, which
         # is registered: scratchpad B is read one cycle after the step.
-        cmp = cur.compact_a
+        # the modes as registered copies of cur's bits (for Fmax: cur's flip-flops fan out to
+        # the whole instruction's logic); cur is held from DECODE on, the copies are final
+        # the cycle after, long before start
+        cmp, oc = Signal(), Signal()
+        m.d.sync += [cmp.eq(cur.compact_a), oc.eq(cur.ocompact)]
+        m.d.comb += ga.compact.eq(cmp)
         h_a = Signal(range(cfg.spad_a_words + 1))
         h_last = Signal()
         h_b = Signal(gb.ptr_shape)
@@ -264,7 +269,6 @@ class Engine(wiring.Component):
         ready_q = Signal()
         m.d.comb += [ga.k_addr.eq(h_a), ga.k_addr1.eq(h_a1)]
         # ocompact: the tiles are the B gather's compacted panels (one tile row)
-        oc = cur.ocompact
         # see ocompact_ring(); registered (for Fmax: the compares are not in front of gather
         # B's issue decision), final from the cycle after DECODE (cur is held until IDLE)
         ring_ok = Signal()

@@ -62,17 +62,21 @@ def skid_issue(m: Module, *, start, valid, ready, issue, skid_full, regs: list, 
     stays empty and the timing is that of a plain request register.  ``start``
     empties both."""
     skid = [Signal.like(r) for r in regs]
+    # skid_full's copy that selects the skid register's data (stored inverted so that it
+    # stays a separate flip-flop: for Fmax, the issue decision's copy has a small fan-out)
+    skid_empty = Signal(init=1)
     with m.If(start):
-        m.d.sync += [valid.eq(0), skid_full.eq(0)]
+        m.d.sync += [valid.eq(0), skid_full.eq(0), skid_empty.eq(1)]
     with m.Elif(~valid | ready):                      # the request register moves
-        with m.If(skid_full):
+        m.d.sync += skid_empty.eq(1)
+        with m.If(~skid_empty):
             m.d.sync += [*(r.eq(k) for r, k in zip(regs, skid)), valid.eq(1), skid_full.eq(0)]
         with m.Elif(issue):
             m.d.sync += [*(r.eq(v) for r, v in zip(regs, values)), valid.eq(1)]
         with m.Else():
             m.d.sync += valid.eq(0)
     with m.Elif(issue):                               # held: into the skid register
-        m.d.sync += [*(k.eq(v) for k, v in zip(skid, values)), skid_full.eq(1)]
+        m.d.sync += [*(k.eq(v) for k, v in zip(skid, values)), skid_full.eq(1), skid_empty.eq(0)]
 
 
 def mem_req_layout(cfg: AcceleratorConfig, lanes: int) -> data.StructLayout:
@@ -344,16 +348,21 @@ class OperandGather(wiring.Component):
         m.d.sync += fin_q.eq(Mux(self.start, 0, fin_ptr))
         m.d.comb += self.words_final.eq(fin_q)
         if self.compactable:
-            m.submodules.kmem = kmem = memory.Memory(
-                shape=data.StructLayout({"k": range(sw), "last": 1}), depth=sw, init=[])
+            # two copies written alike, one per read address: Yosys would merge two read
+            # ports of one memory whose data meet in a multiplexer into one port with a
+            # multiplexed address (the step's choice in front of the read, for Fmax: no)
+            entry = data.StructLayout({"k": range(sw), "last": 1})
+            m.submodules.kmem = kmem = memory.Memory(shape=entry, depth=sw, init=[])
+            m.submodules.kmem1 = kmem1 = memory.Memory(shape=entry, depth=sw, init=[])
             kw, kr = kmem.write_port(), kmem.read_port(domain="comb")
-            kr1 = kmem.read_port(domain="comb")
-            m.d.comb += [kr1.addr.eq(self.k_addr1), self.k_val1.eq(kr1.data.k), self.k_last1.eq(kr1.data.last)]
+            kw1, kr1 = kmem1.write_port(), kmem1.read_port(domain="comb")
             rewrite = rsp_v & cmp & p_end & ~nz & p_has     # mark the previous entry last
             m.d.comb += [kw.addr.eq(Mux(rewrite, wr_ptr - 1, wr_ptr)),
                          kw.data.k.eq(Mux(rewrite, last_k, resp_k)), kw.data.last.eq(p_end),
                          kw.en.eq((write & cmp) | rewrite),
-                         kr.addr.eq(self.k_addr), self.k_val.eq(kr.data.k), self.k_last.eq(kr.data.last)]
+                         kw1.addr.eq(kw.addr), kw1.data.eq(kw.data), kw1.en.eq(kw.en),
+                         kr.addr.eq(self.k_addr), self.k_val.eq(kr.data.k), self.k_last.eq(kr.data.last),
+                         kr1.addr.eq(self.k_addr1), self.k_val1.eq(kr1.data.k), self.k_last1.eq(kr1.data.last)]
         with m.If(self.start):
             m.d.sync += [wr_ptr.eq(0), wr_ptr1.eq(1), resp_k.eq(0), p_end.eq(self.k == 1), p_has.eq(0), fin_ptr.eq(0)]
         with m.Elif(rsp_v):
