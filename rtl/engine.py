@@ -282,7 +282,9 @@ class Engine(wiring.Component):
         pan_eq, pan_one = Signal(), Signal()
         pan_diff = Signal(range(PANEL_INFO_DEPTH + 2))
         more_tiles = Mux(oc, ~(gb.walk_done & pan_eq), tiles_left)
-        tile_end = Mux(cmp, head_last, h_last)
+        # the step ends its tile: Mux(cmp, head_last, h_last), kept as its own register
+        # from their next values (for Fmax: one flip-flop in the tile-end enables)
+        tile_end = Signal()
         tj_last = Signal()                     # tj + 1 == n_n, registered with tj (for Fmax)
         row_end = tj_last & ~oc                # the tile ends its tile row
         mid_tile = Signal()                    # kk != 0, a register (for Fmax)
@@ -306,12 +308,11 @@ class Engine(wiring.Component):
         bb_adv = Mux(row_end, 0, b_next)       # b_base of the next tile
         a_back = tile_end & ~row_end            # the next tile reuses the A panel
         with m.If(start):
-            m.d.sync += [h_a.eq(0), h_a1.eq(1), h_last.eq(cur.k == 1), h_b.eq(0), h_b1.eq(1),
+            m.d.sync += [h_a.eq(0), h_a1.eq(1), h_b.eq(0), h_b1.eq(1),
                          b_next.eq(cur.k), b_next2.eq(cur.k << 1)]
         with m.Elif(step):
             m.d.sync += [h_a.eq(Mux(a_back, a_base, h_a1)),
                          h_a1.eq(Mux(a_back, a_base + 1, h_a1 + 1)),
-                         h_last.eq(Mux(tile_end, cur.k == 1, kk + 2 == cur.k)),
                          h_b.eq(Mux(tile_end, bb_adv, h_b1)),
                          h_b1.eq(Mux(tile_end, Mux(row_end, 1, b_next + 1), h_b1 + 1))]
             with m.If(tile_end):
@@ -320,11 +321,18 @@ class Engine(wiring.Component):
 
         with m.If(step & ~mid_tile):
             m.d.sync += [base_k.eq(head_k), base_last.eq(head_last)]
+        h_last_nx, head_last_nx = Signal(), Signal()
+        m.d.comb += [h_last_nx.eq(Mux(start, cur.k == 1,
+                                      Mux(step, Mux(tile_end, cur.k == 1, kk + 2 == cur.k), h_last))),
+                     head_last_nx.eq(head_last)]
         with m.If(step & ~(a_back & ~mid_tile)):     # (a one-entry tile going back keeps its head)
-            m.d.sync += [head_k.eq(Mux(a_back, base_k, ga.k_val1)),
-                         head_last.eq(Mux(a_back, base_last, ga.k_last1))]
+            m.d.sync += head_k.eq(Mux(a_back, base_k, ga.k_val1))
+            m.d.comb += head_last_nx.eq(Mux(a_back, base_last, ga.k_last1))
         with m.Elif(~step):
-            m.d.sync += [head_k.eq(ga.k_val), head_last.eq(ga.k_last)]
+            m.d.sync += head_k.eq(ga.k_val)
+            m.d.comb += head_last_nx.eq(ga.k_last)
+        m.d.sync += [h_last.eq(h_last_nx), head_last.eq(head_last_nx),
+                     tile_end.eq(Mux(cmp, head_last_nx, h_last_nx))]
 
         # ready_q's next value.  A word count's next value is the count, or the count + 1
         # (words_loaded1) when a word is written now (wr_en); compact A's final count

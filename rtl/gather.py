@@ -209,14 +209,17 @@ class OperandGather(wiring.Component):
         r_klast = Signal()               # r_k + 1 == k, registered (for Fmax)
         last_issue = can_issue & r_klast
         transfer = w_full & (~r_active | last_issue)
+        # lane_compact, registered once more here (for Fmax: the engine's copy fans out to
+        # its own logic; the input is held per instruction, final long before start)
+        lc = Signal()
         if self.lane_compactable:
-            transfer = transfer & (~self.lane_compact | self.pi_room)
+            m.d.sync += lc.eq(self.lane_compact)
+            transfer = transfer & (~lc | self.pi_room)
 
         # lane-compact side information of the staged lanes
         w_info = Signal(panel_info_layout(cfg, L))
         w_off = Signal(signed(cfg.mem_addr_bits + 2))     # output offset of lane w_n
         panels = Signal(cfg.dim_bits)
-        lc = self.lane_compact if self.lane_compactable else Const(0)
         real = Signal()                  # w_n < total, registered (for Fmax)
         lm_any = self.lm_any             # lm_bits != 0, computed where the mask row is queued (for Fmax)
         # a real lane in lane-compact mode needs its mask vector (and, if it is
@@ -250,9 +253,14 @@ class OperandGather(wiring.Component):
             with m.If(w_run & ~w_full & no_more):
                 m.d.sync += w_done.eq(1)
             with m.If(transfer):
-                m.d.sync += [r_buf.eq(w_buf), r_active.eq(1), w_full.eq(0), panels.eq(panels + 1)]
+                m.d.sync += [r_active.eq(1), w_full.eq(0), panels.eq(panels + 1)]
             with m.Elif(last_issue):
                 m.d.sync += r_active.eq(0)
+            # r_buf loads whenever the requester is free or frees now, whether or not a
+            # panel moves in (it is used only while r_active): for Fmax, its ~600 enables
+            # do not wait for the hand-over's other conditions
+            with m.If(~r_active | last_issue):
+                m.d.sync += r_buf.eq(w_buf)
         m.d.comb += [self.pi_we.eq(transfer & ~self.start), self.pi_idx.eq(panels),
                      self.pi_data.eq(w_info if self.lane_compactable else 0),   # (ocompact only)
                      self.panels.eq(panels), self.walk_done.eq(w_done)]
