@@ -49,7 +49,7 @@ channels are fine: every lane has its own memory.)
 """
 from __future__ import annotations
 
-from amaranth import Module, Signal, Mux, Cat, Const, signed, unsigned
+from amaranth import Module, Signal, Mux, Cat, Const, Array, signed, unsigned
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.wiring import In, Out
 
@@ -277,6 +277,10 @@ class ReorgUnit(wiring.Component):
         st_acc = Mux(acc_bank, st[1], st[0])
         m.d.comb += self.desc.ready.eq(~armed & (st_acc == 0) & (err == 0))
         dsc = self.desc.payload
+        # (c_out << lg_cs) <= mem_words  <=>  c_out <= mem_words >> lg_cs: a table of
+        # constants by lg_cs and one narrow compare (for Fmax: no 60-bit shift and compare
+        # between the descriptor and the acceptance's ~150 enables)
+        cout_limit = Array([Const(cfg.mem_words >> sh, cfg.mem_addr_bits + 1) for sh in range(64)])[dsc.lg_cs]
         with m.If(self.desc.valid & self.desc.ready):
             lin = dsc.kind
             gm_ok = Signal()
@@ -286,7 +290,7 @@ class ReorgUnit(wiring.Component):
                 side_ok.append(Mux(lg_s > lg_p, lg_f == lg_s - lg_p, lg_f == 0))
             m.d.comb += gm_ok.eq(Mux(lin, (dsc.lg_h == 0) & (dsc.lg_w == 0) & (dsc.lg_fh == 0) & (dsc.lg_fw == 0),
                                      (dsc.lg_cs >= dsc.lg_h + dsc.lg_w) & side_ok[0] & side_ok[1])
-                                 & ((dsc.c_out << dsc.lg_cs) <= cfg.mem_words))
+                                 & (dsc.c_out <= cout_limit))
             with m.If(dsc.c_out == 0):
                 m.d.comb += set_err.eq(ERR_ZERO)
             with m.Elif(dsc.c_out > NW):

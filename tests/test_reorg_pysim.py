@@ -150,8 +150,12 @@ def test_bad_descriptors_raise_and_set_status():
     with pytest.raises(RU.ReorgHwError, match="H=6"):
         RU.reorg_descriptor(CFG, kind="conv", base=0, batch=4, c_out=2, h=6, w=4, y_frac=3, k=9)
     good = RU.reorg_descriptor(CFG, kind="conv", base=0, batch=4, c_out=2, h=8, w=8, y_frac=3, k=9)
+    # c_out << lg_cs against the memory: 2 << (aw - 1) fills it exactly (accepted), one
+    # more doubling leaves it (ERR_MAP)
+    fits, leaves = {"lg_cs": CFG.mem_addr_bits - 1}, {"lg_cs": CFG.mem_addr_bits}
+    assert good["c_out"] << fits["lg_cs"] == CFG.mem_words
     for patch, code in (({"c_out": 17}, RU.ERR_COUT), ({"c_out": 0}, RU.ERR_ZERO),
-                        ({"lg_fh": 0}, RU.ERR_MAP)):
+                        ({"lg_fh": 0}, RU.ERR_MAP), (leaves, RU.ERR_MAP), (fits, 0)):
         dut = RU.ReorgUnit(CFG)
 
         async def tb(ctx, d=dict(good, **patch), code=code):
@@ -161,7 +165,7 @@ def test_bad_descriptors_raise_and_set_status():
             ctx.set(dut.desc.valid, 0)
             await ctx.tick()
             assert ctx.get(dut.error) == code
-            assert not ctx.get(dut.armed) and not ctx.get(dut.desc.ready)
+            assert ctx.get(dut.armed) == (code == 0) and not ctx.get(dut.desc.ready)
 
         sim = Simulator(dut)
         sim.add_clock(1e-8)
