@@ -245,6 +245,11 @@ class Engine(wiring.Component):
         # the cycle after, long before start
         cmp, oc = Signal(), Signal()
         m.d.sync += [cmp.eq(cur.compact_a), oc.eq(cur.ocompact)]
+        # ocompact's copy for the drain, the writer and the mask reader (stored inverted so
+        # that it stays a separate flip-flop: the sequencer's copy keeps a small fan-out)
+        oc_n_w = Signal(init=1)
+        m.d.sync += oc_n_w.eq(~cur.ocompact)
+        oc_w = ~oc_n_w
         m.d.comb += ga.compact.eq(cmp)
         h_a = Signal(range(cfg.spad_a_words + 1))
         h_last = Signal()
@@ -535,7 +540,7 @@ class Engine(wiring.Component):
                          s1_maddr.eq(m_ti_base + d_tj_off + m_i_off)]
         with m.If(start):
             m.d.sync += [dr_ti.eq(0), *tile_col_restart(dr_tj, dr_tj_last, n_n), dr_i.eq(0), dr_i_last.eq(R == 1),
-                         dr_wrap.eq((R == 1) & (n_n == 1) & ~oc),
+                         dr_wrap.eq((R == 1) & (n_n == 1) & ~oc_w),
                          rows_drained.eq(0), row_base.eq(0),
                          col_base.eq(0), d_ti_base.eq(cur.d_addr), m_ti_base.eq(cur.mask_addr),
                          d_tj_off.eq(0), d_i_off.eq(0), m_i_off.eq(0), s1_v.eq(0)]
@@ -543,22 +548,24 @@ class Engine(wiring.Component):
             m.d.sync += s1_v.eq(arow)
             with m.If(arow):
                 m.d.sync += rows_drained.eq(rows_drained + 1)
+                # (dr_wrap implies dr_i_last; tested first and alone: for Fmax, the tile row's
+                # registers are enabled by en & arow & dr_wrap, three flip-flops)
+                with m.If(dr_wrap):
+                    m.d.sync += [*tile_col_restart(dr_tj, dr_tj_last, n_n), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
+                                 row_base.eq(row_base + R),
+                                 d_ti_base.eq(d_ti_base + (cur.d_si << lg_r)),
+                                 m_ti_base.eq(m_ti_base + (cur.mask_si << lg_r))]
+                with m.Elif(dr_i_last):
+                    m.d.sync += [*tile_col_next(dr_tj, dr_tj_last, n_n), col_base.eq(col_base + C),
+                                 d_tj_off.eq(Mux(oc_w, 0, d_tj_off + (cur.d_sj << lg_c)))]
                 with m.If(dr_i_last):
                     m.d.comb += dr_tile_done.eq(1)
                     m.d.sync += [dr_i.eq(0), dr_i_last.eq(R == 1), d_i_off.eq(0), m_i_off.eq(0)]
                     # the next tile's first row ends its tile row if R == 1 and the next
                     # tile is the last of its row
-                    m.d.sync += dr_wrap.eq((R == 1) & ~oc & Mux(dr_tj_last, n_n == 1, dr_tj + 2 == n_n))
-                    with m.If(dr_wrap):
-                        m.d.sync += [*tile_col_restart(dr_tj, dr_tj_last, n_n), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
-                                     row_base.eq(row_base + R),
-                                     d_ti_base.eq(d_ti_base + (cur.d_si << lg_r)),
-                                     m_ti_base.eq(m_ti_base + (cur.mask_si << lg_r))]
-                    with m.Else():
-                        m.d.sync += [*tile_col_next(dr_tj, dr_tj_last, n_n), col_base.eq(col_base + C),
-                                     d_tj_off.eq(Mux(oc, 0, d_tj_off + (cur.d_sj << lg_c)))]
+                    m.d.sync += dr_wrap.eq((R == 1) & ~oc_w & Mux(dr_tj_last, n_n == 1, dr_tj + 2 == n_n))
                 with m.Else():
-                    m.d.sync += [dr_i.eq(dr_i + 1), dr_i_last.eq(dr_i == R - 2), dr_wrap.eq((dr_i == R - 2) & dr_tj_last & ~oc),
+                    m.d.sync += [dr_i.eq(dr_i + 1), dr_i_last.eq(dr_i == R - 2), dr_wrap.eq((dr_i == R - 2) & dr_tj_last & ~oc_w),
                                  d_i_off.eq(d_i_off + cur.d_si),
                                  m_i_off.eq(m_i_off + cur.mask_si)]
         with m.If(start):
@@ -578,15 +585,15 @@ class Engine(wiring.Component):
         pi = pi_r.data if cfg.sparse else Signal.like(pi_r.data)   # no ocompact: all 0
         keep = Signal(C)
         oc_keep = Cat(*[pi[j].mv.bit_select(s1_i, 1) for j in range(C)])
-        m.d.comb += [keep.eq(Mux(oc, oc_keep, Mux(cur.omask, mq_bits, (1 << C) - 1))),
-                     mq.r_en.eq(Mux(oc, gb.lm_pop, en & s1_v & cur.omask & ~start))]
+        m.d.comb += [keep.eq(Mux(oc_w, oc_keep, Mux(cur.omask, mq_bits, (1 << C) - 1))),
+                     mq.r_en.eq(Mux(oc_w, gb.lm_pop, en & s1_v & cur.omask & ~start))]
         # Drain pipeline (registered for Fmax): s1 -> s1x (accumulator read data) ->
         # s1b (sum) -> s1c (rq's first stage) -> s2 (rq's second stage, masked) -> FIFO.
         # the drain's data registers load under en alone (start clears only the valid bits,
         # below: for Fmax, their enable is one flip-flop)
         with m.If(en_dr):
             m.d.sync += [s1x_v.eq(s1_v), s1x_ok.eq(s1_row_ok), s1x_data.eq(s1_data), s1x_slot.eq(s1_slot),
-                         s1x_lane.eq(Mux(oc, Cat(*[pi[j].ok for j in range(C)]), s1_lane)),
+                         s1x_lane.eq(Mux(oc_w, Cat(*[pi[j].ok for j in range(C)]), s1_lane)),
                          s1x_keep.eq(keep), s1x_daddr.eq(s1_daddr), s1x_maddr.eq(s1_maddr)]
             for j in range(C):
                 m.d.sync += [s1x_offs[j].eq(pi[j].off),
@@ -616,7 +623,7 @@ class Engine(wiring.Component):
         e = self._fifo_unpack(ofifo.r_data)
         for j in range(C):
             off = off_d[j]
-            m.d.comb += [wr.payload.addr[j].eq(e["daddr"] + Mux(oc, e["offs"][j], off)),
+            m.d.comb += [wr.payload.addr[j].eq(e["daddr"] + Mux(oc_w, e["offs"][j], off)),
                          wr.payload.data[j].eq(e["vals"][j]),
                          wr.payload.mask_addr[j].eq(e["maddr"] + off)]
         m.d.comb += [wr.payload.en.eq(e["lane"]), wr.payload.mask.eq(e["mask"]),
@@ -627,7 +634,7 @@ class Engine(wiring.Component):
 
         # ---------------- control FSM -------------------------------------------------
         total_rows = Signal(2 * dw + lg_r + 2)
-        m.d.comb += total_rows.eq(Mux(oc, gb.panels << lg_r, p_tiles << lg_r))
+        m.d.comb += total_rows.eq(Mux(oc_w, gb.panels << lg_r, p_tiles << lg_r))
 
         # ---------------- output-mask reader (omask) ----------------------------------
         # Reads each tile row's C mask bits in drain order (ti, tj, row), one request
@@ -657,11 +664,11 @@ class Engine(wiring.Component):
         can_m = mr_run & ~m_sk_v & m_room
         m_pay = Signal(mem_req_layout(cfg, C))
         row_in = mr_row < cur.m
-        mr_total = Mux(oc, cur.n, p_tiles << lg_r)
+        mr_total = Mux(oc_w, cur.n, p_tiles << lg_r)
         for j in range(C):
-            a = Mux(oc, cur.om_addr + off_osi[j] + mr_tj_off,
+            a = Mux(oc_w, cur.om_addr + off_osi[j] + mr_tj_off,
                     mr_ti_base + mr_i_off + mr_tj_off + off_osj[j])
-            ok = Mux(oc, j < cur.m, row_in & (mr_col + j < cur.n))
+            ok = Mux(oc_w, j < cur.m, row_in & (mr_col + j < cur.n))
             m.d.comb += [m_pay.addr[j].eq(Mux(ok, a, 0)), m_pay.en[j].eq(ok)]
         skid_issue(m, start=start, valid=rdm.req.valid, ready=rdm.req.ready, issue=can_m,
                    skid_full=m_sk_v, regs=[rdm.req.payload], values=[m_pay])
@@ -673,7 +680,7 @@ class Engine(wiring.Component):
             m.d.sync += [mr_rows.eq(mr_rows + 1), mr_last.eq(mr_rows + 2 == mr_total)]
             with m.If(mr_last):
                 m.d.sync += mr_run.eq(0)
-            with m.If(oc):
+            with m.If(oc_w):
                 m.d.sync += mr_tj_off.eq(mr_tj_off + cur.om_sj)
             with m.Elif(mr_i_last):
                 m.d.sync += [mr_i.eq(0), mr_i_last.eq(R == 1), mr_i_off.eq(0), mr_row.eq(mr_row - (R - 1))]
@@ -701,7 +708,7 @@ class Engine(wiring.Component):
         # offsets and this port clears their M slots, one column per cycle.
         m.submodules.zero_q = zq = SyncFIFOBuffered(width=aw + 2, depth=4)
         wz = self.wz
-        m.d.comb += [gb.lane_compact.eq(oc), gb.off_step.eq(cur.d_sj), gb.lm_valid.eq(mq.r_rdy),
+        m.d.comb += [gb.lane_compact.eq(oc_w), gb.off_step.eq(cur.d_sj), gb.lm_valid.eq(mq.r_rdy),
                      gb.lm_bits.eq(mq_bits), gb.lm_any.eq(mq_any), gb.zq_space.eq(zq.w_rdy),
                      zq.w_en.eq(gb.zq_push), zq.w_data.eq(gb.zq_off)]
         for i in range(C):
