@@ -738,9 +738,12 @@ class Engine(wiring.Component):
         m.d.sync += start.eq(0)        # a one-cycle pulse in GO, set by CHECK (a register: it fans out wide)
         with m.FSM():
             with m.State("IDLE"):
+                # cur follows the payload every IDLE cycle and holds from the one that
+                # takes the instruction (for Fmax: its ~1500 enables are the state, not
+                # `valid`, which in the Accelerator comes through the fences' compares)
                 m.d.comb += self.instr.ready.eq(1)
+                m.d.sync += isa.widen(cfg, cur, self.instr.payload)
                 with m.If(self.instr.valid):
-                    m.d.sync += isa.widen(cfg, cur, self.instr.payload)
                     m.next = "DECODE"
             with m.State("DECODE"):
                 nm_now = (cur.m + R - 1) >> lg_r
