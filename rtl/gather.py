@@ -152,7 +152,13 @@ class OperandGather(wiring.Component):
         desc = self.desc
         # a staged lane: its vector, real or padding, and base + cb (the operand base
         # folded in when the lane is staged, so the request address is one add shorter)
-        entry = data.StructLayout({"v": vec4_layout(cfg), "ok": 1, "cbb": signed(cfg.mem_addr_bits + 4)})
+        # It also carries the lane's geometry bounds on the k counter's y and x (-v.y,
+        # h_lim - v.y, -v.x, w_lim - v.x), so that the request's "inside the map" test
+        # compares the counter with registers (for Fmax: no adder in front of the compares).
+        vl = vec4_layout(cfg)
+        gw = signed(max(vl["y"].shape.width, vl["x"].shape.width) + 3)
+        entry = data.StructLayout({"v": vl, "ok": 1, "cbb": signed(cfg.mem_addr_bits + 4),
+                                   "ylo": gw, "yhi": gw, "xlo": gw, "xhi": gw})
 
         m.submodules.walker = walker = MixedRadixCounter(cfg)
         m.submodules.kctr = kctr = MixedRadixCounter(cfg)
@@ -240,8 +246,11 @@ class OperandGather(wiring.Component):
                              self.zq_push.eq(~keep), self.zq_off.eq(w_off if self.lane_compactable else 0)]
                 m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step), real.eq(w_n + 1 < self.total)]
                 with m.If(keep):
-                    m.d.sync += [w_buf[L - 1].v.eq(walker.value), w_buf[L - 1].ok.eq(real),
-                                 w_buf[L - 1].cbb.eq(desc.base + walker.value.cb),
+                    wv = walker.value
+                    m.d.sync += [w_buf[L - 1].v.eq(wv), w_buf[L - 1].ok.eq(real),
+                                 w_buf[L - 1].cbb.eq(desc.base + wv.cb),
+                                 w_buf[L - 1].ylo.eq(-wv.y), w_buf[L - 1].yhi.eq(desc.h_lim - wv.y),
+                                 w_buf[L - 1].xlo.eq(-wv.x), w_buf[L - 1].xhi.eq(desc.w_lim - wv.x),
                                  w_info[L - 1].ok.eq(real), w_info[L - 1].off.eq(w_off),
                                  w_info[L - 1].mv.eq(self.lm_bits)]
                     for i in range(L - 1):
@@ -281,12 +290,14 @@ class OperandGather(wiring.Component):
             m.d.comb += sp.eq(v["sp"])
             sp_sh = Mux(dil == 0, sp, Mux(dil == 1, sp >> 1, Mux(dil == 2, sp >> 2, sp >> 3)))
             m.d.comb += raw[l].eq(r_buf[l].cbb + kctr.value.cb + sp_sh)
-            y = Signal(signed(cfg.dim_bits + 2), name=f"y{l}")
-            x = Signal(signed(cfg.dim_bits + 2), name=f"x{l}")
-            m.d.comb += [y.eq(v["y"]), x.eq(v["x"])]
+            # y = v.y + k.y inside [0, h_lim) <=> k.y inside [-v.y, h_lim - v.y) (and x);
+            # the dilation's low-bit test needs only the sum's low 3 bits
+            ky, kx, e = kctr.value.y, kctr.value.x, r_buf[l]
+            y3 = (e.v.y[:3] + ky[:3])[:3]
+            x3 = (e.v.x[:3] + kx[:3])[:3]
             low = Mux(dil == 0, 0, Mux(dil == 1, 1, Mux(dil == 2, 3, 7)))
-            geo_ok = ((y >= 0) & (y < desc.h_lim) & (x >= 0) & (x < desc.w_lim)
-                      & ((y & low) == 0) & ((x & low) == 0))
+            geo_ok = ((ky >= e.ylo) & (ky < e.yhi) & (kx >= e.xlo) & (kx < e.xhi)
+                      & ((y3 & low) == 0) & ((x3 & low) == 0))
             m.d.comb += want_v[l].eq(r_buf[l].ok & (~desc.geo | geo_ok))
             addr = raw_r[l]
             in_range = ~addr.as_unsigned()[cfg.mem_addr_bits:].any()      # 0 <= addr < mem_words
