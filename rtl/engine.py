@@ -730,6 +730,18 @@ class Engine(wiring.Component):
         def outside(x):                 # x < 0 or x >= 2**aw: bit tests, not comparators
             return x.as_unsigned()[aw:].any()
         bad_wr = cur.store & (outside(d_lo) | outside(d_hi) | (cur.write_mask & (outside(k_lo) | outside(k_hi))))
+        early_checks = [
+            cur.opcode != isa.OP_GEMM,
+            (cur.m == 0) | (cur.n == 0) | (cur.k == 0),
+            p_am > cfg.spad_a_words,
+            (p_bn > cfg.spad_b_words) & ~(oc & ring_ok),
+            (cur.accumulate | ~cur.store) & (cur.acc_addr + (p_tiles << lg_r) > cfg.acc_words),
+            cur.store & ~cur.out_raw & (cur.shift >= cfg.acc_bits),
+            cur.omask & ~cur.store,
+            oc & (~cur.omask | cur.accumulate | cur.write_mask
+                  | (cur.m > min(R, C)) | (~ring_ok & (n_n > pi_depth))),
+        ]
+        pre_chk = Signal(len(early_checks))
         # the per-lane offsets follow cur without an enable (for Fmax: no 1200-register
         # clock enable); cur is held from DECODE on, so they are final from the cycle after
         for j in range(C):
@@ -780,22 +792,23 @@ class Engine(wiring.Component):
                     o_lo.eq(cur.om_addr + Mux(cur.om_si < 0, pr_osi, 0) + Mux(cur.om_sj < 0, pr_osj, 0)),
                     o_hi.eq(cur.om_addr + Mux(cur.om_si > 0, pr_osi, 0) + Mux(cur.om_sj > 0, pr_osj, 0)),
                 ]
+                # the checks that need only cur and MUL's products, registered here (for
+                # Fmax: their compares are not in front of CHECK's priority choice and start)
+                m.d.sync += [pre_chk[i].eq(c) for i, c in enumerate(early_checks)]
                 m.next = "CHECK"
             with m.State("CHECK"):
                 # the first failing check's code, registered (for Fmax: the compares
                 # and the wide fan-out of start/retire are in different cycles)
                 checks = [
-                    (cur.opcode != isa.OP_GEMM, isa.ERR_OPCODE),
-                    ((cur.m == 0) | (cur.n == 0) | (cur.k == 0), isa.ERR_ZERO_DIM),
-                    (p_am > cfg.spad_a_words, isa.ERR_SPAD_A),
-                    ((p_bn > cfg.spad_b_words) & ~(oc & ring_ok), isa.ERR_SPAD_B),
-                    ((cur.accumulate | ~cur.store) & (cur.acc_addr + (p_tiles << lg_r) > cfg.acc_words),
-                     isa.ERR_ACC),
+                    (pre_chk[0], isa.ERR_OPCODE),
+                    (pre_chk[1], isa.ERR_ZERO_DIM),
+                    (pre_chk[2], isa.ERR_SPAD_A),
+                    (pre_chk[3], isa.ERR_SPAD_B),
+                    (pre_chk[4], isa.ERR_ACC),
                     (bad_wr, isa.ERR_ADDR_WRITE),
-                    (cur.store & ~cur.out_raw & (cur.shift >= cfg.acc_bits), isa.ERR_SHIFT),
-                    (cur.omask & ~cur.store, isa.ERR_MASK_SHAPE),
-                    (oc & (~cur.omask | cur.accumulate | cur.write_mask
-                           | (cur.m > min(R, C)) | (~ring_ok & (n_n > pi_depth))), isa.ERR_MASK_SHAPE),
+                    (pre_chk[5], isa.ERR_SHIFT),
+                    (pre_chk[6], isa.ERR_MASK_SHAPE),
+                    (pre_chk[7], isa.ERR_MASK_SHAPE),
                     (cur.omask & (outside(o_lo) | outside(o_hi)), isa.ERR_MASK_ADDR),
                 ]
                 code = Const(isa.ERR_NONE, 4)
