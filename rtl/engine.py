@@ -292,6 +292,8 @@ class Engine(wiring.Component):
         tile_end = Signal()
         tj_last = Signal()                     # tj + 1 == n_n, registered with tj (for Fmax)
         row_end = tj_last & ~oc                # the tile ends its tile row
+        row_wrap = Signal()                    # tile_end & row_end, a register (for Fmax)
+        ti_last = Signal()                     # ti + 1 == n_m, a register
         mid_tile = Signal()                    # kk != 0, a register (for Fmax)
         period_ok = Signal()                   # since_first >= drain_period, a register
         step = Signal()
@@ -403,7 +405,7 @@ class Engine(wiring.Component):
                      arr.in_valid.eq(v3), arr.in_first.eq(f3)]
 
         with m.If(start):
-            m.d.sync += [run.eq(1), ti.eq(0), *tile_col_restart(tj, tj_last, n_n), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
+            m.d.sync += [run.eq(1), ti.eq(0), ti_last.eq(n_m == 1), *tile_col_restart(tj, tj_last, n_n), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
                          a_base.eq(0), b_base.eq(0), since_first.eq(cfg.drain_period),
                          m_left.eq(cur.m), n_left.eq(cur.n)]
         with m.Elif(en):
@@ -420,14 +422,20 @@ class Engine(wiring.Component):
                 m.d.sync += kk.eq(Mux(tile_end, 0, kk + 1))
                 with m.If(tile_end):
                     m.d.sync += b_base.eq(bb_adv)
-                    with m.If(row_end):
-                        m.d.sync += [*tile_col_restart(tj, tj_last, n_n), n_left.eq(cur.n), ti.eq(ti + 1),
-                                     a_base.eq(h_a + 1), m_left.eq(m_left - R)]
-                        with m.If(ti + 1 == n_m):
-                            m.d.sync += tiles_left.eq(0)
-                    with m.Else():
-                        m.d.sync += [*tile_col_next(tj, tj_last, n_n),
-                                     n_left.eq(Mux(oc, n_left, n_left - C))]
+                # (row_wrap = tile_end & row_end, a register: the tile row's registers are
+                # enabled by step & row_wrap)
+                with m.If(row_wrap):
+                    m.d.sync += [*tile_col_restart(tj, tj_last, n_n), n_left.eq(cur.n), ti.eq(ti + 1),
+                                 ti_last.eq(ti + 2 == n_m), a_base.eq(h_a + 1), m_left.eq(m_left - R)]
+                    with m.If(ti_last):
+                        m.d.sync += tiles_left.eq(0)
+                with m.Elif(tile_end):
+                    m.d.sync += [*tile_col_next(tj, tj_last, n_n),
+                                 n_left.eq(Mux(oc, n_left, n_left - C))]
+        # row_wrap's next value: the next tile_end, tj_last and ~oc
+        tj_last_nx = Mux(start, n_n == 1,
+                         Mux(step & tile_end, Mux(row_end, n_n == 1, tj + 2 == n_n), tj_last))
+        m.d.sync += row_wrap.eq(Mux(cmp, head_last_nx, h_last_nx) & tj_last_nx & ~oc)
 
         # ---------------- drain: accumulate, requantize, queue writes ----------------
         m.submodules.requant = rq = Requantize(cfg, latency=1, shift_held=True)
