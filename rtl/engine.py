@@ -309,8 +309,14 @@ class Engine(wiring.Component):
         n_left = Signal(signed(dw + 1))
         rows_act = Mux(m_left > R, R, m_left)[:lg_r + 2]
         cols_act = Mux(n_left > C, C, n_left)[:lg_c + 2]
+        # the MAC count of a step, one cycle after it, from the tile's active rows and
+        # columns registered (for Fmax: the compares, the small multiply and the counter's
+        # increment register are not in one cycle; m_left/n_left change only at a tile end,
+        # so the registered values are those of the step a cycle before)
+        rows_act_q, cols_act_q, step_d = Signal(lg_r + 2), Signal(lg_c + 2), Signal()
+        m.d.sync += [rows_act_q.eq(rows_act), cols_act_q.eq(cols_act), step_d.eq(step)]
         macs_per_step = Signal(lg_r + lg_c + 4)
-        m.d.comb += macs_per_step.eq(shift_add_mul(rows_act, cols_act))
+        m.d.comb += macs_per_step.eq(shift_add_mul(rows_act_q, cols_act_q))
 
         bb_adv = Mux(row_end, 0, b_next)       # b_base of the next tile
         a_back = tile_end & ~row_end            # the next tile reuses the A panel
@@ -868,7 +874,7 @@ class Engine(wiring.Component):
             "busy_cycles": busy,
             "compute_cycles": step,
             "stall_cycles": run & more_tiles & (~en | (~ready & (mid_tile | period_ok))),
-            "macs": Mux(step, macs_per_step, 0),
+            "macs": Mux(step_d, macs_per_step, 0),
             "rd_bytes": const_mul(cfg.op_bytes, ga.req_elems + gb.req_elems),
             "wr_bytes": Mux(wr_fire, Mux(cur.out_raw, const_mul(cfg.acc_bytes, lanes_w),
                                          const_mul(cfg.op_bytes, lanes_w)), 0),
