@@ -432,7 +432,7 @@ class Engine(wiring.Component):
                 # enabled by step & row_wrap)
                 with m.If(row_wrap):
                     m.d.sync += [*tile_col_restart(tj, tj_last, n_n), n_left.eq(cur.n), ti.eq(ti + 1),
-                                 ti_last.eq(ti + 2 == n_m), a_base.eq(h_a + 1), m_left.eq(m_left - R)]
+                                 ti_last.eq(ti + 2 == n_m), a_base.eq(h_a1), m_left.eq(m_left - R)]
                     with m.If(ti_last):
                         m.d.sync += tiles_left.eq(0)
                 with m.Elif(tile_end):
