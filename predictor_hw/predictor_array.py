@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth import Module, Signal, Mux, Array, Const, signed, unsigned
+from amaranth.hdl import Assert, Format
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.wiring import In, Out
 
@@ -229,9 +230,10 @@ def _rq_cfg(cfg: AcceleratorConfig, lanes: int) -> AcceleratorConfig:
 # --------------------------------------------------------------------------------------------
 
 class PredictorArray(wiring.Component):
-    def __init__(self, cfg: AcceleratorConfig):
+    def __init__(self, cfg: AcceleratorConfig, check_step: bool = False):
         self.cfg = cfg
         self.geo = Geometry(cfg)
+        self.check_step = check_step       # simulation: assert the registered step each cycle
         super().__init__({
             "samples": In(stream.Signature(sample_layout(cfg))),
             "feats": In(stream.Signature(feat_layout(cfg))),
@@ -254,6 +256,30 @@ class PredictorArray(wiring.Component):
         dw = cfg.dim_bits
         op = signed(PRED_OP_BITS)
 
+        # The step decision is a register (``step_q``, computed one cycle ahead from the next
+        # values of the registers it depends on), not logic in front of ~350 clock enables.
+        # The registers it reads get an explicit next value ``<name>_nx`` (a comb signal);
+        # ``sync += x.eq(v)`` writes ``x_nx`` for those and is ``m.d.sync`` for all others.
+        nx = {}
+
+        def with_nx(sig):
+            n = Signal.like(sig, name=f"{sig.name}_nx")
+            m.d.comb += n.eq(sig)
+            m.d.sync += sig.eq(n)
+            nx[id(sig)] = n
+            return n
+
+        class _Sync:
+            def __iadd__(self, stmts):
+                for st in (stmts if isinstance(stmts, (list, tuple)) else [stmts]):
+                    tgt = nx.get(id(st.lhs))
+                    if tgt is None:
+                        m.d.sync += st
+                    else:
+                        m.d.comb += tgt.eq(st.rhs)
+                return self
+        sync = _Sync()
+
         # ---------------- weight SRAMs and the class-bias registers ----------------------
         m.submodules.conv_mem = conv_mem = memory.Memory(
             shape=data.ArrayLayout(op, R), depth=g.conv_depth, init=[])
@@ -274,6 +300,7 @@ class PredictorArray(wiring.Component):
         k_r = Signal(dw)
         sh1, sh2 = Signal(SHIFT_BITS), Signal(SHIFT_BITS)
         err = Signal(2)
+        state_nx, phase_nx = with_nx(state), with_nx(phase)
         m.d.comb += [self.busy.eq(state != IDLE), self.error.eq(err)]
         k_ok = (self.k != 0) & (self.k <= g.kmax)
 
@@ -296,7 +323,7 @@ class PredictorArray(wiring.Component):
             aw_w.en.eq(wfire & waddr_ok & (wb.target == TGT_AW)),
         ]
         with m.If(wfire & waddr_ok & (wb.target == TGT_AU)):
-            m.d.sync += ubias[wb.addr[:LABEL_BITS]].eq(wb.data[:ACC_BITS].as_signed())
+            sync += ubias[wb.addr[:LABEL_BITS]].eq(wb.data[:ACC_BITS].as_signed())
 
         # ---------------- sample buffer ------------------------------------------------------
         sbuf = Signal(data.ArrayLayout(op, g.P2))
@@ -306,6 +333,7 @@ class PredictorArray(wiring.Component):
         cur_chan = Signal(dw)        # channel / last of the sample in the fc phase
         cur_last = Signal()
         seen_last = Signal()         # the job's last sample is in: take no more
+        sbuf_full_nx = with_nx(sbuf_full)
 
         # ---------------- sequencer counters -------------------------------------------------
         t = Signal(range(9))
@@ -320,6 +348,9 @@ class PredictorArray(wiring.Component):
         group = Signal(dw)
         grp_last = Signal()
         tile_first = Signal()                          # fc: no fc tile finished yet for this sample
+        f_nz = Signal()                                # f != 0, kept beside f
+        k_m1 = Signal(dw)                              # k_r - 1 (Assistant: the last feature)
+        f_nx, f_nz_nx, tile_first_nx = with_nx(f), with_nx(f_nz), with_nx(tile_first)
         cdw = Signal(range(g.cdrain_wait + 1))         # CDRAIN wait steps taken
 
         # output buffers (registered), their fill state
@@ -367,21 +398,55 @@ class PredictorArray(wiring.Component):
             lo_free = lo_free & ~x
 
         # ---------------- step condition ------------------------------------------------------
-        step = Signal()
-        with m.If(state == RUN):
-            with m.Switch(phase):
+        # step = RUN and, by phase: CONV: sbuf_full; CDRAIN: 1; FC: f != 0 | tile_first |
+        # ob_free; FDRAIN: ob_free; AMAC: feats.valid; ADRAIN: lo_free.  All but the AMAC
+        # term are decided one cycle ahead from the registers' next values (step_q); the
+        # AMAC term is the feature beat's valid, gated by a registered phase flag.
+        ob_rows_nx, lo_valid_nx = with_nx(ob_rows), with_nx(lo_valid)
+        fcap1_nx, acap1_nx = with_nx(fcap1), with_nx(acap1)
+        ob_free_nx = (ob_rows_nx == 0) & ~fcap1_nx & ~fcap1     # the in-flight flags shift by one
+        for x in fcap_fl[:-1]:
+            ob_free_nx = ob_free_nx & ~x
+        lo_free_nx = ~lo_valid_nx & ~acap1_nx & ~acap1
+        for x in acap_fl[:-1]:
+            lo_free_nx = lo_free_nx & ~x
+        step_nx = Signal()
+        with m.If(state_nx == RUN):
+            with m.Switch(phase_nx):
                 with m.Case(CONV):
-                    m.d.comb += step.eq(sbuf_full)
+                    m.d.comb += step_nx.eq(sbuf_full_nx)
                 with m.Case(CDRAIN):
-                    m.d.comb += step.eq(1)
+                    m.d.comb += step_nx.eq(1)
                 with m.Case(FC):
-                    m.d.comb += step.eq((f != 0) | tile_first | ob_free)
+                    m.d.comb += step_nx.eq(f_nz_nx | tile_first_nx | ob_free_nx)
                 with m.Case(FDRAIN):
-                    m.d.comb += step.eq(ob_free)
-                with m.Case(AMAC):
-                    m.d.comb += step.eq(self.feats.valid)
+                    m.d.comb += step_nx.eq(ob_free_nx)
                 with m.Case(ADRAIN):
-                    m.d.comb += step.eq(lo_free)
+                    m.d.comb += step_nx.eq(lo_free_nx)
+        step_q, amac_q = Signal(), Signal()
+        m.d.sync += [step_q.eq(step_nx), amac_q.eq((state_nx == RUN) & (phase_nx == AMAC))]
+        step = Signal()
+        m.d.comb += step.eq(step_q | (amac_q & self.feats.valid))
+        if self.check_step:
+            # simulation only: the registered decision equals the definition, every cycle
+            step_def = Signal()
+            with m.If(state == RUN):
+                with m.Switch(phase):
+                    with m.Case(CONV):
+                        m.d.comb += step_def.eq(sbuf_full)
+                    with m.Case(CDRAIN):
+                        m.d.comb += step_def.eq(1)
+                    with m.Case(FC):
+                        m.d.comb += step_def.eq((f != 0) | tile_first | ob_free)
+                    with m.Case(FDRAIN):
+                        m.d.comb += step_def.eq(ob_free)
+                    with m.Case(AMAC):
+                        m.d.comb += step_def.eq(self.feats.valid)
+                    with m.Case(ADRAIN):
+                        m.d.comb += step_def.eq(lo_free)
+            m.d.sync += Assert((step == step_def) & (f_nz == (f != 0)),
+                               Format("step {} != its definition {} (state {}, phase {})",
+                                      step, step_def, state, phase))
 
         # ---------------- job start / input acceptance -------------------------------------
         sp = self.samples.payload
@@ -397,19 +462,19 @@ class PredictorArray(wiring.Component):
                     m.d.comb += start.eq(k_ok)
                     m.d.comb += self.feats.ready.eq(~k_ok)
             with m.If(bad):
-                m.d.sync += err.eq(Mux(err == ERR_NONE, ERR_K, err))
+                sync += err.eq(Mux(err == ERR_NONE, ERR_K, err))
                 last_in = Mux(self.mode, self.feats.payload.last, sp.last)
                 with m.If(~last_in):
-                    m.d.sync += [state.eq(DROP), mode_r.eq(self.mode)]
+                    sync += [state.eq(DROP), mode_r.eq(self.mode)]
         with m.Elif(state == DROP):
             with m.If(mode_r == 0):
                 m.d.comb += self.samples.ready.eq(1)
                 with m.If(self.samples.valid & sp.last):
-                    m.d.sync += state.eq(IDLE)
+                    sync += state.eq(IDLE)
             with m.Else():
                 m.d.comb += self.feats.ready.eq(1)
                 with m.If(self.feats.valid & self.feats.payload.last):
-                    m.d.sync += state.eq(IDLE)
+                    sync += state.eq(IDLE)
         with m.Elif((state == RUN) & (mode_r == 0)):
             m.d.comb += self.samples.ready.eq(~sbuf_full & ~seen_last)
         with m.Elif((state == RUN) & (phase == AMAC)):
@@ -417,27 +482,28 @@ class PredictorArray(wiring.Component):
 
         s_fire = self.samples.valid & self.samples.ready & ((state == RUN) | start)
         with m.If(s_fire):
-            m.d.sync += [sbuf.eq(sp.pix), sbuf_full.eq(1), sbuf_chan.eq(sp.channel), sbuf_last.eq(sp.last),
+            sync += [sbuf.eq(sp.pix), sbuf_full.eq(1), sbuf_chan.eq(sp.channel), sbuf_last.eq(sp.last),
                          seen_last.eq(sp.last)]
 
         with m.If(start):
-            m.d.sync += [state.eq(RUN), mode_r.eq(self.mode), k_r.eq(self.k), sh1.eq(self.shift1),
-                         sh2.eq(self.shift2), t.eq(0), pt.eq(0), cg.eq(0), cs.eq(0), f.eq(0), group.eq(0),
+            sync += [state.eq(RUN), mode_r.eq(self.mode), k_r.eq(self.k), sh1.eq(self.shift1),
+                         sh2.eq(self.shift2), t.eq(0), pt.eq(0), cg.eq(0), cs.eq(0), f.eq(0), f_nz.eq(0), group.eq(0),
+                         k_m1.eq(self.k - 1),
                          phase.eq(Mux(self.mode, AMAC, CONV))]
 
         # ---------------- issue stage ----------------------------------------------------------
-        m.d.sync += [v1.eq(0), ccap1.eq(0), fcap1.eq(0), acap1.eq(0)]
+        sync += [v1.eq(0), ccap1.eq(0), fcap1.eq(0), acap1.eq(0)]
         m.d.comb += [conv_r.addr.eq(cg * 9 + t), fc_r.addr.eq(kb * F + f), aw_r.addr.eq(f)]
         col_ok = [Signal(name=f"col_ok{j}") for j in range(Cc)]
         for j in range(Cc):
             m.d.comb += col_ok[j].eq(pt * Cc + j < g.P2)
         row_ok = [cg * R + r < g.C for r in range(R)]
         with m.If(step):
-            m.d.sync += ph1.eq(phase)
+            sync += ph1.eq(phase)
             with m.Switch(phase):
                 with m.Case(CONV):
-                    m.d.sync += [v1.eq(1), first1.eq(t == 0)]
-                    m.d.sync += [en1[r * Cc + j].eq(row_ok[r] & col_ok[j]) for r in range(R) for j in range(Cc)]
+                    sync += [v1.eq(1), first1.eq(t == 0)]
+                    sync += [en1[r * Cc + j].eq(row_ok[r] & col_ok[j]) for r in range(R) for j in range(Cc)]
                     # im2col: column j's operand for step cs of the channel group
                     with m.Switch(cs):
                         for s in range(g.n_pt * 9):
@@ -445,72 +511,72 @@ class PredictorArray(wiring.Component):
                                 for j in range(Cc):
                                     src = g.tap_source(s // 9, s % 9, j)
                                     val = sbuf[src] if src is not None else 0
-                                    m.d.sync += [b1[r * Cc + j].eq(val) for r in range(R)]
+                                    sync += [b1[r * Cc + j].eq(val) for r in range(R)]
                     with m.If((t == 0) & ((cg != 0) | (pt != 0))):
-                        m.d.sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
+                        sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
                     with m.If(t == 8):
-                        m.d.sync += [t.eq(0), prev_cg.eq(cg), prev_pt.eq(pt)]
+                        sync += [t.eq(0), prev_cg.eq(cg), prev_pt.eq(pt)]
                         with m.If(pt == g.n_pt - 1):
-                            m.d.sync += pt.eq(0)
+                            sync += pt.eq(0)
                             with m.If(cg == g.n_cg - 1):
-                                m.d.sync += [phase.eq(CDRAIN), cg.eq(0), cs.eq(0), sbuf_full.eq(0),
+                                sync += [phase.eq(CDRAIN), cg.eq(0), cs.eq(0), sbuf_full.eq(0),
                                              cur_chan.eq(sbuf_chan), cur_last.eq(sbuf_last)]
                             with m.Else():
-                                m.d.sync += [cg.eq(cg + 1), cs.eq(0)]
+                                sync += [cg.eq(cg + 1), cs.eq(0)]
                         with m.Else():
-                            m.d.sync += [pt.eq(pt + 1), cs.eq(cs + 1)]
+                            sync += [pt.eq(pt + 1), cs.eq(cs + 1)]
                     with m.Else():
-                        m.d.sync += [t.eq(t + 1), cs.eq(cs + 1)]
+                        sync += [t.eq(t + 1), cs.eq(cs + 1)]
                 with m.Case(CDRAIN):
                     # the last conv tile's capture, then g.cdrain_wait more steps when the fc
                     # phase would otherwise read one of its features before it lands in h
-                    to_fc = [phase.eq(FC), f.eq(0), kb.eq(0), krem.eq(k_r), tile_first.eq(1)]
+                    to_fc = [phase.eq(FC), f.eq(0), f_nz.eq(0), kb.eq(0), krem.eq(k_r), tile_first.eq(1)]
                     if g.cdrain_wait:
                         with m.If(cdw == 0):
-                            m.d.sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
+                            sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
                         with m.If(cdw == g.cdrain_wait):
-                            m.d.sync += to_fc + [cdw.eq(0)]
+                            sync += to_fc + [cdw.eq(0)]
                         with m.Else():
-                            m.d.sync += cdw.eq(cdw + 1)
+                            sync += cdw.eq(cdw + 1)
                     else:
-                        m.d.sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)] + to_fc
+                        sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)] + to_fc
                 with m.Case(FC):
-                    m.d.sync += [v1.eq(1), first1.eq(f == 0), f1.eq(f)]
-                    m.d.sync += [en1[l].eq(krem > l) for l in range(L)]
-                    with m.If((f == 0) & ~tile_first):
-                        m.d.sync += [fcap1.eq(1), fcap_kb1.eq(kb - 1), fcap_krem1.eq(krem + L),
+                    sync += [v1.eq(1), first1.eq(~f_nz), f1.eq(f)]
+                    sync += [en1[l].eq(krem > l) for l in range(L)]
+                    with m.If(~f_nz & ~tile_first):
+                        sync += [fcap1.eq(1), fcap_kb1.eq(kb - 1), fcap_krem1.eq(krem + L),
                                      fcap_chan1.eq(cur_chan), fcap_last1.eq(0)]
                     with m.If(f == F - 1):
-                        m.d.sync += [f.eq(0), tile_first.eq(0)]
+                        sync += [f.eq(0), f_nz.eq(0), tile_first.eq(0)]
                         with m.If(krem <= L):
-                            m.d.sync += phase.eq(FDRAIN)
+                            sync += phase.eq(FDRAIN)
                         with m.Else():
-                            m.d.sync += [kb.eq(kb + 1), krem.eq(krem - L)]
+                            sync += [kb.eq(kb + 1), krem.eq(krem - L)]
                     with m.Else():
-                        m.d.sync += f.eq(f + 1)
+                        sync += [f.eq(f + 1), f_nz.eq(1)]
                 with m.Case(FDRAIN):
-                    m.d.sync += [fcap1.eq(1), fcap_kb1.eq(kb), fcap_krem1.eq(krem),
+                    sync += [fcap1.eq(1), fcap_kb1.eq(kb), fcap_krem1.eq(krem),
                                  fcap_chan1.eq(cur_chan), fcap_last1.eq(cur_last)]
                     with m.If(cur_last):
-                        m.d.sync += state.eq(TAIL)
+                        sync += state.eq(TAIL)
                     with m.Else():
-                        m.d.sync += [phase.eq(CONV), t.eq(0), pt.eq(0), cg.eq(0), cs.eq(0)]
+                        sync += [phase.eq(CONV), t.eq(0), pt.eq(0), cg.eq(0), cs.eq(0)]
                 with m.Case(AMAC):
                     fp = self.feats.payload
-                    m.d.sync += [v1.eq(1), first1.eq(f == 0), en1.eq(fp.en), b1.eq(fp.x), y1.eq(fp.y)]
-                    with m.If(f == 0):
-                        m.d.sync += a_en.eq(fp.en)
-                    with m.If(f == k_r - 1):
-                        m.d.sync += [f.eq(0), phase.eq(ADRAIN), grp_last.eq(fp.last)]
+                    sync += [v1.eq(1), first1.eq(~f_nz), en1.eq(fp.en), b1.eq(fp.x), y1.eq(fp.y)]
+                    with m.If(~f_nz):
+                        sync += a_en.eq(fp.en)
+                    with m.If(f == k_m1):
+                        sync += [f.eq(0), f_nz.eq(0), phase.eq(ADRAIN), grp_last.eq(fp.last)]
                     with m.Else():
-                        m.d.sync += f.eq(f + 1)
+                        sync += [f.eq(f + 1), f_nz.eq(1)]
                 with m.Case(ADRAIN):
-                    m.d.sync += [acap1.eq(1), acap_en1.eq(a_en), acap_last1.eq(grp_last),
+                    sync += [acap1.eq(1), acap_en1.eq(a_en), acap_last1.eq(grp_last),
                                  acap_group1.eq(group), group.eq(group + 1)]
                     with m.If(grp_last):
-                        m.d.sync += state.eq(TAIL)
+                        sync += state.eq(TAIL)
                     with m.Else():
-                        m.d.sync += phase.eq(AMAC)
+                        sync += phase.eq(AMAC)
 
         # ---------------- MAC pipeline ---------------------------------------------------------
         # stage 1 (the issue registers above, SRAM read data valid) -> operand registers
@@ -531,15 +597,15 @@ class PredictorArray(wiring.Component):
         hval = hp[f1]
         a_r = [Signal(op, name=f"a_r{r}") for r in range(R)]
         b_r = [Signal(op, name=f"b_r{l}") for l in range(L)]
-        m.d.sync += [a_r[r].eq(Mux(ph1 == CONV, conv_r.data[r], Mux(ph1 == FC, hval, aw_r.data)))
+        sync += [a_r[r].eq(Mux(ph1 == CONV, conv_r.data[r], Mux(ph1 == FC, hval, aw_r.data)))
                      for r in range(R)]
-        m.d.sync += [b_r[l].eq(Mux(ph1 == FC, fc_r.data[l], b1[l])) for l in range(L)]
+        sync += [b_r[l].eq(Mux(ph1 == FC, fc_r.data[l], b1[l])) for l in range(L)]
         ph2, = delay(ph1, 1, "ph")
         y2, = delay(y1, 1, "y")
         p_r = [Signal(signed(2 * PRED_OP_BITS), name=f"prod{l}") for l in range(L)]
         bias_r = [Signal(signed(ACC_BITS), name=f"bias{l}") for l in range(L)]
         for l in range(L):
-            m.d.sync += [p_r[l].eq(a_r[l // Cc] * b_r[l]),
+            sync += [p_r[l].eq(a_r[l // Cc] * b_r[l]),
                          bias_r[l].eq(Mux(ph2 == AMAC, ubias[y2[l]], 0))]
         vA = delay(v1, D, "v")[-1]
         firstA = delay(first1, D, "first")[-1]
@@ -548,9 +614,9 @@ class PredictorArray(wiring.Component):
         for l in range(L):
             with m.If(vA):
                 with m.If(firstA):
-                    m.d.sync += acc[l].eq(Mux(enA[l], p_r[l] + bias_r[l], 0))
+                    sync += acc[l].eq(Mux(enA[l], p_r[l] + bias_r[l], 0))
                 with m.Elif(enA[l]):
-                    m.d.sync += acc[l].eq(acc[l] + p_r[l])
+                    sync += acc[l].eq(acc[l] + p_r[l])
 
         # captures, aligned with the accumulator stage (A): the tile's sums are complete
         ccap_d = delay(ccap1, D + CAP_CONV, "ccap")
@@ -576,7 +642,7 @@ class PredictorArray(wiring.Component):
         m.submodules.rq = rq = Requantize(_rq_cfg(cfg, L), latency=1)
         # the shift it needs at A, chosen one cycle earlier (a register, not a mux on the path)
         rq_sh = Signal(SHIFT_BITS)
-        m.d.sync += rq_sh.eq(Mux(ccap_d[D - 2] if D >= 2 else ccap1, sh1, sh2))
+        sync += rq_sh.eq(Mux(ccap_d[D - 2] if D >= 2 else ccap1, sh1, sh2))
         m.d.comb += [rq.en.eq(1), rq.shift.eq(rq_sh), rq.relu.eq(ccap_d[D])]
         m.d.comb += [rq.row[l].eq(acc[l]) for l in range(L)]
 
@@ -584,7 +650,7 @@ class PredictorArray(wiring.Component):
         # tiles of a window), A+3 requantizes it by log2(pool^2) into the feature registers
         rqo = Signal(data.ArrayLayout(op, L))
         with m.If(ccap_d[D]):
-            m.d.sync += rqo.eq(rq.out)
+            sync += rqo.eq(rq.out)
         m.submodules.pq = pq = Requantize(_rq_cfg(cfg, R * g.wpt))
         m.d.comb += [pq.shift.eq(g.pshift), pq.relu.eq(0)]
         # window sums of pool^2 int8 values: PRED_OP_BITS + log2(pool^2) bits are exact
@@ -601,7 +667,7 @@ class PredictorArray(wiring.Component):
         for r in range(R):
             for u in range(g.wpt):
                 with m.If(ccap_d[D + 1]):
-                    m.d.sync += psum[r][u].eq(Mux(win_first, colsum[r][u], psum[r][u] + colsum[r][u]))
+                    sync += psum[r][u].eq(Mux(win_first, colsum[r][u], psum[r][u] + colsum[r][u]))
                 m.d.comb += pq.row[r * g.wpt + u].eq(psum[r][u])
         with m.If(ccap_d[D + 2]):
             with m.Switch(ccg_s * g.n_pt + cpt_d[D + 2]):
@@ -615,20 +681,20 @@ class PredictorArray(wiring.Component):
                                 for u in range(g.wpt):
                                     w = tpt * g.wpt + u if g.tpw == 1 else tpt // g.tpw
                                     if c < g.C and w < g.Q2:
-                                        m.d.sync += hp[c * g.Q2 + w].eq(pq.out[r * g.wpt + u])
+                                        sync += hp[c * g.Q2 + w].eq(pq.out[r * g.wpt + u])
 
         # fc capture -> output buffer (A+1)
         with m.If(fcap_d[D]):
-            m.d.sync += [ob.eq(rq.out), ob_kb.eq(fkb), ob_chan.eq(fchan), ob_last.eq(flast),
+            sync += [ob.eq(rq.out), ob_kb.eq(fkb), ob_chan.eq(fchan), ob_last.eq(flast),
                          ob_row.eq(0)]
-            m.d.sync += [ob_en[l].eq(fkrem > l) for l in range(L)]
+            sync += [ob_en[l].eq(fkrem > l) for l in range(L)]
             nrows = Mux(fkrem >= L, R, (fkrem + Cc - 1) >> (Cc.bit_length() - 1))
-            m.d.sync += ob_rows.eq(nrows)
+            sync += ob_rows.eq(nrows)
 
         # assistant capture -> logit register (at A)
         with m.If(acapA):
-            m.d.sync += [lo_valid.eq(1), lo_en.eq(aen), lo_last.eq(alast), lo_group.eq(agroup)]
-            m.d.sync += [lo_z[l].eq(Mux(aen[l], acc[l], 0)) for l in range(L)]
+            sync += [lo_valid.eq(1), lo_en.eq(aen), lo_last.eq(alast), lo_group.eq(agroup)]
+            sync += [lo_z[l].eq(Mux(aen[l], acc[l], 0)) for l in range(L)]
 
         # ---------------- output streams ----------------------------------------------------
         rp = self.rows.payload
@@ -651,18 +717,18 @@ class PredictorArray(wiring.Component):
         m.d.comb += [rp.data[j].eq(Mux(row_en[j], row_data[j], 0)) for j in range(Cc)]
         row_fire = self.rows.valid & self.rows.ready
         with m.If(row_fire):
-            m.d.sync += [ob_rows.eq(ob_rows - 1), ob_row.eq(ob_row + 1)]
+            sync += [ob_rows.eq(ob_rows - 1), ob_row.eq(ob_row + 1)]
 
         lp = self.logits.payload
         m.d.comb += [self.logits.valid.eq(lo_valid), lp.z.eq(lo_z), lp.en.eq(lo_en),
                      lp.group.eq(lo_group), lp.last.eq(lo_last)]
         lo_fire = self.logits.valid & self.logits.ready
         with m.If(lo_fire):
-            m.d.sync += lo_valid.eq(0)
+            sync += lo_valid.eq(0)
 
         with m.If(state == TAIL):
             with m.If((row_fire & rp.last) | (lo_fire & lp.last)):
-                m.d.sync += state.eq(IDLE)
+                sync += state.eq(IDLE)
 
         # ---------------- counters ----------------------------------------------------------
         cnt = self.counters
@@ -672,7 +738,7 @@ class PredictorArray(wiring.Component):
         # the MAC count's increment through a register (the count is complete long before
         # the job's last output beat: the last MACs are >= 1 + lat cycles before it)
         macs_inc = Signal.like(lanes_on)
-        m.d.sync += macs_inc.eq(Mux(v1, lanes_on, 0))
+        sync += macs_inc.eq(Mux(v1, lanes_on, 0))
         incr = {
             "busy_cycles": (state == RUN) | (state == TAIL),
             "step_cycles": step,
@@ -683,9 +749,9 @@ class PredictorArray(wiring.Component):
             "errors": bad | (wfire & ~waddr_ok),
         }
         for name in COUNTERS:
-            m.d.sync += cnt[name].eq(cnt[name] + incr[name])
+            sync += cnt[name].eq(cnt[name] + incr[name])
         with m.If(wfire & ~waddr_ok & (err == ERR_NONE)):
-            m.d.sync += err.eq(ERR_WADDR)
+            sync += err.eq(ERR_WADDR)
         return m
 
 

@@ -9,7 +9,7 @@ from predictor_hw.predictor_array import COUNTERS, Geometry, PredictorArray
 def run_pysim(cfg, jobs, weights, ready_prob=1.0, valid_prob=1.0, seed=0, max_cycles=200_000):
     """Load ``weights`` beats, then run ``jobs`` one after another.  A job is a dict
     (mode, k, shift1, shift2, beats); returns per job its outputs, counter deltas and error."""
-    dut = PredictorArray(cfg)
+    dut = PredictorArray(cfg, check_step=True)     # asserts the registered step every cycle
     rng = np.random.default_rng(seed)
     results = []
     wl = dut.weights.payload.shape()
