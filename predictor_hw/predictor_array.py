@@ -350,6 +350,12 @@ class PredictorArray(wiring.Component):
         tile_first = Signal()                          # fc: no fc tile finished yet for this sample
         f_nz = Signal()                                # f != 0, kept beside f
         k_m1 = Signal(dw)                              # k_r - 1 (Assistant: the last feature)
+        k_m2 = Signal(dw)                              # k_r - 2
+        k_is1 = Signal()
+        # compares in front of the phase change, kept as flags beside their counters
+        f_lastF = Signal()                             # fc: f == F - 1
+        f_lastK = Signal()                             # Assistant: f == k_r - 1
+        krem_le = Signal()                             # fc: krem <= L (the sample's last fc tile)
         f_nx, f_nz_nx, tile_first_nx = with_nx(f), with_nx(f_nz), with_nx(tile_first)
         cdw = Signal(range(g.cdrain_wait + 1))         # CDRAIN wait steps taken
 
@@ -404,7 +410,10 @@ class PredictorArray(wiring.Component):
         # AMAC term is the feature beat's valid, gated by a registered phase flag.
         ob_rows_nx, lo_valid_nx = with_nx(ob_rows), with_nx(lo_valid)
         fcap1_nx, acap1_nx = with_nx(fcap1), with_nx(acap1)
-        ob_free_nx = (ob_rows_nx == 0) & ~fcap1_nx & ~fcap1     # the in-flight flags shift by one
+        # ob_rows next == 0, without the capture's row count (fkrem >= 1: a capture loads >= 1
+        # row, into an empty buffer, so no row leaves in that cycle)
+        ob_empty_nx = ~fcap_fl[-1] & ((ob_rows == 0) | ((ob_rows == 1) & self.rows.ready))
+        ob_free_nx = ob_empty_nx & ~fcap1_nx & ~fcap1     # the in-flight flags shift by one
         for x in fcap_fl[:-1]:
             ob_free_nx = ob_free_nx & ~x
         lo_free_nx = ~lo_valid_nx & ~acap1_nx & ~acap1
@@ -444,8 +453,10 @@ class PredictorArray(wiring.Component):
                         m.d.comb += step_def.eq(self.feats.valid)
                     with m.Case(ADRAIN):
                         m.d.comb += step_def.eq(lo_free)
-            m.d.sync += Assert((step == step_def) & (f_nz == (f != 0)),
-                               Format("step {} != its definition {} (state {}, phase {})",
+            flags_ok = ((f_nz == (f != 0)) & ((phase != FC) | ((f_lastF == (f == F - 1)) & (krem_le == (krem <= L))))
+                        & ((phase != AMAC) | (f_lastK == (f == k_r - 1))))
+            m.d.sync += Assert((step == step_def) & flags_ok,
+                               Format("step {} (definition {}) or a flag wrong (state {}, phase {})",
                                       step, step_def, state, phase))
 
         # ---------------- job start / input acceptance -------------------------------------
@@ -488,7 +499,8 @@ class PredictorArray(wiring.Component):
         with m.If(start):
             sync += [state.eq(RUN), mode_r.eq(self.mode), k_r.eq(self.k), sh1.eq(self.shift1),
                          sh2.eq(self.shift2), t.eq(0), pt.eq(0), cg.eq(0), cs.eq(0), f.eq(0), f_nz.eq(0), group.eq(0),
-                         k_m1.eq(self.k - 1),
+                         k_m1.eq(self.k - 1), k_m2.eq(self.k - 2), k_is1.eq(self.k == 1),
+                         f_lastF.eq(F == 1), f_lastK.eq(self.k == 1),
                          phase.eq(Mux(self.mode, AMAC, CONV))]
 
         # ---------------- issue stage ----------------------------------------------------------
@@ -530,7 +542,8 @@ class PredictorArray(wiring.Component):
                 with m.Case(CDRAIN):
                     # the last conv tile's capture, then g.cdrain_wait more steps when the fc
                     # phase would otherwise read one of its features before it lands in h
-                    to_fc = [phase.eq(FC), f.eq(0), f_nz.eq(0), kb.eq(0), krem.eq(k_r), tile_first.eq(1)]
+                    to_fc = [phase.eq(FC), f.eq(0), f_nz.eq(0), f_lastF.eq(F == 1), kb.eq(0), krem.eq(k_r),
+                             krem_le.eq(k_r <= L), tile_first.eq(1)]
                     if g.cdrain_wait:
                         with m.If(cdw == 0):
                             sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
@@ -546,14 +559,14 @@ class PredictorArray(wiring.Component):
                     with m.If(~f_nz & ~tile_first):
                         sync += [fcap1.eq(1), fcap_kb1.eq(kb - 1), fcap_krem1.eq(krem + L),
                                      fcap_chan1.eq(cur_chan), fcap_last1.eq(0)]
-                    with m.If(f == F - 1):
-                        sync += [f.eq(0), f_nz.eq(0), tile_first.eq(0)]
-                        with m.If(krem <= L):
+                    with m.If(f_lastF):
+                        sync += [f.eq(0), f_nz.eq(0), f_lastF.eq(F == 1), tile_first.eq(0)]
+                        with m.If(krem_le):
                             sync += phase.eq(FDRAIN)
                         with m.Else():
-                            sync += [kb.eq(kb + 1), krem.eq(krem - L)]
+                            sync += [kb.eq(kb + 1), krem.eq(krem - L), krem_le.eq(krem <= 2 * L)]
                     with m.Else():
-                        sync += [f.eq(f + 1), f_nz.eq(1)]
+                        sync += [f.eq(f + 1), f_nz.eq(1), f_lastF.eq(f == F - 2)]
                 with m.Case(FDRAIN):
                     sync += [fcap1.eq(1), fcap_kb1.eq(kb), fcap_krem1.eq(krem),
                                  fcap_chan1.eq(cur_chan), fcap_last1.eq(cur_last)]
@@ -566,10 +579,10 @@ class PredictorArray(wiring.Component):
                     sync += [v1.eq(1), first1.eq(~f_nz), en1.eq(fp.en), b1.eq(fp.x), y1.eq(fp.y)]
                     with m.If(~f_nz):
                         sync += a_en.eq(fp.en)
-                    with m.If(f == k_m1):
-                        sync += [f.eq(0), f_nz.eq(0), phase.eq(ADRAIN), grp_last.eq(fp.last)]
+                    with m.If(f_lastK):
+                        sync += [f.eq(0), f_nz.eq(0), f_lastK.eq(k_is1), phase.eq(ADRAIN), grp_last.eq(fp.last)]
                     with m.Else():
-                        sync += [f.eq(f + 1), f_nz.eq(1)]
+                        sync += [f.eq(f + 1), f_nz.eq(1), f_lastK.eq(f == k_m2)]
                 with m.Case(ADRAIN):
                     sync += [acap1.eq(1), acap_en1.eq(a_en), acap_last1.eq(grp_last),
                                  acap_group1.eq(group), group.eq(group + 1)]
