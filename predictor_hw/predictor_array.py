@@ -68,7 +68,7 @@ from model_sw import numerics
 from model_sw.adagp_predictor import PredictorSizeError, predictor_forward_int
 from model_sw.autoassist_assistant import assistant_logit_int
 from rtl.config import AcceleratorConfig
-from rtl.epilogue import Requantize
+from rtl.epilogue import Requantize, below_guard_mask, shift_round_bit
 
 from .interfaces import PRED_OP_BITS, grad_row_layout, sample_layout
 
@@ -223,6 +223,28 @@ def _rq_cfg(cfg: AcceleratorConfig, lanes: int) -> AcceleratorConfig:
     """A configuration view for rtl.epilogue.Requantize: int32 -> int8 over ``lanes``."""
     return cfg.replace(name=f"{cfg.name}-pred-rq{lanes}", cols=lanes, op_bits=PRED_OP_BITS,
                        acc_bits=ACC_BITS)
+
+
+def requant_int8(m: Module, xs, shift, below, relu) -> list:
+    """numerics.requantize(x, shift, 8, relu) of the int32 values ``xs`` (registers), in two
+    register stages: the shifted value and its round-up bit (``shift_round_bit``; ``shift``
+    and its guard mask ``below`` registered by the caller) are registered; from them the
+    saturated int8 (returned, combinational: the caller registers it) by range flags on the
+    high bits and an 8-bit rounding add: q >= 127 -> 127, q < -128 -> -128, else the low
+    byte + up (it cannot overflow).  ReLU (``relu`` at the second stage) zeroes q < 0, for
+    which q + up <= 0.  The result belongs to the ``xs`` of the cycle before."""
+    qmax = (1 << (PRED_OP_BITS - 1)) - 1
+    outs = []
+    for l, x in enumerate(xs):
+        q_x, up_x = shift_round_bit(x, shift, below)
+        q, up = Signal(signed(len(x)), name=f"rq_q{l}"), Signal(name=f"rq_up{l}")
+        m.d.sync += [q.eq(q_x), up.eq(up_x)]
+        neg, high = q[-1], q[PRED_OP_BITS - 1:]
+        q_hi = ~neg & (high.any() | q[:PRED_OP_BITS - 1].all())
+        q_lo = neg & ~high.all()
+        s8 = (q[:PRED_OP_BITS] + up)[:PRED_OP_BITS].as_signed()
+        outs.append(Mux(relu & neg, 0, Mux(q_hi, qmax, Mux(q_lo, -qmax - 1, s8))))
+    return outs
 
 
 # --------------------------------------------------------------------------------------------
@@ -650,20 +672,23 @@ class PredictorArray(wiring.Component):
         alast = delay(acap_last1, D, "alast")[-1]
         agroup = delay(acap_group1, D, "agroup")[-1]
 
-        # requantize (conv: ReLU by shift1; fc: shift2), one shared unit with its first
-        # stage (shift, round bit) registered at A: the result is valid at A+1
-        m.submodules.rq = rq = Requantize(_rq_cfg(cfg, L), latency=1)
-        # the shift it needs at A, chosen one cycle earlier (a register, not a mux on the path)
+        # requantize (conv: ReLU by shift1; fc: shift2): numerics.requantize's rule (round half
+        # to even, int8 saturation), shared by the lanes, in two stages: A registers the shifted
+        # value and the round-up bit (shift_round_bit, by bit tests), A+1 saturates (range flags
+        # from the shifted value's high bits, an 8-bit rounding add) into rq_out
+        # the shift needed at A and its guard mask, chosen one cycle earlier (registers)
         rq_sh = Signal(SHIFT_BITS)
-        sync += rq_sh.eq(Mux(ccap_d[D - 2] if D >= 2 else ccap1, sh1, sh2))
-        m.d.comb += [rq.en.eq(1), rq.shift.eq(rq_sh), rq.relu.eq(ccap_d[D])]
-        m.d.comb += [rq.row[l].eq(acc[l]) for l in range(L)]
+        rq_below = Signal(ACC_BITS)
+        sh_at_a = Mux(ccap_d[D - 2] if D >= 2 else ccap1, sh1, sh2)
+        sync += [rq_sh.eq(sh_at_a), rq_below.eq(below_guard_mask(sh_at_a, ACC_BITS))]
+        rq_out = Signal(data.ArrayLayout(op, L))
+        m.d.comb += [rq_out[l].eq(v) for l, v in enumerate(requant_int8(m, acc, rq_sh, rq_below, ccap_d[D]))]
 
         # conv: A+1 registers the int8 results, A+2 the pool-window sum (running over the
         # tiles of a window), A+3 requantizes it by log2(pool^2) into the feature registers
         rqo = Signal(data.ArrayLayout(op, L))
         with m.If(ccap_d[D]):
-            sync += rqo.eq(rq.out)
+            sync += rqo.eq(rq_out)
         m.submodules.pq = pq = Requantize(_rq_cfg(cfg, R * g.wpt))
         m.d.comb += [pq.shift.eq(g.pshift), pq.relu.eq(0)]
         # window sums of pool^2 int8 values: PRED_OP_BITS + log2(pool^2) bits are exact
@@ -698,7 +723,7 @@ class PredictorArray(wiring.Component):
 
         # fc capture -> output buffer (A+1)
         with m.If(fcap_d[D]):
-            sync += [ob.eq(rq.out), ob_kb.eq(fkb), ob_chan.eq(fchan), ob_last.eq(flast),
+            sync += [ob.eq(rq_out), ob_kb.eq(fkb), ob_chan.eq(fchan), ob_last.eq(flast),
                          ob_row.eq(0)]
             sync += [ob_en[l].eq(fkrem > l) for l in range(L)]
             nrows = Mux(fkrem >= L, R, (fkrem + Cc - 1) >> (Cc.bit_length() - 1))
