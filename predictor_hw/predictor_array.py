@@ -379,6 +379,7 @@ class PredictorArray(wiring.Component):
         f_lastK = Signal()                             # Assistant: f == k_r - 1
         krem_le = Signal()                             # fc: krem <= L (the sample's last fc tile)
         f_nx, f_nz_nx, tile_first_nx = with_nx(f), with_nx(f_nz), with_nx(tile_first)
+        kb_nx = with_nx(kb)
         cdw = Signal(range(g.cdrain_wait + 1))         # CDRAIN wait steps taken
 
         # output buffers (registered), their fill state
@@ -527,7 +528,16 @@ class PredictorArray(wiring.Component):
 
         # ---------------- issue stage ----------------------------------------------------------
         sync += [v1.eq(0), ccap1.eq(0), fcap1.eq(0), acap1.eq(0)]
-        m.d.comb += [conv_r.addr.eq(cg * 9 + t), fc_r.addr.eq(kb * F + f), aw_r.addr.eq(f)]
+        # The block RAMs (fc, Assistant weights) are read one cycle ahead, at the next step's
+        # address (the next values of kb and f), and their data registered (fc_q, aw_q): the
+        # operand registers then see registers, not a block RAM's clock-to-out.  A weight
+        # written at that address in that cycle (only possible in the cycle a job starts) is
+        # forwarded.
+        m.d.comb += [conv_r.addr.eq(cg * 9 + t), fc_r.addr.eq(kb_nx * F + f_nx), aw_r.addr.eq(f_nx)]
+        fc_q = Signal(data.ArrayLayout(op, L))
+        aw_q, aw_wd, aw_fwd = Signal(op), Signal(op), Signal()
+        m.d.sync += [fc_q.eq(fc_r.data), aw_q.eq(Mux(aw_fwd, aw_wd, aw_r.data)),
+                     aw_fwd.eq(aw_w.en & (aw_w.addr == aw_r.addr)), aw_wd.eq(aw_w.data)]
         col_ok = [Signal(name=f"col_ok{j}") for j in range(Cc)]
         for j in range(Cc):
             m.d.comb += col_ok[j].eq(pt * Cc + j < g.P2)
@@ -632,9 +642,9 @@ class PredictorArray(wiring.Component):
         hval = hp[f1]
         a_r = [Signal(op, name=f"a_r{r}") for r in range(R)]
         b_r = [Signal(op, name=f"b_r{l}") for l in range(L)]
-        sync += [a_r[r].eq(Mux(ph1 == CONV, conv_r.data[r], Mux(ph1 == FC, hval, aw_r.data)))
+        sync += [a_r[r].eq(Mux(ph1 == CONV, conv_r.data[r], Mux(ph1 == FC, hval, aw_q)))
                      for r in range(R)]
-        sync += [b_r[l].eq(Mux(ph1 == FC, fc_r.data[l], b1[l])) for l in range(L)]
+        sync += [b_r[l].eq(Mux(ph1 == FC, fc_q[l], b1[l])) for l in range(L)]
         ph2, = delay(ph1, 1, "ph")
         y2, = delay(y1, 1, "y")
         p_r = [Signal(signed(2 * PRED_OP_BITS), name=f"prod{l}") for l in range(L)]
