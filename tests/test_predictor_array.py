@@ -220,3 +220,21 @@ def test_requant_int8_equals_numerics():
     sim.add_testbench(bench)
     sim.run()
     assert len(cases) > 500 and not bad, bad[:3]
+
+
+def test_weight_written_as_the_job_starts_is_used():
+    """The Assistant weights are read one cycle ahead (registered block-RAM data): a weight
+    beat written in the very cycle a job starts (to the first feature's address) must still
+    reach that job (the array forwards it)."""
+    cfg = CFG
+    rng = np.random.default_rng(9)
+    w = rng.integers(-128, 128, 5)
+    u = rng.integers(-(1 << 20), 1 << 20, 10)
+    x = rng.integers(-128, 128, (3, 5))
+    y = rng.integers(0, 10, 3)
+    w_new = w.copy()
+    w_new[0] = -w[0] - 1 if w[0] >= 0 else w[0] + 77
+    beats = pack_assistant_weights(cfg, w, u) + [dict(target=2, addr=0, data=int(w_new[0]) & 0xFF)]
+    res = run_pysim(cfg, [dict(mode=1, k=5, beats=feature_beats(cfg, x, y))], beats, last_weight_at_start=True)
+    assert golden_logits(cfg, x, w_new, u, y) != golden_logits(cfg, x, w, u, y)
+    assert res[0]["out"] == golden_logits(cfg, x, w_new, u, y)
