@@ -41,8 +41,10 @@ Assistant SRAM, broadcast), then a drain step sends the L int32 logits.
 
 Schedule (deterministic): the sequencer takes one *step* per cycle unless it
 waits (a sample not yet in the buffer, a feature beat not valid, or the output
-buffer still holding rows when a tile must be captured: stalls).  SRAM reads
-are issued with the step; the operands and the product are registered
+buffer still holding rows when a tile must be captured: stalls).  The step
+decision itself is a register, computed one cycle ahead (docs/fpga.md, "Fmax
+round 5").  SRAM data is there in the cycle after the step (the block RAMs are
+read one cycle ahead into registers); the operands and the product are registered
 (``MAC_STAGES``) and the MACs happen 1 + MAC_STAGES cycles later.  Captures are
 pipelined too (``CAP_FC``, ``CAP_CONV``); when the fc phase would read a feature of
 the last conv tile before it lands, CDRAIN waits ``Geometry.cdrain_wait`` steps
@@ -379,7 +381,6 @@ class PredictorArray(wiring.Component):
         f_lastK = Signal()                             # Assistant: f == k_r - 1
         krem_le = Signal()                             # fc: krem <= L (the sample's last fc tile)
         f_nx, f_nz_nx, tile_first_nx = with_nx(f), with_nx(f_nz), with_nx(tile_first)
-        kb_nx = with_nx(kb)
         cdw = Signal(range(g.cdrain_wait + 1))         # CDRAIN wait steps taken
 
         # output buffers (registered), their fill state
@@ -529,11 +530,21 @@ class PredictorArray(wiring.Component):
         # ---------------- issue stage ----------------------------------------------------------
         sync += [v1.eq(0), ccap1.eq(0), fcap1.eq(0), acap1.eq(0)]
         # The block RAMs (fc, Assistant weights) are read one cycle ahead, at the next step's
-        # address (the next values of kb and f), and their data registered (fc_q, aw_q): the
-        # operand registers then see registers, not a block RAM's clock-to-out.  A weight
-        # written at that address in that cycle (only possible in the cycle a job starts) is
-        # forwarded.
-        m.d.comb += [conv_r.addr.eq(cg * 9 + t), fc_r.addr.eq(kb_nx * F + f_nx), aw_r.addr.eq(f_nx)]
+        # address, and their data registered (fc_q, aw_q): the operand registers then see
+        # registers, not a block RAM's clock-to-out.  The fc address kb*F + f counts up by one
+        # per fc step (fc_a0, and fc_a1 = fc_a0 + 1), from 0 after CDRAIN; the Assistant's is
+        # f, or f's value after an AMAC step (0 after its last feature), 0 while idle.  A
+        # weight written at that address in that cycle (only possible in the cycle a job
+        # starts) is forwarded.
+        fc_a0, fc_a1 = Signal.like(fc_r.addr), Signal.like(fc_r.addr)
+        aw_a1 = Mux(f_lastK, 0, f + 1)
+        m.d.comb += [conv_r.addr.eq(cg * 9 + t),
+                     fc_r.addr.eq(Mux(phase == CDRAIN, 0, Mux(step_q, fc_a1, fc_a0))),
+                     aw_r.addr.eq(Mux(state == IDLE, 0, Mux(amac_q & self.feats.valid, aw_a1, f)))]
+        with m.If(step & (phase == CDRAIN)):
+            sync += [fc_a0.eq(0), fc_a1.eq(1)]
+        with m.Elif(step & (phase == FC)):
+            sync += [fc_a0.eq(fc_a1), fc_a1.eq(fc_a1 + 1)]
         fc_q = Signal(data.ArrayLayout(op, L))
         aw_q, aw_wd, aw_fwd = Signal(op), Signal(op), Signal()
         m.d.sync += [fc_q.eq(fc_r.data), aw_q.eq(Mux(aw_fwd, aw_wd, aw_r.data)),
