@@ -443,40 +443,36 @@ class PredictorArray(wiring.Component):
         lo_free_nx = ~lo_valid_nx & ~acap1_nx & ~acap1
         for x in acap_fl[:-1]:
             lo_free_nx = lo_free_nx & ~x
-        step_nx = Signal()
-        with m.If(state_nx == RUN):
-            with m.Switch(phase_nx):
-                with m.Case(CONV):
-                    m.d.comb += step_nx.eq(sbuf_full_nx)
-                with m.Case(CDRAIN):
-                    m.d.comb += step_nx.eq(1)
-                with m.Case(FC):
-                    m.d.comb += step_nx.eq(f_nz_nx | tile_first_nx | ob_free_nx)
-                with m.Case(FDRAIN):
-                    m.d.comb += step_nx.eq(ob_free_nx)
-                with m.Case(ADRAIN):
-                    m.d.comb += step_nx.eq(lo_free_nx)
+
+        def step_rule(name, st, ph, sbuf_ok, fnz, tfirst, obf, fv, lof):
+            """The step condition from (current or next) values of its inputs."""
+            out = Signal(name=name)
+            with m.If(st == RUN):
+                with m.Switch(ph):
+                    with m.Case(CONV):
+                        m.d.comb += out.eq(sbuf_ok)
+                    with m.Case(CDRAIN):
+                        m.d.comb += out.eq(1)
+                    with m.Case(FC):
+                        m.d.comb += out.eq(fnz | tfirst | obf)
+                    with m.Case(FDRAIN):
+                        m.d.comb += out.eq(obf)
+                    with m.Case(AMAC):
+                        m.d.comb += out.eq(fv)
+                    with m.Case(ADRAIN):
+                        m.d.comb += out.eq(lof)
+            return out
+
+        step_nx = step_rule("step_nx", state_nx, phase_nx, sbuf_full_nx, f_nz_nx, tile_first_nx, ob_free_nx,
+                            0, lo_free_nx)
         step_q, amac_q = Signal(), Signal()
         m.d.sync += [step_q.eq(step_nx), amac_q.eq((state_nx == RUN) & (phase_nx == AMAC))]
         step = Signal()
         m.d.comb += step.eq(step_q | (amac_q & self.feats.valid))
         if self.check_step:
             # simulation only: the registered decision equals the definition, every cycle
-            step_def = Signal()
-            with m.If(state == RUN):
-                with m.Switch(phase):
-                    with m.Case(CONV):
-                        m.d.comb += step_def.eq(sbuf_full)
-                    with m.Case(CDRAIN):
-                        m.d.comb += step_def.eq(1)
-                    with m.Case(FC):
-                        m.d.comb += step_def.eq((f != 0) | tile_first | ob_free)
-                    with m.Case(FDRAIN):
-                        m.d.comb += step_def.eq(ob_free)
-                    with m.Case(AMAC):
-                        m.d.comb += step_def.eq(self.feats.valid)
-                    with m.Case(ADRAIN):
-                        m.d.comb += step_def.eq(lo_free)
+            step_def = step_rule("step_def", state, phase, sbuf_full, f != 0, tile_first, ob_free,
+                                 self.feats.valid, lo_free)
             flags_ok = ((f_nz == (f != 0)) & ((phase != FC) | ((f_lastF == (f == F - 1)) & (krem_le == (krem <= L))))
                         & ((phase != AMAC) | (f_lastK == (f == k_r - 1))))
             m.d.sync += Assert((step == step_def) & flags_ok,
