@@ -61,7 +61,7 @@ from __future__ import annotations
 
 
 import numpy as np
-from amaranth import Module, Signal, Mux, Array, Const, signed, unsigned
+from amaranth import Module, Signal, Mux, Array, Cat, Const, signed, unsigned
 from amaranth.hdl import Assert, Format
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.wiring import In, Out
@@ -174,6 +174,14 @@ class Geometry:
     def rows_of(self, k: int) -> int:
         """Gradient rows per sample."""
         return -(-k // self.Cc)
+
+
+def _or_all(vals):
+    """Bitwise OR of an iterable of values (an AND-OR multiplexer with one-hot selects)."""
+    out = Const(0, 1)
+    for v in vals:
+        out = out | v
+    return out
 
 
 def _bits(n: int) -> int:
@@ -401,10 +409,13 @@ class PredictorArray(wiring.Component):
         v1 = Signal()
         first1 = Signal()
         ph1 = Signal(3)
+        # the operand multiplexers' selects, registered with the step: conv weight / Assistant
+        # weight / fc weight, and the feature h[f] as a one-hot (an AND-OR, not a 2^n mux tree)
+        a_conv1, a_aw1, b_fc1 = Signal(), Signal(), Signal()
+        fsel1 = Signal(F)
         en1 = Signal(L)
         b1 = Signal(data.ArrayLayout(op, L))
         y1 = Signal(data.ArrayLayout(unsigned(LABEL_BITS), L))
-        f1 = Signal.like(f)
         ccap1, fcap1, acap1 = Signal(), Signal(), Signal()
         ccg1, cpt1 = Signal.like(cg), Signal.like(pt)
         fcap_kb1 = Signal.like(kb)
@@ -550,7 +561,8 @@ class PredictorArray(wiring.Component):
             m.d.comb += col_ok[j].eq(pt * Cc + j < g.P2)
         row_ok = [cg * R + r < g.C for r in range(R)]
         with m.If(step):
-            sync += ph1.eq(phase)
+            sync += [ph1.eq(phase), a_conv1.eq(phase == CONV), a_aw1.eq(phase == AMAC), b_fc1.eq(phase == FC),
+                     fsel1.eq(Mux(phase == FC, Cat(*[f == i for i in range(F)]), 0))]
             with m.Switch(phase):
                 with m.Case(CONV):
                     sync += [v1.eq(1), first1.eq(t == 0)]
@@ -593,7 +605,7 @@ class PredictorArray(wiring.Component):
                     else:
                         sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)] + to_fc
                 with m.Case(FC):
-                    sync += [v1.eq(1), first1.eq(~f_nz), f1.eq(f)]
+                    sync += [v1.eq(1), first1.eq(~f_nz)]
                     sync += [en1[l].eq(krem > l) for l in range(L)]
                     with m.If(~f_nz & ~tile_first):
                         sync += [fcap1.eq(1), fcap_kb1.eq(kb - 1), fcap_krem1.eq(krem + L),
@@ -646,12 +658,13 @@ class PredictorArray(wiring.Component):
 
         D = MAC_STAGES
         hp = Array(Signal(op, name=f"h{i}") for i in range(F))
-        hval = hp[f1]
+        hval = Signal(PRED_OP_BITS)
+        m.d.comb += hval.eq(_or_all(Mux(fsel1[i], hp[i].as_unsigned(), 0) for i in range(F)))
         a_r = [Signal(op, name=f"a_r{r}") for r in range(R)]
         b_r = [Signal(op, name=f"b_r{l}") for l in range(L)]
-        sync += [a_r[r].eq(Mux(ph1 == CONV, conv_r.data[r], Mux(ph1 == FC, hval, aw_q)))
-                     for r in range(R)]
-        sync += [b_r[l].eq(Mux(ph1 == FC, fc_q[l], b1[l])) for l in range(L)]
+        sync += [a_r[r].eq(hval | Mux(a_conv1, conv_r.data[r].as_unsigned(), 0) | Mux(a_aw1, aw_q.as_unsigned(), 0))
+                 for r in range(R)]
+        sync += [b_r[l].eq(Mux(b_fc1, fc_q[l], b1[l])) for l in range(L)]
         ph2, = delay(ph1, 1, "ph")
         y2, = delay(y1, 1, "y")
         p_r = [Signal(signed(2 * PRED_OP_BITS), name=f"prod{l}") for l in range(L)]
