@@ -480,12 +480,20 @@ class PredictorArray(wiring.Component):
         m.d.sync += [step_q.eq(step_nx), amac_q.eq((state_nx == RUN) & (phase_nx == AMAC))]
         step = Signal()
         m.d.comb += step.eq(step_q | (amac_q & self.feats.valid))
+        # a copy of the decision for the counters, far from the sequencer (stored inverted:
+        # Yosys merges flip-flops with the same input); the feature beats taken while running
+        # are amac_q & feats.valid (step_q is 0 in AMAC)
+        nstep_c, namac_c = Signal(init=1), Signal(init=1)
+        m.d.sync += [nstep_c.eq(~step_nx), namac_c.eq(~((state_nx == RUN) & (phase_nx == AMAC)))]
+        feat_take = ~namac_c & self.feats.valid
+        step_c = ~nstep_c | feat_take
         if self.check_step:
             # simulation only: the registered decision equals the definition, every cycle
             step_def = step_rule("step_def", state, phase, sbuf_full, f != 0, tile_first, ob_free,
                                  self.feats.valid, lo_free)
             flags_ok = ((f_nz == (f != 0)) & ((phase != FC) | ((f_lastF == (f == F - 1)) & (krem_le == (krem <= L))))
                         & ((phase != AMAC) | (f_lastK == (f == k_r - 1))))
+            flags_ok = flags_ok & (step_c == step) & (feat_take == (self.feats.valid & self.feats.ready & (state == RUN)))
             m.d.sync += Assert((step == step_def) & flags_ok,
                                Format("step {} (definition {}) or a flag wrong (state {}, phase {})",
                                       step, step_def, state, phase))
@@ -801,7 +809,7 @@ class PredictorArray(wiring.Component):
         # ---------------- counters ----------------------------------------------------------
         cnt = self.counters
         out_wait = (self.rows.valid & ~self.rows.ready) | (self.logits.valid & ~self.logits.ready)
-        in_fire = s_fire | (self.feats.valid & self.feats.ready & (state == RUN))
+        in_fire = s_fire | feat_take
         lanes_on = sum((en1[l] for l in range(L)), Const(0, unsigned(_bits(L + 1) + 1)))
         # the MAC count's increment through a register (the count is complete long before
         # the job's last output beat: the last MACs are >= 1 + lat cycles before it)
@@ -809,8 +817,8 @@ class PredictorArray(wiring.Component):
         sync += macs_inc.eq(Mux(v1, lanes_on, 0))
         incr = {
             "busy_cycles": (state == RUN) | (state == TAIL),
-            "step_cycles": step,
-            "stall_cycles": ((state == RUN) & ~step) | ((state == TAIL) & out_wait),
+            "step_cycles": step_c,
+            "stall_cycles": ((state == RUN) & ~step_c) | ((state == TAIL) & out_wait),
             "macs": macs_inc,
             "in_beats": in_fire,
             "out_beats": row_fire | lo_fire,
