@@ -568,21 +568,32 @@ class PredictorArray(wiring.Component):
         for j in range(Cc):
             m.d.comb += col_ok[j].eq(pt * Cc + j < g.P2)
         row_ok = [cg * R + r < g.C for r in range(R)]
+        # The operand-issue registers (lane enables, b operands, labels, the operand selects)
+        # are loaded in every cycle of their phase, not only at a step: they are used only
+        # with v1, which only a step sets, so they stay off the step's fan-out.
+        fp = self.feats.payload
+        sync += [a_conv1.eq(phase == CONV), a_aw1.eq(phase == AMAC), b_fc1.eq(phase == FC),
+                 fsel1.eq(Mux(phase == FC, Cat(*[f == i for i in range(F)]), 0))]
+        with m.Switch(phase):
+            with m.Case(CONV):
+                sync += [en1[r * Cc + j].eq(row_ok[r] & col_ok[j]) for r in range(R) for j in range(Cc)]
+                # im2col: column j's operand for step cs of the channel group
+                with m.Switch(cs):
+                    for s in range(g.n_pt * 9):
+                        with m.Case(s):
+                            for j in range(Cc):
+                                src = g.tap_source(s // 9, s % 9, j)
+                                val = sbuf[src] if src is not None else 0
+                                sync += [b1[r * Cc + j].eq(val) for r in range(R)]
+            with m.Case(FC):
+                sync += [en1[l].eq(krem > l) for l in range(L)]
+            with m.Case(AMAC):
+                sync += [en1.eq(fp.en), b1.eq(fp.x), y1.eq(fp.y)]
         with m.If(step):
-            sync += [ph1.eq(phase), a_conv1.eq(phase == CONV), a_aw1.eq(phase == AMAC), b_fc1.eq(phase == FC),
-                     fsel1.eq(Mux(phase == FC, Cat(*[f == i for i in range(F)]), 0))]
+            sync += ph1.eq(phase)
             with m.Switch(phase):
                 with m.Case(CONV):
                     sync += [v1.eq(1), first1.eq(t == 0)]
-                    sync += [en1[r * Cc + j].eq(row_ok[r] & col_ok[j]) for r in range(R) for j in range(Cc)]
-                    # im2col: column j's operand for step cs of the channel group
-                    with m.Switch(cs):
-                        for s in range(g.n_pt * 9):
-                            with m.Case(s):
-                                for j in range(Cc):
-                                    src = g.tap_source(s // 9, s % 9, j)
-                                    val = sbuf[src] if src is not None else 0
-                                    sync += [b1[r * Cc + j].eq(val) for r in range(R)]
                     with m.If((t == 0) & ((cg != 0) | (pt != 0))):
                         sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
                     with m.If(t == 8):
@@ -614,7 +625,6 @@ class PredictorArray(wiring.Component):
                         sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)] + to_fc
                 with m.Case(FC):
                     sync += [v1.eq(1), first1.eq(~f_nz)]
-                    sync += [en1[l].eq(krem > l) for l in range(L)]
                     with m.If(~f_nz & ~tile_first):
                         sync += [fcap1.eq(1), fcap_kb1.eq(kb - 1), fcap_krem1.eq(krem + L),
                                      fcap_chan1.eq(cur_chan), fcap_last1.eq(0)]
@@ -634,8 +644,7 @@ class PredictorArray(wiring.Component):
                     with m.Else():
                         sync += [phase.eq(CONV), t.eq(0), pt.eq(0), cg.eq(0), cs.eq(0)]
                 with m.Case(AMAC):
-                    fp = self.feats.payload
-                    sync += [v1.eq(1), first1.eq(~f_nz), en1.eq(fp.en), b1.eq(fp.x), y1.eq(fp.y)]
+                    sync += [v1.eq(1), first1.eq(~f_nz)]
                     with m.If(~f_nz):
                         sync += a_en.eq(fp.en)
                     with m.If(f_lastK):
