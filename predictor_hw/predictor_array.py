@@ -41,8 +41,10 @@ Assistant SRAM, broadcast), then a drain step sends the L int32 logits.
 
 Schedule (deterministic): the sequencer takes one *step* per cycle unless it
 waits (a sample not yet in the buffer, a feature beat not valid, or the output
-buffer still holding rows when a tile must be captured: stalls).  SRAM reads
-are issued with the step; the operands and the product are registered
+buffer still holding rows when a tile must be captured: stalls).  The step
+decision itself is a register, computed one cycle ahead (docs/fpga.md, "Fmax
+round 5").  SRAM data is there in the cycle after the step (the block RAMs are
+read one cycle ahead into registers); the operands and the product are registered
 (``MAC_STAGES``) and the MACs happen 1 + MAC_STAGES cycles later.  Captures are
 pipelined too (``CAP_FC``, ``CAP_CONV``); when the fc phase would read a feature of
 the last conv tile before it lands, CDRAIN waits ``Geometry.cdrain_wait`` steps
@@ -59,7 +61,8 @@ from __future__ import annotations
 
 
 import numpy as np
-from amaranth import Module, Signal, Mux, Array, Const, signed, unsigned
+from amaranth import Module, Signal, Mux, Array, Cat, Const, signed, unsigned
+from amaranth.hdl import Assert, Format
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.wiring import In, Out
 
@@ -67,7 +70,7 @@ from model_sw import numerics
 from model_sw.adagp_predictor import PredictorSizeError, predictor_forward_int
 from model_sw.autoassist_assistant import assistant_logit_int
 from rtl.config import AcceleratorConfig
-from rtl.epilogue import Requantize
+from rtl.epilogue import Requantize, below_guard_mask, shift_round_bit
 
 from .interfaces import PRED_OP_BITS, grad_row_layout, sample_layout
 
@@ -173,6 +176,14 @@ class Geometry:
         return -(-k // self.Cc)
 
 
+def _or_all(vals):
+    """Bitwise OR of an iterable of values (an AND-OR multiplexer with one-hot selects)."""
+    out = Const(0, 1)
+    for v in vals:
+        out = out | v
+    return out
+
+
 def _bits(n: int) -> int:
     return max(1, (n - 1).bit_length())
 
@@ -224,14 +235,37 @@ def _rq_cfg(cfg: AcceleratorConfig, lanes: int) -> AcceleratorConfig:
                        acc_bits=ACC_BITS)
 
 
+def requant_int8(m: Module, xs, shift, below, relu) -> list:
+    """numerics.requantize(x, shift, 8, relu) of the int32 values ``xs`` (registers), in two
+    register stages: the shifted value and its round-up bit (``shift_round_bit``; ``shift``
+    and its guard mask ``below`` registered by the caller) are registered; from them the
+    saturated int8 (returned, combinational: the caller registers it) by range flags on the
+    high bits and an 8-bit rounding add: q >= 127 -> 127, q < -128 -> -128, else the low
+    byte + up (it cannot overflow).  ReLU (``relu`` at the second stage) zeroes q < 0, for
+    which q + up <= 0.  The result belongs to the ``xs`` of the cycle before."""
+    qmax = (1 << (PRED_OP_BITS - 1)) - 1
+    outs = []
+    for l, x in enumerate(xs):
+        q_x, up_x = shift_round_bit(x, shift, below)
+        q, up = Signal(signed(len(x)), name=f"rq_q{l}"), Signal(name=f"rq_up{l}")
+        m.d.sync += [q.eq(q_x), up.eq(up_x)]
+        neg, high = q[-1], q[PRED_OP_BITS - 1:]
+        q_hi = ~neg & (high.any() | q[:PRED_OP_BITS - 1].all())
+        q_lo = neg & ~high.all()
+        s8 = (q[:PRED_OP_BITS] + up)[:PRED_OP_BITS].as_signed()
+        outs.append(Mux(relu & neg, 0, Mux(q_hi, qmax, Mux(q_lo, -qmax - 1, s8))))
+    return outs
+
+
 # --------------------------------------------------------------------------------------------
 # the component
 # --------------------------------------------------------------------------------------------
 
 class PredictorArray(wiring.Component):
-    def __init__(self, cfg: AcceleratorConfig):
+    def __init__(self, cfg: AcceleratorConfig, check_step: bool = False):
         self.cfg = cfg
         self.geo = Geometry(cfg)
+        self.check_step = check_step       # simulation: assert the registered step each cycle
         super().__init__({
             "samples": In(stream.Signature(sample_layout(cfg))),
             "feats": In(stream.Signature(feat_layout(cfg))),
@@ -254,6 +288,30 @@ class PredictorArray(wiring.Component):
         dw = cfg.dim_bits
         op = signed(PRED_OP_BITS)
 
+        # The step decision is a register (``step_q``, computed one cycle ahead from the next
+        # values of the registers it depends on), not logic in front of ~350 clock enables.
+        # The registers it reads get an explicit next value ``<name>_nx`` (a comb signal);
+        # ``sync += x.eq(v)`` writes ``x_nx`` for those and is ``m.d.sync`` for all others.
+        nx = {}
+
+        def with_nx(sig):
+            n = Signal.like(sig, name=f"{sig.name}_nx")
+            m.d.comb += n.eq(sig)
+            m.d.sync += sig.eq(n)
+            nx[id(sig)] = n
+            return n
+
+        class _Sync:
+            def __iadd__(self, stmts):
+                for st in (stmts if isinstance(stmts, (list, tuple)) else [stmts]):
+                    tgt = nx.get(id(st.lhs))
+                    if tgt is None:
+                        m.d.sync += st
+                    else:
+                        m.d.comb += tgt.eq(st.rhs)
+                return self
+        sync = _Sync()
+
         # ---------------- weight SRAMs and the class-bias registers ----------------------
         m.submodules.conv_mem = conv_mem = memory.Memory(
             shape=data.ArrayLayout(op, R), depth=g.conv_depth, init=[])
@@ -274,6 +332,7 @@ class PredictorArray(wiring.Component):
         k_r = Signal(dw)
         sh1, sh2 = Signal(SHIFT_BITS), Signal(SHIFT_BITS)
         err = Signal(2)
+        state_nx, phase_nx = with_nx(state), with_nx(phase)
         m.d.comb += [self.busy.eq(state != IDLE), self.error.eq(err)]
         k_ok = (self.k != 0) & (self.k <= g.kmax)
 
@@ -296,7 +355,7 @@ class PredictorArray(wiring.Component):
             aw_w.en.eq(wfire & waddr_ok & (wb.target == TGT_AW)),
         ]
         with m.If(wfire & waddr_ok & (wb.target == TGT_AU)):
-            m.d.sync += ubias[wb.addr[:LABEL_BITS]].eq(wb.data[:ACC_BITS].as_signed())
+            sync += ubias[wb.addr[:LABEL_BITS]].eq(wb.data[:ACC_BITS].as_signed())
 
         # ---------------- sample buffer ------------------------------------------------------
         sbuf = Signal(data.ArrayLayout(op, g.P2))
@@ -306,6 +365,7 @@ class PredictorArray(wiring.Component):
         cur_chan = Signal(dw)        # channel / last of the sample in the fc phase
         cur_last = Signal()
         seen_last = Signal()         # the job's last sample is in: take no more
+        sbuf_full_nx = with_nx(sbuf_full)
 
         # ---------------- sequencer counters -------------------------------------------------
         t = Signal(range(9))
@@ -320,6 +380,15 @@ class PredictorArray(wiring.Component):
         group = Signal(dw)
         grp_last = Signal()
         tile_first = Signal()                          # fc: no fc tile finished yet for this sample
+        f_nz = Signal()                                # f != 0, kept beside f
+        k_m1 = Signal(dw)                              # k_r - 1 (Assistant: the last feature)
+        k_m2 = Signal(dw)                              # k_r - 2
+        k_is1 = Signal()
+        # compares in front of the phase change, kept as flags beside their counters
+        f_lastF = Signal()                             # fc: f == F - 1
+        f_lastK = Signal()                             # Assistant: f == k_r - 1
+        krem_le = Signal()                             # fc: krem <= L (the sample's last fc tile)
+        f_nx, f_nz_nx, tile_first_nx = with_nx(f), with_nx(f_nz), with_nx(tile_first)
         cdw = Signal(range(g.cdrain_wait + 1))         # CDRAIN wait steps taken
 
         # output buffers (registered), their fill state
@@ -340,10 +409,13 @@ class PredictorArray(wiring.Component):
         v1 = Signal()
         first1 = Signal()
         ph1 = Signal(3)
+        # the operand multiplexers' selects, registered with the step: conv weight / Assistant
+        # weight / fc weight, and the feature h[f] as a one-hot (an AND-OR, not a 2^n mux tree)
+        a_conv1, a_aw1, b_fc1 = Signal(), Signal(), Signal()
+        fsel1 = Signal(F)
         en1 = Signal(L)
         b1 = Signal(data.ArrayLayout(op, L))
         y1 = Signal(data.ArrayLayout(unsigned(LABEL_BITS), L))
-        f1 = Signal.like(f)
         ccap1, fcap1, acap1 = Signal(), Signal(), Signal()
         ccg1, cpt1 = Signal.like(cg), Signal.like(pt)
         fcap_kb1 = Signal.like(kb)
@@ -367,21 +439,64 @@ class PredictorArray(wiring.Component):
             lo_free = lo_free & ~x
 
         # ---------------- step condition ------------------------------------------------------
+        # step = RUN and, by phase: CONV: sbuf_full; CDRAIN: 1; FC: f != 0 | tile_first |
+        # ob_free; FDRAIN: ob_free; AMAC: feats.valid; ADRAIN: lo_free.  All but the AMAC
+        # term are decided one cycle ahead from the registers' next values (step_q); the
+        # AMAC term is the feature beat's valid, gated by a registered phase flag.
+        ob_rows_nx, lo_valid_nx = with_nx(ob_rows), with_nx(lo_valid)
+        fcap1_nx, acap1_nx = with_nx(fcap1), with_nx(acap1)
+        # ob_rows next == 0, without the capture's row count (fkrem >= 1: a capture loads >= 1
+        # row, into an empty buffer, so no row leaves in that cycle)
+        ob_empty_nx = ~fcap_fl[-1] & ((ob_rows == 0) | ((ob_rows == 1) & self.rows.ready))
+        ob_free_nx = ob_empty_nx & ~fcap1_nx & ~fcap1     # the in-flight flags shift by one
+        for x in fcap_fl[:-1]:
+            ob_free_nx = ob_free_nx & ~x
+        lo_free_nx = ~lo_valid_nx & ~acap1_nx & ~acap1
+        for x in acap_fl[:-1]:
+            lo_free_nx = lo_free_nx & ~x
+
+        def step_rule(name, st, ph, sbuf_ok, fnz, tfirst, obf, fv, lof):
+            """The step condition from (current or next) values of its inputs."""
+            out = Signal(name=name)
+            with m.If(st == RUN):
+                with m.Switch(ph):
+                    with m.Case(CONV):
+                        m.d.comb += out.eq(sbuf_ok)
+                    with m.Case(CDRAIN):
+                        m.d.comb += out.eq(1)
+                    with m.Case(FC):
+                        m.d.comb += out.eq(fnz | tfirst | obf)
+                    with m.Case(FDRAIN):
+                        m.d.comb += out.eq(obf)
+                    with m.Case(AMAC):
+                        m.d.comb += out.eq(fv)
+                    with m.Case(ADRAIN):
+                        m.d.comb += out.eq(lof)
+            return out
+
+        step_nx = step_rule("step_nx", state_nx, phase_nx, sbuf_full_nx, f_nz_nx, tile_first_nx, ob_free_nx,
+                            0, lo_free_nx)
+        step_q, amac_q = Signal(), Signal()
+        m.d.sync += [step_q.eq(step_nx), amac_q.eq((state_nx == RUN) & (phase_nx == AMAC))]
         step = Signal()
-        with m.If(state == RUN):
-            with m.Switch(phase):
-                with m.Case(CONV):
-                    m.d.comb += step.eq(sbuf_full)
-                with m.Case(CDRAIN):
-                    m.d.comb += step.eq(1)
-                with m.Case(FC):
-                    m.d.comb += step.eq((f != 0) | tile_first | ob_free)
-                with m.Case(FDRAIN):
-                    m.d.comb += step.eq(ob_free)
-                with m.Case(AMAC):
-                    m.d.comb += step.eq(self.feats.valid)
-                with m.Case(ADRAIN):
-                    m.d.comb += step.eq(lo_free)
+        m.d.comb += step.eq(step_q | (amac_q & self.feats.valid))
+        # a copy of the decision for the counters, far from the sequencer (stored inverted:
+        # Yosys merges flip-flops with the same input); the feature beats taken while running
+        # are amac_q & feats.valid (step_q is 0 in AMAC)
+        nstep_c, namac_c = Signal(init=1), Signal(init=1)
+        m.d.sync += [nstep_c.eq(~step_nx), namac_c.eq(~((state_nx == RUN) & (phase_nx == AMAC)))]
+        feat_take = ~namac_c & self.feats.valid
+        step_c = ~nstep_c | feat_take
+        if self.check_step:
+            # simulation only: the registered decision equals the definition, every cycle
+            step_def = step_rule("step_def", state, phase, sbuf_full, f != 0, tile_first, ob_free,
+                                 self.feats.valid, lo_free)
+            flags_ok = ((f_nz == (f != 0)) & ((phase != FC) | ((f_lastF == (f == F - 1)) & (krem_le == (krem <= L))))
+                        & ((phase != AMAC) | (f_lastK == (f == k_r - 1))))
+            flags_ok = flags_ok & (step_c == step) & (feat_take == (self.feats.valid & self.feats.ready & (state == RUN)))
+            m.d.sync += Assert((step == step_def) & flags_ok,
+                               Format("step {} (definition {}) or a flag wrong (state {}, phase {})",
+                                      step, step_def, state, phase))
 
         # ---------------- job start / input acceptance -------------------------------------
         sp = self.samples.payload
@@ -397,19 +512,19 @@ class PredictorArray(wiring.Component):
                     m.d.comb += start.eq(k_ok)
                     m.d.comb += self.feats.ready.eq(~k_ok)
             with m.If(bad):
-                m.d.sync += err.eq(Mux(err == ERR_NONE, ERR_K, err))
+                sync += err.eq(Mux(err == ERR_NONE, ERR_K, err))
                 last_in = Mux(self.mode, self.feats.payload.last, sp.last)
                 with m.If(~last_in):
-                    m.d.sync += [state.eq(DROP), mode_r.eq(self.mode)]
+                    sync += [state.eq(DROP), mode_r.eq(self.mode)]
         with m.Elif(state == DROP):
             with m.If(mode_r == 0):
                 m.d.comb += self.samples.ready.eq(1)
                 with m.If(self.samples.valid & sp.last):
-                    m.d.sync += state.eq(IDLE)
+                    sync += state.eq(IDLE)
             with m.Else():
                 m.d.comb += self.feats.ready.eq(1)
                 with m.If(self.feats.valid & self.feats.payload.last):
-                    m.d.sync += state.eq(IDLE)
+                    sync += state.eq(IDLE)
         with m.Elif((state == RUN) & (mode_r == 0)):
             m.d.comb += self.samples.ready.eq(~sbuf_full & ~seen_last)
         with m.Elif((state == RUN) & (phase == AMAC)):
@@ -417,100 +532,132 @@ class PredictorArray(wiring.Component):
 
         s_fire = self.samples.valid & self.samples.ready & ((state == RUN) | start)
         with m.If(s_fire):
-            m.d.sync += [sbuf.eq(sp.pix), sbuf_full.eq(1), sbuf_chan.eq(sp.channel), sbuf_last.eq(sp.last),
+            sync += [sbuf.eq(sp.pix), sbuf_full.eq(1), sbuf_chan.eq(sp.channel), sbuf_last.eq(sp.last),
                          seen_last.eq(sp.last)]
 
         with m.If(start):
-            m.d.sync += [state.eq(RUN), mode_r.eq(self.mode), k_r.eq(self.k), sh1.eq(self.shift1),
-                         sh2.eq(self.shift2), t.eq(0), pt.eq(0), cg.eq(0), cs.eq(0), f.eq(0), group.eq(0),
+            sync += [state.eq(RUN), mode_r.eq(self.mode), k_r.eq(self.k), sh1.eq(self.shift1),
+                         sh2.eq(self.shift2), t.eq(0), pt.eq(0), cg.eq(0), cs.eq(0), f.eq(0), f_nz.eq(0), group.eq(0),
+                         k_m1.eq(self.k - 1), k_m2.eq(self.k - 2), k_is1.eq(self.k == 1),
+                         f_lastF.eq(F == 1), f_lastK.eq(self.k == 1),
                          phase.eq(Mux(self.mode, AMAC, CONV))]
 
         # ---------------- issue stage ----------------------------------------------------------
-        m.d.sync += [v1.eq(0), ccap1.eq(0), fcap1.eq(0), acap1.eq(0)]
-        m.d.comb += [conv_r.addr.eq(cg * 9 + t), fc_r.addr.eq(kb * F + f), aw_r.addr.eq(f)]
+        sync += [v1.eq(0), ccap1.eq(0), fcap1.eq(0), acap1.eq(0)]
+        # The block RAMs (fc, Assistant weights) are read one cycle ahead, at the next step's
+        # address, and their data registered (fc_q, aw_q): the operand registers then see
+        # registers, not a block RAM's clock-to-out.  The fc address kb*F + f counts up by one
+        # per fc step (fc_a0, and fc_a1 = fc_a0 + 1), from 0 after CDRAIN; the Assistant's is
+        # f, or f's value after an AMAC step (0 after its last feature), 0 while idle.  A
+        # weight written at that address in that cycle (only possible in the cycle a job
+        # starts) is forwarded.
+        fc_a0, fc_a1 = Signal.like(fc_r.addr), Signal.like(fc_r.addr)
+        aw_a1 = Mux(f_lastK, 0, f + 1)
+        m.d.comb += [conv_r.addr.eq(cg * 9 + t),
+                     fc_r.addr.eq(Mux(phase == CDRAIN, 0, Mux(step_q, fc_a1, fc_a0))),
+                     aw_r.addr.eq(Mux(state == IDLE, 0, Mux(amac_q & self.feats.valid, aw_a1, f)))]
+        with m.If(step & (phase == CDRAIN)):
+            sync += [fc_a0.eq(0), fc_a1.eq(1)]
+        with m.Elif(step & (phase == FC)):
+            sync += [fc_a0.eq(fc_a1), fc_a1.eq(fc_a1 + 1)]
+        fc_q = Signal(data.ArrayLayout(op, L))
+        aw_q, aw_wd, aw_fwd = Signal(op), Signal(op), Signal()
+        m.d.sync += [fc_q.eq(fc_r.data), aw_q.eq(Mux(aw_fwd, aw_wd, aw_r.data)),
+                     aw_fwd.eq(aw_w.en & (aw_w.addr == aw_r.addr)), aw_wd.eq(aw_w.data)]
         col_ok = [Signal(name=f"col_ok{j}") for j in range(Cc)]
         for j in range(Cc):
             m.d.comb += col_ok[j].eq(pt * Cc + j < g.P2)
         row_ok = [cg * R + r < g.C for r in range(R)]
+        # The operand-issue registers (lane enables, b operands, labels, the operand selects)
+        # are loaded in every cycle of their phase, not only at a step: they are used only
+        # with v1, which only a step sets, so they stay off the step's fan-out.
+        fp = self.feats.payload
+        sync += [a_conv1.eq(phase == CONV), a_aw1.eq(phase == AMAC), b_fc1.eq(phase == FC),
+                 fsel1.eq(Mux(phase == FC, Cat(*[f == i for i in range(F)]), 0))]
+        with m.Switch(phase):
+            with m.Case(CONV):
+                sync += [en1[r * Cc + j].eq(row_ok[r] & col_ok[j]) for r in range(R) for j in range(Cc)]
+                # im2col: column j's operand for step cs of the channel group
+                with m.Switch(cs):
+                    for s in range(g.n_pt * 9):
+                        with m.Case(s):
+                            for j in range(Cc):
+                                src = g.tap_source(s // 9, s % 9, j)
+                                val = sbuf[src] if src is not None else 0
+                                sync += [b1[r * Cc + j].eq(val) for r in range(R)]
+            with m.Case(FC):
+                sync += [en1[l].eq(krem > l) for l in range(L)]
+            with m.Case(AMAC):
+                sync += [en1.eq(fp.en), b1.eq(fp.x), y1.eq(fp.y)]
         with m.If(step):
-            m.d.sync += ph1.eq(phase)
+            sync += ph1.eq(phase)
             with m.Switch(phase):
                 with m.Case(CONV):
-                    m.d.sync += [v1.eq(1), first1.eq(t == 0)]
-                    m.d.sync += [en1[r * Cc + j].eq(row_ok[r] & col_ok[j]) for r in range(R) for j in range(Cc)]
-                    # im2col: column j's operand for step cs of the channel group
-                    with m.Switch(cs):
-                        for s in range(g.n_pt * 9):
-                            with m.Case(s):
-                                for j in range(Cc):
-                                    src = g.tap_source(s // 9, s % 9, j)
-                                    val = sbuf[src] if src is not None else 0
-                                    m.d.sync += [b1[r * Cc + j].eq(val) for r in range(R)]
+                    sync += [v1.eq(1), first1.eq(t == 0)]
                     with m.If((t == 0) & ((cg != 0) | (pt != 0))):
-                        m.d.sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
+                        sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
                     with m.If(t == 8):
-                        m.d.sync += [t.eq(0), prev_cg.eq(cg), prev_pt.eq(pt)]
+                        sync += [t.eq(0), prev_cg.eq(cg), prev_pt.eq(pt)]
                         with m.If(pt == g.n_pt - 1):
-                            m.d.sync += pt.eq(0)
+                            sync += pt.eq(0)
                             with m.If(cg == g.n_cg - 1):
-                                m.d.sync += [phase.eq(CDRAIN), cg.eq(0), cs.eq(0), sbuf_full.eq(0),
+                                sync += [phase.eq(CDRAIN), cg.eq(0), cs.eq(0), sbuf_full.eq(0),
                                              cur_chan.eq(sbuf_chan), cur_last.eq(sbuf_last)]
                             with m.Else():
-                                m.d.sync += [cg.eq(cg + 1), cs.eq(0)]
+                                sync += [cg.eq(cg + 1), cs.eq(0)]
                         with m.Else():
-                            m.d.sync += [pt.eq(pt + 1), cs.eq(cs + 1)]
+                            sync += [pt.eq(pt + 1), cs.eq(cs + 1)]
                     with m.Else():
-                        m.d.sync += [t.eq(t + 1), cs.eq(cs + 1)]
+                        sync += [t.eq(t + 1), cs.eq(cs + 1)]
                 with m.Case(CDRAIN):
                     # the last conv tile's capture, then g.cdrain_wait more steps when the fc
                     # phase would otherwise read one of its features before it lands in h
-                    to_fc = [phase.eq(FC), f.eq(0), kb.eq(0), krem.eq(k_r), tile_first.eq(1)]
+                    to_fc = [phase.eq(FC), f.eq(0), f_nz.eq(0), f_lastF.eq(F == 1), kb.eq(0), krem.eq(k_r),
+                             krem_le.eq(k_r <= L), tile_first.eq(1)]
                     if g.cdrain_wait:
                         with m.If(cdw == 0):
-                            m.d.sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
+                            sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
                         with m.If(cdw == g.cdrain_wait):
-                            m.d.sync += to_fc + [cdw.eq(0)]
+                            sync += to_fc + [cdw.eq(0)]
                         with m.Else():
-                            m.d.sync += cdw.eq(cdw + 1)
+                            sync += cdw.eq(cdw + 1)
                     else:
-                        m.d.sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)] + to_fc
+                        sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)] + to_fc
                 with m.Case(FC):
-                    m.d.sync += [v1.eq(1), first1.eq(f == 0), f1.eq(f)]
-                    m.d.sync += [en1[l].eq(krem > l) for l in range(L)]
-                    with m.If((f == 0) & ~tile_first):
-                        m.d.sync += [fcap1.eq(1), fcap_kb1.eq(kb - 1), fcap_krem1.eq(krem + L),
+                    sync += [v1.eq(1), first1.eq(~f_nz)]
+                    with m.If(~f_nz & ~tile_first):
+                        sync += [fcap1.eq(1), fcap_kb1.eq(kb - 1), fcap_krem1.eq(krem + L),
                                      fcap_chan1.eq(cur_chan), fcap_last1.eq(0)]
-                    with m.If(f == F - 1):
-                        m.d.sync += [f.eq(0), tile_first.eq(0)]
-                        with m.If(krem <= L):
-                            m.d.sync += phase.eq(FDRAIN)
+                    with m.If(f_lastF):
+                        sync += [f.eq(0), f_nz.eq(0), f_lastF.eq(F == 1), tile_first.eq(0)]
+                        with m.If(krem_le):
+                            sync += phase.eq(FDRAIN)
                         with m.Else():
-                            m.d.sync += [kb.eq(kb + 1), krem.eq(krem - L)]
+                            sync += [kb.eq(kb + 1), krem.eq(krem - L), krem_le.eq(krem <= 2 * L)]
                     with m.Else():
-                        m.d.sync += f.eq(f + 1)
+                        sync += [f.eq(f + 1), f_nz.eq(1), f_lastF.eq(f == F - 2)]
                 with m.Case(FDRAIN):
-                    m.d.sync += [fcap1.eq(1), fcap_kb1.eq(kb), fcap_krem1.eq(krem),
+                    sync += [fcap1.eq(1), fcap_kb1.eq(kb), fcap_krem1.eq(krem),
                                  fcap_chan1.eq(cur_chan), fcap_last1.eq(cur_last)]
                     with m.If(cur_last):
-                        m.d.sync += state.eq(TAIL)
+                        sync += state.eq(TAIL)
                     with m.Else():
-                        m.d.sync += [phase.eq(CONV), t.eq(0), pt.eq(0), cg.eq(0), cs.eq(0)]
+                        sync += [phase.eq(CONV), t.eq(0), pt.eq(0), cg.eq(0), cs.eq(0)]
                 with m.Case(AMAC):
-                    fp = self.feats.payload
-                    m.d.sync += [v1.eq(1), first1.eq(f == 0), en1.eq(fp.en), b1.eq(fp.x), y1.eq(fp.y)]
-                    with m.If(f == 0):
-                        m.d.sync += a_en.eq(fp.en)
-                    with m.If(f == k_r - 1):
-                        m.d.sync += [f.eq(0), phase.eq(ADRAIN), grp_last.eq(fp.last)]
+                    sync += [v1.eq(1), first1.eq(~f_nz)]
+                    with m.If(~f_nz):
+                        sync += a_en.eq(fp.en)
+                    with m.If(f_lastK):
+                        sync += [f.eq(0), f_nz.eq(0), f_lastK.eq(k_is1), phase.eq(ADRAIN), grp_last.eq(fp.last)]
                     with m.Else():
-                        m.d.sync += f.eq(f + 1)
+                        sync += [f.eq(f + 1), f_nz.eq(1), f_lastK.eq(f == k_m2)]
                 with m.Case(ADRAIN):
-                    m.d.sync += [acap1.eq(1), acap_en1.eq(a_en), acap_last1.eq(grp_last),
+                    sync += [acap1.eq(1), acap_en1.eq(a_en), acap_last1.eq(grp_last),
                                  acap_group1.eq(group), group.eq(group + 1)]
                     with m.If(grp_last):
-                        m.d.sync += state.eq(TAIL)
+                        sync += state.eq(TAIL)
                     with m.Else():
-                        m.d.sync += phase.eq(AMAC)
+                        sync += phase.eq(AMAC)
 
         # ---------------- MAC pipeline ---------------------------------------------------------
         # stage 1 (the issue registers above, SRAM read data valid) -> operand registers
@@ -528,18 +675,19 @@ class PredictorArray(wiring.Component):
 
         D = MAC_STAGES
         hp = Array(Signal(op, name=f"h{i}") for i in range(F))
-        hval = hp[f1]
+        hval = Signal(PRED_OP_BITS)
+        m.d.comb += hval.eq(_or_all(Mux(fsel1[i], hp[i].as_unsigned(), 0) for i in range(F)))
         a_r = [Signal(op, name=f"a_r{r}") for r in range(R)]
         b_r = [Signal(op, name=f"b_r{l}") for l in range(L)]
-        m.d.sync += [a_r[r].eq(Mux(ph1 == CONV, conv_r.data[r], Mux(ph1 == FC, hval, aw_r.data)))
-                     for r in range(R)]
-        m.d.sync += [b_r[l].eq(Mux(ph1 == FC, fc_r.data[l], b1[l])) for l in range(L)]
+        sync += [a_r[r].eq(hval | Mux(a_conv1, conv_r.data[r].as_unsigned(), 0) | Mux(a_aw1, aw_q.as_unsigned(), 0))
+                 for r in range(R)]
+        sync += [b_r[l].eq(Mux(b_fc1, fc_q[l], b1[l])) for l in range(L)]
         ph2, = delay(ph1, 1, "ph")
         y2, = delay(y1, 1, "y")
         p_r = [Signal(signed(2 * PRED_OP_BITS), name=f"prod{l}") for l in range(L)]
         bias_r = [Signal(signed(ACC_BITS), name=f"bias{l}") for l in range(L)]
         for l in range(L):
-            m.d.sync += [p_r[l].eq(a_r[l // Cc] * b_r[l]),
+            sync += [p_r[l].eq(a_r[l // Cc] * b_r[l]),
                          bias_r[l].eq(Mux(ph2 == AMAC, ubias[y2[l]], 0))]
         vA = delay(v1, D, "v")[-1]
         firstA = delay(first1, D, "first")[-1]
@@ -548,9 +696,9 @@ class PredictorArray(wiring.Component):
         for l in range(L):
             with m.If(vA):
                 with m.If(firstA):
-                    m.d.sync += acc[l].eq(Mux(enA[l], p_r[l] + bias_r[l], 0))
+                    sync += acc[l].eq(Mux(enA[l], p_r[l] + bias_r[l], 0))
                 with m.Elif(enA[l]):
-                    m.d.sync += acc[l].eq(acc[l] + p_r[l])
+                    sync += acc[l].eq(acc[l] + p_r[l])
 
         # captures, aligned with the accumulator stage (A): the tile's sums are complete
         ccap_d = delay(ccap1, D + CAP_CONV, "ccap")
@@ -571,20 +719,23 @@ class PredictorArray(wiring.Component):
         alast = delay(acap_last1, D, "alast")[-1]
         agroup = delay(acap_group1, D, "agroup")[-1]
 
-        # requantize (conv: ReLU by shift1; fc: shift2), one shared unit with its first
-        # stage (shift, round bit) registered at A: the result is valid at A+1
-        m.submodules.rq = rq = Requantize(_rq_cfg(cfg, L), latency=1)
-        # the shift it needs at A, chosen one cycle earlier (a register, not a mux on the path)
+        # requantize (conv: ReLU by shift1; fc: shift2): numerics.requantize's rule (round half
+        # to even, int8 saturation), shared by the lanes, in two stages: A registers the shifted
+        # value and the round-up bit (shift_round_bit, by bit tests), A+1 saturates (range flags
+        # from the shifted value's high bits, an 8-bit rounding add) into rq_out
+        # the shift needed at A and its guard mask, chosen one cycle earlier (registers)
         rq_sh = Signal(SHIFT_BITS)
-        m.d.sync += rq_sh.eq(Mux(ccap_d[D - 2] if D >= 2 else ccap1, sh1, sh2))
-        m.d.comb += [rq.en.eq(1), rq.shift.eq(rq_sh), rq.relu.eq(ccap_d[D])]
-        m.d.comb += [rq.row[l].eq(acc[l]) for l in range(L)]
+        rq_below = Signal(ACC_BITS)
+        sh_at_a = Mux(ccap_d[D - 2] if D >= 2 else ccap1, sh1, sh2)
+        sync += [rq_sh.eq(sh_at_a), rq_below.eq(below_guard_mask(sh_at_a, ACC_BITS))]
+        rq_out = Signal(data.ArrayLayout(op, L))
+        m.d.comb += [rq_out[l].eq(v) for l, v in enumerate(requant_int8(m, acc, rq_sh, rq_below, ccap_d[D]))]
 
         # conv: A+1 registers the int8 results, A+2 the pool-window sum (running over the
         # tiles of a window), A+3 requantizes it by log2(pool^2) into the feature registers
         rqo = Signal(data.ArrayLayout(op, L))
         with m.If(ccap_d[D]):
-            m.d.sync += rqo.eq(rq.out)
+            sync += rqo.eq(rq_out)
         m.submodules.pq = pq = Requantize(_rq_cfg(cfg, R * g.wpt))
         m.d.comb += [pq.shift.eq(g.pshift), pq.relu.eq(0)]
         # window sums of pool^2 int8 values: PRED_OP_BITS + log2(pool^2) bits are exact
@@ -601,7 +752,7 @@ class PredictorArray(wiring.Component):
         for r in range(R):
             for u in range(g.wpt):
                 with m.If(ccap_d[D + 1]):
-                    m.d.sync += psum[r][u].eq(Mux(win_first, colsum[r][u], psum[r][u] + colsum[r][u]))
+                    sync += psum[r][u].eq(Mux(win_first, colsum[r][u], psum[r][u] + colsum[r][u]))
                 m.d.comb += pq.row[r * g.wpt + u].eq(psum[r][u])
         with m.If(ccap_d[D + 2]):
             with m.Switch(ccg_s * g.n_pt + cpt_d[D + 2]):
@@ -615,20 +766,20 @@ class PredictorArray(wiring.Component):
                                 for u in range(g.wpt):
                                     w = tpt * g.wpt + u if g.tpw == 1 else tpt // g.tpw
                                     if c < g.C and w < g.Q2:
-                                        m.d.sync += hp[c * g.Q2 + w].eq(pq.out[r * g.wpt + u])
+                                        sync += hp[c * g.Q2 + w].eq(pq.out[r * g.wpt + u])
 
         # fc capture -> output buffer (A+1)
         with m.If(fcap_d[D]):
-            m.d.sync += [ob.eq(rq.out), ob_kb.eq(fkb), ob_chan.eq(fchan), ob_last.eq(flast),
+            sync += [ob.eq(rq_out), ob_kb.eq(fkb), ob_chan.eq(fchan), ob_last.eq(flast),
                          ob_row.eq(0)]
-            m.d.sync += [ob_en[l].eq(fkrem > l) for l in range(L)]
+            sync += [ob_en[l].eq(fkrem > l) for l in range(L)]
             nrows = Mux(fkrem >= L, R, (fkrem + Cc - 1) >> (Cc.bit_length() - 1))
-            m.d.sync += ob_rows.eq(nrows)
+            sync += ob_rows.eq(nrows)
 
         # assistant capture -> logit register (at A)
         with m.If(acapA):
-            m.d.sync += [lo_valid.eq(1), lo_en.eq(aen), lo_last.eq(alast), lo_group.eq(agroup)]
-            m.d.sync += [lo_z[l].eq(Mux(aen[l], acc[l], 0)) for l in range(L)]
+            sync += [lo_valid.eq(1), lo_en.eq(aen), lo_last.eq(alast), lo_group.eq(agroup)]
+            sync += [lo_z[l].eq(Mux(aen[l], acc[l], 0)) for l in range(L)]
 
         # ---------------- output streams ----------------------------------------------------
         rp = self.rows.payload
@@ -651,41 +802,41 @@ class PredictorArray(wiring.Component):
         m.d.comb += [rp.data[j].eq(Mux(row_en[j], row_data[j], 0)) for j in range(Cc)]
         row_fire = self.rows.valid & self.rows.ready
         with m.If(row_fire):
-            m.d.sync += [ob_rows.eq(ob_rows - 1), ob_row.eq(ob_row + 1)]
+            sync += [ob_rows.eq(ob_rows - 1), ob_row.eq(ob_row + 1)]
 
         lp = self.logits.payload
         m.d.comb += [self.logits.valid.eq(lo_valid), lp.z.eq(lo_z), lp.en.eq(lo_en),
                      lp.group.eq(lo_group), lp.last.eq(lo_last)]
         lo_fire = self.logits.valid & self.logits.ready
         with m.If(lo_fire):
-            m.d.sync += lo_valid.eq(0)
+            sync += lo_valid.eq(0)
 
         with m.If(state == TAIL):
             with m.If((row_fire & rp.last) | (lo_fire & lp.last)):
-                m.d.sync += state.eq(IDLE)
+                sync += state.eq(IDLE)
 
         # ---------------- counters ----------------------------------------------------------
         cnt = self.counters
         out_wait = (self.rows.valid & ~self.rows.ready) | (self.logits.valid & ~self.logits.ready)
-        in_fire = s_fire | (self.feats.valid & self.feats.ready & (state == RUN))
+        in_fire = s_fire | feat_take
         lanes_on = sum((en1[l] for l in range(L)), Const(0, unsigned(_bits(L + 1) + 1)))
         # the MAC count's increment through a register (the count is complete long before
         # the job's last output beat: the last MACs are >= 1 + lat cycles before it)
         macs_inc = Signal.like(lanes_on)
-        m.d.sync += macs_inc.eq(Mux(v1, lanes_on, 0))
+        sync += macs_inc.eq(Mux(v1, lanes_on, 0))
         incr = {
             "busy_cycles": (state == RUN) | (state == TAIL),
-            "step_cycles": step,
-            "stall_cycles": ((state == RUN) & ~step) | ((state == TAIL) & out_wait),
+            "step_cycles": step_c,
+            "stall_cycles": ((state == RUN) & ~step_c) | ((state == TAIL) & out_wait),
             "macs": macs_inc,
             "in_beats": in_fire,
             "out_beats": row_fire | lo_fire,
             "errors": bad | (wfire & ~waddr_ok),
         }
         for name in COUNTERS:
-            m.d.sync += cnt[name].eq(cnt[name] + incr[name])
+            sync += cnt[name].eq(cnt[name] + incr[name])
         with m.If(wfire & ~waddr_ok & (err == ERR_NONE)):
-            m.d.sync += err.eq(ERR_WADDR)
+            sync += err.eq(ERR_WADDR)
         return m
 
 

@@ -6,10 +6,13 @@ from amaranth.sim import Simulator
 from predictor_hw.predictor_array import COUNTERS, Geometry, PredictorArray
 
 
-def run_pysim(cfg, jobs, weights, ready_prob=1.0, valid_prob=1.0, seed=0, max_cycles=200_000):
+def run_pysim(cfg, jobs, weights, ready_prob=1.0, valid_prob=1.0, seed=0, max_cycles=200_000,
+              last_weight_at_start=False):
     """Load ``weights`` beats, then run ``jobs`` one after another.  A job is a dict
-    (mode, k, shift1, shift2, beats); returns per job its outputs, counter deltas and error."""
-    dut = PredictorArray(cfg)
+    (mode, k, shift1, shift2, beats); returns per job its outputs, counter deltas and error.
+    ``last_weight_at_start``: the last weight beat is offered in the first job's first
+    cycle, beside its first input beat (it must be written in the cycle the job starts)."""
+    dut = PredictorArray(cfg, check_step=True)     # asserts the registered step every cycle
     rng = np.random.default_rng(seed)
     results = []
     wl = dut.weights.payload.shape()
@@ -21,13 +24,18 @@ def run_pysim(cfg, jobs, weights, ready_prob=1.0, valid_prob=1.0, seed=0, max_cy
 
     async def tb(ctx):
         cyc = 0
-        for w in weights:
+        ws = list(weights)
+        late = ws.pop() if last_weight_at_start else None
+        for w in ws:
             ctx.set(dut.weights.valid, 1)
             ctx.set(dut.weights.payload, wl.const(w))
             while not ctx.get(dut.weights.ready):
                 await ctx.tick()
             await ctx.tick()
         ctx.set(dut.weights.valid, 0)
+        if late is not None:
+            ctx.set(dut.weights.valid, 1)
+            ctx.set(dut.weights.payload, wl.const(late))
         for job in jobs:
             ctx.set(dut.mode, job["mode"])
             ctx.set(dut.k, job["k"])
@@ -49,9 +57,14 @@ def run_pysim(cfg, jobs, weights, ready_prob=1.0, valid_prob=1.0, seed=0, max_cy
                     ctx.set(inp.valid, 0)
                 ctx.set(out.ready, int(rng.random() < ready_prob))
                 in_fire = ctx.get(inp.valid) and ctx.get(inp.ready)
+                if late is not None:
+                    assert ctx.get(dut.weights.ready) and ctx.get(inp.valid), "the late weight beat was not taken"
                 if ctx.get(out.valid) and ctx.get(out.ready):
                     got.append(ctx.get(out.payload))
                 await ctx.tick()
+                if late is not None:
+                    ctx.set(dut.weights.valid, 0)
+                    late = None
                 cyc += 1
                 assert cyc < max_cycles, "watchdog: the array did not finish"
                 if in_fire:

@@ -171,3 +171,70 @@ def test_random_geometries(seed):
         cm = (predictor_array_cycles(cfg, len(job["beats"]), job["k"]) if job["mode"] == 0
               else assistant_cycles(cfg, n, kf))
         assert r["counters"] == dict(cm, errors=0), (cfg, job["k"])
+
+
+def test_requant_int8_equals_numerics():
+    """The array's two-stage requantizer (requant_int8: registered shift/round bit, then range
+    flags and an 8-bit rounding add) against numerics.requantize for every shift 0..31, with
+    and without ReLU, on values at and around the saturation bounds and random int32s."""
+    from amaranth import Module, Signal, signed
+    from amaranth.sim import Simulator
+    from model_sw import numerics
+    from predictor_hw.predictor_array import requant_int8
+    from rtl.epilogue import below_guard_mask
+
+    lanes = 8
+    m = Module()
+    xs = [Signal(signed(32), name=f"x{i}") for i in range(lanes)]
+    sh_in, relu = Signal(6), Signal()
+    sh, below = Signal(6), Signal(32)
+    m.d.sync += [sh.eq(sh_in), below.eq(below_guard_mask(sh_in, 32))]
+    outs = [Signal(signed(8), name=f"o{i}") for i in range(lanes)]
+    m.d.comb += [o.eq(v) for o, v in zip(outs, requant_int8(m, xs, sh, below, relu))]
+    rng = np.random.default_rng(5)
+    cases = []
+    for s in range(32):
+        edge = [v * (1 << s) + d for v in (-129, -128, -127, -1, 0, 1, 126, 127, 128)
+                for d in (-(1 << s >> 1) - 1, -(1 << s >> 1), 0, (1 << s >> 1), (1 << s >> 1) + 1)]
+        vals = np.clip(np.array(edge + list(rng.integers(-2**31, 2**31, 24))), -2**31, 2**31 - 1)
+        for i in range(0, len(vals), lanes):
+            chunk = list(vals[i:i + lanes]) + [0] * (lanes - len(vals[i:i + lanes]))
+            cases += [(s, r, chunk) for r in (0, 1)]
+    bad = []
+
+    async def bench(ctx):
+        for s, r, chunk in cases:
+            ctx.set(sh_in, s)
+            await ctx.tick()                       # shift and its mask registered
+            for x, v in zip(xs, chunk):
+                ctx.set(x, int(v))
+            await ctx.tick()                       # stage 1 registered
+            ctx.set(relu, r)
+            want, _ = numerics.requantize(np.array(chunk, dtype=np.int64), s, 8, relu=bool(r))
+            got = [ctx.get(o) for o in outs]
+            if got != [int(w) for w in want]:
+                bad.append((s, r, chunk, got, list(want)))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(cases) > 500 and not bad, bad[:3]
+
+
+def test_weight_written_as_the_job_starts_is_used():
+    """The Assistant weights are read one cycle ahead (registered block-RAM data): a weight
+    beat written in the very cycle a job starts (to the first feature's address) must still
+    reach that job (the array forwards it)."""
+    cfg = CFG
+    rng = np.random.default_rng(9)
+    w = rng.integers(-128, 128, 5)
+    u = rng.integers(-(1 << 20), 1 << 20, 10)
+    x = rng.integers(-128, 128, (3, 5))
+    y = rng.integers(0, 10, 3)
+    w_new = w.copy()
+    w_new[0] = -w[0] - 1 if w[0] >= 0 else w[0] + 77
+    beats = pack_assistant_weights(cfg, w, u) + [dict(target=2, addr=0, data=int(w_new[0]) & 0xFF)]
+    res = run_pysim(cfg, [dict(mode=1, k=5, beats=feature_beats(cfg, x, y))], beats, last_weight_at_start=True)
+    assert golden_logits(cfg, x, w_new, u, y) != golden_logits(cfg, x, w, u, y)
+    assert res[0]["out"] == golden_logits(cfg, x, w_new, u, y)
