@@ -28,7 +28,8 @@ from amaranth.lib.wiring import In, Out
 from . import isa
 from .config import AcceleratorConfig
 from .epilogue import Requantize
-from .gather import OperandGather, mem_rd_signature, mem_req_layout, panel_info_layout, skid_issue
+from .gather import (OperandGather, mem_rd_signature, mem_req_layout, occupancy_room, panel_info_layout,
+                     skid_issue)
 from .systolic import SystolicArray
 
 COUNTER_BITS = 48
@@ -492,8 +493,7 @@ class Engine(wiring.Component):
         dr_tj_last = Signal()           # dr_tj + 1 == n_n, registered with dr_tj (for Fmax)
         # the info ring has room: pi_used = gb.panels - dr_tj (ocompact), kept as a
         # register (for Fmax: no subtractor between the counters and gather B's hand-over)
-        pi_used = Signal(range(pi_depth + 2))
-        pi_room = Signal(init=1)        # pi_used < pi_depth, a register (by cases, for Fmax)
+        pi_room = Signal()              # pi_used < pi_depth, a register (occupancy_room)
         m.d.comb += gb.pi_room.eq(pi_room)
         dr_tile_done = Signal()         # the drain moves to the next tile (dr_tj + 1)
         rows_drained = Signal(2 * dw + 1)
@@ -582,11 +582,8 @@ class Engine(wiring.Component):
                     m.d.sync += [dr_i.eq(dr_i + 1), dr_i_last.eq(dr_i == R - 2), dr_wrap.eq((dr_i == R - 2) & dr_tj_last & ~oc_w),
                                  d_i_off.eq(d_i_off + cur.d_si),
                                  m_i_off.eq(m_i_off + cur.mask_si)]
-        with m.If(start):
-            m.d.sync += [pi_used.eq(0), pi_room.eq(1)]
-        with m.Elif(gb.pi_we != dr_tile_done):
-            m.d.sync += [pi_used.eq(Mux(gb.pi_we, pi_used + 1, pi_used - 1)),
-                         pi_room.eq(dr_tile_done | (pi_used < pi_depth - 1))]
+        m.d.comb += pi_room.eq(occupancy_room(m, start=start, inc=gb.pi_we, dec=dr_tile_done,
+                                              limit=pi_depth, name="pi_used"))
         m.d.comb += [acc_r.addr.eq(cur.acc_addr + rows_drained),
                      acc_r.en.eq(en & arow & cur.accumulate)]
 
@@ -671,8 +668,7 @@ class Engine(wiring.Component):
         m_sk_v = Signal()
         # requests issued, rows not yet popped (requests accepted and not popped + rdm.req.valid + m_sk_v) and
         # "fewer than the queue's depth" as a register (for Fmax, like the gathers')
-        m_outst = Signal(range(mqd + 2))
-        m_room = Signal(init=1)
+        m_room = Signal()
         mr_last = Signal()              # mr_rows + 1 == mr_total, a register
         mr_i_last = Signal()            # mr_i == R - 1, a register
         can_m = mr_run & ~m_sk_v & m_room
@@ -708,11 +704,8 @@ class Engine(wiring.Component):
                 m.d.sync += [mr_i.eq(mr_i + 1), mr_i_last.eq(mr_i == R - 2), mr_row.eq(mr_row + 1),
                              mr_i_off.eq(mr_i_off + cur.om_si)]
         m_issued = can_m & ~start
-        with m.If(start):
-            m.d.sync += [m_outst.eq(0), m_room.eq(1)]
-        with m.Elif(m_issued != mq.r_en):
-            m.d.sync += [m_outst.eq(Mux(m_issued, m_outst + 1, m_outst - 1)),
-                         m_room.eq(mq.r_en | (m_outst < mqd - 1))]
+        m.d.comb += m_room.eq(occupancy_room(m, start=start, inc=m_issued, dec=mq.r_en,
+                                             limit=mqd, name="m_outst"))
         m.d.comb += [rdm.resp.ready.eq(1), mq.w_en.eq(rdm.resp.valid),
                      mq.w_data.eq(Cat(*[rdm.resp.payload[j][0] for j in range(C)],
                                       Cat(*[rdm.resp.payload[j][0] for j in range(C)]).any()))]

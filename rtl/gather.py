@@ -79,6 +79,21 @@ def skid_issue(m: Module, *, start, valid, ready, issue, skid_full, regs: list, 
         m.d.sync += [*(k.eq(v) for k, v in zip(skid, values)), skid_full.eq(1), skid_empty.eq(0)]
 
 
+def occupancy_room(m: Module, *, start, inc, dec, limit: int, name: str):
+    """A count moved by ``inc`` and ``dec`` (1 each per cycle at most), cleared by
+    ``start``, and the flag "count < limit" kept as a register beside it, its next value
+    chosen by the cases of (inc, dec) (for Fmax: no adder or comparator between the count
+    and the decision that reads the flag).  Returns the flag."""
+    count = Signal(range(limit + 2), name=f"{name}_count")
+    room = Signal(init=1, name=f"{name}_room")
+    with m.If(start):
+        m.d.sync += [count.eq(0), room.eq(1)]
+    with m.Elif(inc != dec):
+        m.d.sync += [count.eq(Mux(inc, count + 1, count - 1)),
+                     room.eq(dec | (count < limit - 1))]
+    return room
+
+
 def mem_req_layout(cfg: AcceleratorConfig, lanes: int) -> data.StructLayout:
     return data.StructLayout({
         "addr": data.ArrayLayout(unsigned(cfg.mem_addr_bits), lanes),
@@ -192,8 +207,7 @@ class OperandGather(wiring.Component):
         # requests issued whose responses have not come back (= fifo.level + req.valid +
         # sk_v) and "fewer than max_out" as a register (for Fmax: no adder or comparator
         # in front of the issue decision); its next value by cases of (issue, response)
-        outst = Signal(range(max_out + 2))
-        room = Signal(init=1)
+        room = Signal()
         can_issue = r_active & ~sk_v & room
         if self.lane_compactable:     # ring mode: never overwrite words still to be used
             # gap = limit - words requested, kept as a register, and gap > 0 as a
@@ -313,11 +327,8 @@ class OperandGather(wiring.Component):
         with m.Elif(can_issue):
             m.d.comb += kctr.step.eq(1)
         issued, back = can_issue & ~self.start, self.mem.resp.valid
-        with m.If(self.start):
-            m.d.sync += [outst.eq(0), room.eq(1)]
-        with m.Elif(issued != back):
-            m.d.sync += [outst.eq(Mux(issued, outst + 1, outst - 1)),
-                         room.eq(back | (outst < max_out - 1))]
+        m.d.comb += room.eq(occupancy_room(m, start=self.start, inc=issued, dec=back,
+                                           limit=max_out, name="outst"))
         skid_issue(m, start=self.start, valid=req.valid, ready=req.ready, issue=can_issue,
                    skid_full=sk_v, regs=[raw_r, want_r], values=[raw, want_v])
         with m.If(req.valid & Cat(*bad).any() & ~self.start):
