@@ -101,7 +101,7 @@ class Netlist:
         return len(self.sinks.get(b, ()))
 
 
-def _arcs(ctype: str, c: dict):
+def _arcs(ctype: str):
     """(input port prefix set, output port, delay) of a combinational cell, or None for a
     sequential start point; ``"*"`` = every input."""
     if ctype == "LUT4" or ctype in ("PFUMX", "L6MUX21"):
@@ -120,9 +120,8 @@ def _port_base(port: str) -> str:
 
 
 def arrivals(nl: Netlist):
-    """Latest arrival (ns) at every bit and the bit it came from (longest-path DAG walk)."""
-    arr: dict[int, float] = {}
-    prev: dict[int, int | None] = {}
+    """A function: bit -> (latest arrival in ns at its driver's output, the input bit that
+    arrival came from), memoised (a longest-path walk of the combinational DAG)."""
     starts = []
     for b, (cname, port) in nl.driver.items():
         t = nl.cells[cname]["type"]
@@ -130,7 +129,7 @@ def arrivals(nl: Netlist):
             starts.append((b, CLK_TO_Q))
         elif t == "DP16KD":
             starts.append((b, BRAM_OUT))
-        elif t == "MULT18X18D" or t == "TRELLIS_DPR16X4" or _arcs(t, nl.cells[cname]) is not None:
+        elif _arcs(t) is not None:              # combinational (the DSP, the LUT-RAM read)
             continue
         else:                                       # unknown cell: treat as a start point
             starts.append((b, CLK_TO_Q))
@@ -142,11 +141,6 @@ def arrivals(nl: Netlist):
         memo_out[b] = (t0, None)
 
     sys.setrecursionlimit(100000)
-
-    def at_sink(b: int) -> tuple[float, int | None]:
-        """Arrival at the sinks of bit b (driver arrival + routing)."""
-        t, _ = out_arrival(b)
-        return t + net_delay(nl.fanout(b)), b
 
     visiting = set()
 
@@ -162,7 +156,7 @@ def arrivals(nl: Netlist):
         cname, port = nl.driver[b]
         c = nl.cells[cname]
         best = (0.0, None)
-        for inp_pref, outp, d in _arcs(c["type"], c) or []:
+        for inp_pref, outp, d in _arcs(c["type"]) or []:
             for p, bits in c["connections"].items():
                 if c["port_directions"].get(p) != "input":
                     continue
@@ -232,14 +226,23 @@ def _short_src(src: str) -> str:
 
 
 def report(unit: str, preset_name: str, out: str | None = None, top: int = 30,
-           period: float = 10.0, resynth: bool = False) -> str:
+           period: float = 10.0, resynth: bool = False, netlist: str | None = None) -> str:
     if preset_name not in PRESETS:
         raise SynthError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
-    out = out or os.path.join("build", "paths", f"{unit}-{preset_name}")
-    path = os.path.join(out, f"{unit}.json")
-    if resynth or not os.path.exists(path):
-        path = synthesize(unit, preset_name, out)
-    mod = json.load(open(path))["modules"][unit]
+    if netlist is not None:
+        if not os.path.exists(netlist):
+            raise SynthError(f"--netlist {netlist!r}: no such file")
+        path = netlist
+    else:
+        out = out or os.path.join("build", "paths", f"{unit}-{preset_name}")
+        path = os.path.join(out, f"{unit}.json")
+        if resynth or not os.path.exists(path):
+            path = synthesize(unit, preset_name, out)
+    with open(path) as f:
+        mods = json.load(f)["modules"]
+    if unit not in mods:
+        raise SynthError(f"{path}: no module {unit!r} (has {', '.join(sorted(mods))})")
+    mod = mods[unit]
     nl = Netlist(mod)
     oa = arrivals(nl)
     eps = endpoints(nl, oa)
@@ -280,11 +283,7 @@ def main(argv=None):
     ap.add_argument("--resynth", action="store_true", help="synthesize even if the netlist exists")
     args = ap.parse_args(argv)
     try:
-        if args.netlist:
-            out = os.path.dirname(args.netlist)
-            print(report(args.unit, args.preset, out, args.top, args.period))
-        else:
-            print(report(args.unit, args.preset, args.out, args.top, args.period, args.resynth))
+        print(report(args.unit, args.preset, args.out, args.top, args.period, args.resynth, args.netlist))
     except SynthError as e:
         print(f"rtl.paths: {e}", file=sys.stderr)
         return 2

@@ -67,3 +67,12 @@ def test_fanout_makes_a_net_slower_and_a_clock_enable_is_an_endpoint():
 def test_unknown_preset_is_a_clear_error(tmp_path):
     with pytest.raises(SynthError, match="unknown preset 'nope'"):
         paths.report("engine", "nope", out=str(tmp_path))
+
+
+def test_a_missing_netlist_or_unit_is_a_clear_error(tmp_path):
+    with pytest.raises(SynthError, match="no such file"):
+        paths.report("engine", "small", netlist=str(tmp_path / "nope.json"))
+    p = tmp_path / "n.json"
+    p.write_text('{"modules": {"other": {}}}')
+    with pytest.raises(SynthError, match="no module 'engine'"):
+        paths.report("engine", "small", netlist=str(p))
