@@ -120,6 +120,10 @@ class RtlSim:
         cached = stamp.exists()
         src = self.build_dir / "engine.v"
         if not cached:
+            # An interrupted build leaves half-written objects and precompiled headers that make
+            # refuses to rebuild ("PCH files were found, but they were invalid"): start clean.
+            shutil.rmtree(self.build_dir)
+            self.build_dir.mkdir(parents=True)
             src.write_text(verilog)
         t0 = time.perf_counter()
         args = []

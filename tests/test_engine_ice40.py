@@ -112,3 +112,24 @@ def test_conv_descriptor_fields_are_refused_by_the_encoder():
         desc = dict(driver.matrix_desc(0, 4, 1), **over)
         with pytest.raises(isa.ModeError, match=rf"conv=False.*{field.replace('[', '.').replace(']', '.')}"):
             isa.encode(CFG, raw_gemm(CFG, a=desc))
+
+
+def test_an_interrupted_build_is_rebuilt_from_scratch(tmp_path):
+    """A build cut off part-way (no `built.ok`) leaves broken precompiled headers behind;
+    the next session must start that build clean instead of failing in make."""
+    from cosim.rtlsim import RtlSim
+    with RtlSim(CFG, "verilator", build_root=tmp_path) as s:
+        build_dir = s.build_dir
+    (build_dir / "built.ok").unlink()
+    # what a compile cut off while writing leaves: truncated objects (and, for larger models,
+    # truncated precompiled headers), newer than their sources so make would keep them
+    partial = sorted(build_dir.glob("*.o")) + sorted(build_dir.glob("*.gch"))
+    assert partial
+    for f in partial:
+        f.write_bytes(b"truncated")
+    rng = np.random.default_rng(8)
+    with RtlSim(CFG, "verilator", build_root=tmp_path) as s:
+        assert s.build_dir == build_dir and s.build_s > 0
+        img, prog, want = gemm_case(CFG, rng, 3, 4, 5, out_raw=True)
+        run_checked(s, CFG, img, prog)
+        assert (img.get("d") == want).all()
