@@ -70,8 +70,9 @@ FIFO_LAT = 2        # SyncFIFOBuffered: a row pushed at X is at the write port a
 DRAIN_STAGES = 5    # s1, s1x, s1b, s1c, s2: a row leaving the array at X is pushed at X + 5
 ALL_ROWS_STAGES = 3  # s1, s1x, s1b: every row (s1b writes the accumulator SRAM); only
                      # stored rows inside M go on to s1c and s2
-WORD_STAGES = 4     # a gathered word is visible LAT + 4 cycles after its panel's hand-over (request
-                    # register, LAT, the response register of rtl/gather.py, the scratchpad write)
+WORD_STAGES = 5     # a gathered word is visible LAT + 5 cycles after its panel's hand-over (stage A:
+                    # geometry test and first address add, the request register, LAT, the response
+                    # register of rtl/gather.py, the scratchpad write)
 ARRAY_IN_STAGES = 3  # scratchpad B read one cycle after the step (its address registered), the
                      # read data registered before the array, the PE's product register
 COMPACT_LAG = 1     # compact_a: an entry counts as final one cycle after its side-memory write (the

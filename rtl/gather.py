@@ -10,7 +10,8 @@ Two parts run concurrently:
   vectors of the *next* panel into a staging buffer (L cycles per panel);
 * the requester owns the current panel's lane vectors, steps the k counter and
   issues one request per cycle: lane address = base + cb + (sp >> dil) of
-  lane vector + k vector, lanes outside the operand or in padding disabled.
+  lane vector + k vector, lanes outside the operand or in padding disabled (the
+  geometry test and the first add in a register stage before the request register).
 Responses come back in order; disabled lanes are written as zero.  The
 ``words_loaded`` count lets the sequencer take a step as soon as its word is in.
 
@@ -52,31 +53,54 @@ def max_outstanding(cfg: AcceleratorConfig) -> int:
     return cfg.dram_latency + 4
 
 
-def skid_issue(m: Module, *, start, valid, ready, issue, skid_full, regs: list, values: list):
+def skid_issue(m: Module, *, start, valid, ready, issue, skid_full, regs: list, values: list,
+               depth: int = 1):
     """A request register (``regs``, ``valid``) loaded from ``values`` when ``issue``,
-    with a one-entry skid register behind it: an issue while the request register is
-    held (valid, not ready) goes into the skid register (``skid_full``), which moves
-    into the request register when it frees.  The caller issues only while
-    ``skid_full`` is 0, so its issue decision never sees ``ready`` (for Fmax: that
-    decision drives many enables); with an always-ready memory the skid register
-    stays empty and the timing is that of a plain request register.  ``start``
-    empties both."""
-    skid = [Signal.like(r) for r in regs]
-    # skid_full's copy that selects the skid register's data (stored inverted so that it
-    # stays a separate flip-flop: for Fmax, the issue decision's copy has a small fan-out)
+    with a skid queue of ``depth`` entries behind it: an issue while the request register
+    is held (valid, not ready) goes into the skid queue (``skid_full``: it holds at least
+    one entry), whose head moves into the request register when it frees.  The caller
+    decides to issue only while ``skid_full`` is 0 (for Fmax: that decision drives many
+    enables and must not see ``ready``); ``depth`` is the number of issues that can
+    already be on their way when it decides (1 when ``issue`` is the decision itself, 2
+    with one register stage between the decision and ``issue``).  With an always-ready
+    memory the queue stays empty and the timing is that of a plain request register.
+    ``start`` empties everything."""
+    skid = [[Signal.like(r, name=f"skid{i}_{j}") for j, r in enumerate(regs)] for i in range(depth)]
+    # filled[i]: entry i holds a request (a thermometer code; filled[0] is skid_full).
+    # skid_empty is filled[0]'s copy that selects the queue's head data, stored inverted so
+    # that it stays a separate flip-flop (for Fmax: the issue decision's copy has a small fan-out)
+    filled = [skid_full] + [Signal(name=f"skid{i}_full") for i in range(1, depth)]
     skid_empty = Signal(init=1)
+
+    def put(slot):            # the new request into the first free entry
+        m.d.sync += [*(k.eq(v) for k, v in zip(skid[slot], values)), filled[slot].eq(1)]
+        if slot == 0:
+            m.d.sync += skid_empty.eq(0)
+
+    def put_first_free(free_from):    # free_from(i): entry i is the first free one
+        for i in range(depth):
+            with m.If(issue & free_from(i)):
+                put(i)
+
     with m.If(start):
-        m.d.sync += [valid.eq(0), skid_full.eq(0), skid_empty.eq(1)]
+        m.d.sync += [valid.eq(0), skid_empty.eq(1), *(f.eq(0) for f in filled)]
     with m.Elif(~valid | ready):                      # the request register moves
-        m.d.sync += skid_empty.eq(1)
-        with m.If(~skid_empty):
-            m.d.sync += [*(r.eq(k) for r, k in zip(regs, skid)), valid.eq(1), skid_full.eq(0)]
+        with m.If(~skid_empty):                       # the queue's head into it, the queue shifts
+            m.d.sync += [*(r.eq(k) for r, k in zip(regs, skid[0])), valid.eq(1)]
+            for i in range(depth):
+                nxt = filled[i + 1] if i + 1 < depth else 0
+                m.d.sync += filled[i].eq(nxt)
+                if i + 1 < depth:
+                    m.d.sync += [k.eq(k1) for k, k1 in zip(skid[i], skid[i + 1])]
+            m.d.sync += skid_empty.eq(~filled[1] if depth > 1 else 1)
+            # after the shift, the first free entry is the one after the last still filled
+            put_first_free(lambda i: filled[i] & (~filled[i + 1] if i + 1 < depth else 1))
         with m.Elif(issue):
             m.d.sync += [*(r.eq(v) for r, v in zip(regs, values)), valid.eq(1)]
         with m.Else():
             m.d.sync += valid.eq(0)
-    with m.Elif(issue):                               # held: into the skid register
-        m.d.sync += [*(k.eq(v) for k, v in zip(skid, values)), skid_full.eq(1), skid_empty.eq(0)]
+    with m.Else():                                    # held: into the queue
+        put_first_free(lambda i: ~filled[i] & (filled[i - 1] if i else 1))
 
 
 def occupancy_room(m: Module, *, start, inc, dec, limit: int, name: str):
@@ -199,14 +223,14 @@ class OperandGather(wiring.Component):
         fifo = m.submodules.en_fifo = SyncFIFO(width=L, depth=max_out)
         req_fire = req.valid & req.ready
         # A request issued while the request register is held (not ready) waits in a
-        # one-entry skid register, and issuing needs an empty skid register: for Fmax
+        # skid queue, and issuing needs an empty skid queue: for Fmax
         # the issue decision (which steps the k counter, loads the request and may hand
         # over the panel: hundreds of enables) does not see the memory's `ready`.  With
-        # a memory that is always ready the skid register stays empty (same timing).
+        # a memory that is always ready the skid queue stays empty (same timing).
         sk_v = Signal()
-        # requests issued whose responses have not come back (= fifo.level + req.valid +
-        # sk_v) and "fewer than max_out" as a register (for Fmax: no adder or comparator
-        # in front of the issue decision); its next value by cases of (issue, response)
+        # requests issued whose responses have not come back (in stage A, the request
+        # register, the skid queue or the memory) and "fewer than max_out" as a register
+        # (for Fmax: no adder or comparator in front of the issue decision)
         room = Signal()
         can_issue = r_active & ~sk_v & room
         if self.lane_compactable:     # ring mode: never overwrite words still to be used
@@ -293,6 +317,14 @@ class OperandGather(wiring.Component):
         # wanted (real, inside the geometry); the range check, the lane enables and
         # the zeroed addresses of disabled lanes follow the register (for Fmax).
         dil = desc.dil
+        # Stage A (a register stage between the issue decision and the request register, for
+        # Fmax: one cycle of word latency, cyclemodel.WORD_STAGES): the "inside the map" test
+        # (carry-chain compares of the k counter with the lane's bounds) and the address's
+        # first add are registered; the request register then takes the second add.
+        a_v = Signal()
+        a_want = Signal(L)
+        a_cb = Signal(data.ArrayLayout(signed(cfg.mem_addr_bits + 4), L))    # base + cb + k.cb
+        a_sp = Signal(data.ArrayLayout(signed(cfg.mem_addr_bits + 3), L))    # (sp + k.sp) >> dil
         raw = Signal(data.ArrayLayout(signed(cfg.mem_addr_bits + 4), L))
         want_v = Signal(L)
         raw_r = Signal.like(raw)
@@ -303,7 +335,6 @@ class OperandGather(wiring.Component):
             sp = Signal(signed(cfg.mem_addr_bits + 3), name=f"sp{l}")
             m.d.comb += sp.eq(v["sp"])
             sp_sh = Mux(dil == 0, sp, Mux(dil == 1, sp >> 1, Mux(dil == 2, sp >> 2, sp >> 3)))
-            m.d.comb += raw[l].eq(r_buf[l].cbb + kctr.value.cb + sp_sh)
             # y = v.y + k.y inside [0, h_lim) <=> k.y inside [-v.y, h_lim - v.y) (and x);
             # the dilation's low-bit test needs only the sum's low 3 bits
             ky, kx, e = kctr.value.y, kctr.value.x, r_buf[l]
@@ -313,11 +344,15 @@ class OperandGather(wiring.Component):
             geo_ok = ((ky >= e.ylo) & (ky < e.yhi) & (kx >= e.xlo) & (kx < e.xhi)
                       & ((y3 & low) == 0) & ((x3 & low) == 0))
             m.d.comb += want_v[l].eq(r_buf[l].ok & (~desc.geo | geo_ok))
+            # loaded every cycle: used only with a_v
+            m.d.sync += [a_want[l].eq(want_v[l]), a_cb[l].eq(r_buf[l].cbb + kctr.value.cb), a_sp[l].eq(sp_sh)]
+            m.d.comb += raw[l].eq(a_cb[l] + a_sp[l])
             addr = raw_r[l]
             in_range = ~addr.as_unsigned()[cfg.mem_addr_bits:].any()      # 0 <= addr < mem_words
             m.d.comb += [req.payload.addr[l].eq(Mux(want_r[l] & in_range, addr, 0)),
                          req.payload.en[l].eq(want_r[l] & in_range)]
             bad.append(want_r[l] & ~in_range)
+        m.d.sync += a_v.eq(can_issue & ~self.start)
 
         # The k counter rewinds at its panel's last issue (and at start), so it is at its
         # start whenever a panel is handed over (for Fmax: its ~250 enables follow the
@@ -329,8 +364,10 @@ class OperandGather(wiring.Component):
         issued, back = can_issue & ~self.start, self.mem.resp.valid
         m.d.comb += room.eq(occupancy_room(m, start=self.start, inc=issued, dec=back,
                                            limit=max_out, name="outst"))
-        skid_issue(m, start=self.start, valid=req.valid, ready=req.ready, issue=can_issue,
-                   skid_full=sk_v, regs=[raw_r, want_r], values=[raw, want_v])
+        # two skid entries: a request may already be in stage A when the issue decision sees
+        # the queue empty
+        skid_issue(m, start=self.start, valid=req.valid, ready=req.ready, issue=a_v,
+                   skid_full=sk_v, regs=[raw_r, want_r], values=[raw, a_want], depth=2)
         with m.If(req.valid & Cat(*bad).any() & ~self.start):
             m.d.sync += self.addr_error.eq(1)
 
@@ -405,5 +442,5 @@ class OperandGather(wiring.Component):
             with m.Elif(write):
                 m.d.sync += fin_ptr.eq(wr_ptr)
 
-        m.d.comb += self.busy.eq(~w_done | w_full | r_active | req.valid | sk_v | (fifo.level != 0) | rsp_v)
+        m.d.comb += self.busy.eq(~w_done | w_full | r_active | a_v | req.valid | sk_v | (fifo.level != 0) | rsp_v)
         return m
