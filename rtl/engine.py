@@ -63,7 +63,7 @@ def counter_names(cfg: AcceleratorConfig | None = None) -> tuple:
 
 OUT_FIFO_ROWS = 4
 # Copies of the registered stall decision (see the engine's drain section): the array's
-# rows take EN_COPIES - 2 of them round robin, the drain one, the sequencer one.  Yosys
+# rows and its feed take EN_COPIES - 2 of them round robin, the drain one, the sequencer one.  Yosys
 # merges flip-flops with the same input, so the copies differ in stored polarity,
 # initial value and reset (8 distinct kinds).
 EN_COPIES = 8
@@ -397,14 +397,18 @@ class Engine(wiring.Component):
         a_q = Signal.like(spa_r.data)
         a_q2 = Signal.like(spa_r.data)
         b_q = Signal.like(spb_r.data)
+        en_copy = [Signal(name=f"en_c{r}") for r in range(EN_COPIES)]
+        n_arr = EN_COPIES - 2
+        # the array feed's registers (scratchpad reads, their data registers, the step
+        # markers: ~200 flip-flops) take the next row copy in the round robin (for Fmax:
+        # the sequencer's copy, in front of `step`, keeps a small fan-out)
+        en_feed = en_copy[R % n_arr]
         m.d.comb += [spa_r.addr.eq(h_a), spb_r.addr.eq(b_addr),
-                     spa_r.en.eq(en), spb_r.en.eq(en)]
-        with m.If(en):
+                     spa_r.en.eq(en_feed), spb_r.en.eq(en_feed)]
+        with m.If(en_feed):
             m.d.sync += [b_addr.eq(Mux(cmp, b_base + head_k, h_b)),
                          v1.eq(step), f1.eq((step & ~mid_tile) | flush), v2.eq(v1), f2.eq(f1),
                          v3.eq(v2), f3.eq(f2), a_q.eq(spa_r.data), a_q2.eq(a_q), b_q.eq(spb_r.data)]
-        en_copy = [Signal(name=f"en_c{r}") for r in range(EN_COPIES)]
-        n_arr = EN_COPIES - 2
         m.d.comb += [arr.en.eq(1), arr.en_row.eq(Cat(*[en_copy[i % n_arr] for i in range(R)]))]
         en_dr = en_copy[n_arr]            # the drain's copy
         m.d.comb += en.eq(en_copy[n_arr + 1])
@@ -749,6 +753,13 @@ class Engine(wiring.Component):
                   | (cur.m > min(R, C)) | (~ring_ok & (n_n > pi_depth))),
         ]
         pre_chk = Signal(len(early_checks))
+        # the strides' signs for PRODUCTS' bounds, registered from cur every cycle (for Fmax:
+        # a wide compare with 0 is not in front of the bounds' selects and adders); cur is
+        # held from DECODE on, so they are final in PRODUCTS, which follows DECODE or MUL
+        stride_sign = {kind: {f: Signal(name=f"{f}_{kind}") for f in ("d_si", "d_sj", "mask_si", "om_si", "om_sj")}
+                       for kind in ("neg", "pos")}
+        for f in stride_sign["neg"]:
+            m.d.sync += [stride_sign["neg"][f].eq(cur[f] < 0), stride_sign["pos"][f].eq(cur[f] > 0)]
         # the per-lane offsets follow cur without an enable (for Fmax: no 1200-register
         # clock enable); cur is held from DECODE on, so they are final from the cycle after
         for j in range(C):
@@ -790,14 +801,15 @@ class Engine(wiring.Component):
                 with m.If(((q_mm1 | q_nm1 | q_nm | q_nn) >> 1) == 0):
                     m.next = "PRODUCTS"
             with m.State("PRODUCTS"):
+                neg, pos = stride_sign["neg"], stride_sign["pos"]
                 m.d.sync += [
-                    d_lo.eq(cur.d_addr + Mux(cur.d_si < 0, pr_dsi, 0) + Mux(cur.d_sj < 0, pr_dsj, 0)),
-                    d_hi.eq(cur.d_addr + Mux(cur.d_si > 0, pr_dsi, 0) + Mux(cur.d_sj > 0, pr_dsj, 0)),
-                    k_lo.eq(cur.mask_addr + Mux(cur.mask_si < 0, pr_msi, 0) + Mux(cur.d_sj < 0, pr_dsj, 0)),
-                    k_hi.eq(cur.mask_addr + Mux(cur.mask_si > 0, pr_msi, 0) + Mux(cur.d_sj > 0, pr_dsj, 0)),
+                    d_lo.eq(cur.d_addr + Mux(neg["d_si"], pr_dsi, 0) + Mux(neg["d_sj"], pr_dsj, 0)),
+                    d_hi.eq(cur.d_addr + Mux(pos["d_si"], pr_dsi, 0) + Mux(pos["d_sj"], pr_dsj, 0)),
+                    k_lo.eq(cur.mask_addr + Mux(neg["mask_si"], pr_msi, 0) + Mux(neg["d_sj"], pr_dsj, 0)),
+                    k_hi.eq(cur.mask_addr + Mux(pos["mask_si"], pr_msi, 0) + Mux(pos["d_sj"], pr_dsj, 0)),
                     # the output mask's span (omask)
-                    o_lo.eq(cur.om_addr + Mux(cur.om_si < 0, pr_osi, 0) + Mux(cur.om_sj < 0, pr_osj, 0)),
-                    o_hi.eq(cur.om_addr + Mux(cur.om_si > 0, pr_osi, 0) + Mux(cur.om_sj > 0, pr_osj, 0)),
+                    o_lo.eq(cur.om_addr + Mux(neg["om_si"], pr_osi, 0) + Mux(neg["om_sj"], pr_osj, 0)),
+                    o_hi.eq(cur.om_addr + Mux(pos["om_si"], pr_osi, 0) + Mux(pos["om_sj"], pr_osj, 0)),
                 ]
                 # the checks that need only cur and MUL's products, registered here (for
                 # Fmax: their compares are not in front of CHECK's priority choice and start)
