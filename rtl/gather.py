@@ -318,11 +318,13 @@ class OperandGather(wiring.Component):
         # the zeroed addresses of disabled lanes follow the register (for Fmax).
         dil = desc.dil
         # Stage A (a register stage between the issue decision and the request register, for
-        # Fmax: one cycle of word latency, cyclemodel.WORD_STAGES): the "inside the map" test
-        # (carry-chain compares of the k counter with the lane's bounds) and the address's
-        # first add are registered; the request register then takes the second add.
+        # Fmax: one cycle of word latency, cyclemodel.WORD_STAGES): the "inside the map"
+        # tests (carry-chain compares of the k counter with the lane's bounds) and the
+        # address's first add are registered; the request register then takes the tests'
+        # AND and the second add.
         a_v = Signal()
-        a_want = Signal(L)
+        a_ok = Signal(L)                                  # the lane is real
+        a_geo = Signal(data.ArrayLayout(5, L))            # its geometry tests (see below)
         a_cb = Signal(data.ArrayLayout(signed(cfg.mem_addr_bits + 4), L))    # base + cb + k.cb
         a_sp = Signal(data.ArrayLayout(signed(cfg.mem_addr_bits + 3), L))    # (sp + k.sp) >> dil
         raw = Signal(data.ArrayLayout(signed(cfg.mem_addr_bits + 4), L))
@@ -341,12 +343,14 @@ class OperandGather(wiring.Component):
             y3 = (e.v.y[:3] + ky[:3])[:3]
             x3 = (e.v.x[:3] + kx[:3])[:3]
             low = Mux(dil == 0, 0, Mux(dil == 1, 1, Mux(dil == 2, 3, 7)))
-            geo_ok = ((ky >= e.ylo) & (ky < e.yhi) & (kx >= e.xlo) & (kx < e.xhi)
-                      & ((y3 & low) == 0) & ((x3 & low) == 0))
-            m.d.comb += want_v[l].eq(r_buf[l].ok & (~desc.geo | geo_ok))
+            # each compare registered on its own; their AND follows in the request stage
+            geo_tests = [ky >= e.ylo, ky < e.yhi, kx >= e.xlo, kx < e.xhi,
+                         ((y3 & low) == 0) & ((x3 & low) == 0)]
             # loaded every cycle: used only with a_v
-            m.d.sync += [a_want[l].eq(want_v[l]), a_cb[l].eq(r_buf[l].cbb + kctr.value.cb), a_sp[l].eq(sp_sh)]
-            m.d.comb += raw[l].eq(a_cb[l] + a_sp[l])
+            m.d.sync += [a_ok[l].eq(e.ok), a_geo[l].eq(Cat(*geo_tests)),
+                         a_cb[l].eq(r_buf[l].cbb + kctr.value.cb), a_sp[l].eq(sp_sh)]
+            m.d.comb += [want_v[l].eq(a_ok[l] & (~desc.geo | a_geo[l].all())),
+                         raw[l].eq(a_cb[l] + a_sp[l])]
             addr = raw_r[l]
             in_range = ~addr.as_unsigned()[cfg.mem_addr_bits:].any()      # 0 <= addr < mem_words
             m.d.comb += [req.payload.addr[l].eq(Mux(want_r[l] & in_range, addr, 0)),
@@ -367,7 +371,7 @@ class OperandGather(wiring.Component):
         # two skid entries: a request may already be in stage A when the issue decision sees
         # the queue empty
         skid_issue(m, start=self.start, valid=req.valid, ready=req.ready, issue=a_v,
-                   skid_full=sk_v, regs=[raw_r, want_r], values=[raw, a_want], depth=2)
+                   skid_full=sk_v, regs=[raw_r, want_r], values=[raw, want_v], depth=2)
         with m.If(req.valid & Cat(*bad).any() & ~self.start):
             m.d.sync += self.addr_error.eq(1)
 
