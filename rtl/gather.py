@@ -270,19 +270,30 @@ class OperandGather(wiring.Component):
         # dropped, room in the zero-write queue)
         pop_ok = ~lc | ~real | (self.lm_valid & (lm_any | self.zq_space))
         keep = ~lc | ~real | lm_any
+        # The walker's flags get explicit next values (``*_nx``), so that "the walker may
+        # take a lane" (walk_ok: running, buffer not full, not done, a lane left) is a
+        # register (for Fmax: the walker's step and the staging buffer's ~1000 enables
+        # are a LUT or two after flip-flops)
+        w_cnt_nx, w_full_nx, w_done_nx, real_nx = Signal.like(w_cnt), Signal(), Signal(), Signal()
+        walk_ok = Signal()
+        m.d.comb += [w_cnt_nx.eq(w_cnt), w_full_nx.eq(w_full), w_done_nx.eq(w_done), real_nx.eq(real)]
+        m.d.sync += [w_cnt.eq(w_cnt_nx), w_full.eq(w_full_nx), w_done.eq(w_done_nx), real.eq(real_nx),
+                     walk_ok.eq((self.start | w_run) & ~w_full_nx & ~w_done_nx & ~((w_cnt_nx == 0) & ~real_nx))]
         with m.If(self.start):
-            m.d.sync += [w_run.eq(1), w_cnt.eq(0), w_full.eq(0), w_n.eq(0), w_done.eq(0),
-                         real.eq(self.total != 0),
-                         r_active.eq(0), self.addr_error.eq(0), w_off.eq(0), panels.eq(0)]
-            m.d.comb += walker.clear.eq(1)
+            m.d.sync += [w_run.eq(1), w_n.eq(0), r_active.eq(0), self.addr_error.eq(0), w_off.eq(0),
+                         panels.eq(0)]
+            m.d.comb += [w_cnt_nx.eq(0), w_full_nx.eq(0), w_done_nx.eq(0), real_nx.eq(self.total != 0),
+                         walker.clear.eq(1)]
         with m.Else():
             # walk one lane per cycle while the staging buffer has room
+            # (walk_ok == w_run & ~w_full & ~w_done & ~no_more: w_run is 1 from the first start on)
             no_more = (w_cnt == 0) & ~real
-            walking = w_run & ~w_full & ~w_done & ~no_more & pop_ok
+            walking = walk_ok & pop_ok
             with m.If(walking):
                 m.d.comb += [walker.step.eq(1), self.lm_pop.eq(lc & real),
                              self.zq_push.eq(~keep), self.zq_off.eq(w_off if self.lane_compactable else 0)]
-                m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step), real.eq(w_n + 1 < self.total)]
+                m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step)]
+                m.d.comb += real_nx.eq(w_n + 1 < self.total)
                 with m.If(keep):
                     wv = walker.value
                     m.d.sync += [w_buf[L - 1].v.eq(wv), w_buf[L - 1].ok.eq(real),
@@ -294,13 +305,14 @@ class OperandGather(wiring.Component):
                     for i in range(L - 1):
                         m.d.sync += [w_buf[i].eq(w_buf[i + 1]), w_info[i].eq(w_info[i + 1])]
                     with m.If(w_cnt == L - 1):
-                        m.d.sync += [w_full.eq(1), w_cnt.eq(0)]
+                        m.d.comb += [w_full_nx.eq(1), w_cnt_nx.eq(0)]
                     with m.Else():
-                        m.d.sync += w_cnt.eq(w_cnt + 1)
+                        m.d.comb += w_cnt_nx.eq(w_cnt + 1)
             with m.If(w_run & ~w_full & no_more):
-                m.d.sync += w_done.eq(1)
+                m.d.comb += w_done_nx.eq(1)
             with m.If(transfer):
-                m.d.sync += [r_active.eq(1), w_full.eq(0), panels.eq(panels + 1)]
+                m.d.sync += [r_active.eq(1), panels.eq(panels + 1)]
+                m.d.comb += w_full_nx.eq(0)
             with m.Elif(last_issue):
                 m.d.sync += r_active.eq(0)
             # r_buf loads whenever the requester is free or frees now, whether or not a
@@ -411,6 +423,8 @@ class OperandGather(wiring.Component):
         fin_ptr = Signal(range(sw + 1))
         nz = rsp_nz
         p_end = Signal()                  # resp_k + 1 == K, registered (for Fmax)
+        wr_prev = Signal.like(wr_ptr)     # wr_ptr - 1 once a word is written (a register, for Fmax:
+                                          # no subtractor in front of the side memory's write decode)
         cmp = self.compact if self.compactable else Const(0)
         write = rsp_v & (~cmp | nz | (p_end & ~p_has))
         m.d.comb += [self.wr_en.eq(write), self.wr_addr.eq(wr_ptr[:(sw - 1).bit_length()] if sw > 1 else 0),
@@ -428,7 +442,7 @@ class OperandGather(wiring.Component):
             kw, kr = kmem.write_port(), kmem.read_port(domain="comb")
             kw1, kr1 = kmem1.write_port(), kmem1.read_port(domain="comb")
             rewrite = rsp_v & cmp & p_end & ~nz & p_has     # mark the previous entry last
-            m.d.comb += [kw.addr.eq(Mux(rewrite, wr_ptr - 1, wr_ptr)),
+            m.d.comb += [kw.addr.eq(Mux(rewrite, wr_prev, wr_ptr)),
                          kw.data.k.eq(Mux(rewrite, last_k, resp_k)), kw.data.last.eq(p_end),
                          kw.en.eq((write & cmp) | rewrite),
                          kw1.addr.eq(kw.addr), kw1.data.eq(kw.data), kw1.en.eq(kw.en),
@@ -440,7 +454,7 @@ class OperandGather(wiring.Component):
             m.d.sync += [resp_k.eq(Mux(p_end, 0, resp_k + 1)), p_end.eq(Mux(p_end, self.k == 1, resp_k + 2 == self.k)),
                          p_has.eq(~p_end & (p_has | write))]
             with m.If(write):
-                m.d.sync += [wr_ptr.eq(wr_ptr1), wr_ptr1.eq(wr_ptr1 + 1), last_k.eq(resp_k)]
+                m.d.sync += [wr_ptr.eq(wr_ptr1), wr_ptr1.eq(wr_ptr1 + 1), wr_prev.eq(wr_ptr), last_k.eq(resp_k)]
             with m.If(p_end):
                 m.d.sync += fin_ptr.eq(Mux(write, wr_ptr1, wr_ptr))
             with m.Elif(write):
