@@ -297,13 +297,13 @@ class Engine(wiring.Component):
         ti_last = Signal()                     # ti + 1 == n_m, a register
         mid_tile = Signal()                    # kk != 0, a register (for Fmax)
         period_ok = Signal()                   # since_first >= drain_period, a register
+        # step = run & en & more_tiles & ready_q & (mid_tile | period_ok), kept as a register
+        # decided a cycle ahead from those registers' next values (step_rule; for Fmax: the
+        # step's ~100 enables start at a flip-flop)
         step = Signal()
         flush = Signal()
         run = Signal()            # the sequencer owns the current instruction
-        m.d.comb += [
-            step.eq(run & en & more_tiles & ready_q & (mid_tile | period_ok)),
-            flush.eq(run & en & ~more_tiles & ~flushed & period_ok),
-        ]
+        m.d.comb += flush.eq(run & en & ~more_tiles & ~flushed & period_ok)
         ready = ready_q
         m.d.comb += gb.limit_rise.eq(step & tile_end)     # the ring limit rises by K
         m_left = Signal(signed(dw + 1))
@@ -368,25 +368,33 @@ class Engine(wiring.Component):
         b_tile = Mux(cmp, b_next_ge(b_next2), b_next_gt(b_next))
         ready_a_nx = Mux(step, a_back | a_inc, a_stay)
         ready_b_nx = Mux(step, Mux(tile_end, row_end | b_tile, b_inc), b_stay)
-        m.d.sync += ready_q.eq(~start & ready_a_nx & ready_b_nx)
+        ready_q_nx = ~start & ready_a_nx & ready_b_nx
+        m.d.sync += ready_q.eq(ready_q_nx)
         # mid_tile (kk != 0) and period_ok (since_first >= drain_period) as registers
         P = cfg.drain_period
+        mid_tile_nx, period_ok_nx = Signal(), Signal()
+        m.d.comb += [mid_tile_nx.eq(mid_tile), period_ok_nx.eq(period_ok)]
         with m.If(start):
-            m.d.sync += [mid_tile.eq(0), period_ok.eq(1)]
+            m.d.comb += [mid_tile_nx.eq(0), period_ok_nx.eq(1)]
         with m.Elif(en):
-            m.d.sync += period_ok.eq(Mux((step | flush) & ~mid_tile, int(1 >= P),
-                                         period_ok | (since_first == P - 1)))
+            m.d.comb += period_ok_nx.eq(Mux((step | flush) & ~mid_tile, int(1 >= P),
+                                            period_ok | (since_first == P - 1)))
             with m.If(step):
-                m.d.sync += mid_tile.eq(~tile_end)
+                m.d.comb += mid_tile_nx.eq(~tile_end)
+        m.d.sync += [mid_tile.eq(mid_tile_nx), period_ok.eq(period_ok_nx)]
         # pan_eq / pan_one (ocompact): gb.panels - tj, moved by a panel hand-over
         # (gb.pi_we) and a tile end
         hand, took = gb.pi_we, step & tile_end
+        pan_eq_nx = Signal()
+        m.d.comb += pan_eq_nx.eq(pan_eq)
         with m.If(start):
-            m.d.sync += [pan_diff.eq(0), pan_eq.eq(1), pan_one.eq(0)]
+            m.d.sync += [pan_diff.eq(0), pan_one.eq(0)]
+            m.d.comb += pan_eq_nx.eq(1)
         with m.Elif(hand != took):
             m.d.sync += [pan_diff.eq(Mux(hand, pan_diff + 1, pan_diff - 1)),
-                         pan_eq.eq(took & pan_one),
                          pan_one.eq(Mux(took, pan_diff == 2, pan_eq))]
+            m.d.comb += pan_eq_nx.eq(took & pan_one)
+        m.d.sync += pan_eq.eq(pan_eq_nx)
 
         # Scratchpad A is read at the step, B one cycle later (its address registered),
         # and the read data are registered before the array (for Fmax: a block-RAM
@@ -851,6 +859,11 @@ class Engine(wiring.Component):
         m.d.comb += [ga.start.eq(start), gb.start.eq(start)]
         with m.If(retire):
             m.d.sync += run.eq(0)
+        # the step decision a cycle ahead (see `step` above): the same rule on next values
+        run_nx = start | (run & ~retire)
+        tiles_left_nx = Mux(start, 1, Mux(en & step & row_wrap & ti_last, 0, tiles_left))
+        more_tiles_nx = Mux(oc, ~(gb.walk_done_nx & pan_eq_nx), tiles_left_nx)
+        m.d.sync += step.eq(run_nx & en_nx & more_tiles_nx & ready_q_nx & (mid_tile_nx | period_ok_nx))
         # The retirement registered (for Fmax: its logic and the wide loads of the
         # counters and the error status are in different cycles): `retired`, `errors`
         # and the sticky error follow one cycle later, and `busy` stays up for that

@@ -182,6 +182,7 @@ class OperandGather(wiring.Component):
             "pi_data": Out(panel_info_layout(cfg, lanes)),
             "panels": Out(dw),                # panels handed to the requester
             "walk_done": Out(1),              # the lane walk is over (panels is final)
+            "walk_done_nx": Out(1),           # walk_done next cycle (a register)
             "ring": In(1), "limit_rise": In(1), "pi_room": In(1),
         })
 
@@ -322,7 +323,8 @@ class OperandGather(wiring.Component):
                 m.d.sync += r_buf.eq(w_buf)
         m.d.comb += [self.pi_we.eq(transfer & ~self.start), self.pi_idx.eq(panels),
                      self.pi_data.eq(w_info if self.lane_compactable else 0),   # (ocompact only)
-                     self.panels.eq(panels), self.walk_done.eq(w_done)]
+                     self.panels.eq(panels), self.walk_done.eq(w_done),
+                     self.walk_done_nx.eq(w_done_nx)]
 
         # ---- address generation, one request per cycle ------------------------
         # The request register holds each lane's raw address and whether the lane is
