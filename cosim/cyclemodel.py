@@ -75,8 +75,9 @@ WORD_STAGES = 5     # a gathered word is visible LAT + 5 cycles after its panel'
                     # register of rtl/gather.py, the scratchpad write)
 ARRAY_IN_STAGES = 3  # scratchpad B read one cycle after the step (its address registered), the
                      # read data registered before the array, the PE's product register
-COMPACT_LAG = 1     # compact_a: an entry counts as final one cycle after its side-memory write (the
-                    # sequencer's head entry is then a register loaded from a fresh read)
+COMPACT_LAG = 2     # compact_a: an entry counts as final two cycles after its response is written (the
+                    # side-memory write is registered, and the sequencer's head entry is a register
+                    # loaded from a fresh read a cycle after that write)
 BUSY_TAIL = 1       # the engine's `busy` output stays up this many cycles after retirement (the
                     # retirement registered before the counters; busy_cycles does not count them)
 

@@ -22,9 +22,10 @@ memory read asynchronously by the sequencer at two addresses (``k_addr`` -> ``k_
 A panel without any nonzero word stores one zero word at k = K-1 so that every
 panel has an entry.  Whether an entry is its panel's last is known only when the
 next nonzero word arrives or the panel ends (then the previous entry's flag is
-rewritten), so ``words_final`` counts the entries whose flag is final; it is registered
-once more (``words_final_nx`` is its next value), so that an entry is in the side memory
-a cycle before it counts as final: a read registered then is never stale.
+rewritten), so ``words_final`` counts the entries whose flag is final; the side memory's
+write is registered and the count twice (``words_final_nx`` is its next value), so that
+an entry is in the side memory a cycle before it counts as final: a read registered then
+is never stale.
 
 Lane-compact mode (``lane_compact``, output sparsity): the walker takes one mask
 vector per lane (``lm_*``: which of the instruction's output rows need this output
@@ -429,11 +430,14 @@ class OperandGather(wiring.Component):
                                           # no subtractor in front of the side memory's write decode)
         cmp = self.compact if self.compactable else Const(0)
         write = rsp_v & (~cmp | nz | (p_end & ~p_has))
+        # the side memory's write is registered (for Fmax: the response's flags, the write's
+        # address choice and the LUT-RAM's write decode are not in one cycle), so the final
+        # count follows fin_ptr by two registers: an entry is in the side memory a cycle
+        # before it counts as final (cyclemodel.COMPACT_LAG)
+        fin_q, fin_q2 = Signal.like(fin_ptr), Signal.like(fin_ptr)
+        m.d.sync += [fin_q.eq(Mux(self.start, 0, fin_ptr)), fin_q2.eq(Mux(self.start, 0, fin_q))]
         m.d.comb += [self.wr_en.eq(write), self.wr_addr.eq(wr_ptr[:(sw - 1).bit_length()] if sw > 1 else 0),
-                     self.words_final_nx.eq(fin_ptr)]
-        fin_q = Signal.like(fin_ptr)
-        m.d.sync += fin_q.eq(Mux(self.start, 0, fin_ptr))
-        m.d.comb += self.words_final.eq(fin_q)
+                     self.words_final_nx.eq(fin_q), self.words_final.eq(fin_q2)]
         if self.compactable:
             # two copies written alike, one per read address: Yosys would merge two read
             # ports of one memory whose data meet in a multiplexer into one port with a
@@ -444,10 +448,12 @@ class OperandGather(wiring.Component):
             kw, kr = kmem.write_port(), kmem.read_port(domain="comb")
             kw1, kr1 = kmem1.write_port(), kmem1.read_port(domain="comb")
             rewrite = rsp_v & cmp & p_end & ~nz & p_has     # mark the previous entry last
-            m.d.comb += [kw.addr.eq(Mux(rewrite, wr_prev, wr_ptr)),
-                         kw.data.k.eq(Mux(rewrite, last_k, resp_k)), kw.data.last.eq(p_end),
-                         kw.en.eq((write & cmp) | rewrite),
-                         kw1.addr.eq(kw.addr), kw1.data.eq(kw.data), kw1.en.eq(kw.en),
+            kw_addr, kw_data, kw_en = Signal.like(kw.addr), Signal.like(kw.data), Signal()
+            m.d.sync += [kw_addr.eq(Mux(rewrite, wr_prev, wr_ptr)),
+                         kw_data.k.eq(Mux(rewrite, last_k, resp_k)), kw_data.last.eq(p_end),
+                         kw_en.eq(((write & cmp) | rewrite) & ~self.start)]
+            m.d.comb += [kw.addr.eq(kw_addr), kw.data.eq(kw_data), kw.en.eq(kw_en),
+                         kw1.addr.eq(kw_addr), kw1.data.eq(kw_data), kw1.en.eq(kw_en),
                          kr.addr.eq(self.k_addr), self.k_val.eq(kr.data.k), self.k_last.eq(kr.data.last),
                          kr1.addr.eq(self.k_addr1), self.k_val1.eq(kr1.data.k), self.k_last1.eq(kr1.data.last)]
         with m.If(self.start):
