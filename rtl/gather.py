@@ -258,8 +258,9 @@ class OperandGather(wiring.Component):
         # lane_compact, registered once more here (for Fmax: the engine's copy fans out to
         # its own logic; the input is held per instruction, final long before start)
         lc = Signal()
+        lc_nx = self.lane_compact if self.lane_compactable else Const(0)
         if self.lane_compactable:
-            m.d.sync += lc.eq(self.lane_compact)
+            m.d.sync += lc.eq(lc_nx)
             transfer = transfer & (~lc | self.pi_room)
 
         # lane-compact side information of the staged lanes
@@ -268,19 +269,24 @@ class OperandGather(wiring.Component):
         panels = Signal(cfg.dim_bits)
         real = Signal()                  # w_n < total, registered (for Fmax)
         lm_any = self.lm_any             # lm_bits != 0, computed where the mask row is queued (for Fmax)
-        # a real lane in lane-compact mode needs its mask vector (and, if it is
-        # dropped, room in the zero-write queue)
-        pop_ok = ~lc | ~real | (self.lm_valid & (lm_any | self.zq_space))
-        keep = ~lc | ~real | lm_any
+        keep = ~lc | ~real | lm_any      # the lane is kept (not dropped to the zero-write queue)
         # The walker's flags get explicit next values (``*_nx``), so that "the walker may
         # take a lane" (walk_ok: running, buffer not full, not done, a lane left) is a
         # register (for Fmax: the walker's step and the staging buffer's ~1000 enables
         # are a LUT or two after flip-flops)
         w_cnt_nx, w_full_nx, w_done_nx, real_nx = Signal.like(w_cnt), Signal(), Signal(), Signal()
-        walk_ok = Signal()
+        # walk_ok split by whether the lane needs a mask vector (lane-compact mode, a real
+        # lane: walk_mask) or not (walk_free), so that the pop of the mask queue is a LUT
+        # or two after flip-flops
+        walk_free, walk_mask = Signal(), Signal()
         m.d.comb += [w_cnt_nx.eq(w_cnt), w_full_nx.eq(w_full), w_done_nx.eq(w_done), real_nx.eq(real)]
+        walk_ok_nx = (self.start | w_run) & ~w_full_nx & ~w_done_nx & ~((w_cnt_nx == 0) & ~real_nx)
         m.d.sync += [w_cnt.eq(w_cnt_nx), w_full.eq(w_full_nx), w_done.eq(w_done_nx), real.eq(real_nx),
-                     walk_ok.eq((self.start | w_run) & ~w_full_nx & ~w_done_nx & ~((w_cnt_nx == 0) & ~real_nx))]
+                     walk_free.eq(walk_ok_nx & ~(lc_nx & real_nx)),
+                     walk_mask.eq(walk_ok_nx & lc_nx & real_nx)]
+        # a real lane in lane-compact mode needs its mask vector (and, if it is
+        # dropped, room in the zero-write queue)
+        mask_pop = walk_mask & self.lm_valid & (lm_any | self.zq_space)
         with m.If(self.start):
             m.d.sync += [w_run.eq(1), w_n.eq(0), r_active.eq(0), self.addr_error.eq(0), w_off.eq(0),
                          panels.eq(0)]
@@ -288,11 +294,11 @@ class OperandGather(wiring.Component):
                          walker.clear.eq(1)]
         with m.Else():
             # walk one lane per cycle while the staging buffer has room
-            # (walk_ok == w_run & ~w_full & ~w_done & ~no_more: w_run is 1 from the first start on)
+            # (walk_free | walk_mask == w_run & ~w_full & ~w_done & ~no_more)
             no_more = (w_cnt == 0) & ~real
-            walking = walk_ok & pop_ok
+            walking = walk_free | mask_pop
             with m.If(walking):
-                m.d.comb += [walker.step.eq(1), self.lm_pop.eq(lc & real),
+                m.d.comb += [walker.step.eq(1), self.lm_pop.eq(mask_pop),
                              self.zq_push.eq(~keep), self.zq_off.eq(w_off if self.lane_compactable else 0)]
                 m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step)]
                 m.d.comb += real_nx.eq(w_n + 1 < self.total)
