@@ -595,7 +595,7 @@ class Engine(wiring.Component):
                                  d_i_off.eq(d_i_off + cur.d_si),
                                  m_i_off.eq(m_i_off + cur.mask_si)]
         m.d.comb += pi_room.eq(occupancy_room(m, start=start, inc=gb.pi_we, dec=dr_tile_done,
-                                              limit=pi_depth, name="pi_used"))
+                                              limit=pi_depth, name="pi_used")[0])
         m.d.comb += [acc_r.addr.eq(cur.acc_addr + rows_drained),
                      acc_r.en.eq(en & arow & cur.accumulate)]
 
@@ -717,7 +717,7 @@ class Engine(wiring.Component):
                              mr_i_off.eq(mr_i_off + cur.om_si)]
         m_issued = can_m & ~start
         m.d.comb += m_room.eq(occupancy_room(m, start=start, inc=m_issued, dec=mq.r_en,
-                                             limit=mqd, name="m_outst"))
+                                             limit=mqd, name="m_outst")[0])
         m.d.comb += [rdm.resp.ready.eq(1), mq.w_en.eq(rdm.resp.valid),
                      mq.w_data.eq(Cat(*[rdm.resp.payload[j][0] for j in range(C)],
                                       Cat(*[rdm.resp.payload[j][0] for j in range(C)]).any()))]

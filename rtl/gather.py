@@ -65,7 +65,7 @@ def skid_issue(m: Module, *, start, valid, ready, issue, skid_full, regs: list, 
     already be on their way when it decides (1 when ``issue`` is the decision itself, 2
     with one register stage between the decision and ``issue``).  With an always-ready
     memory the queue stays empty and the timing is that of a plain request register.
-    ``start`` empties everything."""
+    ``start`` empties everything.  Returns ``skid_full``'s next value."""
     skid = [[Signal.like(r, name=f"skid{i}_{j}") for j, r in enumerate(regs)] for i in range(depth)]
     # filled[i]: entry i holds a request (a thermometer code; filled[0] is skid_full).
     # skid_empty is filled[0]'s copy that selects the queue's head data, stored inverted so
@@ -102,21 +102,26 @@ def skid_issue(m: Module, *, start, valid, ready, issue, skid_full, regs: list, 
             m.d.sync += valid.eq(0)
     with m.Else():                                    # held: into the queue
         put_first_free(lambda i: ~filled[i] & (filled[i - 1] if i else 1))
+    # skid_full's next value, for a caller that registers its issue decision a cycle ahead
+    second = filled[1] if depth > 1 else Const(0)
+    return Mux(start, 0, Mux(~valid | ready, ~skid_empty & (second | issue), skid_full | issue))
 
 
 def occupancy_room(m: Module, *, start, inc, dec, limit: int, name: str):
     """A count moved by ``inc`` and ``dec`` (1 each per cycle at most), cleared by
     ``start``, and the flag "count < limit" kept as a register beside it, its next value
     chosen by the cases of (inc, dec) (for Fmax: no adder or comparator between the count
-    and the decision that reads the flag).  Returns the flag."""
+    and the decision that reads the flag).  Returns the flag and its next value."""
     count = Signal(range(limit + 2), name=f"{name}_count")
     room = Signal(init=1, name=f"{name}_room")
+    room_nx = Signal(name=f"{name}_room_nx")
+    m.d.comb += room_nx.eq(Mux(start, 1, Mux(inc != dec, dec | (count < limit - 1), room)))
+    m.d.sync += room.eq(room_nx)
     with m.If(start):
-        m.d.sync += [count.eq(0), room.eq(1)]
+        m.d.sync += count.eq(0)
     with m.Elif(inc != dec):
-        m.d.sync += [count.eq(Mux(inc, count + 1, count - 1)),
-                     room.eq(dec | (count < limit - 1))]
-    return room
+        m.d.sync += count.eq(Mux(inc, count + 1, count - 1))
+    return room, room_nx
 
 
 def mem_req_layout(cfg: AcceleratorConfig, lanes: int) -> data.StructLayout:
@@ -234,24 +239,26 @@ class OperandGather(wiring.Component):
         # register, the skid queue or the memory) and "fewer than max_out" as a register
         # (for Fmax: no adder or comparator in front of the issue decision)
         room = Signal()
-        can_issue = r_active & ~sk_v & room
+        # the issue decision r_active & ~sk_v & room & (~ring | gap_ok), kept as a register
+        # decided a cycle ahead from those flags' next values (below; for Fmax: it steps the
+        # k counter and loads stage A, ~1000 enables, and so starts at a flip-flop)
+        can_issue = Signal()
+        gap_ok_nx = Const(1)
         if self.lane_compactable:     # ring mode: never overwrite words still to be used
-            # gap = limit - words requested, kept as a register, and gap > 0 as a
-            # registered flag (for Fmax: no comparator in front of can_issue); the next
-            # gap is one of four sums of registers chosen by (raise, issue).
+            # gap = limit - words requested, kept as a register; "gap > 0 after this cycle"
+            # (gap_ok_nx) feeds the registered issue decision; the next gap is one of four
+            # sums of registers chosen by (raise, issue).
             gap = Signal(signed(len(Value.cast(Signal(self.ptr_shape))) + 2))
-            gap_ok = Signal()
             k_m1 = Signal(cfg.dim_bits)     # K - 1, registered at start
             with m.If(self.start):
                 m.d.sync += k_m1.eq(self.k - 1)
-            can_issue = can_issue & (~self.ring | gap_ok)
             rise = self.limit_rise
+            gap_ok_nx = Mux(self.start, 1, rise | Mux(can_issue, gap > 1, gap > 0)) | ~self.ring
             with m.If(self.start):
-                m.d.sync += [gap.eq(self.spad_words), gap_ok.eq(1)]
+                m.d.sync += gap.eq(self.spad_words)
             with m.Else():
-                m.d.sync += [gap.eq(Mux(rise, Mux(can_issue, gap + k_m1, gap + self.k),
-                                        Mux(can_issue, gap - 1, gap))),
-                             gap_ok.eq(rise | Mux(can_issue, gap > 1, gap > 0))]
+                m.d.sync += gap.eq(Mux(rise, Mux(can_issue, gap + k_m1, gap + self.k),
+                                       Mux(can_issue, gap - 1, gap)))
         r_klast = Signal()               # r_k + 1 == k, registered (for Fmax)
         last_issue = can_issue & r_klast
         transfer = w_full & (~r_active | last_issue)
@@ -387,12 +394,15 @@ class OperandGather(wiring.Component):
         with m.Elif(can_issue):
             m.d.comb += kctr.step.eq(1)
         issued, back = can_issue & ~self.start, self.mem.resp.valid
-        m.d.comb += room.eq(occupancy_room(m, start=self.start, inc=issued, dec=back,
-                                           limit=max_out, name="outst"))
+        room_flag, room_nx = occupancy_room(m, start=self.start, inc=issued, dec=back,
+                                            limit=max_out, name="outst")
+        m.d.comb += room.eq(room_flag)
         # two skid entries: a request may already be in stage A when the issue decision sees
         # the queue empty
-        skid_issue(m, start=self.start, valid=req.valid, ready=req.ready, issue=a_v,
-                   skid_full=sk_v, regs=[raw_r, want_r], values=[raw, want_v], depth=2)
+        sk_v_nx = skid_issue(m, start=self.start, valid=req.valid, ready=req.ready, issue=a_v,
+                             skid_full=sk_v, regs=[raw_r, want_r], values=[raw, want_v], depth=2)
+        r_active_nx = ~self.start & (transfer | (r_active & ~last_issue))
+        m.d.sync += can_issue.eq(r_active_nx & ~sk_v_nx & room_nx & gap_ok_nx)
         with m.If(req.valid & Cat(*bad).any() & ~self.start):
             m.d.sync += self.addr_error.eq(1)
 
