@@ -626,7 +626,12 @@ class Engine(wiring.Component):
                          s1b_maddr.eq(s1x_maddr), s1b_offs.eq(s1x_offs)]
         m.d.comb += [acc_w.addr.eq(s1b_slot), acc_w.data.eq(s1b_sum),
                      acc_w.en.eq(en & s1b_v & ~cur.store)]
-        m.d.comb += [rq.en.eq(en_dr), rq.row.eq(s1b_sum), rq.shift.eq(cur.shift), rq.relu.eq(cur.relu)]
+        # the requantizer's shift and ReLU flag as registered copies of cur's (for Fmax: cur's
+        # bits fan out to the whole instruction's logic; cur is held from DECODE on, long
+        # before the first row reaches the requantizer)
+        rq_shift, rq_relu = Signal.like(cur.shift), Signal()
+        m.d.sync += [rq_shift.eq(cur.shift), rq_relu.eq(cur.relu)]
+        m.d.comb += [rq.en.eq(en_dr), rq.row.eq(s1b_sum), rq.shift.eq(rq_shift), rq.relu.eq(rq_relu)]
         with m.If(en_dr):
             m.d.sync += [s1c_v.eq(s1b_v & s1b_ok & cur.store), s1c_raw.eq(s1b_sum),
                          s1c_lane.eq(s1b_lane), s1c_keep.eq(s1b_keep), s1c_offs.eq(s1b_offs),

@@ -45,6 +45,20 @@ def saturate_bits(v, bits: int):
     return Mux(~neg & high.any(), hi, Mux(neg & ~high.all(), lo, v))
 
 
+def round_saturate(q, up, bits: int):
+    """(out, pos) for r = q + up (``q`` the shifted value, ``up`` its round-up bit):
+    ``out`` = r saturated to signed ``bits``, ``pos`` = r > 0; by range flags on q's high
+    bits and a ``bits``-wide add (for Fmax: no carry chain as wide as q in front of the
+    saturation).  q >= 2**(bits-1) - 1 saturates high (q + up too), q < -2**(bits-1) low
+    (q + up <= -2**(bits-1) too); in between the low bits + up cannot overflow."""
+    hi = (1 << (bits - 1)) - 1
+    neg, high = q[-1], q[bits - 1:]
+    q_hi = ~neg & (high.any() | q[:bits - 1].all())
+    q_lo = neg & ~high.all()
+    low = (q[:bits] + up)[:bits].as_signed()
+    return Mux(q_hi, hi, Mux(q_lo, -hi - 1, low)), ~neg & (q.any() | up)
+
+
 class Requantize(wiring.Component):
     """``row`` (C accumulators) -> ``out`` (C operands) and ``mask``, ``latency``
     (0 or 1) enabled cycles later."""
@@ -88,10 +102,7 @@ class Requantize(wiring.Component):
                     m.d.sync += [q_r.eq(q), up_r.eq(up)]
             else:
                 m.d.comb += [q_r.eq(q), up_r.eq(up)]
-            # stage 2: round, saturate, ReLU (range tests on the sign and high bits)
-            r = Signal(signed(aw + 1), name=f"r{j}")
-            m.d.comb += r.eq(q_r + up_r)
-            pos = ~r[-1] & r.any()
-            sat = saturate_bits(r, cfg.op_bits)
+            # stage 2: round, saturate (range flags on q_r), ReLU (q + up <= 0 -> 0)
+            sat, pos = round_saturate(q_r, up_r, cfg.op_bits)
             m.d.comb += [self.out[j].eq(Mux(self.relu & ~pos, 0, sat)), self.mask[j].eq(pos)]
         return m
