@@ -766,6 +766,8 @@ class Engine(wiring.Component):
                   | (cur.m > min(R, C)) | (~ring_ok & (n_n > pi_depth))),
         ]
         pre_chk = Signal(len(early_checks))
+        is_op = Signal()                # not a NOP, registered (cur is held from DECODE on)
+        m.d.sync += is_op.eq(cur.opcode != isa.OP_NOP)
         # the strides' signs for PRODUCTS' bounds, registered from cur every cycle (for Fmax:
         # a wide compare with 0 is not in front of the bounds' selects and adders); cur is
         # held from DECODE on, so they are final in PRODUCTS, which follows DECODE or MUL
@@ -846,8 +848,10 @@ class Engine(wiring.Component):
                 code = Const(isa.ERR_NONE, 4)
                 for cond, c in reversed(checks):
                     code = Mux(cond, c, code)
-                run_ok = (cur.opcode != isa.OP_NOP) & (code == isa.ERR_NONE)
-                m.d.sync += [chk_err.eq(Mux(cur.opcode == isa.OP_NOP, isa.ERR_NONE, code)),
+                # no check fails, as a NOR of the conditions, not through the priority chain
+                # (for Fmax: start's input is a few LUT levels after the bounds' registers)
+                run_ok = is_op & ~Cat(*(cond for cond, _ in checks)).any()
+                m.d.sync += [chk_err.eq(Mux(is_op, code, isa.ERR_NONE)),
                              chk_run.eq(run_ok), start.eq(run_ok)]
                 m.next = "GO"
             with m.State("GO"):
