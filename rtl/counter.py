@@ -9,7 +9,7 @@ level remembers the vector at the start of its current count (``base1``,
 Without convolution addressing (``cfg.conv`` False) the descriptor has one digit that
 never wraps and only the ``cb`` component: the counter is one adder.
 """
-from amaranth import Module, Signal
+from amaranth import Module, Signal, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -25,7 +25,9 @@ def vec_add(a, b):
 
 
 class MixedRadixCounter(wiring.Component):
-    """``clear`` loads ``init`` and zeroes the digits; ``step`` advances by one."""
+    """``clear`` loads ``init`` and zeroes the digits; ``step`` advances by one.
+    ``digits`` must be held from at least one cycle before ``clear`` (the counts' starts
+    are registered from them)."""
 
     def __init__(self, cfg: AcceleratorConfig):
         self.cfg = cfg
@@ -42,8 +44,10 @@ class MixedRadixCounter(wiring.Component):
         m = Module()
         cfg = self.cfg
         dw = cfg.dim_bits
-        # the outermost digit never wraps, so only the inner two keep an index
-        idx = [Signal(dw, name=f"idx{d}") for d in range(DIGITS - 1)]
+        # the outermost digit never wraps, so only the inner two keep a count of the steps
+        # left before they wrap (counting down, for Fmax: "last" is then an equality with a
+        # constant, not an adder and a comparator against the digit's count)
+        rem = [Signal(dw, name=f"rem{d}") for d in range(DIGITS - 1)]
         base1 = Signal(vec4_layout(cfg))
         base2 = Signal(vec4_layout(cfg))
         dig = self.digits
@@ -55,28 +59,37 @@ class MixedRadixCounter(wiring.Component):
             return m
         # A digit wraps when it reaches count-1 (count 0 is treated as 1).  Whether it
         # is there is kept as a registered flag per digit (for Fmax: the compare is
-        # not in series with ``step``), updated with the index it describes.
+        # not in series with ``step``), updated with the count it describes; the count's
+        # start (count - 1) and whether it is 0 are registered from the digits (held per
+        # instruction, final long before the first clear).
         last = [Signal(name=f"last{d}") for d in range(DIGITS - 1)]
-        at_end = lambda d, i: i + 1 >= dig[d].count          # noqa: E731
+        rem_init = [Signal(dw, name=f"rem_init{d}") for d in range(DIGITS - 1)]
+        last_init = [Signal(name=f"last_init{d}") for d in range(DIGITS - 1)]
+        for d in range(DIGITS - 1):
+            c = dig[d].count
+            m.d.sync += [rem_init[d].eq(Mux(c == 0, 0, c - 1)), last_init[d].eq(c <= 1)]
+
+        def restart(d):
+            return [rem[d].eq(rem_init[d]), last[d].eq(last_init[d])]
+
+        def advance(d):
+            return [rem[d].eq(rem[d] - 1), last[d].eq(rem[d] == 1)]
 
         with m.If(self.clear):
             m.d.sync += [self.value.eq(self.init), base1.eq(self.init), base2.eq(self.init)]
-            m.d.sync += [i.eq(0) for i in idx]
-            m.d.sync += [last[d].eq(at_end(d, 0)) for d in range(DIGITS - 1)]
+            m.d.sync += [*restart(0), *restart(1)]
         with m.Elif(self.step):
             with m.If(~last[0]):
-                m.d.sync += [idx[0].eq(idx[0] + 1), last[0].eq(at_end(0, idx[0] + 1))]
+                m.d.sync += advance(0)
                 for f in VEC_FIELDS:
                     m.d.sync += self.value[f].eq(self.value[f] + dig[0].step[f])
             with m.Elif(~last[1]):
-                m.d.sync += [idx[0].eq(0), idx[1].eq(idx[1] + 1),
-                             last[0].eq(at_end(0, 0)), last[1].eq(at_end(1, idx[1] + 1))]
+                m.d.sync += [*restart(0), *advance(1)]
                 for f in VEC_FIELDS:
                     nxt = base1[f] + dig[1].step[f]
                     m.d.sync += [base1[f].eq(nxt), self.value[f].eq(nxt)]
             with m.Else():
-                m.d.sync += [idx[0].eq(0), idx[1].eq(0),
-                             last[0].eq(at_end(0, 0)), last[1].eq(at_end(1, 0))]
+                m.d.sync += [*restart(0), *restart(1)]
                 for f in VEC_FIELDS:
                     nxt = base2[f] + dig[2].step[f]
                     m.d.sync += [base2[f].eq(nxt), base1[f].eq(nxt), self.value[f].eq(nxt)]

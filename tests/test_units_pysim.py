@@ -69,6 +69,7 @@ def test_mixed_radix_counter_matches_definition():
                 ctx.set(dut.digits[d].step[f], digits[d]["step"].get(f, 0))
         for f in VEC_FIELDS:
             ctx.set(dut.init[f], init.get(f, 0))
+        await ctx.tick()                  # the digits are held a cycle before the clear
         ctx.set(dut.clear, 1)
         await ctx.tick()
         ctx.set(dut.clear, 0)
