@@ -484,7 +484,12 @@ class Engine(wiring.Component):
         s1_v_nx = Mux(start, 0, Mux(en, arr.out_valid, s1_v))
         mq_pop = en & s1_v & om_only & ~start            # mq.r_en without ocompact
         mq_nx_rdy = (mq.r_rdy & ~mq_pop) | ((mq.level - mq.r_rdy) != 0)
-        en_nx = (occ_nx < OUT_FIFO_ROWS - 1) & ~(om_only & s1_v_nx & ~mq_nx_rdy)
+        # occ_nx < OUT_FIFO_ROWS - 1 by the cases of (push, pop): compares of occ with
+        # constants (for Fmax: no adder in front of the stall decision and `step`'s)
+        push, pop = s2_v & en, ofifo.r_en
+        room_nx = Mux(push & ~pop, occ < OUT_FIFO_ROWS - 2,
+                      Mux(pop & ~push, occ < OUT_FIFO_ROWS, occ < OUT_FIFO_ROWS - 1))
+        en_nx = room_nx & ~(om_only & s1_v_nx & ~mq_nx_rdy)
         for r in range(EN_COPIES):
             pol, iv, rl = r & 1, (r >> 1) & 1, r >> 2
             q = Signal(init=iv, reset_less=bool(rl), name=f"en_q{r}")
