@@ -371,7 +371,7 @@ class PredictorArray(wiring.Component):
         t = Signal(range(9))
         pt = Signal(range(max(2, g.n_pt)))
         cg = Signal(range(max(2, g.n_cg)))
-        cs = Signal(range(max(2, g.n_pt * 9)))        # pt*9 + t
+        cs_oh = Signal(g.n_pt * 9, init=1)            # one-hot of the step within the channel group, pt*9 + t
         prev_cg = Signal.like(cg)
         prev_pt = Signal.like(pt)
         f = Signal(range(max(2, F, g.kmax)))
@@ -494,6 +494,9 @@ class PredictorArray(wiring.Component):
             flags_ok = ((f_nz == (f != 0)) & ((phase != FC) | ((f_lastF == (f == F - 1)) & (krem_le == (krem <= L))))
                         & ((phase != AMAC) | (f_lastK == (f == k_r - 1))))
             flags_ok = flags_ok & (step_c == step) & (feat_take == (self.feats.valid & self.feats.ready & (state == RUN)))
+            # the im2col one-hot is at pt*9 + t
+            flags_ok = flags_ok & ((state != RUN) | (phase != CONV)
+                                   | (cs_oh == (Const(1, 1) << (pt * 9 + t))[:len(cs_oh)]))
             m.d.sync += Assert((step == step_def) & flags_ok,
                                Format("step {} (definition {}) or a flag wrong (state {}, phase {})",
                                       step, step_def, state, phase))
@@ -537,7 +540,7 @@ class PredictorArray(wiring.Component):
 
         with m.If(start):
             sync += [state.eq(RUN), mode_r.eq(self.mode), k_r.eq(self.k), sh1.eq(self.shift1),
-                         sh2.eq(self.shift2), t.eq(0), pt.eq(0), cg.eq(0), cs.eq(0), f.eq(0), f_nz.eq(0), group.eq(0),
+                         sh2.eq(self.shift2), t.eq(0), pt.eq(0), cg.eq(0), cs_oh.eq(1), f.eq(0), f_nz.eq(0), group.eq(0),
                          k_m1.eq(self.k - 1), k_m2.eq(self.k - 2), k_is1.eq(self.k == 1),
                          f_lastF.eq(F == 1), f_lastK.eq(self.k == 1),
                          phase.eq(Mux(self.mode, AMAC, CONV))]
@@ -577,14 +580,18 @@ class PredictorArray(wiring.Component):
         with m.Switch(phase):
             with m.Case(CONV):
                 sync += [en1[r * Cc + j].eq(row_ok[r] & col_ok[j]) for r in range(R) for j in range(Cc)]
-                # im2col: column j's operand for step cs of the channel group
-                with m.Switch(cs):
+                # im2col: column j's operand for step s = pt*9 + t of the channel group, an
+                # AND-OR of the sample bytes: byte p is selected when the one-hot cs_oh is at
+                # one of the steps at which column j reads p (tap_source), zero elsewhere
+                for j in range(Cc):
+                    steps_of = {}
                     for s in range(g.n_pt * 9):
-                        with m.Case(s):
-                            for j in range(Cc):
-                                src = g.tap_source(s // 9, s % 9, j)
-                                val = sbuf[src] if src is not None else 0
-                                sync += [b1[r * Cc + j].eq(val) for r in range(R)]
+                        src = g.tap_source(s // 9, s % 9, j)
+                        if src is not None:
+                            steps_of.setdefault(src, []).append(s)
+                    val = _or_all(Mux(_or_all(cs_oh[s] for s in ss), sbuf[p].as_unsigned(), 0)
+                                  for p, ss in sorted(steps_of.items()))
+                    sync += [b1[r * Cc + j].eq(val) for r in range(R)]
             with m.Case(FC):
                 sync += [en1[l].eq(krem > l) for l in range(L)]
             with m.Case(AMAC):
@@ -601,14 +608,14 @@ class PredictorArray(wiring.Component):
                         with m.If(pt == g.n_pt - 1):
                             sync += pt.eq(0)
                             with m.If(cg == g.n_cg - 1):
-                                sync += [phase.eq(CDRAIN), cg.eq(0), cs.eq(0), sbuf_full.eq(0),
+                                sync += [phase.eq(CDRAIN), cg.eq(0), cs_oh.eq(1), sbuf_full.eq(0),
                                              cur_chan.eq(sbuf_chan), cur_last.eq(sbuf_last)]
                             with m.Else():
-                                sync += [cg.eq(cg + 1), cs.eq(0)]
+                                sync += [cg.eq(cg + 1), cs_oh.eq(1)]
                         with m.Else():
-                            sync += [pt.eq(pt + 1), cs.eq(cs + 1)]
+                            sync += [pt.eq(pt + 1), cs_oh.eq(cs_oh.rotate_left(1))]
                     with m.Else():
-                        sync += [t.eq(t + 1), cs.eq(cs + 1)]
+                        sync += [t.eq(t + 1), cs_oh.eq(cs_oh.rotate_left(1))]
                 with m.Case(CDRAIN):
                     # the last conv tile's capture, then g.cdrain_wait more steps when the fc
                     # phase would otherwise read one of its features before it lands in h
@@ -642,7 +649,7 @@ class PredictorArray(wiring.Component):
                     with m.If(cur_last):
                         sync += state.eq(TAIL)
                     with m.Else():
-                        sync += [phase.eq(CONV), t.eq(0), pt.eq(0), cg.eq(0), cs.eq(0)]
+                        sync += [phase.eq(CONV), t.eq(0), pt.eq(0), cg.eq(0), cs_oh.eq(1)]
                 with m.Case(AMAC):
                     sync += [v1.eq(1), first1.eq(~f_nz)]
                     with m.If(~f_nz):
