@@ -333,6 +333,9 @@ class PredictorArray(wiring.Component):
         sh1, sh2 = Signal(SHIFT_BITS), Signal(SHIFT_BITS)
         err = Signal(2)
         state_nx, phase_nx = with_nx(state), with_nx(phase)
+        # phase == CONV / FC / AMAC, registered copies for the operand-issue registers
+        iph_conv, iph_fc, iph_amac = Signal(init=1), Signal(), Signal()
+        m.d.sync += [iph_conv.eq(phase_nx == CONV), iph_fc.eq(phase_nx == FC), iph_amac.eq(phase_nx == AMAC)]
         m.d.comb += [self.busy.eq(state != IDLE), self.error.eq(err)]
         k_ok = (self.k != 0) & (self.k <= g.kmax)
 
@@ -494,7 +497,8 @@ class PredictorArray(wiring.Component):
             flags_ok = ((f_nz == (f != 0)) & ((phase != FC) | ((f_lastF == (f == F - 1)) & (krem_le == (krem <= L))))
                         & ((phase != AMAC) | (f_lastK == (f == k_r - 1))))
             flags_ok = flags_ok & (step_c == step) & (feat_take == (self.feats.valid & self.feats.ready & (state == RUN)))
-            # the im2col one-hot is at pt*9 + t
+            # the issue stage's phase flags, and the im2col one-hot at pt*9 + t
+            flags_ok = flags_ok & (iph_conv == (phase == CONV)) & (iph_fc == (phase == FC)) & (iph_amac == (phase == AMAC))
             flags_ok = flags_ok & ((state != RUN) | (phase != CONV)
                                    | (cs_oh == (Const(1, 1) << (pt * 9 + t))[:len(cs_oh)]))
             m.d.sync += Assert((step == step_def) & flags_ok,
@@ -573,29 +577,30 @@ class PredictorArray(wiring.Component):
         row_ok = [cg * R + r < g.C for r in range(R)]
         # The operand-issue registers (lane enables, b operands, labels, the operand selects)
         # are loaded in every cycle of their phase, not only at a step: they are used only
-        # with v1, which only a step sets, so they stay off the step's fan-out.
+        # with v1, which only a step sets, so they stay off the step's fan-out.  Their phase
+        # is a private one-hot copy (iph_*, registered from phase_nx), so the ~300 loads
+        # are not on the decode of ``phase`` that the next-step logic uses.
         fp = self.feats.payload
-        sync += [a_conv1.eq(phase == CONV), a_aw1.eq(phase == AMAC), b_fc1.eq(phase == FC),
-                 fsel1.eq(Mux(phase == FC, Cat(*[f == i for i in range(F)]), 0))]
-        with m.Switch(phase):
-            with m.Case(CONV):
-                sync += [en1[r * Cc + j].eq(row_ok[r] & col_ok[j]) for r in range(R) for j in range(Cc)]
-                # im2col: column j's operand for step s = pt*9 + t of the channel group, an
-                # AND-OR of the sample bytes: byte p is selected when the one-hot cs_oh is at
-                # one of the steps at which column j reads p (tap_source), zero elsewhere
-                for j in range(Cc):
-                    steps_of = {}
-                    for s in range(g.n_pt * 9):
-                        src = g.tap_source(s // 9, s % 9, j)
-                        if src is not None:
-                            steps_of.setdefault(src, []).append(s)
-                    val = _or_all(Mux(_or_all(cs_oh[s] for s in ss), sbuf[p].as_unsigned(), 0)
-                                  for p, ss in sorted(steps_of.items()))
-                    sync += [b1[r * Cc + j].eq(val) for r in range(R)]
-            with m.Case(FC):
-                sync += [en1[l].eq(krem > l) for l in range(L)]
-            with m.Case(AMAC):
-                sync += [en1.eq(fp.en), b1.eq(fp.x), y1.eq(fp.y)]
+        sync += [a_conv1.eq(iph_conv), a_aw1.eq(iph_amac), b_fc1.eq(iph_fc),
+                 fsel1.eq(Mux(iph_fc, Cat(*[f == i for i in range(F)]), 0))]
+        with m.If(iph_conv):
+            sync += [en1[r * Cc + j].eq(row_ok[r] & col_ok[j]) for r in range(R) for j in range(Cc)]
+            # im2col: column j's operand for step s = pt*9 + t of the channel group, an
+            # AND-OR of the sample bytes: byte p is selected when the one-hot cs_oh is at
+            # one of the steps at which column j reads p (tap_source), zero elsewhere
+            for j in range(Cc):
+                steps_of = {}
+                for s in range(g.n_pt * 9):
+                    src = g.tap_source(s // 9, s % 9, j)
+                    if src is not None:
+                        steps_of.setdefault(src, []).append(s)
+                val = _or_all(Mux(_or_all(cs_oh[s] for s in ss), sbuf[p].as_unsigned(), 0)
+                              for p, ss in sorted(steps_of.items()))
+                sync += [b1[r * Cc + j].eq(val) for r in range(R)]
+        with m.Elif(iph_fc):
+            sync += [en1[l].eq(krem > l) for l in range(L)]
+        with m.Elif(iph_amac):
+            sync += [en1.eq(fp.en), b1.eq(fp.x), y1.eq(fp.y)]
         with m.If(step):
             sync += ph1.eq(phase)
             with m.Switch(phase):
@@ -831,12 +836,16 @@ class PredictorArray(wiring.Component):
         # the job's last output beat: the last MACs are >= 1 + lat cycles before it)
         macs_inc = Signal.like(lanes_on)
         sync += macs_inc.eq(Mux(v1, lanes_on, 0))
+        # so are the input beats (the job's last is long before its last output beat); the
+        # beat's handshake (samples.valid, the job start) stays off the counter's adder
+        in_inc = Signal()
+        sync += in_inc.eq(in_fire)
         incr = {
             "busy_cycles": (state == RUN) | (state == TAIL),
             "step_cycles": step_c,
             "stall_cycles": ((state == RUN) & ~step_c) | ((state == TAIL) & out_wait),
             "macs": macs_inc,
-            "in_beats": in_fire,
+            "in_beats": in_inc,
             "out_beats": row_fire | lo_fire,
             "errors": bad | (wfire & ~waddr_ok),
         }
