@@ -388,7 +388,7 @@ class PredictorArray(wiring.Component):
         k_m2 = Signal(dw)                              # k_r - 2
         k_is1 = Signal()
         # compares in front of the phase change, kept as flags beside their counters
-        f_lastF = Signal()                             # fc: f == F - 1
+        f_lastF = Signal(init=int(F == 1))             # fc: f == F - 1
         f_lastK = Signal()                             # Assistant: f == k_r - 1
         krem_le = Signal()                             # fc: krem <= L (the sample's last fc tile)
         f_nx, f_nz_nx, tile_first_nx = with_nx(f), with_nx(f_nz), with_nx(tile_first)
@@ -497,6 +497,9 @@ class PredictorArray(wiring.Component):
             flags_ok = ((f_nz == (f != 0)) & ((phase != FC) | ((f_lastF == (f == F - 1)) & (krem_le == (krem <= L))))
                         & ((phase != AMAC) | (f_lastK == (f == k_r - 1))))
             flags_ok = flags_ok & (step_c == step) & (feat_take == (self.feats.valid & self.feats.ready & (state == RUN)))
+            # the counters at their start values while idle
+            flags_ok = flags_ok & ((state != IDLE) | ((t == 0) & (pt == 0) & (cg == 0) & (cs_oh == 1) & (f == 0)
+                                                      & ~f_nz & (f_lastF == (F == 1))))
             # the issue stage's phase flags, and the im2col one-hot at pt*9 + t
             flags_ok = flags_ok & (iph_conv == (phase == CONV)) & (iph_fc == (phase == FC)) & (iph_amac == (phase == AMAC))
             flags_ok = flags_ok & ((state != RUN) | (phase != CONV)
@@ -539,15 +542,20 @@ class PredictorArray(wiring.Component):
 
         s_fire = self.samples.valid & self.samples.ready & ((state == RUN) | start)
         with m.If(s_fire):
-            sync += [sbuf.eq(sp.pix), sbuf_full.eq(1), sbuf_chan.eq(sp.channel), sbuf_last.eq(sp.last),
-                         seen_last.eq(sp.last)]
+            sync += [sbuf_full.eq(1), seen_last.eq(sp.last)]
+        # the buffer follows the sample payload while it is empty (it is read only while full),
+        # so its ~150 flip-flops are enabled by a register, not by the handshake (s_fire)
+        with m.If(~sbuf_full):
+            sync += [sbuf.eq(sp.pix), sbuf_chan.eq(sp.channel), sbuf_last.eq(sp.last)]
 
+        # A job leaves the step counters at their start values (t, pt, cg = 0, cs_oh at step
+        # 0, f = 0, f_nz = 0, f_lastF = (F == 1): the last CONV, FC and AMAC steps reset
+        # them; check_step asserts it while idle), so the start does not load them again.
         with m.If(start):
             sync += [state.eq(RUN), mode_r.eq(self.mode), k_r.eq(self.k), sh1.eq(self.shift1),
-                         sh2.eq(self.shift2), t.eq(0), pt.eq(0), cg.eq(0), cs_oh.eq(1), f.eq(0), f_nz.eq(0), group.eq(0),
-                         k_m1.eq(self.k - 1), k_m2.eq(self.k - 2), k_is1.eq(self.k == 1),
-                         f_lastF.eq(F == 1), f_lastK.eq(self.k == 1),
-                         phase.eq(Mux(self.mode, AMAC, CONV))]
+                     sh2.eq(self.shift2), group.eq(0),
+                     k_m1.eq(self.k - 1), k_m2.eq(self.k - 2), k_is1.eq(self.k == 1), f_lastK.eq(self.k == 1),
+                     phase.eq(Mux(self.mode, AMAC, CONV))]
 
         # ---------------- issue stage ----------------------------------------------------------
         sync += [v1.eq(0), ccap1.eq(0), fcap1.eq(0), acap1.eq(0)]
