@@ -525,7 +525,7 @@ class PredictorArray(wiring.Component):
                 sync += err.eq(Mux(err == ERR_NONE, ERR_K, err))
                 last_in = Mux(self.mode, self.feats.payload.last, sp.last)
                 with m.If(~last_in):
-                    sync += [state.eq(DROP), mode_r.eq(self.mode)]
+                    sync += state.eq(DROP)
         with m.Elif(state == DROP):
             with m.If(mode_r == 0):
                 m.d.comb += self.samples.ready.eq(1)
@@ -551,11 +551,15 @@ class PredictorArray(wiring.Component):
         # A job leaves the step counters at their start values (t, pt, cg = 0, cs_oh at step
         # 0, f = 0, f_nz = 0, f_lastF = (F == 1): the last CONV, FC and AMAC steps reset
         # them; check_step asserts it while idle), so the start does not load them again.
-        with m.If(start):
-            sync += [state.eq(RUN), mode_r.eq(self.mode), k_r.eq(self.k), sh1.eq(self.shift1),
-                     sh2.eq(self.shift2), group.eq(0),
+        # The job's configuration and first phase follow the inputs in every idle cycle (none
+        # of them is used while idle), so the start cycle, the last idle one, latches them
+        # and only ``state`` is loaded by the start decision.
+        with m.If(state == IDLE):
+            sync += [mode_r.eq(self.mode), k_r.eq(self.k), sh1.eq(self.shift1), sh2.eq(self.shift2), group.eq(0),
                      k_m1.eq(self.k - 1), k_m2.eq(self.k - 2), k_is1.eq(self.k == 1), f_lastK.eq(self.k == 1),
                      phase.eq(Mux(self.mode, AMAC, CONV))]
+        with m.If(start):
+            sync += state.eq(RUN)
 
         # ---------------- issue stage ----------------------------------------------------------
         sync += [v1.eq(0), ccap1.eq(0), fcap1.eq(0), acap1.eq(0)]

@@ -191,6 +191,7 @@ def test_regout_fifo_behaves_as_syncfifobuffered(depth):
     assert seen["reads"] > 300 and seen["full"] > 20, seen
 
 
+@pytest.mark.filterwarnings("ignore:.*created but never used")
 def test_regout_fifo_bad_depth():
     from rtl.accelerator import SyncFIFORegOut
     with pytest.raises(ValueError, match="depth=0"):
