@@ -70,7 +70,7 @@ from model_sw import numerics
 from model_sw.adagp_predictor import PredictorSizeError, predictor_forward_int
 from model_sw.autoassist_assistant import assistant_logit_int
 from rtl.config import AcceleratorConfig
-from rtl.epilogue import Requantize, below_guard_mask, shift_round_bit
+from rtl.epilogue import Requantize, below_guard_mask
 
 from .interfaces import PRED_OP_BITS, grad_row_layout, sample_layout
 
@@ -235,10 +235,18 @@ def _rq_cfg(cfg: AcceleratorConfig, lanes: int) -> AcceleratorConfig:
                        acc_bits=ACC_BITS)
 
 
-def requant_int8(m: Module, xs, shift, below, relu) -> list:
+def shift_onehot(shift, width: int):
+    """onehot[i] = (shift == i), i < width (registered by the callers with the shift)."""
+    return Cat(*[shift == i for i in range(width)])
+
+
+def requant_int8(m: Module, xs, shift, below, onehot, relu) -> list:
     """numerics.requantize(x, shift, 8, relu) of the int32 values ``xs`` (registers), in two
-    register stages: the shifted value and its round-up bit (``shift_round_bit``; ``shift``
-    and its guard mask ``below`` registered by the caller) are registered; from them the
+    register stages: the shifted value and its round-up bit are registered (``shift``, its
+    guard mask ``below`` and its one-hot ``onehot``, shift_onehot, registered by the caller;
+    the rule of ``shift_round_bit``, up = guard & (sticky | q[0]), with the guard bit
+    x[shift-1] and q[0] = x[shift] as AND-ORs by the one-hot instead of two 32-way
+    multiplexers on the shift; shifts are 0..31, check_shift); from them the
     saturated int8 (returned, combinational: the caller registers it) by range flags on the
     high bits and an 8-bit rounding add: q >= 127 -> 127, q < -128 -> -128, else the low
     byte + up (it cannot overflow).  ReLU (``relu`` at the second stage) zeroes q < 0, for
@@ -246,7 +254,12 @@ def requant_int8(m: Module, xs, shift, below, relu) -> list:
     qmax = (1 << (PRED_OP_BITS - 1)) - 1
     outs = []
     for l, x in enumerate(xs):
-        q_x, up_x = shift_round_bit(x, shift, below)
+        q_x = x >> shift
+        xb = x.as_unsigned()
+        guard = _or_all(xb[i - 1] & onehot[i] for i in range(1, len(x)))
+        q0 = _or_all(xb[i] & onehot[i] for i in range(len(x)))
+        sticky = (xb & below).any()
+        up_x = guard & (sticky | q0)
         q, up = Signal(signed(len(x)), name=f"rq_q{l}"), Signal(name=f"rq_up{l}")
         m.d.sync += [q.eq(q_x), up.eq(up_x)]
         neg, high = q[-1], q[PRED_OP_BITS - 1:]
@@ -745,15 +758,16 @@ class PredictorArray(wiring.Component):
 
         # requantize (conv: ReLU by shift1; fc: shift2): numerics.requantize's rule (round half
         # to even, int8 saturation), shared by the lanes, in two stages: A registers the shifted
-        # value and the round-up bit (shift_round_bit, by bit tests), A+1 saturates (range flags
+        # value and the round-up bit (by bit tests and AND-ORs by the shift's one-hot), A+1 saturates (range flags
         # from the shifted value's high bits, an 8-bit rounding add) into rq_out
         # the shift needed at A and its guard mask, chosen one cycle earlier (registers)
         rq_sh = Signal(SHIFT_BITS)
-        rq_below = Signal(ACC_BITS)
+        rq_below, rq_oh = Signal(ACC_BITS), Signal(ACC_BITS)
         sh_at_a = Mux(ccap_d[D - 2] if D >= 2 else ccap1, sh1, sh2)
-        sync += [rq_sh.eq(sh_at_a), rq_below.eq(below_guard_mask(sh_at_a, ACC_BITS))]
+        sync += [rq_sh.eq(sh_at_a), rq_below.eq(below_guard_mask(sh_at_a, ACC_BITS)),
+                 rq_oh.eq(shift_onehot(sh_at_a, ACC_BITS))]
         rq_out = Signal(data.ArrayLayout(op, L))
-        m.d.comb += [rq_out[l].eq(v) for l, v in enumerate(requant_int8(m, acc, rq_sh, rq_below, ccap_d[D]))]
+        m.d.comb += [rq_out[l].eq(v) for l, v in enumerate(requant_int8(m, acc, rq_sh, rq_below, rq_oh, ccap_d[D]))]
 
         # conv: A+1 registers the int8 results, A+2 the pool-window sum (running over the
         # tiles of a window), A+3 requantizes it by log2(pool^2) into the feature registers
