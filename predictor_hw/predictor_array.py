@@ -70,7 +70,7 @@ from model_sw import numerics
 from model_sw.adagp_predictor import PredictorSizeError, predictor_forward_int
 from model_sw.autoassist_assistant import assistant_logit_int
 from rtl.config import AcceleratorConfig
-from rtl.epilogue import Requantize, below_guard_mask, shift_round_bit
+from rtl.epilogue import Requantize, below_guard_mask
 
 from .interfaces import PRED_OP_BITS, grad_row_layout, sample_layout
 
@@ -235,10 +235,18 @@ def _rq_cfg(cfg: AcceleratorConfig, lanes: int) -> AcceleratorConfig:
                        acc_bits=ACC_BITS)
 
 
-def requant_int8(m: Module, xs, shift, below, relu) -> list:
+def shift_onehot(shift, width: int):
+    """onehot[i] = (shift == i), i < width (registered by the callers with the shift)."""
+    return Cat(*[shift == i for i in range(width)])
+
+
+def requant_int8(m: Module, xs, shift, below, onehot, relu) -> list:
     """numerics.requantize(x, shift, 8, relu) of the int32 values ``xs`` (registers), in two
-    register stages: the shifted value and its round-up bit (``shift_round_bit``; ``shift``
-    and its guard mask ``below`` registered by the caller) are registered; from them the
+    register stages: the shifted value and its round-up bit are registered (``shift``, its
+    guard mask ``below`` and its one-hot ``onehot``, shift_onehot, registered by the caller;
+    the rule of ``shift_round_bit``, up = guard & (sticky | q[0]), with the guard bit
+    x[shift-1] and q[0] = x[shift] as AND-ORs by the one-hot instead of two 32-way
+    multiplexers on the shift; shifts are 0..31, check_shift); from them the
     saturated int8 (returned, combinational: the caller registers it) by range flags on the
     high bits and an 8-bit rounding add: q >= 127 -> 127, q < -128 -> -128, else the low
     byte + up (it cannot overflow).  ReLU (``relu`` at the second stage) zeroes q < 0, for
@@ -246,7 +254,12 @@ def requant_int8(m: Module, xs, shift, below, relu) -> list:
     qmax = (1 << (PRED_OP_BITS - 1)) - 1
     outs = []
     for l, x in enumerate(xs):
-        q_x, up_x = shift_round_bit(x, shift, below)
+        q_x = x >> shift
+        xb = x.as_unsigned()
+        guard = _or_all(xb[i - 1] & onehot[i] for i in range(1, len(x)))
+        q0 = _or_all(xb[i] & onehot[i] for i in range(len(x)))
+        sticky = (xb & below).any()
+        up_x = guard & (sticky | q0)
         q, up = Signal(signed(len(x)), name=f"rq_q{l}"), Signal(name=f"rq_up{l}")
         m.d.sync += [q.eq(q_x), up.eq(up_x)]
         neg, high = q[-1], q[PRED_OP_BITS - 1:]
@@ -333,6 +346,9 @@ class PredictorArray(wiring.Component):
         sh1, sh2 = Signal(SHIFT_BITS), Signal(SHIFT_BITS)
         err = Signal(2)
         state_nx, phase_nx = with_nx(state), with_nx(phase)
+        # phase == CONV / FC / AMAC, registered copies for the operand-issue registers
+        iph_conv, iph_fc, iph_amac = Signal(init=1), Signal(), Signal()
+        m.d.sync += [iph_conv.eq(phase_nx == CONV), iph_fc.eq(phase_nx == FC), iph_amac.eq(phase_nx == AMAC)]
         m.d.comb += [self.busy.eq(state != IDLE), self.error.eq(err)]
         k_ok = (self.k != 0) & (self.k <= g.kmax)
 
@@ -371,7 +387,7 @@ class PredictorArray(wiring.Component):
         t = Signal(range(9))
         pt = Signal(range(max(2, g.n_pt)))
         cg = Signal(range(max(2, g.n_cg)))
-        cs = Signal(range(max(2, g.n_pt * 9)))        # pt*9 + t
+        cs_oh = Signal(g.n_pt * 9, init=1)            # one-hot of the step within the channel group, pt*9 + t
         prev_cg = Signal.like(cg)
         prev_pt = Signal.like(pt)
         f = Signal(range(max(2, F, g.kmax)))
@@ -385,7 +401,7 @@ class PredictorArray(wiring.Component):
         k_m2 = Signal(dw)                              # k_r - 2
         k_is1 = Signal()
         # compares in front of the phase change, kept as flags beside their counters
-        f_lastF = Signal()                             # fc: f == F - 1
+        f_lastF = Signal(init=int(F == 1))             # fc: f == F - 1
         f_lastK = Signal()                             # Assistant: f == k_r - 1
         krem_le = Signal()                             # fc: krem <= L (the sample's last fc tile)
         f_nx, f_nz_nx, tile_first_nx = with_nx(f), with_nx(f_nz), with_nx(tile_first)
@@ -494,6 +510,13 @@ class PredictorArray(wiring.Component):
             flags_ok = ((f_nz == (f != 0)) & ((phase != FC) | ((f_lastF == (f == F - 1)) & (krem_le == (krem <= L))))
                         & ((phase != AMAC) | (f_lastK == (f == k_r - 1))))
             flags_ok = flags_ok & (step_c == step) & (feat_take == (self.feats.valid & self.feats.ready & (state == RUN)))
+            # the counters at their start values while idle
+            flags_ok = flags_ok & ((state != IDLE) | ((t == 0) & (pt == 0) & (cg == 0) & (cs_oh == 1) & (f == 0)
+                                                      & ~f_nz & (f_lastF == (F == 1))))
+            # the issue stage's phase flags, and the im2col one-hot at pt*9 + t
+            flags_ok = flags_ok & (iph_conv == (phase == CONV)) & (iph_fc == (phase == FC)) & (iph_amac == (phase == AMAC))
+            flags_ok = flags_ok & ((state != RUN) | (phase != CONV)
+                                   | (cs_oh == (Const(1, 1) << (pt * 9 + t))[:len(cs_oh)]))
             m.d.sync += Assert((step == step_def) & flags_ok,
                                Format("step {} (definition {}) or a flag wrong (state {}, phase {})",
                                       step, step_def, state, phase))
@@ -515,7 +538,7 @@ class PredictorArray(wiring.Component):
                 sync += err.eq(Mux(err == ERR_NONE, ERR_K, err))
                 last_in = Mux(self.mode, self.feats.payload.last, sp.last)
                 with m.If(~last_in):
-                    sync += [state.eq(DROP), mode_r.eq(self.mode)]
+                    sync += state.eq(DROP)
         with m.Elif(state == DROP):
             with m.If(mode_r == 0):
                 m.d.comb += self.samples.ready.eq(1)
@@ -532,15 +555,24 @@ class PredictorArray(wiring.Component):
 
         s_fire = self.samples.valid & self.samples.ready & ((state == RUN) | start)
         with m.If(s_fire):
-            sync += [sbuf.eq(sp.pix), sbuf_full.eq(1), sbuf_chan.eq(sp.channel), sbuf_last.eq(sp.last),
-                         seen_last.eq(sp.last)]
+            sync += [sbuf_full.eq(1), seen_last.eq(sp.last)]
+        # the buffer follows the sample payload while it is empty (it is read only while full),
+        # so its ~150 flip-flops are enabled by a register, not by the handshake (s_fire)
+        with m.If(~sbuf_full):
+            sync += [sbuf.eq(sp.pix), sbuf_chan.eq(sp.channel), sbuf_last.eq(sp.last)]
 
+        # A job leaves the step counters at their start values (t, pt, cg = 0, cs_oh at step
+        # 0, f = 0, f_nz = 0, f_lastF = (F == 1): the last CONV, FC and AMAC steps reset
+        # them; check_step asserts it while idle), so the start does not load them again.
+        # The job's configuration and first phase follow the inputs in every idle cycle (none
+        # of them is used while idle), so the start cycle, the last idle one, latches them
+        # and only ``state`` is loaded by the start decision.
+        with m.If(state == IDLE):
+            sync += [mode_r.eq(self.mode), k_r.eq(self.k), sh1.eq(self.shift1), sh2.eq(self.shift2), group.eq(0),
+                     k_m1.eq(self.k - 1), k_m2.eq(self.k - 2), k_is1.eq(self.k == 1), f_lastK.eq(self.k == 1),
+                     phase.eq(Mux(self.mode, AMAC, CONV))]
         with m.If(start):
-            sync += [state.eq(RUN), mode_r.eq(self.mode), k_r.eq(self.k), sh1.eq(self.shift1),
-                         sh2.eq(self.shift2), t.eq(0), pt.eq(0), cg.eq(0), cs.eq(0), f.eq(0), f_nz.eq(0), group.eq(0),
-                         k_m1.eq(self.k - 1), k_m2.eq(self.k - 2), k_is1.eq(self.k == 1),
-                         f_lastF.eq(F == 1), f_lastK.eq(self.k == 1),
-                         phase.eq(Mux(self.mode, AMAC, CONV))]
+            sync += state.eq(RUN)
 
         # ---------------- issue stage ----------------------------------------------------------
         sync += [v1.eq(0), ccap1.eq(0), fcap1.eq(0), acap1.eq(0)]
@@ -570,25 +602,30 @@ class PredictorArray(wiring.Component):
         row_ok = [cg * R + r < g.C for r in range(R)]
         # The operand-issue registers (lane enables, b operands, labels, the operand selects)
         # are loaded in every cycle of their phase, not only at a step: they are used only
-        # with v1, which only a step sets, so they stay off the step's fan-out.
+        # with v1, which only a step sets, so they stay off the step's fan-out.  Their phase
+        # is a private one-hot copy (iph_*, registered from phase_nx), so the ~300 loads
+        # are not on the decode of ``phase`` that the next-step logic uses.
         fp = self.feats.payload
-        sync += [a_conv1.eq(phase == CONV), a_aw1.eq(phase == AMAC), b_fc1.eq(phase == FC),
-                 fsel1.eq(Mux(phase == FC, Cat(*[f == i for i in range(F)]), 0))]
-        with m.Switch(phase):
-            with m.Case(CONV):
-                sync += [en1[r * Cc + j].eq(row_ok[r] & col_ok[j]) for r in range(R) for j in range(Cc)]
-                # im2col: column j's operand for step cs of the channel group
-                with m.Switch(cs):
-                    for s in range(g.n_pt * 9):
-                        with m.Case(s):
-                            for j in range(Cc):
-                                src = g.tap_source(s // 9, s % 9, j)
-                                val = sbuf[src] if src is not None else 0
-                                sync += [b1[r * Cc + j].eq(val) for r in range(R)]
-            with m.Case(FC):
-                sync += [en1[l].eq(krem > l) for l in range(L)]
-            with m.Case(AMAC):
-                sync += [en1.eq(fp.en), b1.eq(fp.x), y1.eq(fp.y)]
+        sync += [a_conv1.eq(iph_conv), a_aw1.eq(iph_amac), b_fc1.eq(iph_fc),
+                 fsel1.eq(Mux(iph_fc, Cat(*[f == i for i in range(F)]), 0))]
+        with m.If(iph_conv):
+            sync += [en1[r * Cc + j].eq(row_ok[r] & col_ok[j]) for r in range(R) for j in range(Cc)]
+            # im2col: column j's operand for step s = pt*9 + t of the channel group, an
+            # AND-OR of the sample bytes: byte p is selected when the one-hot cs_oh is at
+            # one of the steps at which column j reads p (tap_source), zero elsewhere
+            for j in range(Cc):
+                steps_of = {}
+                for s in range(g.n_pt * 9):
+                    src = g.tap_source(s // 9, s % 9, j)
+                    if src is not None:
+                        steps_of.setdefault(src, []).append(s)
+                val = _or_all(Mux(_or_all(cs_oh[s] for s in ss), sbuf[p].as_unsigned(), 0)
+                              for p, ss in sorted(steps_of.items()))
+                sync += [b1[r * Cc + j].eq(val) for r in range(R)]
+        with m.Elif(iph_fc):
+            sync += [en1[l].eq(krem > l) for l in range(L)]
+        with m.Elif(iph_amac):
+            sync += [en1.eq(fp.en), b1.eq(fp.x), y1.eq(fp.y)]
         with m.If(step):
             sync += ph1.eq(phase)
             with m.Switch(phase):
@@ -601,14 +638,14 @@ class PredictorArray(wiring.Component):
                         with m.If(pt == g.n_pt - 1):
                             sync += pt.eq(0)
                             with m.If(cg == g.n_cg - 1):
-                                sync += [phase.eq(CDRAIN), cg.eq(0), cs.eq(0), sbuf_full.eq(0),
+                                sync += [phase.eq(CDRAIN), cg.eq(0), cs_oh.eq(1), sbuf_full.eq(0),
                                              cur_chan.eq(sbuf_chan), cur_last.eq(sbuf_last)]
                             with m.Else():
-                                sync += [cg.eq(cg + 1), cs.eq(0)]
+                                sync += [cg.eq(cg + 1), cs_oh.eq(1)]
                         with m.Else():
-                            sync += [pt.eq(pt + 1), cs.eq(cs + 1)]
+                            sync += [pt.eq(pt + 1), cs_oh.eq(cs_oh.rotate_left(1))]
                     with m.Else():
-                        sync += [t.eq(t + 1), cs.eq(cs + 1)]
+                        sync += [t.eq(t + 1), cs_oh.eq(cs_oh.rotate_left(1))]
                 with m.Case(CDRAIN):
                     # the last conv tile's capture, then g.cdrain_wait more steps when the fc
                     # phase would otherwise read one of its features before it lands in h
@@ -642,7 +679,7 @@ class PredictorArray(wiring.Component):
                     with m.If(cur_last):
                         sync += state.eq(TAIL)
                     with m.Else():
-                        sync += [phase.eq(CONV), t.eq(0), pt.eq(0), cg.eq(0), cs.eq(0)]
+                        sync += [phase.eq(CONV), t.eq(0), pt.eq(0), cg.eq(0), cs_oh.eq(1)]
                 with m.Case(AMAC):
                     sync += [v1.eq(1), first1.eq(~f_nz)]
                     with m.If(~f_nz):
@@ -721,15 +758,16 @@ class PredictorArray(wiring.Component):
 
         # requantize (conv: ReLU by shift1; fc: shift2): numerics.requantize's rule (round half
         # to even, int8 saturation), shared by the lanes, in two stages: A registers the shifted
-        # value and the round-up bit (shift_round_bit, by bit tests), A+1 saturates (range flags
+        # value and the round-up bit (by bit tests and AND-ORs by the shift's one-hot), A+1 saturates (range flags
         # from the shifted value's high bits, an 8-bit rounding add) into rq_out
         # the shift needed at A and its guard mask, chosen one cycle earlier (registers)
         rq_sh = Signal(SHIFT_BITS)
-        rq_below = Signal(ACC_BITS)
+        rq_below, rq_oh = Signal(ACC_BITS), Signal(ACC_BITS)
         sh_at_a = Mux(ccap_d[D - 2] if D >= 2 else ccap1, sh1, sh2)
-        sync += [rq_sh.eq(sh_at_a), rq_below.eq(below_guard_mask(sh_at_a, ACC_BITS))]
+        sync += [rq_sh.eq(sh_at_a), rq_below.eq(below_guard_mask(sh_at_a, ACC_BITS)),
+                 rq_oh.eq(shift_onehot(sh_at_a, ACC_BITS))]
         rq_out = Signal(data.ArrayLayout(op, L))
-        m.d.comb += [rq_out[l].eq(v) for l, v in enumerate(requant_int8(m, acc, rq_sh, rq_below, ccap_d[D]))]
+        m.d.comb += [rq_out[l].eq(v) for l, v in enumerate(requant_int8(m, acc, rq_sh, rq_below, rq_oh, ccap_d[D]))]
 
         # conv: A+1 registers the int8 results, A+2 the pool-window sum (running over the
         # tiles of a window), A+3 requantizes it by log2(pool^2) into the feature registers
@@ -824,12 +862,16 @@ class PredictorArray(wiring.Component):
         # the job's last output beat: the last MACs are >= 1 + lat cycles before it)
         macs_inc = Signal.like(lanes_on)
         sync += macs_inc.eq(Mux(v1, lanes_on, 0))
+        # so are the input beats (the job's last is long before its last output beat); the
+        # beat's handshake (samples.valid, the job start) stays off the counter's adder
+        in_inc = Signal()
+        sync += in_inc.eq(in_fire)
         incr = {
             "busy_cycles": (state == RUN) | (state == TAIL),
             "step_cycles": step_c,
             "stall_cycles": ((state == RUN) & ~step_c) | ((state == TAIL) & out_wait),
             "macs": macs_inc,
-            "in_beats": in_fire,
+            "in_beats": in_inc,
             "out_beats": row_fire | lo_fire,
             "errors": bad | (wfire & ~waddr_ok),
         }

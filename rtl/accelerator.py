@@ -24,7 +24,7 @@ Errors: ``error`` packs the engine's status (bits 0-3), the reorganization unit'
 from __future__ import annotations
 
 from amaranth import Module, Signal, Mux, Cat, unsigned
-from amaranth.lib import wiring, stream, data
+from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
@@ -51,6 +51,71 @@ PRED_COUNTERS = (
     "upd_layers",         # layer updates finished
     "array_busy_cycles",  # the array's own busy counter
 )
+
+
+class SyncFIFORegOut(wiring.Component):
+    """A FIFO that behaves as ``amaranth.lib.fifo.SyncFIFOBuffered(width, depth)`` cycle
+    for cycle (the same ``w_rdy``, ``r_rdy``, ``level`` and data order: written at t,
+    readable at t + 2) but whose ``r_data`` are flip-flops, not a block RAM's read data
+    (an ECP5 DP16KD without its output register: ~5.6 ns clock-to-out).
+
+    The storage (``depth - 1`` words, block RAM) is read one cycle ahead: its address is
+    the head *after* this cycle's move into the output register (``consume`` or the next
+    word), so the head's word is on the read port's data when it moves; a word written at
+    that address in the cycle it is read is forwarded from a register (``fwd``, ``wd_q``).
+    (A read port declared transparent would be emitted as an asynchronous read at a
+    registered address, and Yosys would merge the output register into the block RAM.)
+    Depth 1 is SyncFIFOBuffered's single register (a write every other cycle).
+    """
+
+    def __init__(self, width: int, depth: int):
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"depth={depth!r}: a FIFO holds at least one word")
+        self.width, self.depth = width, depth
+        super().__init__({
+            "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
+            "r_data": Out(width), "r_en": In(1), "r_rdy": Out(1),
+            "level": Out(range(depth + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.depth == 1:
+            m.d.comb += [self.w_rdy.eq(self.level == 0), self.r_rdy.eq(self.level == 1)]
+            with m.If(self.w_en & self.w_rdy):
+                m.d.sync += [self.r_data.eq(self.w_data), self.level.eq(1)]
+            with m.If(self.r_en & self.r_rdy):
+                m.d.sync += self.level.eq(0)
+            return m
+        inner = self.depth - 1
+        m.submodules.storage = mem = memory.Memory(shape=self.width, depth=inner, init=[])
+        wp = mem.write_port()
+        rp = mem.read_port()
+        inner_level = Signal(range(inner + 1))
+        produce, consume = Signal(range(inner)), Signal(range(inner))
+
+        def incr(v):
+            return Mux(v == inner - 1, 0, v + 1)
+
+        do_write = self.w_en & self.w_rdy
+        do_inner_read = (inner_level != 0) & (~self.r_rdy | self.r_en)
+        m.d.comb += [self.w_rdy.eq(inner_level != inner),
+                     wp.addr.eq(produce), wp.data.eq(self.w_data), wp.en.eq(do_write),
+                     rp.addr.eq(Mux(do_inner_read, incr(consume), consume)),
+                     self.level.eq(inner_level + self.r_rdy)]
+        with m.If(do_write):
+            m.d.sync += produce.eq(incr(produce))
+        fwd, wd_q = Signal(), Signal(self.width)
+        m.d.sync += [fwd.eq(do_write & (produce == rp.addr)), wd_q.eq(self.w_data)]
+        with m.If(do_inner_read):
+            m.d.sync += [consume.eq(incr(consume)), self.r_data.eq(Mux(fwd, wd_q, rp.data)), self.r_rdy.eq(1)]
+        with m.Elif(self.r_en):
+            m.d.sync += self.r_rdy.eq(0)
+        with m.If(do_write & ~do_inner_read):
+            m.d.sync += inner_level.eq(inner_level + 1)
+        with m.If(do_inner_read & ~do_write):
+            m.d.sync += inner_level.eq(inner_level - 1)
+        return m
 
 
 def accel_instr_layout(cfg: AcceleratorConfig) -> data.StructLayout:
@@ -115,8 +180,9 @@ class Accelerator(wiring.Component):
         rl = grad_row_layout(cfg)
         m.submodules.rows_fifo = rf = SyncFIFOBuffered(width=rl.size, depth=ROWS_FIFO)
         sl = sample_layout(cfg)
-        # one sample FIFO entry also carries the layer's fan-in (the array latches it per job)
-        m.submodules.samples_fifo = sf = SyncFIFOBuffered(width=sl.size + cfg.dim_bits, depth=cfg.pred_max_cout)
+        # one sample FIFO entry also carries the layer's fan-in (the array latches it per job);
+        # its read data are flip-flops: the array's job-start decision reads them
+        m.submodules.samples_fifo = sf = SyncFIFORegOut(width=sl.size + cfg.dim_bits, depth=cfg.pred_max_cout)
 
         # engine <-> memory, and the tap
         wiring.connect(m, eng.rd_a, wiring.flipped(self.rd_a))

@@ -180,17 +180,17 @@ def test_requant_int8_equals_numerics():
     from amaranth import Module, Signal, signed
     from amaranth.sim import Simulator
     from model_sw import numerics
-    from predictor_hw.predictor_array import requant_int8
+    from predictor_hw.predictor_array import requant_int8, shift_onehot
     from rtl.epilogue import below_guard_mask
 
     lanes = 8
     m = Module()
     xs = [Signal(signed(32), name=f"x{i}") for i in range(lanes)]
     sh_in, relu = Signal(6), Signal()
-    sh, below = Signal(6), Signal(32)
-    m.d.sync += [sh.eq(sh_in), below.eq(below_guard_mask(sh_in, 32))]
+    sh, below, oh = Signal(6), Signal(32), Signal(32)
+    m.d.sync += [sh.eq(sh_in), below.eq(below_guard_mask(sh_in, 32)), oh.eq(shift_onehot(sh_in, 32))]
     outs = [Signal(signed(8), name=f"o{i}") for i in range(lanes)]
-    m.d.comb += [o.eq(v) for o, v in zip(outs, requant_int8(m, xs, sh, below, relu))]
+    m.d.comb += [o.eq(v) for o, v in zip(outs, requant_int8(m, xs, sh, below, oh, relu))]
     rng = np.random.default_rng(5)
     cases = []
     for s in range(32):
