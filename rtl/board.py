@@ -163,9 +163,12 @@ def instr_words(cfg: AcceleratorConfig, core: str = "engine") -> int:
     return -(-instr_width(cfg, core) // 32)
 
 
-def counter_names(core: str = "engine", cfg: AcceleratorConfig | None = None) -> tuple:
+def counter_names(core: str, cfg: AcceleratorConfig) -> tuple:
     """The COUNTERS reply, in order: the engine's counters (the configuration's:
-    ``rtl.engine.counter_names``), then the predictor side's."""
+    ``rtl.engine.counter_names``), then the predictor side's.  The configuration is
+    required: a lite configuration (``all_counters=False``) has fewer counters."""
+    if not isinstance(cfg, AcceleratorConfig):
+        raise TypeError(f"counter_names needs an AcceleratorConfig, got {cfg!r}")
     return tuple(engine_counters(cfg)) + (tuple(acc.PRED_COUNTERS) if check_core(core) == "accelerator" else ())
 
 

@@ -196,7 +196,13 @@ def test_unknown_core_and_core_sizes():
     from rtl import accelerator as acc, isa
     cfg = preset("small")
     assert board.instr_words(cfg, "accelerator") * 32 >= acc.accel_instr_width(cfg) > isa.instr_width(cfg)
-    assert board.counter_names("accelerator")[len(board.counter_names()):] == tuple(acc.PRED_COUNTERS)
+    from rtl.engine import COUNTERS, CORE_COUNTERS
+    assert board.counter_names("accelerator", cfg) == tuple(COUNTERS) + tuple(acc.PRED_COUNTERS)
+    assert board.counter_names("engine", cfg) == tuple(COUNTERS)
+    lite = preset("ice40")
+    assert board.counter_names("engine", lite) == tuple(n for n in COUNTERS if n in CORE_COUNTERS)
+    with pytest.raises(TypeError, match="AcceleratorConfig"):
+        board.counter_names("engine", None)
     bufs = board.stream_buffers(cfg)
     from predictor_hw.predictor_array import pack_predictor_weights
     g_w1 = np.zeros((cfg.pred_channels, 1, 3, 3), dtype=np.int64)
