@@ -40,7 +40,7 @@ Sparse execution (docs/sparsity.md):
   memory image: A panel p keeps its nonzero words k_0 < k_1 < ... (or one entry
   at k = K-1 if it has none); entry j is visible to the sequencer when the next
   nonzero word of its panel arrives, the last one when the panel's word K-1
-  arrives, plus ``COMPACT_LAG`` (``readyA(p) + k_{j+1} + 1``, resp. ``readyA(p) + K``), and its step also
+  arrives, plus ``COMPACT_LAG`` = 2 (``readyA(p) + k_{j+1} + 2``, resp. ``readyA(p) + K + 1``), and its step also
   needs B's whole panel (``readyB(tj) + K - 1``: the sequencer does not wait for the
   entry's k before it decides, which keeps the side-memory read off the step's
   critical path).  Steps go one per cycle as soon as
