@@ -70,7 +70,7 @@ from model_sw import numerics
 from model_sw.adagp_predictor import PredictorSizeError, predictor_forward_int
 from model_sw.autoassist_assistant import assistant_logit_int
 from rtl.config import AcceleratorConfig
-from rtl.epilogue import Requantize, below_guard_mask
+from rtl.epilogue import Requantize, below_guard_mask, round_saturate
 
 from .interfaces import PRED_OP_BITS, grad_row_layout, sample_layout
 
@@ -247,11 +247,10 @@ def requant_int8(m: Module, xs, shift, below, onehot, relu) -> list:
     the rule of ``shift_round_bit``, up = guard & (sticky | q[0]), with the guard bit
     x[shift-1] and q[0] = x[shift] as AND-ORs by the one-hot instead of two 32-way
     multiplexers on the shift; shifts are 0..31, check_shift); from them the
-    saturated int8 (returned, combinational: the caller registers it) by range flags on the
-    high bits and an 8-bit rounding add: q >= 127 -> 127, q < -128 -> -128, else the low
-    byte + up (it cannot overflow).  ReLU (``relu`` at the second stage) zeroes q < 0, for
+    saturated int8 (returned, combinational: the caller registers it) by
+    ``rtl.epilogue.round_saturate`` (range flags on the high bits and an 8-bit rounding add:
+    q >= 127 -> 127, q < -128 -> -128, else the low byte + up, which cannot overflow).  ReLU (``relu`` at the second stage) zeroes q < 0, for
     which q + up <= 0.  The result belongs to the ``xs`` of the cycle before."""
-    qmax = (1 << (PRED_OP_BITS - 1)) - 1
     outs = []
     for l, x in enumerate(xs):
         q_x = x >> shift
@@ -262,11 +261,8 @@ def requant_int8(m: Module, xs, shift, below, onehot, relu) -> list:
         up_x = guard & (sticky | q0)
         q, up = Signal(signed(len(x)), name=f"rq_q{l}"), Signal(name=f"rq_up{l}")
         m.d.sync += [q.eq(q_x), up.eq(up_x)]
-        neg, high = q[-1], q[PRED_OP_BITS - 1:]
-        q_hi = ~neg & (high.any() | q[:PRED_OP_BITS - 1].all())
-        q_lo = neg & ~high.all()
-        s8 = (q[:PRED_OP_BITS] + up)[:PRED_OP_BITS].as_signed()
-        outs.append(Mux(relu & neg, 0, Mux(q_hi, qmax, Mux(q_lo, -qmax - 1, s8))))
+        sat, _ = round_saturate(q, up, PRED_OP_BITS)      # the engine's stage-2 rule
+        outs.append(Mux(relu & q[-1], 0, sat))
     return outs
 
 
