@@ -173,6 +173,11 @@ class UpdateUnit(wiring.Component):
         below_r = Signal(gw)
         below_c = Signal(cw)
         d8_next = Mux(self.desc.payload.d8 > 16, 16, self.desc.payload.d8)
+        # The masks follow the registered shifts a cycle later (off the descriptor's path: on a
+        # board the descriptor comes from a stream buffer, and clamp + mask in one cycle was the
+        # ULX3S build's critical path).  They are first used in CALC1, at least three cycles
+        # after the descriptor is taken (ROW/GROW..., REQ, RESP), so they are always fresh.
+        m.d.sync += [below_r.eq(below_guard_mask(sh_r, gw)), below_c.eq(below_guard_mask(d8c, cw))]
         # Two pipeline registers per row (states CALC1, CALC2): the rounded, scaled gradient,
         # then the saturated new weight; WRITE only rounds the 8-bit copy.  The gradient's
         # right shift rounds an int8 (a 10-bit adder); its left shift needs no rounding.
@@ -209,8 +214,6 @@ class UpdateUnit(wiring.Component):
                 with m.If(self.desc.valid & go):
                     m.d.sync += [d.eq(self.desc.payload), have.eq(1), ch_base.eq(self.desc.payload.w_base),
                                  sh_l.eq(sh_l_next), sh_r.eq(sh_r_next), d8c.eq(d8_next),
-                                 below_r.eq(below_guard_mask(sh_r_next, gw)),
-                                 below_c.eq(below_guard_mask(d8_next, cw)),
                                  c8_base.eq(self.desc.payload.w8_base), g_row.eq(self.desc.payload.g_base),
                                  exp_ch.eq(0), exp_ch1.eq(1), exp_col.eq(0)]
                     with m.If(self.desc.payload.from_mem):

@@ -153,6 +153,33 @@ def test_bp_true_gradients_from_memory_two_layers():
         assert np.array_equal(out[b:b + wv.size].reshape(wv.shape), wv)
 
 
+def test_layers_with_different_shifts_back_to_back():
+    """Consecutive GP layers with different gradient and copy shifts: the rounding masks
+    follow the registered shifts a cycle after the descriptor is taken, so a mask left
+    from the previous layer (or from reset) would round this layer's first row wrongly."""
+    rng = np.random.default_rng(11)
+    mem = np.zeros(CFG.mem_words, dtype=np.int64)
+    plan = [(-7, 3), (-1, 12), (-9, 1), (2, 16), (-3, 5)]       # (g_shift, d8) per layer
+    descs, rows, want = [], [], []
+    base = 16
+    for g_shift, d8 in plan:
+        c_out, k = 2, 5
+        w = rng.integers(-30000, 30000, size=(c_out, k))
+        g = rng.integers(-128, 128, size=(c_out, k))
+        g[0, 0] = 1 << (-g_shift - 1) if g_shift < 0 else g[0, 0]     # a tie at the right shift
+        mem[base:base + w.size] = w.ravel()
+        descs.append(U.update_descriptor(CFG, w_base=base, c_out=c_out, k=k, g_shift=g_shift,
+                                         w_bits=16, w8_base=base + 2000, d8=d8))
+        rows.append(grad_rows(g))
+        nw = numerics.sgd_update_int(w, g, g_shift, 16)
+        want.append((base, nw, numerics.shift_round_saturate(nw, -d8, 8)))
+        base += 64
+    out, _ = run(descs, mem, rows, seed=5)
+    for b, nw, c8 in want:
+        assert np.array_equal(out[b:b + nw.size].reshape(nw.shape), nw)
+        assert np.array_equal(out[b + 2000:b + 2000 + nw.size].reshape(nw.shape), c8)
+
+
 def test_bad_descriptor_raises():
     with pytest.raises(U.UpdateError, match="C_out=0"):
         U.update_descriptor(CFG, w_base=0, c_out=0, k=3, g_shift=0)
