@@ -26,7 +26,7 @@ from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
 from rtl.config import AcceleratorConfig
-from rtl.epilogue import below_guard_mask, saturate_bits, shift_round_bit
+from rtl.epilogue import below_guard_mask, round_saturate, saturate_bits, shift_round_bit
 from rtl.gather import mem_rd_signature
 from .interfaces import grad_row_layout, PRED_OP_BITS
 
@@ -198,9 +198,12 @@ class UpdateUnit(wiring.Component):
             new_w.append(nw)
             xc = Signal(signed(cw), name=f"c{j}_x")
             m.d.comb += xc.eq(nws[j])
-            c8 = _round_right(m, xc, d8c, below_c, f"c{j}")
+            # the copy: saturate(round(nw / 2**d8), 8) by range flags on the shifted value and
+            # an 8-bit rounding add (round_saturate), not an 18-bit add before the saturation:
+            # it feeds the write beat combinationally (on a board, the memory's beat register)
+            cq, cup = shift_round_bit(xc, d8c, below_c)
             nc = Signal(signed(8), name=f"nc{j}")
-            m.d.comb += nc.eq(saturate_bits(c8, 8))
+            m.d.comb += nc.eq(round_saturate(cq, cup, 8)[0])
             new_c.append(nc)
         elems = Signal(COUNTER_BITS)
         m.d.comb += self.elems.eq(elems)

@@ -403,12 +403,16 @@ class BoardTop(wiring.Component):
         m.d.comb += all_sent.eq(Cat(st.done for st, _, _ in streams.values()).all())
 
         running, done = Signal(), Signal()
+        # core_rst is a register (RESET: the cycle after RUN): it resets the whole core and the
+        # buffers, so it must not sit behind the bridge's decode logic (for Fmax).
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(br.run):
-                    m.d.comb += core_rst.eq(1)
-                    m.d.sync += [running.eq(1), done.eq(0)]
-                    m.next = "START"
+                    m.d.sync += [running.eq(1), done.eq(0), core_rst.eq(1)]
+                    m.next = "RESET"
+            with m.State("RESET"):
+                m.d.sync += core_rst.eq(0)
+                m.next = "START"
             with m.State("START"):
                 m.d.comb += start.eq(1)
                 m.next = "RUN"

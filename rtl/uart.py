@@ -309,6 +309,13 @@ class Bridge(wiring.Component):
                              (opcode == OP_WRITE_BUF) & int(bool(self.buffers)) |
                              (opcode == OP_SET) & int(bool(self.reg_limits)))
         needs_idle = is_write | (opcode == OP_RUN) | (opcode == OP_SET)
+        # The header's checks (a 32-bit add and the range compares) are registered: they follow
+        # the header a cycle later and are read from DECIDE on, one state after the header's
+        # last byte (CHECK), so no compare sits in front of the decisions (for Fmax; one
+        # cycle per request, nothing next to a UART byte).
+        known_r, range_bad_r, needs_idle_r = Signal(), Signal(), Signal()
+        m.d.sync += [known_r.eq(known), range_bad_r.eq(range_bad), needs_idle_r.eq(needs_idle)]
+        known, range_bad, needs_idle = known_r, range_bad_r, needs_idle_r
 
         req = self.mem.req
         m.d.sync += [self.prog_we.eq(0), self.run.eq(0)]
@@ -332,9 +339,11 @@ class Bridge(wiring.Component):
                                  in_frame.eq(1)]
                     with m.If(nrecv == HEADER_BYTES - 1):
                         m.d.sync += nrecv.eq(0)
-                        m.next = "DECIDE"
+                        m.next = "CHECK"
                 with m.If(timed_out):
                     m.d.sync += [nrecv.eq(0), in_frame.eq(0)]
+            with m.State("CHECK"):              # the header's checks are registered at its end
+                m.next = "DECIDE"
             with m.State("DECIDE"):
                 m.d.sync += [ptr.eq(addr), left.eq(count), wbyte.eq(0), word.eq(0),
                              drop.eq(~known | range_bad | (needs_idle & self.status.running))]
