@@ -402,7 +402,7 @@ class BoardTop(wiring.Component):
         all_sent = Signal()
         m.d.comb += all_sent.eq(Cat(st.done for st, _, _ in streams.values()).all())
 
-        running, done = Signal(), Signal()
+        running, done, finish = Signal(), Signal(), Signal()
         # core_rst is a register (RESET: the cycle after RUN): it resets the whole core and the
         # buffers, so it must not sit behind the bridge's decode logic (for Fmax).
         with m.FSM():
@@ -417,8 +417,12 @@ class BoardTop(wiring.Component):
                 m.d.comb += start.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
-                with m.If((core.error != 0) | all_sent & ~core.busy & mem.idle):
-                    m.d.sync += [running.eq(0), done.eq(1)]
+                # the end test (the core's busy and error flags, the buffers, the memory) is
+                # registered: the run ends a cycle after it holds (for Fmax: the flags are
+                # deep in the core); never sampled in START, where the buffers still read done
+                m.d.sync += finish.eq((core.error != 0) | all_sent & ~core.busy & mem.idle)
+                with m.If(finish):
+                    m.d.sync += [running.eq(0), done.eq(1), finish.eq(0)]
                     m.next = "IDLE"
         m.d.comb += [br.status.running.eq(running), br.status.engine_busy.eq(core.busy),
                      br.status.done.eq(done), br.status.error.eq(core.error), br.status.pc.eq(prog.sent),
