@@ -76,12 +76,14 @@ class SyncFIFORegOut(wiring.Component):
             "w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
             "r_data": Out(width), "r_en": In(1), "r_rdy": Out(1),
             "level": Out(range(depth + 1)),
+            "nonempty": Out(1),          # level != 0 without the level's adder (for Fmax)
         })
 
     def elaborate(self, platform):
         m = Module()
         if self.depth == 1:
-            m.d.comb += [self.w_rdy.eq(self.level == 0), self.r_rdy.eq(self.level == 1)]
+            m.d.comb += [self.w_rdy.eq(self.level == 0), self.r_rdy.eq(self.level == 1),
+                         self.nonempty.eq(self.level != 0)]
             with m.If(self.w_en & self.w_rdy):
                 m.d.sync += [self.r_data.eq(self.w_data), self.level.eq(1)]
             with m.If(self.r_en & self.r_rdy):
@@ -102,7 +104,8 @@ class SyncFIFORegOut(wiring.Component):
         m.d.comb += [self.w_rdy.eq(inner_level != inner),
                      wp.addr.eq(produce), wp.data.eq(self.w_data), wp.en.eq(do_write),
                      rp.addr.eq(Mux(do_inner_read, incr(consume), consume)),
-                     self.level.eq(inner_level + self.r_rdy)]
+                     self.level.eq(inner_level + self.r_rdy),
+                     self.nonempty.eq((inner_level != 0) | self.r_rdy)]
         with m.If(do_write):
             m.d.sync += produce.eq(incr(produce))
         fwd, wd_q = Signal(), Signal(self.width)
@@ -220,7 +223,7 @@ class Accelerator(wiring.Component):
         wiring.connect(m, up.wr, wiring.flipped(self.upd_wr))
 
         pred_busy = Signal()
-        m.d.comb += pred_busy.eq(ro.emitting | (sf.level != 0) | pa.busy | (rf.level != 0) | up.working)
+        m.d.comb += pred_busy.eq(ro.emitting | sf.nonempty | pa.busy | (rf.level != 0) | up.working)
         # a pending update descriptor is work too (a BP update waits for the engine's dW)
         m.d.comb += [self.busy.eq(eng.busy | pred_busy | ro.busy | up.busy | self.udesc.valid),
                      self.error.eq(Cat(eng.error, ro.error, pa.error, up.error)),

@@ -178,6 +178,7 @@ def test_regout_fifo_behaves_as_syncfifobuffered(depth):
             got = [ctx.get(dut.w_rdy), ctx.get(dut.r_rdy), ctx.get(dut.level)]
             want = [ctx.get(ref.w_rdy), ctx.get(ref.r_rdy), ctx.get(ref.level)]
             assert got == want, f"cycle {cyc}: w_rdy, r_rdy, level {got} != {want}"
+            assert ctx.get(dut.nonempty) == int(want[2] != 0), f"cycle {cyc}: nonempty"
             if want[1]:
                 assert ctx.get(dut.r_data) == ctx.get(ref.r_data), f"cycle {cyc}: read data"
                 seen["reads"] += r_en
