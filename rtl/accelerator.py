@@ -229,8 +229,14 @@ class Accelerator(wiring.Component):
                      self.error.eq(Cat(eng.error, ro.error, pa.error, up.error)),
                      self.counters.eq(eng.counters)]
         pc = self.pcounters
+        # The counter counts pred_busy a cycle late: pred_busy is an OR of five units'
+        # flags spread across the die, and feeding it straight into a 48-bit carry chain
+        # was the ULX3S board build's critical path. The total is unchanged, because the
+        # counters are read after the run ends (busy low for at least a cycle).
+        pred_busy_q = Signal()
+        m.d.sync += pred_busy_q.eq(pred_busy)
         incs = {
-            "pred_busy_cycles": pred_busy,
+            "pred_busy_cycles": pred_busy_q,
             "gate_cycles": self.instr.valid & eng.instr.ready & ~ok,
             "samples": ro.samples.valid & ro.samples.ready,
             "pred_rows": pa.rows.valid & pa.rows.ready,
