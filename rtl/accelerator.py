@@ -229,14 +229,8 @@ class Accelerator(wiring.Component):
                      self.error.eq(Cat(eng.error, ro.error, pa.error, up.error)),
                      self.counters.eq(eng.counters)]
         pc = self.pcounters
-        # The counter counts pred_busy a cycle late: pred_busy is an OR of five units'
-        # flags spread across the die, and feeding it straight into a 48-bit carry chain
-        # was the ULX3S board build's critical path. The total is unchanged, because the
-        # counters are read after the run ends (busy low for at least a cycle).
-        pred_busy_q = Signal()
-        m.d.sync += pred_busy_q.eq(pred_busy)
         incs = {
-            "pred_busy_cycles": pred_busy_q,
+            "pred_busy_cycles": pred_busy,
             "gate_cycles": self.instr.valid & eng.instr.ready & ~ok,
             "samples": ro.samples.valid & ro.samples.ready,
             "pred_rows": pa.rows.valid & pa.rows.ready,
@@ -244,9 +238,15 @@ class Accelerator(wiring.Component):
             "upd_layers": None,
             "array_busy_cycles": None,
         }
+        # Each counter adds its event a cycle late, from a register: the events are
+        # decisions spread across the die (pred_busy ORs five units' flags, the gate
+        # decodes the instruction buffer's payload), and feeding one straight into a
+        # 48-bit carry chain was the ULX3S board build's critical path. The totals are
+        # unchanged: the counters are read after the run ends (busy low for a cycle).
         for name, inc in incs.items():
             if inc is not None:
-                m.d.sync += pc[name].eq(pc[name] + inc)
+                inc_q = Signal(name=f"{name}_inc")
+                m.d.sync += [inc_q.eq(inc), pc[name].eq(pc[name] + inc_q)]
         m.d.comb += [pc.upd_elems.eq(up.elems), pc.upd_layers.eq(up.layers_done),
                      pc.array_busy_cycles.eq(pa.counters.busy_cycles)]
         return m

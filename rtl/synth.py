@@ -25,6 +25,7 @@ import argparse
 import json
 import dataclasses
 import os
+import shlex
 import re
 import shutil
 import subprocess
@@ -361,8 +362,10 @@ def build_env() -> dict:
 
 def synth_board(board: str, preset_name: str | None, out: str | None = None, abc9: bool = False,
                 baud: int | None = None, report_only: bool = False,
-                target_mhz: float | None = None, core: str | None = None) -> dict:
+                target_mhz: float | None = None, core: str | None = None,
+                pnr_args: tuple[str, ...] = ()) -> dict:
     """Build the board top for ``board`` with the preset: Yosys, nextpnr, bitstream.
+    ``pnr_args`` are extra nextpnr arguments (a router, a seed), recorded in the report.
     Returns the report (also written to <out>/report.json); raises SynthError with the
     reason (the resource that does not fit, or the tool's error) if the build fails."""
     from . import board as boards
@@ -396,7 +399,8 @@ def synth_board(board: str, preset_name: str | None, out: str | None = None, abc
                            script_after_synth=stat_cmd,
                            synth_opts="-dsp" if spec.family == "ice40" else "",
                            # a design that misses the target still gets its bitstream and report
-                           nextpnr_opts="--timing-allow-fail")
+                           nextpnr_opts=" ".join(["--timing-allow-fail",
+                                                  *map(shlex.quote, pnr_args)]))
     except SynthError:
         raise
     except Exception as e:                                  # tool failure: read the logs
@@ -430,7 +434,8 @@ def synth_board(board: str, preset_name: str | None, out: str | None = None, abc
     report = {"board": board, "preset": preset_name, "device": spec.device,
               "family": spec.family, "rows": cfg.rows, "cols": cfg.cols,
               "pes": cfg.rows * cfg.cols, "mem_slots": cfg.mem_words,
-              "flow": "abc9" if abc9 or spec.family != "ecp5" else "noabc9"}
+              "flow": "abc9" if abc9 or spec.family != "ecp5" else "noabc9",
+              "pnr_args": list(pnr_args)}
     for k, names in UTIL_KEYS[spec.family].items():
         hit = [util[n] for n in names if n in util]
         report[k] = hit[0][0] if hit else 0
@@ -508,6 +513,8 @@ def main(argv=None):
     ap.add_argument("--unit", default="engine",
                     help=f"one of {', '.join(UNIT_TOPS)}; `--unit board --board B`: Yosys only on "
                          f"board B's top (no place-and-route), with a fit estimate")
+    ap.add_argument("--pnr-arg", action="append", default=[], metavar="ARG",
+                    help="--board: extra nextpnr argument, repeatable (e.g. --pnr-arg=--seed=2)")
     ap.add_argument("--json", action="store_true", help="print report.json instead of a table")
     args = ap.parse_args(argv)
     if args.board and args.unit == "board":          # Yosys only: the board top's resources
@@ -522,7 +529,8 @@ def main(argv=None):
         from .board import BoardError
         return report_cli("rtl.synth", lambda: synth_board(
             args.board, args.preset, args.out, abc9=args.abc9, report_only=args.report_only,
-            target_mhz=args.target_mhz, core=args.core), board_table, args.json, BoardError)
+            target_mhz=args.target_mhz, core=args.core, pnr_args=tuple(args.pnr_arg)),
+            board_table, args.json, BoardError)
     return report_cli("rtl.synth", lambda: synthesize(
         args.preset or "small", args.family, args.out, abc9=args.abc9, unit=args.unit), table, args.json)
 

@@ -67,7 +67,8 @@ def unit_verilog(unit: str, cfg) -> str:
 
 
 def run(unit: str, preset_name: str, freq: float = 100.0, device: str = "85k",
-        speed: int = 6, out: str | None = None, route: bool = True, seed: int = 1) -> dict:
+        speed: int = 6, out: str | None = None, route: bool = True, seed: int = 1,
+        abc9: bool = False, pnr_args: tuple[str, ...] = ()) -> dict:
     if unit not in UNITS:
         raise SynthError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
     if device not in DEVICES:
@@ -80,7 +81,9 @@ def run(unit: str, preset_name: str, freq: float = 100.0, device: str = "85k",
     vpath = os.path.join(out, f"{unit}.v")
     write_atomic(vpath, unit_verilog(unit, cfg))
     env = build_env()
-    synth = FAMILIES["ecp5"]["noabc9"].format(top=unit)
+    # the board flow's classic ABC unless asked for ABC9 (timing-driven LUT mapping, which
+    # Yosys 0.70 asserts on for some netlists; then the error says so)
+    synth = FAMILIES["ecp5"]["script" if abc9 else "noabc9"].format(top=unit)
     script = f"read_verilog {unit}.v; {synth}; tee -q -o stat.json stat -json; write_json {unit}.json"
     t0 = time.monotonic()
     res = subprocess.run([env["YOSYS"], "-q", "-l", "yosys.log", "-p", script], cwd=out,
@@ -94,17 +97,24 @@ def run(unit: str, preset_name: str, freq: float = 100.0, device: str = "85k",
            "--json", f"{unit}.json", "-l", "nextpnr.log"]
     if not route:
         cmd.append("--no-route")
+    cmd += list(pnr_args)
+    logpath = os.path.join(out, "nextpnr.log")
+    if os.path.exists(logpath):          # an earlier run's log must not be read as this one's
+        os.remove(logpath)
     res = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True)
     t_pnr = time.monotonic() - t0 - t_synth
-    log = open(os.path.join(out, "nextpnr.log"), errors="replace").read()
+    # a bad command line fails before nextpnr opens its log: then stderr says why
+    log = open(logpath, errors="replace").read() if os.path.exists(logpath) else ""
     if res.returncode != 0:
-        errs = [l for l in log.splitlines() if l.startswith("ERROR")]
+        errs = [l for l in (log + "\n" + res.stderr + "\n" + res.stdout).splitlines()
+                if l.startswith("ERROR") or "unrecognised option" in l or "unrecognized option" in l]
         raise SynthError(f"nextpnr failed for {unit}/{preset_name}: " + "\n".join(errs[-5:])
                          + f" (log: {out}/nextpnr.log)")
     fmax = parse_nextpnr_fmax(log)
     util = parse_nextpnr_util(log)
     report = {"unit": unit, "preset": preset_name, "device": f"LFE5U-{device.upper()}-{speed}",
               "routed": route, "target_mhz": freq, "seed": seed,
+              "flow": "abc9" if abc9 else "noabc9", "pnr_args": list(pnr_args),
               "fmax_mhz": round(min(v[0] for v in fmax.values()), 2) if fmax else None}
     for k, names in UTIL_KEYS["ecp5"].items():
         hit = [util[n] for n in names if n in util]
@@ -163,11 +173,15 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-route", action="store_true", help="stop after placement (estimate)")
     ap.add_argument("--out", default=None, help="default build/timing/<unit>-<preset>")
+    ap.add_argument("--abc9", action="store_true", help="map LUTs with ABC9 (default: classic ABC)")
+    ap.add_argument("--pnr-arg", action="append", default=[], metavar="ARG",
+                    help="extra nextpnr-ecp5 argument, repeatable (e.g. --pnr-arg=--router=router2)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     return report_cli("rtl.timing", lambda: run(
         args.unit, args.preset, args.freq, args.device, args.speed, args.out,
-        route=not args.no_route, seed=args.seed), summary, args.json)
+        route=not args.no_route, seed=args.seed, abc9=args.abc9,
+        pnr_args=tuple(args.pnr_arg)), summary, args.json)
 
 
 if __name__ == "__main__":

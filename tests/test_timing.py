@@ -75,3 +75,10 @@ def test_unknown_preset(tmp_path):
 def test_cli_exit_code(capsys):
     assert timing.main(["--unit", "npu"]) == 2
     assert "unknown unit 'npu'" in capsys.readouterr().err
+
+
+def test_extra_nextpnr_argument_reaches_nextpnr(tmp_path):
+    # --pnr-arg is passed through: nextpnr itself refuses an unknown option, and the error
+    # names it (the run stops after Yosys, a few seconds for the update unit)
+    with pytest.raises(SynthError, match="no-such-option"):
+        timing.run("update", "small", out=str(tmp_path / "x"), pnr_args=("--no-such-option",))
