@@ -491,7 +491,7 @@ def platform_for(board: str, noabc9: bool = False):
     spec = board_spec(board)
     mod = importlib.import_module(spec.module)
     cls = getattr(mod, spec.platform)
-    if noabc9 and spec.family == "ecp5":
+    if spec.family == "ecp5":            # our classic-ABC or ABC9 script in place of synth_ecp5
         from .synth import FAMILIES
         tpl = dict(cls._trellis_file_templates)
         key = "{{name}}.ys"
@@ -499,6 +499,7 @@ def platform_for(board: str, noabc9: bool = False):
         if old not in tpl[key]:
             raise BoardError("this amaranth version's ECP5 script template changed: cannot "
                              "switch to the classic ABC flow")
-        tpl[key] = tpl[key].replace(old, FAMILIES["ecp5"]["noabc9"].format(top="{{name}}"))
+        flow = "noabc9" if noabc9 else "script"
+        tpl[key] = tpl[key].replace(old, FAMILIES["ecp5"][flow].format(top="{{name}}"))
         cls = type(cls.__name__, (cls,), {"_trellis_file_templates": tpl})
     return cls()

@@ -55,7 +55,12 @@ class SynthError(RuntimeError):
 # Per family: the Yosys command and which mapped cell types count as what.
 FAMILIES = {
     "ecp5": {
-        "script": "synth_ecp5 -top {top}",
+        # ABC9 as synth_ecp5 runs it (`abc9 -W 300`), after `opt_clean -purge`: without it
+        # Yosys 0.70's ABC9 asserts (abc9_ops -reintegrate, rtlil.cc:3091) on the `default`
+        # engine, though not on any smaller variant of it (docs/fpga.md, "ABC9").
+        "script": ("synth_ecp5 -top {top} -run :map_luts; check -latchonly -assert; "
+                   "techmap -map +/lattice/latches_map.v; opt_clean -purge; abc9 -W 300; clean; "
+                   "synth_ecp5 -top {top} -run map_cells:"),
         # synth_ecp5 (a wrapper of synth_lattice) always maps LUTs with ABC9 and
         # ignores -noabc9; the classic-ABC flow runs its steps around `abc -lut 4`.
         "noabc9": ("synth_ecp5 -top {top} -run :map_luts; check -latchonly -assert; "

@@ -129,6 +129,15 @@ def test_board_build_small_ulx3s(tmp_path):
     assert r["bitstream"] and os.path.getsize(r["bitstream"]) > 100_000
 
 
+@pytest.mark.slow
+def test_abc9_flow_default_engine(tmp_path):
+    """The ABC9 flow (--abc9) on the `default` engine: Yosys 0.70's plain synth_ecp5
+    asserts in abc9_ops -reintegrate on this netlist; our script must not (~3 min)."""
+    r = synth.synthesize("default", "ecp5", str(tmp_path / "abc9"), abc9=True)
+    cfg = preset("default")
+    assert r["latches"] == 0 and r["dsp_array"] == cfg.rows * cfg.cols and r["bram"] >= 3
+
+
 def test_board_build_bad_input():
     from rtl.board import BoardError
     with pytest.raises(BoardError, match="unknown board 'arty'.*ulx3s"):
