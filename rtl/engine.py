@@ -217,8 +217,7 @@ class Engine(wiring.Component):
         q_mm1, q_nm1, q_nm, q_nn = (Signal(dw, name=n) for n in ("q_mm1", "q_nm1", "q_nm", "q_nn"))
         start = Signal()
         # per-lane offsets j * stride (shift-adds, no DSP), registered from cur every cycle
-        off_d, off_osi, off_osj, off_dsi = (
-            [Signal(sx, name=f"{nm}{j}") for j in range(C)] for nm in ("off_d", "off_osi", "off_osj", "off_dsi"))
+        off_d, off_dsi = ([Signal(sx, name=f"{nm}{j}") for j in range(C)] for nm in ("off_d", "off_dsi"))
 
         # ---------------- array + sequencer ------------------------------------------
         m.submodules.array = arr = SystolicArray(cfg)
@@ -682,7 +681,17 @@ class Engine(wiring.Component):
         mr_tj_last = Signal()           # mr_tj + 1 == n_n, registered with mr_tj (for Fmax)
         mr_rows = Signal.like(total_rows)
         mr_row, mr_col = Signal(dw + 1), Signal(dw + 1)          # ti*R + i, tj*C
-        mr_ti_base, mr_i_off, mr_tj_off = Signal(sx), Signal(sx), Signal(sx)
+        mr_ti_base = Signal(sx)         # om_addr + ti*R*om_si
+        # the row's base address (ti*R + i)*om_si + tj*C*om_sj + om_addr (with ocompact:
+        # om_addr + l*om_sj) and its tile's (i = 0), kept as registers so that a lane's
+        # address is one add of two registers (for Fmax: three adds in series were the
+        # engine's routed critical path after round 6)
+        mr_base, mr_tile = Signal(sx), Signal(sx)
+        off_om = [Signal(sx, name=f"off_om{j}") for j in range(C)]   # the lane's offset, by mode
+        # per-lane bounds from cur, registered (for Fmax: mr_col + j < n was an add and a
+        # compare in series): lane j is inside when mr_col < n - j; with ocompact when j < m
+        om_col_lim = [Signal(signed(dw + 2), name=f"om_col_lim{j}") for j in range(C)]
+        om_lane_in = [Signal(name=f"om_lane_in{j}") for j in range(C)]
         m_fire = rdm.req.valid & rdm.req.ready
         # a request made while the request register is held waits in a skid register
         # (for Fmax: the reader's decision and its counters' enables do not see `ready`;
@@ -698,33 +707,34 @@ class Engine(wiring.Component):
         row_in = mr_row < cur.m
         mr_total = Mux(oc_w, cur.n, p_tiles << lg_r)
         for j in range(C):
-            a = Mux(oc_w, cur.om_addr + off_osi[j] + mr_tj_off,
-                    mr_ti_base + mr_i_off + mr_tj_off + off_osj[j])
-            ok = Mux(oc_w, j < cur.m, row_in & (mr_col + j < cur.n))
+            a = mr_base + off_om[j]
+            ok = Mux(oc_w, om_lane_in[j], row_in & (mr_col < om_col_lim[j]))
             m.d.comb += [m_pay.addr[j].eq(Mux(ok, a, 0)), m_pay.en[j].eq(ok)]
         skid_issue(m, start=start, valid=rdm.req.valid, ready=rdm.req.ready, issue=can_m,
                    skid_full=m_sk_v, regs=[rdm.req.payload], values=[m_pay])
         with m.If(start):
             m.d.sync += [mr_run.eq(cur.omask), *tile_col_restart(mr_tj, mr_tj_last, n_n), mr_i.eq(0), mr_rows.eq(0), mr_row.eq(0),
-                         mr_col.eq(0), mr_ti_base.eq(cur.om_addr), mr_i_off.eq(0), mr_tj_off.eq(0),
+                         mr_col.eq(0), mr_ti_base.eq(cur.om_addr), mr_base.eq(cur.om_addr), mr_tile.eq(cur.om_addr),
                          mr_last.eq(mr_total == 1), mr_i_last.eq(R == 1)]
         with m.Elif(can_m):
             m.d.sync += [mr_rows.eq(mr_rows + 1), mr_last.eq(mr_rows + 2 == mr_total)]
             with m.If(mr_last):
                 m.d.sync += mr_run.eq(0)
             with m.If(oc_w):
-                m.d.sync += mr_tj_off.eq(mr_tj_off + cur.om_sj)
+                m.d.sync += mr_base.eq(mr_base + cur.om_sj)
             with m.Elif(mr_i_last):
-                m.d.sync += [mr_i.eq(0), mr_i_last.eq(R == 1), mr_i_off.eq(0), mr_row.eq(mr_row - (R - 1))]
+                m.d.sync += [mr_i.eq(0), mr_i_last.eq(R == 1), mr_row.eq(mr_row - (R - 1))]
                 with m.If(mr_tj_last):
-                    m.d.sync += [*tile_col_restart(mr_tj, mr_tj_last, n_n), mr_col.eq(0), mr_tj_off.eq(0), mr_row.eq(mr_row + 1),
-                                 mr_ti_base.eq(mr_ti_base + (cur.om_si << lg_r))]
+                    next_ti = mr_ti_base + (cur.om_si << lg_r)
+                    m.d.sync += [*tile_col_restart(mr_tj, mr_tj_last, n_n), mr_col.eq(0), mr_row.eq(mr_row + 1),
+                                 mr_ti_base.eq(next_ti), mr_tile.eq(next_ti), mr_base.eq(next_ti)]
                 with m.Else():
+                    next_tj = mr_tile + (cur.om_sj << lg_c)
                     m.d.sync += [*tile_col_next(mr_tj, mr_tj_last, n_n), mr_col.eq(mr_col + C),
-                                 mr_tj_off.eq(mr_tj_off + (cur.om_sj << lg_c))]
+                                 mr_tile.eq(next_tj), mr_base.eq(next_tj)]
             with m.Else():
                 m.d.sync += [mr_i.eq(mr_i + 1), mr_i_last.eq(mr_i == R - 2), mr_row.eq(mr_row + 1),
-                             mr_i_off.eq(mr_i_off + cur.om_si)]
+                             mr_base.eq(mr_base + cur.om_si)]
         m_issued = can_m & ~start
         m.d.comb += m_room.eq(occupancy_room(m, start=start, inc=m_issued, dec=mq.r_en,
                                              limit=mqd, name="m_outst")[0])
@@ -783,8 +793,10 @@ class Engine(wiring.Component):
         # the per-lane offsets follow cur without an enable (for Fmax: no 1200-register
         # clock enable); cur is held from DECODE on, so they are final from the cycle after
         for j in range(C):
-            m.d.sync += [off_d[j].eq(const_mul(j, cur.d_sj)), off_osi[j].eq(const_mul(j, cur.om_si)),
-                         off_osj[j].eq(const_mul(j, cur.om_sj)), off_dsi[j].eq(const_mul(j, cur.d_si))]
+            m.d.sync += [off_d[j].eq(const_mul(j, cur.d_sj)), off_dsi[j].eq(const_mul(j, cur.d_si)),
+                         # the mask reader's lane j: row i + j with ocompact, column tj*C + j without
+                         off_om[j].eq(Mux(cur.ocompact, const_mul(j, cur.om_si), const_mul(j, cur.om_sj))),
+                         om_col_lim[j].eq(cur.n - j), om_lane_in[j].eq(j < cur.m)]
         m.d.sync += start.eq(0)        # a one-cycle pulse in GO, set by CHECK (a register: it fans out wide)
         with m.FSM():
             with m.State("IDLE"):
