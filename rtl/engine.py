@@ -257,13 +257,22 @@ class Engine(wiring.Component):
         b_next = Signal(gb.ptr_shape)         # b_base + K
         # compact mode: the head entry's (k, last) as registers (for Fmax: the side
         # memory's read is not in front of the tile-end decisions); they are loaded from
-        # the side memory's reads at h_a (every cycle without a step: an entry counts as
+        # the side memory's entry at h_a (every cycle without a step: an entry counts as
         # final only a cycle after it is written, so the value a step uses is fresh), at
         # h_a1 (a step), or from the tile's first entry (a step back to a_base), which is
-        # kept when the tile's first step takes it.
-        head_k, head_last = Signal.like(ga.k_val), Signal()
-        base_k, base_last = Signal.like(ga.k_val), Signal()
+        # kept when the tile's first step takes it.  The side memory's reads are
+        # registered at addresses that are registers (h_a, h_a1, h_a2, a_base1): the
+        # entries at h_a and h_a1 now are chosen from last cycle's reads by whether the
+        # head moved then, and how (for Fmax: the LUT-RAM's read tree was the routed
+        # critical path in front of tile_end; no cycle: a read is transparent to the
+        # cycle's write, so it equals the asynchronous read a cycle later).
+        head_k, head_last = Signal.like(ga.k_val[0]), Signal()
+        base_k, base_last = Signal.like(ga.k_val[0]), Signal()
         h_a1 = Signal(range(cfg.spad_a_words + 2))          # h_a + 1
+        h_a2 = Signal(range(cfg.spad_a_words + 3))          # h_a + 2
+        a_base1 = Signal(range(cfg.spad_a_words + 2))       # a_base + 1
+        a_base2 = Signal(range(cfg.spad_a_words + 3))       # a_base + 2
+        moved, moved_back = Signal(), Signal()              # last cycle's step and a_back
         ptr_w = len(Value.cast(h_b))
         h_b1 = Signal(ptr_w + 1)                              # h_b + 1
         b_next2 = Signal(ptr_w + 1)                           # b_next + K
@@ -272,7 +281,8 @@ class Engine(wiring.Component):
         # chosen by the word being written now, against the head's next position (for
         # Fmax: no comparator between the counters and `step`, which is AND of registers)
         ready_q = Signal()
-        m.d.comb += [ga.k_addr.eq(h_a), ga.k_addr1.eq(h_a1)]
+        m.d.comb += [ga.k_addr[0].eq(h_a), ga.k_addr[1].eq(h_a1),
+                     ga.k_addr[2].eq(h_a2), ga.k_addr[3].eq(a_base1)]
         # ocompact: the tiles are the B gather's compacted panels (one tile row)
         # see ocompact_ring(); registered (for Fmax: the compares are not in front of gather
         # B's issue decision), final from the cycle after DECODE (cur is held until IDLE)
@@ -321,11 +331,12 @@ class Engine(wiring.Component):
         bb_adv = Mux(row_end, 0, b_next)       # b_base of the next tile
         a_back = tile_end & ~row_end            # the next tile reuses the A panel
         with m.If(start):
-            m.d.sync += [h_a.eq(0), h_a1.eq(1), h_b.eq(0), h_b1.eq(1),
+            m.d.sync += [h_a.eq(0), h_a1.eq(1), h_a2.eq(2), h_b.eq(0), h_b1.eq(1),
                          b_next.eq(cur.k), b_next2.eq(cur.k << 1)]
         with m.Elif(step):
             m.d.sync += [h_a.eq(Mux(a_back, a_base, h_a1)),
-                         h_a1.eq(Mux(a_back, a_base + 1, h_a1 + 1)),
+                         h_a1.eq(Mux(a_back, a_base1, h_a2)),
+                         h_a2.eq(Mux(a_back, a_base2, h_a2 + 1)),
                          h_b.eq(Mux(tile_end, bb_adv, h_b1)),
                          h_b1.eq(Mux(tile_end, Mux(row_end, 1, b_next + 1), h_b1 + 1))]
             with m.If(tile_end):
@@ -338,12 +349,20 @@ class Engine(wiring.Component):
         m.d.comb += [h_last_nx.eq(Mux(start, cur.k == 1,
                                       Mux(step, Mux(tile_end, cur.k == 1, kk + 2 == cur.k), h_last))),
                      head_last_nx.eq(head_last)]
+        # the entries at h_a (e0) and h_a1 (e1) from last cycle's registered reads: without
+        # a move the same addresses; a step forward: h_a1 and h_a2; a step back: the
+        # tile's first entry (base_k: final, so never rewritten) and a_base1
+        m.d.sync += [moved.eq(step), moved_back.eq(step & a_back)]
+        e0_k = Mux(moved, Mux(moved_back, base_k, ga.k_val[1]), ga.k_val[0])
+        e0_last = Mux(moved, Mux(moved_back, base_last, ga.k_last[1]), ga.k_last[0])
+        e1_k = Mux(moved, Mux(moved_back, ga.k_val[3], ga.k_val[2]), ga.k_val[1])
+        e1_last = Mux(moved, Mux(moved_back, ga.k_last[3], ga.k_last[2]), ga.k_last[1])
         with m.If(step & ~(a_back & ~mid_tile)):     # (a one-entry tile going back keeps its head)
-            m.d.sync += head_k.eq(Mux(a_back, base_k, ga.k_val1))
-            m.d.comb += head_last_nx.eq(Mux(a_back, base_last, ga.k_last1))
+            m.d.sync += head_k.eq(Mux(a_back, base_k, e1_k))
+            m.d.comb += head_last_nx.eq(Mux(a_back, base_last, e1_last))
         with m.Elif(~step):
-            m.d.sync += head_k.eq(ga.k_val)
-            m.d.comb += head_last_nx.eq(ga.k_last)
+            m.d.sync += head_k.eq(e0_k)
+            m.d.comb += head_last_nx.eq(e0_last)
         m.d.sync += [h_last.eq(h_last_nx), head_last.eq(head_last_nx),
                      tile_end.eq(Mux(cmp, head_last_nx, h_last_nx))]
 
@@ -424,7 +443,7 @@ class Engine(wiring.Component):
 
         with m.If(start):
             m.d.sync += [run.eq(1), ti.eq(0), ti_last.eq(n_m == 1), *tile_col_restart(tj, tj_last, n_n), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
-                         a_base.eq(0), b_base.eq(0), since_first.eq(cfg.drain_period),
+                         a_base.eq(0), a_base1.eq(1), a_base2.eq(2), b_base.eq(0), since_first.eq(cfg.drain_period),
                          m_left.eq(cur.m), n_left.eq(cur.n)]
         with m.Elif(en):
             with m.If(step | flush):
@@ -444,7 +463,8 @@ class Engine(wiring.Component):
                 # enabled by step & row_wrap)
                 with m.If(row_wrap):
                     m.d.sync += [*tile_col_restart(tj, tj_last, n_n), n_left.eq(cur.n), ti.eq(ti + 1),
-                                 ti_last.eq(ti + 2 == n_m), a_base.eq(h_a1), m_left.eq(m_left - R)]
+                                 ti_last.eq(ti + 2 == n_m), a_base.eq(h_a1), a_base1.eq(h_a2),
+                                 a_base2.eq(h_a2 + 1), m_left.eq(m_left - R)]
                     with m.If(ti_last):
                         m.d.sync += tiles_left.eq(0)
                 with m.Elif(tile_end):

@@ -17,8 +17,10 @@ Responses come back in order; disabled lanes are written as zero.  The
 
 Compact mode (``compact``, input sparsity): only nonzero words are written, packed,
 each with its step index k and a ``last`` flag (end of its panel) in a small side
-memory read asynchronously by the sequencer at two addresses (``k_addr`` -> ``k_val``,
-``k_last``; ``k_addr1`` -> ``k_val1``, ``k_last1``: its head and the entry after it).
+memory that the sequencer reads at ``K_READS`` addresses (``k_addr[i]`` -> ``k_val[i]``,
+``k_last[i]``), each registered a cycle later and transparent to the cycle's write
+(the value is the one an asynchronous read would give a cycle later at the same
+address): the sequencer reads every address its head could move to.
 A panel without any nonzero word stores one zero word at k = K-1 so that every
 panel has an entry.  Whether an entry is its panel's last is known only when the
 next nonzero word arrives or the panel ends (then the previous entry's flag is
@@ -48,6 +50,12 @@ from .config import AcceleratorConfig
 from .counter import MixedRadixCounter, VEC_FIELDS
 from .isa import gather_layout, vec4_layout
 
+
+
+# the side memory's read ports (compact mode): the sequencer's head h, h + 1, h + 2 and
+# the tile's first entry + 1 (rtl/engine.py: the head's next entry and the one after it,
+# whichever way the head moves)
+K_READS = 4
 
 
 def max_outstanding(cfg: AcceleratorConfig) -> int:
@@ -171,12 +179,9 @@ class OperandGather(wiring.Component):
             "req_elems": Out(range(lanes + 1)),   # enabled lanes of the request now accepted
             # compact mode (see the module docstring)
             "compact": In(1),
-            "k_addr": In(range(spad_words)),
-            "k_val": Out(range(spad_words)),
-            "k_last": Out(1),
-            "k_addr1": In(range(spad_words + 1)),
-            "k_val1": Out(range(spad_words)),
-            "k_last1": Out(1),
+            "k_addr": In(range(spad_words + 2)).array(K_READS),   # (wraps at the depth)
+            "k_val": Out(range(spad_words)).array(K_READS),       # a cycle after k_addr
+            "k_last": Out(1).array(K_READS),
             "words_final": Out(range(spad_words + 1)),
             "words_final_nx": Out(range(spad_words + 1)),   # words_final next cycle (a register)
             # lane-compact mode (see the module docstring)
@@ -455,23 +460,25 @@ class OperandGather(wiring.Component):
         m.d.comb += [self.wr_en.eq(write), self.wr_addr.eq(wr_ptr[:(sw - 1).bit_length()] if sw > 1 else 0),
                      self.words_final_nx.eq(fin_q), self.words_final.eq(fin_q2)]
         if self.compactable:
-            # two copies written alike, one per read address: Yosys would merge two read
-            # ports of one memory whose data meet in a multiplexer into one port with a
-            # multiplexed address (the step's choice in front of the read, for Fmax: no)
+            # one copy per read port, written alike: each read is registered (its data leave
+            # a flip-flop: for Fmax, the 1024-deep LUT-RAM's read tree is not in front of
+            # the sequencer's tile-end decisions) at an address that is a register (no
+            # multiplexer in front of the read). Separate copies also keep Yosys from
+            # merging ports whose data meet in a multiplexer into one multiplexed port.
             entry = data.StructLayout({"k": range(sw), "last": 1})
-            m.submodules.kmem = kmem = memory.Memory(shape=entry, depth=sw, init=[])
-            m.submodules.kmem1 = kmem1 = memory.Memory(shape=entry, depth=sw, init=[])
-            kw, kr = kmem.write_port(), kmem.read_port(domain="comb")
-            kw1, kr1 = kmem1.write_port(), kmem1.read_port(domain="comb")
             rewrite = rsp_v & cmp & p_end & ~nz & p_has     # mark the previous entry last
-            kw_addr, kw_data, kw_en = Signal.like(kw.addr), Signal.like(kw.data), Signal()
+            kw_addr, kw_data, kw_en = Signal(range(sw)), Signal(entry), Signal()
             m.d.sync += [kw_addr.eq(Mux(rewrite, wr_prev, wr_ptr)),
                          kw_data.k.eq(Mux(rewrite, last_k, resp_k)), kw_data.last.eq(p_end),
                          kw_en.eq(((write & cmp) | rewrite) & ~self.start)]
-            m.d.comb += [kw.addr.eq(kw_addr), kw.data.eq(kw_data), kw.en.eq(kw_en),
-                         kw1.addr.eq(kw_addr), kw1.data.eq(kw_data), kw1.en.eq(kw_en),
-                         kr.addr.eq(self.k_addr), self.k_val.eq(kr.data.k), self.k_last.eq(kr.data.last),
-                         kr1.addr.eq(self.k_addr1), self.k_val1.eq(kr1.data.k), self.k_last1.eq(kr1.data.last)]
+            for i in range(K_READS):
+                kmem = memory.Memory(shape=entry, depth=sw, init=[])
+                m.submodules[f"kmem{i}"] = kmem
+                kw = kmem.write_port()
+                kr = kmem.read_port(domain="sync", transparent_for=(kw,))
+                m.d.comb += [kw.addr.eq(kw_addr), kw.data.eq(kw_data), kw.en.eq(kw_en),
+                             kr.addr.eq(self.k_addr[i]), self.k_val[i].eq(kr.data.k),
+                             self.k_last[i].eq(kr.data.last)]
         with m.If(self.start):
             m.d.sync += [wr_ptr.eq(0), wr_ptr1.eq(1), resp_k.eq(0), p_end.eq(self.k == 1), p_has.eq(0), fin_ptr.eq(0)]
         with m.Elif(rsp_v):
