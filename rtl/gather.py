@@ -472,13 +472,23 @@ class OperandGather(wiring.Component):
                          kw_data.k.eq(Mux(rewrite, last_k, resp_k)), kw_data.last.eq(p_end),
                          kw_en.eq(((write & cmp) | rewrite) & ~self.start)]
             for i in range(K_READS):
-                kmem = memory.Memory(shape=entry, depth=sw, init=[])
+                # In LUT-RAM: Yosys would put a registered read into block RAM, whose
+                # clock-to-out (5.8 ns on the ECP5) is longer than the LUT-RAM's read tree.
+                # The read port is not transparent: a transparent one Yosys maps onto the
+                # LUT-RAM by registering the address instead of the data, which leaves the
+                # read tree after the flip-flop. The cycle's write is forwarded by hand, its
+                # address compare registered beside the read.
+                kmem = memory.Memory(shape=entry, depth=sw, init=[], attrs={"ram_style": "distributed"})
                 m.submodules[f"kmem{i}"] = kmem
                 kw = kmem.write_port()
-                kr = kmem.read_port(domain="sync", transparent_for=(kw,))
+                kr = kmem.read_port(domain="sync")
+                fwd, fwd_data = Signal(name=f"k_fwd{i}"), Signal(entry, name=f"k_fwd_data{i}")
+                m.d.sync += [fwd.eq(kw_en & (kw_addr == self.k_addr[i][:len(kw_addr)])),
+                             fwd_data.eq(kw_data)]
+                got = Mux(fwd, fwd_data.as_value(), kr.data.as_value())
                 m.d.comb += [kw.addr.eq(kw_addr), kw.data.eq(kw_data), kw.en.eq(kw_en),
-                             kr.addr.eq(self.k_addr[i]), self.k_val[i].eq(kr.data.k),
-                             self.k_last[i].eq(kr.data.last)]
+                             kr.addr.eq(self.k_addr[i]), self.k_val[i].eq(entry(got).k),
+                             self.k_last[i].eq(entry(got).last)]
         with m.If(self.start):
             m.d.sync += [wr_ptr.eq(0), wr_ptr1.eq(1), resp_k.eq(0), p_end.eq(self.k == 1), p_has.eq(0), fin_ptr.eq(0)]
         with m.Elif(rsp_v):
