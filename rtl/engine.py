@@ -264,15 +264,15 @@ class Engine(wiring.Component):
         # registered at addresses that are registers (h_a, h_a1, h_a2, a_base1): the
         # entries at h_a and h_a1 now are chosen from last cycle's reads by whether the
         # head moved then, and how (for Fmax: the LUT-RAM's read tree was the routed
-        # critical path in front of tile_end; no cycle: a read is transparent to the
-        # cycle's write, so it equals the asynchronous read a cycle later).
+        # critical path in front of tile_end; no cycle: the cycle's write is forwarded,
+        # so a read equals the asynchronous read a cycle later).
         head_k, head_last = Signal.like(ga.k_val[0]), Signal()
         base_k, base_last = Signal.like(ga.k_val[0]), Signal()
         h_a1 = Signal(range(cfg.spad_a_words + 2))          # h_a + 1
         h_a2 = Signal(range(cfg.spad_a_words + 3))          # h_a + 2
         a_base1 = Signal(range(cfg.spad_a_words + 2))       # a_base + 1
         a_base2 = Signal(range(cfg.spad_a_words + 3))       # a_base + 2
-        moved, moved_back = Signal(), Signal()              # last cycle's step and a_back
+        moved_back = Signal()                               # last cycle's step & a_back
         ptr_w = len(Value.cast(h_b))
         h_b1 = Signal(ptr_w + 1)                              # h_b + 1
         b_next2 = Signal(ptr_w + 1)                           # b_next + K
@@ -352,7 +352,8 @@ class Engine(wiring.Component):
         # the entries at h_a (e0) and h_a1 (e1) from last cycle's registered reads: without
         # a move the same addresses; a step forward: h_a1 and h_a2; a step back: the
         # tile's first entry (base_k: final, so never rewritten) and a_base1
-        m.d.sync += [moved.eq(step), moved_back.eq(step & a_back)]
+        moved = step_d                         # the head moved last cycle
+        m.d.sync += moved_back.eq(step & a_back)
         e0_k = Mux(moved, Mux(moved_back, base_k, ga.k_val[1]), ga.k_val[0])
         e0_last = Mux(moved, Mux(moved_back, base_last, ga.k_last[1]), ga.k_last[0])
         e1_k = Mux(moved, Mux(moved_back, ga.k_val[3], ga.k_val[2]), ga.k_val[1])

@@ -18,7 +18,7 @@ Responses come back in order; disabled lanes are written as zero.  The
 Compact mode (``compact``, input sparsity): only nonzero words are written, packed,
 each with its step index k and a ``last`` flag (end of its panel) in a small side
 memory that the sequencer reads at ``K_READS`` addresses (``k_addr[i]`` -> ``k_val[i]``,
-``k_last[i]``), each registered a cycle later and transparent to the cycle's write
+``k_last[i]``), each registered a cycle later with the cycle's write forwarded
 (the value is the one an asynchronous read would give a cycle later at the same
 address): the sequencer reads every address its head could move to.
 A panel without any nonzero word stores one zero word at k = K-1 so that every
@@ -471,6 +471,8 @@ class OperandGather(wiring.Component):
             m.d.sync += [kw_addr.eq(Mux(rewrite, wr_prev, wr_ptr)),
                          kw_data.k.eq(Mux(rewrite, last_k, resp_k)), kw_data.last.eq(p_end),
                          kw_en.eq(((write & cmp) | rewrite) & ~self.start)]
+            fwd_data = Signal(entry)        # the write a cycle later, forwarded to every read
+            m.d.sync += fwd_data.eq(kw_data)
             for i in range(K_READS):
                 # In LUT-RAM: Yosys would put a registered read into block RAM, whose
                 # clock-to-out (5.8 ns on the ECP5) is longer than the LUT-RAM's read tree.
@@ -482,9 +484,8 @@ class OperandGather(wiring.Component):
                 m.submodules[f"kmem{i}"] = kmem
                 kw = kmem.write_port()
                 kr = kmem.read_port(domain="sync")
-                fwd, fwd_data = Signal(name=f"k_fwd{i}"), Signal(entry, name=f"k_fwd_data{i}")
-                m.d.sync += [fwd.eq(kw_en & (kw_addr == self.k_addr[i][:len(kw_addr)])),
-                             fwd_data.eq(kw_data)]
+                fwd = Signal(name=f"k_fwd{i}")
+                m.d.sync += fwd.eq(kw_en & (kw_addr == self.k_addr[i][:len(kw_addr)]))
                 got = Mux(fwd, fwd_data.as_value(), kr.data.as_value())
                 m.d.comb += [kw.addr.eq(kw_addr), kw.data.eq(kw_data), kw.en.eq(kw_en),
                              kr.addr.eq(self.k_addr[i]), self.k_val[i].eq(entry(got).k),
