@@ -20,6 +20,8 @@ kept columns with the offsets from the panel-info ring).
 All timing is deterministic given the memory's behaviour, which is what lets
 ``cosim.cyclemodel`` reproduce the cycle counters exactly.
 """
+import operator
+
 from amaranth import Module, Signal, Mux, Cat, Const, Value, signed, unsigned
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -90,6 +92,17 @@ def shift_add_mul(a, b):
 def const_mul(c: int, x):
     """``c * x`` for a constant ``c >= 0``: shifted copies of ``x`` added (no DSP)."""
     return sum((x << i for i in range(c.bit_length()) if c >> i & 1), Const(0))
+
+
+def ring_gt(a, b, bits: int):
+    """a > b for counts that wrap modulo 2**bits and are less than 2**(bits-1) apart:
+    the sign of (b - a) mod 2**bits, one carry chain ``bits`` long."""
+    return (b[:bits] - a[:bits])[bits - 1]
+
+
+def ring_ge(a, b, bits: int):
+    """a >= b for counts that wrap modulo 2**bits and are less than 2**(bits-1) apart."""
+    return ~(a[:bits] - b[:bits])[bits - 1]
 
 
 def panel_info_depth(cfg: AcceleratorConfig) -> int:
@@ -376,11 +389,15 @@ class Engine(wiring.Component):
         wa, wl_a, wl_a1 = ga.wr_en, ga.words_loaded, ga.words_loaded1
         def a_next_gt(h):                # (A's next count) > h
             return Mux(cmp, ga.words_final_nx > h, Mux(wa, wl_a1 > h, wl_a > h))
+        # B's counts and head positions are compared as differences modulo 2**ptr_bits
+        # when they wrap (ring mode, see rtl/gather.py)
         wb, wl_b, wl_b1 = gb.wr_en, gb.words_loaded, gb.words_loaded1
+        b_gt = (lambda a, b: ring_gt(a, b, gb.ptr_bits)) if gb.lane_compactable else operator.gt
+        b_ge = (lambda a, b: ring_ge(a, b, gb.ptr_bits)) if gb.lane_compactable else operator.ge
         def b_next_gt(h):                # (B's next count) > h
-            return Mux(wb, wl_b1 > h, wl_b > h)
+            return Mux(wb, b_gt(wl_b1, h), b_gt(wl_b, h))
         def b_next_ge(h):                # (B's next count) >= h
-            return Mux(wb, wl_b1 >= h, wl_b >= h)
+            return Mux(wb, b_ge(wl_b1, h), b_ge(wl_b, h))
         a_stay, a_inc = a_next_gt(h_a), a_next_gt(h_a1)
         b_stay = Mux(cmp, b_next_ge(b_next), b_next_gt(h_b))
         b_inc = Mux(cmp, b_next_ge(b_next), b_next_gt(h_b1))

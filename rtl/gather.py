@@ -58,6 +58,12 @@ from .isa import gather_layout, vec4_layout
 K_READS = 4
 
 
+def ring_ptr_bits(spad_words: int) -> int:
+    """Width of a ring-mode word counter (it wraps): counts and head positions are
+    less than 2 * depth apart, well inside the 2**(bits-1) a modular compare needs."""
+    return spad_words.bit_length() + 2
+
+
 def max_outstanding(cfg: AcceleratorConfig) -> int:
     return cfg.dram_latency + 4
 
@@ -159,9 +165,13 @@ class OperandGather(wiring.Component):
         self.cfg, self.lanes, self.spad_words = cfg, lanes, spad_words
         self.compactable, self.lane_compactable = compactable, lane_compactable
         off = signed(cfg.mem_addr_bits + 2)
-        # word counters: past the scratchpad depth in ring mode (lane-compact gather)
-        self.ptr_shape = (unsigned(cfg.dim_bits + spad_words.bit_length() + 1) if lane_compactable
-                          else range(spad_words + 1))
+        # word counters: in ring mode (lane-compact gather) they count on past the depth,
+        # modulo 2**ptr_bits (the depth is a power of two, so word w stays at w mod depth);
+        # the sequencer compares them with its head as differences modulo 2**ptr_bits,
+        # which is exact while the two are less than 2 * depth apart (rtl/engine.py,
+        # ring_gt: for Fmax a 13-bit carry chain, not a 28-bit compare)
+        self.ptr_bits = ring_ptr_bits(spad_words)
+        self.ptr_shape = unsigned(self.ptr_bits) if lane_compactable else range(spad_words + 1)
         dw = cfg.dim_bits
         super().__init__({
             "desc": In(gather_layout(cfg)),
@@ -253,7 +263,8 @@ class OperandGather(wiring.Component):
             # gap = limit - words requested, kept as a register; "gap > 0 after this cycle"
             # (gap_ok_nx) feeds the registered issue decision; the next gap is one of four
             # sums of registers chosen by (raise, issue).
-            gap = Signal(signed(len(Value.cast(Signal(self.ptr_shape))) + 2))
+            # (0 <= gap <= depth: the consumer frees only words that were requested)
+            gap = Signal(signed(self.spad_words.bit_length() + 2))
             k_m1 = Signal(cfg.dim_bits)     # K - 1, registered at start
             with m.If(self.start):
                 m.d.sync += k_m1.eq(self.k - 1)

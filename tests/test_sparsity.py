@@ -91,6 +91,23 @@ def test_ocompact_ring_more_panels_than_the_info_ring(sim):
         assert (img.get("d") == reference(A, B, om)).all()
 
 
+def test_ocompact_ring_word_counts_wrap(sim):
+    """ocompact as a ring streaming more B words (75 panels x K=64 = 4800) than gather
+    B's word counters hold (2**ptr_bits = 4096 at `small`): the counters wrap and the
+    sequencer's modular compares (rtl.engine.ring_gt) keep the timing exact."""
+    from rtl.gather import ring_ptr_bits
+    M, N, K = 4, 300, 64
+    assert -(-N // CFG.cols) * K > 2 ** ring_ptr_bits(CFG.spad_b_words)
+    rng = np.random.default_rng(8)
+    om = np.ones((M, N), dtype=np.int64)
+    om[:, rng.choice(N, 7, replace=False)] = 0          # a few dropped columns
+    img, prog, A, B = masked_gemm_case(CFG, rng, M, N, K, np.ones((M, K), dtype=np.int64), om,
+                                       compact=False, ocompact=True)
+    res = run_checked(sim, CFG, img, prog, what="ocompact ring wrap 4x300x64")
+    assert (img.get("d") == reference(A, B, om)).all()
+    assert res.counters["compute_cycles"] == -(-int(om.any(axis=0).sum()) // CFG.cols) * K
+
+
 def test_digits_cnn_backward_with_hardware_masks(sim):
     """The digits CNN's forward and backward pass with the ReLU masks applied by the
     engine (no host step) and every sparse mode on, on its real masks."""
