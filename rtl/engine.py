@@ -717,7 +717,8 @@ class Engine(wiring.Component):
         mr_run = Signal()
         mr_tj, mr_i = Signal(dw), Signal(range(R))
         mr_tj_last = Signal()           # mr_tj + 1 == n_n, registered with mr_tj (for Fmax)
-        mr_rows = Signal.like(total_rows)
+        mr_rem = Signal.like(total_rows)     # rows still to request (a down-count: for Fmax
+                                             # its "last" test is a constant compare, no adder)
         mr_row, mr_col = Signal(dw + 1), Signal(dw + 1)          # ti*R + i, tj*C
         mr_ti_base = Signal(sx)         # om_addr + ti*R*om_si
         # the row's base address (ti*R + i)*om_si + tj*C*om_sj + om_addr (with ocompact:
@@ -738,41 +739,55 @@ class Engine(wiring.Component):
         # requests issued, rows not yet popped (requests accepted and not popped + rdm.req.valid + m_sk_v) and
         # "fewer than the queue's depth" as a register (for Fmax, like the gathers')
         m_room = Signal()
-        mr_last = Signal()              # mr_rows + 1 == mr_total, a register
+        mr_last = Signal()              # mr_rem == 1, a register
         mr_i_last = Signal()            # mr_i == R - 1, a register
         can_m = mr_run & ~m_sk_v & m_room
         m_pay = Signal(mem_req_layout(cfg, C))
-        row_in = mr_row < cur.m
+        # the lane's "inside the operand" flags (mr_row < m, mr_col < n - j) as registers,
+        # compared from mr_row's and mr_col's next values (for Fmax: the compares are not
+        # in front of the request's address and enables)
+        mr_row_nx, mr_col_nx = Signal.like(mr_row), Signal.like(mr_col)
+        m.d.comb += [mr_row_nx.eq(mr_row), mr_col_nx.eq(mr_col)]
+        m.d.sync += [mr_row.eq(mr_row_nx), mr_col.eq(mr_col_nx)]
+        row_in = Signal()
+        col_in = [Signal(name=f"om_col_in{j}") for j in range(C)]
+        m.d.sync += row_in.eq(mr_row_nx < cur.m)
+        m.d.sync += [col_in[j].eq(mr_col_nx < om_col_lim[j]) for j in range(C)]
         mr_total = Mux(oc_w, cur.n, p_tiles << lg_r)
         for j in range(C):
             a = mr_base + off_om[j]
-            ok = Mux(oc_w, om_lane_in[j], row_in & (mr_col < om_col_lim[j]))
+            ok = Mux(oc_w, om_lane_in[j], row_in & col_in[j])
             m.d.comb += [m_pay.addr[j].eq(Mux(ok, a, 0)), m_pay.en[j].eq(ok)]
         skid_issue(m, start=start, valid=rdm.req.valid, ready=rdm.req.ready, issue=can_m,
                    skid_full=m_sk_v, regs=[rdm.req.payload], values=[m_pay])
         with m.If(start):
-            m.d.sync += [mr_run.eq(cur.omask), *tile_col_restart(mr_tj, mr_tj_last, n_n), mr_i.eq(0), mr_rows.eq(0), mr_row.eq(0),
-                         mr_col.eq(0), mr_ti_base.eq(cur.om_addr), mr_base.eq(cur.om_addr), mr_tile.eq(cur.om_addr),
+            m.d.sync += [mr_run.eq(cur.omask), *tile_col_restart(mr_tj, mr_tj_last, n_n), mr_i.eq(0), mr_rem.eq(mr_total),
+                         mr_ti_base.eq(cur.om_addr), mr_base.eq(cur.om_addr), mr_tile.eq(cur.om_addr),
                          mr_last.eq(mr_total == 1), mr_i_last.eq(R == 1)]
+            m.d.comb += [mr_row_nx.eq(0), mr_col_nx.eq(0)]
         with m.Elif(can_m):
-            m.d.sync += [mr_rows.eq(mr_rows + 1), mr_last.eq(mr_rows + 2 == mr_total)]
+            m.d.sync += [mr_rem.eq(mr_rem - 1), mr_last.eq(mr_rem == 2)]
             with m.If(mr_last):
                 m.d.sync += mr_run.eq(0)
             with m.If(oc_w):
                 m.d.sync += mr_base.eq(mr_base + cur.om_sj)
             with m.Elif(mr_i_last):
-                m.d.sync += [mr_i.eq(0), mr_i_last.eq(R == 1), mr_row.eq(mr_row - (R - 1))]
+                m.d.sync += [mr_i.eq(0), mr_i_last.eq(R == 1)]
+                m.d.comb += mr_row_nx.eq(mr_row - (R - 1))
                 with m.If(mr_tj_last):
                     next_ti = mr_ti_base + (cur.om_si << lg_r)
-                    m.d.sync += [*tile_col_restart(mr_tj, mr_tj_last, n_n), mr_col.eq(0), mr_row.eq(mr_row + 1),
+                    m.d.sync += [*tile_col_restart(mr_tj, mr_tj_last, n_n),
                                  mr_ti_base.eq(next_ti), mr_tile.eq(next_ti), mr_base.eq(next_ti)]
+                    m.d.comb += [mr_col_nx.eq(0), mr_row_nx.eq(mr_row + 1)]
                 with m.Else():
                     next_tj = mr_tile + (cur.om_sj << lg_c)
-                    m.d.sync += [*tile_col_next(mr_tj, mr_tj_last, n_n), mr_col.eq(mr_col + C),
+                    m.d.sync += [*tile_col_next(mr_tj, mr_tj_last, n_n),
                                  mr_tile.eq(next_tj), mr_base.eq(next_tj)]
+                    m.d.comb += mr_col_nx.eq(mr_col + C)
             with m.Else():
-                m.d.sync += [mr_i.eq(mr_i + 1), mr_i_last.eq(mr_i == R - 2), mr_row.eq(mr_row + 1),
+                m.d.sync += [mr_i.eq(mr_i + 1), mr_i_last.eq(mr_i == R - 2),
                              mr_base.eq(mr_base + cur.om_si)]
+                m.d.comb += mr_row_nx.eq(mr_row + 1)
         m_issued = can_m & ~start
         m.d.comb += m_room.eq(occupancy_room(m, start=start, inc=m_issued, dec=mq.r_en,
                                              limit=mqd, name="m_outst")[0])

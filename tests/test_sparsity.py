@@ -42,6 +42,7 @@ def test_masked_gradient_skipping_every_density(sim, gen):
         img, prog, A, B = masked_gemm_case(CFG, rng, M, N, K, g, om, compact=True)
         res = run_checked(sim, CFG, img, prog, what=f"compact+omask {gen.__name__} d={dens}")
         assert (img.get("d") == reference(A, B, om)).all()
+        assert res.counters["mask_rd_bits"] == M * N      # each mask bit inside the operand, once
         if dens == 0.0:   # every A word zero: one (zero) step per tile, at the drain period
             assert res.counters["compute_cycles"] == -(-M // CFG.rows) * -(-N // CFG.cols)
 
@@ -58,6 +59,7 @@ def test_output_column_compaction_every_density(sim, gen):
             img.mem[img.tensors["d"].base:img.tensors["d"].base + M * N] = 77   # stale data
             res = run_checked(sim, CFG, img, prog, what=f"ocompact {gen.__name__} d={dens} {M}x{N}x{K}")
             assert (img.get("d") == reference(A, B, om)).all()
+            assert res.counters["mask_rd_bits"] == M * N  # each mask bit inside the operand, once
             cols = sum(int(om[r:r + CFG.rows].any(axis=0).sum()) for r in range(0, M, CFG.rows))
             full = sum(-(-c // CFG.cols) for c in [int(om[r:r + CFG.rows].any(axis=0).sum())
                                                    for r in range(0, M, CFG.rows)])
