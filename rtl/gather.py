@@ -326,15 +326,6 @@ class OperandGather(wiring.Component):
                 m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step)]
                 m.d.comb += real_nx.eq(w_n + 1 < self.total)
                 with m.If(keep):
-                    wv = walker.value
-                    m.d.sync += [w_buf[L - 1].v.eq(wv), w_buf[L - 1].ok.eq(real),
-                                 w_buf[L - 1].cbb.eq(desc.base + wv.cb),
-                                 w_buf[L - 1].ylo.eq(-wv.y), w_buf[L - 1].yhi.eq(desc.h_lim - wv.y),
-                                 w_buf[L - 1].xlo.eq(-wv.x), w_buf[L - 1].xhi.eq(desc.w_lim - wv.x),
-                                 w_info[L - 1].ok.eq(real), w_info[L - 1].off.eq(w_off),
-                                 w_info[L - 1].mv.eq(self.lm_bits)]
-                    for i in range(L - 1):
-                        m.d.sync += [w_buf[i].eq(w_buf[i + 1]), w_info[i].eq(w_info[i + 1])]
                     with m.If(w_cnt == L - 1):
                         m.d.comb += [w_full_nx.eq(1), w_cnt_nx.eq(0)]
                     with m.Else():
@@ -351,6 +342,19 @@ class OperandGather(wiring.Component):
             # do not wait for the hand-over's other conditions
             with m.If(~r_active | last_issue):
                 m.d.sync += r_buf.eq(w_buf)
+        # The staging buffer's slot w_cnt takes the walker's lane every cycle the buffer is
+        # not full; w_cnt moves on only when the lane is walked and kept, so each slot's
+        # last write before it moves is that lane (for Fmax: the ~1000 enables are a
+        # decode of registers, not the walk decision, which waits for the mask queue)
+        wv = walker.value
+        for i in range(L):
+            with m.If(~w_full & (w_cnt == i)):
+                m.d.sync += [w_buf[i].v.eq(wv), w_buf[i].ok.eq(real),
+                             w_buf[i].cbb.eq(desc.base + wv.cb),
+                             w_buf[i].ylo.eq(-wv.y), w_buf[i].yhi.eq(desc.h_lim - wv.y),
+                             w_buf[i].xlo.eq(-wv.x), w_buf[i].xhi.eq(desc.w_lim - wv.x),
+                             w_info[i].ok.eq(real), w_info[i].off.eq(w_off),
+                             w_info[i].mv.eq(self.lm_bits)]
         m.d.comb += [self.pi_we.eq(transfer & ~self.start), self.pi_idx.eq(panels),
                      self.pi_data.eq(w_info if self.lane_compactable else 0),   # (ocompact only)
                      self.panels.eq(panels), self.walk_done.eq(w_done),
