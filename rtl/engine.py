@@ -743,16 +743,24 @@ class Engine(wiring.Component):
         mr_i_last = Signal()            # mr_i == R - 1, a register
         can_m = mr_run & ~m_sk_v & m_room
         m_pay = Signal(mem_req_layout(cfg, C))
-        # the lane's "inside the operand" flags (mr_row < m, mr_col < n - j) as registers,
-        # compared from mr_row's and mr_col's next values (for Fmax: the compares are not
-        # in front of the request's address and enables)
-        mr_row_nx, mr_col_nx = Signal.like(mr_row), Signal.like(mr_col)
-        m.d.comb += [mr_row_nx.eq(mr_row), mr_col_nx.eq(mr_col)]
-        m.d.sync += [mr_row.eq(mr_row_nx), mr_col.eq(mr_col_nx)]
-        row_in = Signal()
+        # the lane's "inside the operand" flags (mr_row < m, mr_col < n - j) as registers
+        # (for Fmax: the compares are not in front of the request's address and enables);
+        # their next values are chosen, like mr_row's and mr_col's, from flags of each
+        # next position: row 0 / column 0 (from cur), mr_row + 1, mr_row - (R - 1) and
+        # mr_col + C (compares of registers with bounds registered from cur)
+        row_in, row_in_nx = Signal(), Signal()
         col_in = [Signal(name=f"om_col_in{j}") for j in range(C)]
-        m.d.sync += row_in.eq(mr_row_nx < cur.m)
-        m.d.sync += [col_in[j].eq(mr_col_nx < om_col_lim[j]) for j in range(C)]
+        col_in_nx = [Signal(name=f"om_col_in_nx{j}") for j in range(C)]
+        m_pos = Signal()
+        lim_fwd, lim_back = Signal(signed(dw + 2)), Signal(signed(dw + 2))
+        col0_in = [Signal(name=f"om_col0_in{j}") for j in range(C)]
+        lim_adv = [Signal(signed(dw + 2), name=f"om_col_lim_adv{j}") for j in range(C)]
+        m.d.sync += [m_pos.eq(cur.m != 0), lim_fwd.eq(cur.m - 1), lim_back.eq(cur.m + (R - 1))]
+        m.d.sync += [x for j in range(C) for x in (col0_in[j].eq(cur.n > j), lim_adv[j].eq(cur.n - (j + C)))]
+        row_fwd, row_back = mr_row < lim_fwd, mr_row < lim_back
+        col_adv = [mr_col < lim_adv[j] for j in range(C)]
+        m.d.comb += [row_in_nx.eq(row_in)] + [col_in_nx[j].eq(col_in[j]) for j in range(C)]
+        m.d.sync += [row_in.eq(row_in_nx)] + [col_in[j].eq(col_in_nx[j]) for j in range(C)]
         mr_total = Mux(oc_w, cur.n, p_tiles << lg_r)
         for j in range(C):
             a = mr_base + off_om[j]
@@ -763,8 +771,8 @@ class Engine(wiring.Component):
         with m.If(start):
             m.d.sync += [mr_run.eq(cur.omask), *tile_col_restart(mr_tj, mr_tj_last, n_n), mr_i.eq(0), mr_rem.eq(mr_total),
                          mr_ti_base.eq(cur.om_addr), mr_base.eq(cur.om_addr), mr_tile.eq(cur.om_addr),
-                         mr_last.eq(mr_total == 1), mr_i_last.eq(R == 1)]
-            m.d.comb += [mr_row_nx.eq(0), mr_col_nx.eq(0)]
+                         mr_last.eq(mr_total == 1), mr_i_last.eq(R == 1), mr_row.eq(0), mr_col.eq(0)]
+            m.d.comb += [row_in_nx.eq(m_pos)] + [col_in_nx[j].eq(col0_in[j]) for j in range(C)]
         with m.Elif(can_m):
             m.d.sync += [mr_rem.eq(mr_rem - 1), mr_last.eq(mr_rem == 2)]
             with m.If(mr_last):
@@ -772,22 +780,23 @@ class Engine(wiring.Component):
             with m.If(oc_w):
                 m.d.sync += mr_base.eq(mr_base + cur.om_sj)
             with m.Elif(mr_i_last):
-                m.d.sync += [mr_i.eq(0), mr_i_last.eq(R == 1)]
-                m.d.comb += mr_row_nx.eq(mr_row - (R - 1))
+                m.d.sync += [mr_i.eq(0), mr_i_last.eq(R == 1), mr_row.eq(mr_row - (R - 1))]
+                m.d.comb += row_in_nx.eq(row_back)
                 with m.If(mr_tj_last):
                     next_ti = mr_ti_base + (cur.om_si << lg_r)
                     m.d.sync += [*tile_col_restart(mr_tj, mr_tj_last, n_n),
-                                 mr_ti_base.eq(next_ti), mr_tile.eq(next_ti), mr_base.eq(next_ti)]
-                    m.d.comb += [mr_col_nx.eq(0), mr_row_nx.eq(mr_row + 1)]
+                                 mr_ti_base.eq(next_ti), mr_tile.eq(next_ti), mr_base.eq(next_ti),
+                                 mr_col.eq(0), mr_row.eq(mr_row + 1)]
+                    m.d.comb += [row_in_nx.eq(row_fwd)] + [col_in_nx[j].eq(col0_in[j]) for j in range(C)]
                 with m.Else():
                     next_tj = mr_tile + (cur.om_sj << lg_c)
                     m.d.sync += [*tile_col_next(mr_tj, mr_tj_last, n_n),
-                                 mr_tile.eq(next_tj), mr_base.eq(next_tj)]
-                    m.d.comb += mr_col_nx.eq(mr_col + C)
+                                 mr_tile.eq(next_tj), mr_base.eq(next_tj), mr_col.eq(mr_col + C)]
+                    m.d.comb += [col_in_nx[j].eq(col_adv[j]) for j in range(C)]
             with m.Else():
                 m.d.sync += [mr_i.eq(mr_i + 1), mr_i_last.eq(mr_i == R - 2),
-                             mr_base.eq(mr_base + cur.om_si)]
-                m.d.comb += mr_row_nx.eq(mr_row + 1)
+                             mr_base.eq(mr_base + cur.om_si), mr_row.eq(mr_row + 1)]
+                m.d.comb += row_in_nx.eq(row_fwd)
         m_issued = can_m & ~start
         m.d.comb += m_room.eq(occupancy_room(m, start=start, inc=m_issued, dec=mq.r_en,
                                              limit=mqd, name="m_outst")[0])
