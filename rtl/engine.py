@@ -71,6 +71,27 @@ OUT_FIFO_ROWS = 4
 EN_COPIES = 8
 
 
+def register_copies(m: Module, nx, kinds, name: str) -> list:
+    """Copies of one register (next value ``nx``), each a flip-flop of its own kind
+    ``(pol, init, reset_less)`` (it stores ``nx ^ pol``, its output is ``q ^ pol``), so
+    that Yosys does not merge them: each copy drives its own share of the loads (for
+    Fmax: one flip-flop per cluster of enables instead of one net to all of them)."""
+    outs = []
+    for i, (pol, iv, rl) in enumerate(kinds):
+        q = Signal(init=iv, reset_less=bool(rl), name=f"{name}_q{i}")
+        out = Signal(name=f"{name}_c{i}")
+        m.d.sync += q.eq(nx ^ pol)
+        m.d.comb += out.eq(q ^ pol)
+        outs.append(out)
+    return outs
+
+
+# the kinds of register_copies() for EN_COPIES (all eight) and for `start` (a pulse: each
+# copy is 0 after configuration and reset, init == pol)
+EN_KINDS = [(r & 1, (r >> 1) & 1, r >> 2) for r in range(EN_COPIES)]
+START_KINDS = [(0, 0, 0), (1, 1, 0), (0, 0, 1)]      # the sequencer's, gather A's, gather B's
+
+
 def mask_queue_rows(cfg: AcceleratorConfig) -> int:
     """Depth of the output-mask row queue: deep enough that the mask reader, which
     runs ahead in drain order, always has a tile row's mask before the row leaves
@@ -441,7 +462,7 @@ class Engine(wiring.Component):
         a_q = Signal.like(spa_r.data)
         a_q2 = Signal.like(spa_r.data)
         b_q = Signal.like(spb_r.data)
-        en_copy = [Signal(name=f"en_c{r}") for r in range(EN_COPIES)]
+        en_copy = [Signal(name=f"en{r}") for r in range(EN_COPIES)]
         n_arr = EN_COPIES - 2
         # the array feed's registers (scratchpad reads, their data registers, the step
         # markers: ~200 flip-flops) take the next row copy in the round robin (for Fmax:
@@ -527,11 +548,7 @@ class Engine(wiring.Component):
         room_nx = Mux(push & ~pop, occ < OUT_FIFO_ROWS - 2,
                       Mux(pop & ~push, occ < OUT_FIFO_ROWS, occ < OUT_FIFO_ROWS - 1))
         en_nx = room_nx & ~(om_only & s1_v_nx & ~mq_nx_rdy)
-        for r in range(EN_COPIES):
-            pol, iv, rl = r & 1, (r >> 1) & 1, r >> 2
-            q = Signal(init=iv, reset_less=bool(rl), name=f"en_q{r}")
-            m.d.sync += q.eq(en_nx ^ pol)
-            m.d.comb += en_copy[r].eq(q ^ pol)
+        m.d.comb += [c.eq(q) for c, q in zip(en_copy, register_copies(m, en_nx, EN_KINDS, "en"))]
         # ocompact: per panel, its lanes' output offsets and row masks (from gather B)
         pi_depth = panel_info_depth(cfg)
         m.submodules.panel_info = pinfo = memory.Memory(
@@ -859,7 +876,11 @@ class Engine(wiring.Component):
                          # the mask reader's lane j: row i + j with ocompact, column tj*C + j without
                          off_om[j].eq(Mux(cur.ocompact, const_mul(j, cur.om_si), const_mul(j, cur.om_sj))),
                          om_col_lim[j].eq(cur.n - j), om_lane_in[j].eq(j < cur.m)]
-        m.d.sync += start.eq(0)        # a one-cycle pulse in GO, set by CHECK (a register: it fans out wide)
+        # start: a one-cycle pulse in GO, set by CHECK; registered, in copies for the
+        # sequencer and each gather (it fans out wide)
+        start_nx = Signal()
+        start_seq, start_ga, start_gb = register_copies(m, start_nx, START_KINDS, "start")
+        m.d.comb += start.eq(start_seq)
         with m.FSM():
             with m.State("IDLE"):
                 # cur follows the payload every IDLE cycle and holds from the one that
@@ -931,7 +952,8 @@ class Engine(wiring.Component):
                 # (for Fmax: start's input is a few LUT levels after the bounds' registers)
                 run_ok = is_op & ~Cat(*(cond for cond, _ in checks)).any()
                 m.d.sync += [chk_err.eq(Mux(is_op, code, isa.ERR_NONE)),
-                             chk_run.eq(run_ok), start.eq(run_ok)]
+                             chk_run.eq(run_ok)]
+                m.d.comb += start_nx.eq(run_ok)
                 m.next = "GO"
             with m.State("GO"):
                 with m.If(chk_run):             # start is up this cycle
@@ -944,7 +966,7 @@ class Engine(wiring.Component):
                     m.d.comb += [retire.eq(1),
                                  retire_err.eq(Mux(ga.addr_error | gb.addr_error, isa.ERR_ADDR_READ, 0))]
                     m.next = "IDLE"
-        m.d.comb += [ga.start.eq(start), gb.start.eq(start)]
+        m.d.comb += [ga.start.eq(start_ga), gb.start.eq(start_gb)]
         with m.If(retire):
             m.d.sync += run.eq(0)
         # the step decision a cycle ahead (see `step` above): the same rule on next values
