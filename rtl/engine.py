@@ -101,6 +101,7 @@ def mask_queue_rows(cfg: AcceleratorConfig) -> int:
 
 
 PANEL_INFO_DEPTH = 16
+ZQ_DEPTH = 4                  # the zero-write queue (ocompact)
 
 
 def shift_add_mul(a, b):
@@ -824,10 +825,19 @@ class Engine(wiring.Component):
         # ---------------- zero writes (ocompact) ----------------------------------------
         # Output columns that no row needs are never computed; gather B queues their
         # offsets and this port clears their M slots, one column per cycle.
-        m.submodules.zero_q = zq = SyncFIFOBuffered(width=aw + 2, depth=4)
+        m.submodules.zero_q = zq = SyncFIFOBuffered(width=aw + 2, depth=ZQ_DEPTH)
         wz = self.wz
+        # zq.w_rdy (SyncFIFOBuffered: its inner memory's level != depth - 1) as a register,
+        # from a copy of that level kept by the same rule (for Fmax: gather B's walk
+        # decision starts at flip-flops, not at the queue's level compare)
+        zq_inner = Signal(range(ZQ_DEPTH))
+        zq_space = Signal(init=1)
+        zq_w = zq.w_en & zq.w_rdy
+        zq_ir = (zq_inner != 0) & (~zq.r_rdy | zq.r_en)
+        zq_inner_nx = Mux(zq_w & ~zq_ir, zq_inner + 1, Mux(zq_ir & ~zq_w, zq_inner - 1, zq_inner))
+        m.d.sync += [zq_inner.eq(zq_inner_nx), zq_space.eq(zq_inner_nx != ZQ_DEPTH - 1)]
         m.d.comb += [gb.lane_compact.eq(oc_w), gb.off_step.eq(cur.d_sj), gb.lm_valid.eq(mq.r_rdy),
-                     gb.lm_bits.eq(mq_bits), gb.lm_any.eq(mq_any), gb.zq_space.eq(zq.w_rdy),
+                     gb.lm_bits.eq(mq_bits), gb.lm_any.eq(mq_any), gb.zq_space.eq(zq_space),
                      zq.w_en.eq(gb.zq_push), zq.w_data.eq(gb.zq_off)]
         for i in range(C):
             m.d.comb += [wz.payload.addr[i].eq(cur.d_addr + off_dsi[i] + zq.r_data.as_signed()),

@@ -76,6 +76,20 @@ def test_sparse_modes_under_backpressure(sim):
         assert (img.get("d") == reference(A, B, om)).all()
 
 
+def test_zero_write_queue_fills_under_backpressure(sim):
+    """ocompact with (almost) every column dropped and the zero-write port stalled most
+    cycles: gather B's lane walk fills the 4-entry zero-write queue and must wait for
+    room (rtl.engine: its registered copy of the queue's ready); no zero write is lost."""
+    rng = np.random.default_rng(9)
+    for dens, stall in ((0.0, 200), (0.1, 230), (0.0, 128)):
+        om = mask_pixels(rng, (4, 120), dens) if dens else np.zeros((4, 120), dtype=np.int64)
+        img, prog, A, B = masked_gemm_case(CFG, rng, 4, 120, 9, np.ones((4, 9), dtype=np.int64), om,
+                                           compact=False, ocompact=True)
+        img.mem[img.tensors["d"].base:img.tensors["d"].base + 4 * 120] = 77   # stale data
+        run_checked(sim, CFG, img, prog, stall_prob=stall, stall_seed=5)
+        assert (img.get("d") == reference(A, B, om)).all()
+
+
 def test_ocompact_ring_more_panels_than_the_info_ring(sim):
     """ocompact as a ring with more kept panels (~27) than the panel-info ring's 16
     entries (its index wraps), with and without memory back-pressure: bit-exact, and
