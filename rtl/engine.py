@@ -29,6 +29,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import isa
 from .config import AcceleratorConfig
+from .copies import COPY_KINDS, register_copies
 from .epilogue import Requantize
 from .gather import (OperandGather, mem_rd_signature, mem_req_layout, occupancy_room, panel_info_layout,
                      skid_issue)
@@ -71,24 +72,9 @@ OUT_FIFO_ROWS = 4
 EN_COPIES = 8
 
 
-def register_copies(m: Module, nx, kinds, name: str) -> list:
-    """Copies of one register (next value ``nx``), each a flip-flop of its own kind
-    ``(pol, init, reset_less)`` (it stores ``nx ^ pol``, its output is ``q ^ pol``), so
-    that Yosys does not merge them: each copy drives its own share of the loads (for
-    Fmax: one flip-flop per cluster of enables instead of one net to all of them)."""
-    outs = []
-    for i, (pol, iv, rl) in enumerate(kinds):
-        q = Signal(init=iv, reset_less=bool(rl), name=f"{name}_q{i}")
-        out = Signal(name=f"{name}_c{i}")
-        m.d.sync += q.eq(nx ^ pol)
-        m.d.comb += out.eq(q ^ pol)
-        outs.append(out)
-    return outs
-
-
 # the kinds of register_copies() for EN_COPIES (all eight) and for `start` (a pulse: each
 # copy is 0 after configuration and reset, init == pol)
-EN_KINDS = [(r & 1, (r >> 1) & 1, r >> 2) for r in range(EN_COPIES)]
+EN_KINDS = COPY_KINDS[:EN_COPIES]
 START_KINDS = [(0, 0, 0), (1, 1, 0), (0, 0, 1)]      # the sequencer's, gather A's, gather B's
 
 

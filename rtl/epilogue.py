@@ -17,6 +17,7 @@ from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
+from .copies import COPY_KINDS, register_copies
 
 
 def below_guard_mask(shift, width: int):
@@ -89,11 +90,16 @@ class Requantize(wiring.Component):
         below = Signal(aw, name="below")
         domain = m.d.sync if self.shift_held else m.d.comb
         domain += below.eq(below_guard_mask(self.shift, aw))
+        # a held shift is registered once more per lane, in copies of distinct kinds (for
+        # Fmax: each lane's shifter has its own select register, not one with ~300 loads)
+        shifts = ([self.shift] * cfg.cols if not self.shift_held else
+                  register_copies(m, self.shift, [COPY_KINDS[j % len(COPY_KINDS)] for j in range(cfg.cols)],
+                                  "shift"))
         for j in range(cfg.cols):
             # stage 1: shift and round-half-to-even decision
             q = Signal(signed(aw), name=f"q{j}")
             up = Signal(name=f"up{j}")
-            q_x, up_x = shift_round_bit(self.row[j], self.shift, below)
+            q_x, up_x = shift_round_bit(self.row[j], shifts[j], below)
             m.d.comb += [q.eq(q_x), up.eq(up_x)]
             q_r = Signal(signed(aw), name=f"q_r{j}")
             up_r = Signal(name=f"up_r{j}")
