@@ -7,6 +7,7 @@ import torch
 
 from cosim.cnn_pass import CnnPass
 from cosim.driver import ConvGeom, MemoryImage
+from cosim import golden
 from cosim.execute import MismatchError, run_checked
 from model_sw.data import load_digits_split
 from model_sw.models import CNN
@@ -17,6 +18,12 @@ from tests.rtl_cases import conv_case, gemm_case, raw_gemm
 CFG = preset("small")
 
 
+def gathered_bytes(cfg, prog):
+    """External bytes the gathers must read: the elements inside the operands (the
+    golden model's gather masks), each once per instruction."""
+    return cfg.op_bytes * sum(int(golden.gather(cfg, ins["a"], ins["m"], ins["k"])[1].sum())
+                              + int(golden.gather(cfg, ins["b"], ins["n"], ins["k"])[1].sum())
+                              for ins in prog)
 
 
 def test_random_gemms_bit_exact_and_cycle_exact(sim):
@@ -29,7 +36,8 @@ def test_random_gemms_bit_exact_and_cycle_exact(sim):
             K = int(rng.integers(100, 700))      # > scratchpad share: split K, accumulate-into
         img, prog, _ = gemm_case(CFG, rng, M, N, K, ta=bool(trial & 1), tb=bool(trial & 2),
                                  relu=bool(trial & 4), mask=trial % 3 == 0, out_raw=trial % 5 == 0)
-        run_checked(sim, CFG, img, prog, what=f"gemm {M}x{N}x{K} #{trial}")
+        res = run_checked(sim, CFG, img, prog, what=f"gemm {M}x{N}x{K} #{trial}")
+        assert res.counters["rd_bytes"] == gathered_bytes(CFG, prog)
 
 
 def test_gemm_equals_numpy(sim):
@@ -44,7 +52,8 @@ def test_gemm_equals_numpy(sim):
                                ConvGeom(1, 3, 8, 8, 2, 5, 5, 2, 2)], ids=str)
 def test_conv_layers(sim, g, kind):
     img, prog = conv_case(CFG, np.random.default_rng(7), g, kind)
-    run_checked(sim, CFG, img, prog, what=f"conv {kind} {g}")
+    res = run_checked(sim, CFG, img, prog, what=f"conv {kind} {g}")
+    assert res.counters["rd_bytes"] == gathered_bytes(CFG, prog)
 
 
 def test_random_backpressure_still_bit_exact(sim):
