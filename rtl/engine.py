@@ -993,6 +993,11 @@ class Engine(wiring.Component):
         late = ("compute_cycles", "stall_cycles", "macs", "rd_bytes", "wr_bytes", "mask_bits",
                 "spad_reads", "spad_writes", "acc_reads", "acc_writes", "mask_rd_bits", "busy_cycles")
         lanes_w = sum(e["lane"][j] for j in range(C))
+        # the mask reader's accepted lane enables, registered before they are counted (as
+        # gather's req_elems, for Fmax; rd_bytes and mask_rd_bits count a request a cycle
+        # after it is accepted: an instruction's last one is long before its retirement)
+        m_fired_en = Signal(C)
+        m.d.sync += m_fired_en.eq(Mux(m_fire, rdm.req.payload.en, 0))
         incs = {
             "cycles": 1,
             "busy_cycles": busy,
@@ -1009,7 +1014,7 @@ class Engine(wiring.Component):
             "acc_writes": acc_w.en,
             "retired": retire_q,
             "errors": retire_err_q != 0,
-            "mask_rd_bits": Mux(m_fire, sum(rdm.req.payload.en[j] for j in range(C)), 0),
+            "mask_rd_bits": sum(m_fired_en[j] for j in range(C)),
         }
         for name in counter_names(cfg):
             inc = incs[name]

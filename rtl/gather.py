@@ -186,7 +186,7 @@ class OperandGather(wiring.Component):
             "words_loaded1": Out(len(Value.cast(Signal(self.ptr_shape))) + 1),   # words_loaded + 1, a register
             "busy": Out(1),
             "addr_error": Out(1),     # sticky until the next start
-            "req_elems": Out(range(lanes + 1)),   # enabled lanes of the request now accepted
+            "req_elems": Out(range(lanes + 1)),   # enabled lanes of the request accepted a cycle ago
             # compact mode (see the module docstring)
             "compact": In(1),
             "k_addr": In(range(spad_words + 2)).array(K_READS),   # (wraps at the depth)
@@ -432,8 +432,13 @@ class OperandGather(wiring.Component):
         with m.Elif(can_issue):
             m.d.sync += [r_k.eq(r_k + 1), r_klast.eq(r_k + 2 == self.k)]
 
+        # the accepted request's lane enables, registered before they are counted (for
+        # Fmax: the request's range checks and the lane count are not in one cycle; the
+        # engine's byte counter is final long after the last request)
+        fired_en = Signal(L)
+        m.d.sync += fired_en.eq(Mux(req_fire, req.payload.en, 0))
         m.d.comb += [fifo.w_en.eq(req_fire), fifo.w_data.eq(req.payload.en),
-                     self.req_elems.eq(Mux(req_fire, sum(req.payload.en[l] for l in range(L)), 0))]
+                     self.req_elems.eq(sum(fired_en[l] for l in range(L)))]
 
         # ---- responses -> scratchpad ------------------------------------------
         # A response is registered (its lanes already zeroed where disabled, and
