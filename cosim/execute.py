@@ -26,6 +26,7 @@ class RunResult:
     error: int
     wall_s: float
     sim_wall_s: float
+    zero_lanes: int = 0       # zero-write lanes the memory model accepted (ocompact)
 
 
 def golden_run(cfg: AcceleratorConfig, img: MemoryImage, prog: list[dict]) -> tuple[np.ndarray, int]:
@@ -69,7 +70,7 @@ def run_checked(sim: RtlSim, cfg: AcceleratorConfig, img: MemoryImage, prog: lis
         golden_post(want)
     model = cyclemodel.program_cycles(cfg, prog, img.mem)
     sim.load_mem(img.mem, 0, img.top)
-    counters, sim_wall, err = {}, 0.0, 0
+    counters, sim_wall, err, zero_lanes = {}, 0.0, 0, 0
     for start in range(0, len(prog), PMAX):
         part = prog[start:start + PMAX]
         sim.load_program([isa.encode(cfg, ins) for ins in part])
@@ -83,6 +84,7 @@ def run_checked(sim: RtlSim, cfg: AcceleratorConfig, img: MemoryImage, prog: lis
         err = err or rep["error"]
         for k, v in rep["counters"].items():
             counters[k] = counters.get(k, 0) + v
+        zero_lanes += rep.get("zero_lanes", 0)
     got = sim.dump(0, img.top)
     compare(img, want[:img.top], got, what)
     if err != gerr:
@@ -91,4 +93,4 @@ def run_checked(sim: RtlSim, cfg: AcceleratorConfig, img: MemoryImage, prog: lis
     if check_cycles and not stall_prob and counters["busy_cycles"] != model:
         raise MismatchError(f"{what}: busy_cycles {counters['busy_cycles']} != cycle model {model}")
     img.mem[:img.top] = got
-    return RunResult(counters, model, err, time.perf_counter() - t0, sim_wall)
+    return RunResult(counters, model, err, time.perf_counter() - t0, sim_wall, zero_lanes)

@@ -69,6 +69,12 @@ class MixedRadixCounter(wiring.Component):
             c = dig[d].count
             m.d.sync += [rem_init[d].eq(Mux(c == 0, 0, c - 1)), last_init[d].eq(c <= 1)]
 
+        # both inner digits at their last count (last0 & last1), a register of its own kept
+        # from the same next values (for Fmax: the outer level's ~75 enables are
+        # clear | step & last01, one LUT after the caller's registers)
+        last01 = Signal()
+        last01_init = last_init[0] & last_init[1]
+
         def restart(d):
             return [rem[d].eq(rem_init[d]), last[d].eq(last_init[d])]
 
@@ -77,20 +83,20 @@ class MixedRadixCounter(wiring.Component):
 
         with m.If(self.clear):
             m.d.sync += [self.value.eq(self.init), base1.eq(self.init), base2.eq(self.init)]
-            m.d.sync += [*restart(0), *restart(1)]
+            m.d.sync += [*restart(0), *restart(1), last01.eq(last01_init)]
         with m.Elif(self.step):
-            with m.If(~last[0]):
-                m.d.sync += advance(0)
-                for f in VEC_FIELDS:
-                    m.d.sync += self.value[f].eq(self.value[f] + dig[0].step[f])
-            with m.Elif(~last[1]):
-                m.d.sync += [*restart(0), *advance(1)]
-                for f in VEC_FIELDS:
-                    nxt = base1[f] + dig[1].step[f]
-                    m.d.sync += [base1[f].eq(nxt), self.value[f].eq(nxt)]
-            with m.Else():
-                m.d.sync += [*restart(0), *restart(1)]
+            with m.If(last01):
+                m.d.sync += [*restart(0), *restart(1), last01.eq(last01_init)]
                 for f in VEC_FIELDS:
                     nxt = base2[f] + dig[2].step[f]
                     m.d.sync += [base2[f].eq(nxt), base1[f].eq(nxt), self.value[f].eq(nxt)]
+            with m.Elif(~last[0]):
+                m.d.sync += [*advance(0), last01.eq((rem[0] == 1) & last[1])]
+                for f in VEC_FIELDS:
+                    m.d.sync += self.value[f].eq(self.value[f] + dig[0].step[f])
+            with m.Else():                   # last0, not last1
+                m.d.sync += [*restart(0), *advance(1), last01.eq(last_init[0] & (rem[1] == 1))]
+                for f in VEC_FIELDS:
+                    nxt = base1[f] + dig[1].step[f]
+                    m.d.sync += [base1[f].eq(nxt), self.value[f].eq(nxt)]
         return m

@@ -66,9 +66,8 @@ def counter_names(cfg: AcceleratorConfig | None = None) -> tuple:
 
 OUT_FIFO_ROWS = 4
 # Copies of the registered stall decision (see the engine's drain section): the array's
-# rows and its feed take EN_COPIES - 2 of them round robin, the drain one, the sequencer one.  Yosys
-# merges flip-flops with the same input, so the copies differ in stored polarity,
-# initial value and reset (8 distinct kinds).
+# rows and its feed take EN_COPIES - 2 of them round robin, the drain's data registers one,
+# the sequencer and the drain's counters one (rtl/copies.py: why eight at most).
 EN_COPIES = 8
 
 
@@ -423,8 +422,8 @@ class Engine(wiring.Component):
         with m.Elif(en):
             m.d.comb += period_ok_nx.eq(Mux((step | flush) & ~mid_tile, int(1 >= P),
                                             period_ok | (since_first == P - 1)))
-            with m.If(step):
-                m.d.comb += mid_tile_nx.eq(~tile_end)
+        with m.If(~start & step):           # (step implies en)
+            m.d.comb += mid_tile_nx.eq(~tile_end)
         m.d.sync += [mid_tile.eq(mid_tile_nx), period_ok.eq(period_ok_nx)]
         # pan_eq / pan_one (ocompact): gb.panels - tj, moved by a panel hand-over
         # (gb.pi_we) and a tile end
@@ -471,16 +470,19 @@ class Engine(wiring.Component):
             m.d.sync += [run.eq(1), ti.eq(0), ti_last.eq(n_m == 1), *tile_col_restart(tj, tj_last, n_n), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
                          a_base.eq(0), a_base1.eq(1), a_base2.eq(2), b_base.eq(0), since_first.eq(cfg.drain_period),
                          m_left.eq(cur.m), n_left.eq(cur.n)]
-        with m.Elif(en):
-            with m.If(step | flush):
-                with m.If(~mid_tile):
-                    m.d.sync += since_first.eq(1)
+        with m.Else():
+            with m.If(en):
+                with m.If(step | flush):
+                    with m.If(~mid_tile):
+                        m.d.sync += since_first.eq(1)
+                    with m.Elif(since_first != cfg.drain_period):
+                        m.d.sync += since_first.eq(since_first + 1)
                 with m.Elif(since_first != cfg.drain_period):
                     m.d.sync += since_first.eq(since_first + 1)
-            with m.Elif(since_first != cfg.drain_period):
-                m.d.sync += since_first.eq(since_first + 1)
-            with m.If(flush):
-                m.d.sync += flushed.eq(1)
+                with m.If(flush):
+                    m.d.sync += flushed.eq(1)
+            # step implies en (both are registered from en_nx), so the step's registers
+            # are enabled by step alone (for Fmax: not by en's copy, with its ~250 loads)
             with m.If(step):
                 m.d.sync += kk.eq(Mux(tile_end, 0, kk + 1))
                 with m.If(tile_end):
@@ -616,7 +618,10 @@ class Engine(wiring.Component):
                          rows_drained.eq(0), row_base.eq(0),
                          col_base.eq(0), d_ti_base.eq(cur.d_addr), m_ti_base.eq(cur.mask_addr),
                          d_tj_off.eq(0), d_i_off.eq(0), m_i_off.eq(0), s1_v.eq(0)]
-        with m.Elif(en_dr):
+        # the drain's counters take the sequencer's copy of en, not the drain's (for Fmax:
+        # that one drives the ~2400 data registers; its loads on this logic made the
+        # tile bases' enables three LUTs after a net of 2400 loads)
+        with m.Elif(en):
             m.d.sync += s1_v.eq(arow)
             with m.If(arow):
                 m.d.sync += rows_drained.eq(rows_drained + 1)
@@ -967,7 +972,7 @@ class Engine(wiring.Component):
             m.d.sync += run.eq(0)
         # the step decision a cycle ahead (see `step` above): the same rule on next values
         run_nx = start | (run & ~retire)
-        tiles_left_nx = Mux(start, 1, Mux(en & step & row_wrap & ti_last, 0, tiles_left))
+        tiles_left_nx = Mux(start, 1, Mux(step & row_wrap & ti_last, 0, tiles_left))   # (step implies en)
         more_tiles_nx = Mux(oc, ~(gb.walk_done_nx & pan_eq_nx), tiles_left_nx)
         m.d.sync += step.eq(run_nx & en_nx & more_tiles_nx & ready_q_nx & (mid_tile_nx | period_ok_nx))
         # The retirement registered (for Fmax: its logic and the wide loads of the

@@ -310,6 +310,13 @@ class OperandGather(wiring.Component):
         # a real lane in lane-compact mode needs its mask vector (and, if it is
         # dropped, room in the zero-write queue)
         mask_pop = walk_mask & self.lm_valid & (lm_any | self.zq_space)
+        # A walked lane goes to the zero-write queue when it is not kept (~keep: lc, real and
+        # no mask bit).  Only walk_mask's lanes can be dropped (walk_free's are not lc & real:
+        # the flags are registered from the same next values), so the push is mask_pop &
+        # ~lm_any, written out as one LUT of registers (for Fmax: not after `walking`, the
+        # pop decision's OR, in front of the queue's level and the engine's zq_space)
+        m.d.comb += [self.zq_push.eq(~self.start & walk_mask & self.lm_valid & ~lm_any & self.zq_space),
+                     self.zq_off.eq(w_off if self.lane_compactable else 0)]
         with m.If(self.start):
             m.d.sync += [w_run.eq(1), w_n.eq(0), r_active.eq(0), self.addr_error.eq(0), w_off.eq(0),
                          panels.eq(0)]
@@ -321,8 +328,7 @@ class OperandGather(wiring.Component):
             no_more = (w_cnt == 0) & ~real
             walking = walk_free | mask_pop
             with m.If(walking):
-                m.d.comb += [walker.step.eq(1), self.lm_pop.eq(mask_pop),
-                             self.zq_push.eq(~keep), self.zq_off.eq(w_off if self.lane_compactable else 0)]
+                m.d.comb += [walker.step.eq(1), self.lm_pop.eq(mask_pop)]
                 m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step)]
                 m.d.comb += real_nx.eq(w_n + 1 < self.total)
                 with m.If(keep):

@@ -75,6 +75,16 @@ end
 
 // ---- write ports ---------------------------------------------------------------------------
 reg fault_done = 1'b0;
+// zero-write lanes accepted so far (never reset: the server reads it before and after a
+// run), so tests can check that each dropped output element is cleared once, no more
+reg [63:0] zero_lanes /*verilator public_flat_rw*/ = 64'd0;
+integer zl, zk;           // (own loop variables: `l` belongs to the other blocks)
+always @(posedge clk)
+    if (z_valid && rdy_m) begin
+        zl = 0;
+        for (zk = 0; zk < C; zk = zk + 1) zl = zl + z_req[C*AW + zk];
+        zero_lanes <= zero_lanes + zl;
+    end
 always @(posedge clk) begin
     if (start) fault_done <= 1'b0;
     if (w_valid && rdy_w) begin

@@ -93,6 +93,7 @@ async def handle(dut, req, names, bits):
         dut.rst.value = 0
         await ClockCycles(dut.clk, 3)
         before = read_counters(dut, names, bits)
+        zero_before = unsigned(dut.zero_lanes)
         t0 = time.perf_counter()
         dut.start.value = 1
         await RisingEdge(dut.clk)
@@ -104,6 +105,7 @@ async def handle(dut, req, names, bits):
             timed_out=bool(unsigned(dut.timed_out)), error=unsigned(dut.error),
             run_cycles=unsigned(dut.run_cycles),
             counters={n: after[n] - before[n] for n in names},
+            zero_lanes=unsigned(dut.zero_lanes) - zero_before,
             wall_s=wall)
     elif op == "quit":
         reply["quit"] = True
