@@ -270,6 +270,9 @@ class Engine(wiring.Component):
         oc_n_w = Signal(init=1)
         m.d.sync += oc_n_w.eq(~cur.ocompact)
         oc_w = ~oc_n_w
+        # and one for the mask reader (for Fmax: oc_w had ~300 loads in front of the mask
+        # reader's tile counters' enables); a reset-less kind, so it is a flip-flop of its own
+        (oc_m,) = register_copies(m, cur.ocompact, [(0, 0, 1)], "oc_m")
         m.d.comb += ga.compact.eq(cmp)
         h_a = Signal(range(cfg.spad_a_words + 1))
         h_last = Signal()
@@ -770,10 +773,10 @@ class Engine(wiring.Component):
         col_adv = [mr_col < lim_adv[j] for j in range(C)]
         m.d.comb += [row_in_nx.eq(row_in)] + [col_in_nx[j].eq(col_in[j]) for j in range(C)]
         m.d.sync += [row_in.eq(row_in_nx)] + [col_in[j].eq(col_in_nx[j]) for j in range(C)]
-        mr_total = Mux(oc_w, cur.n, p_tiles << lg_r)
+        mr_total = Mux(oc_m, cur.n, p_tiles << lg_r)
         for j in range(C):
             a = mr_base + off_om[j]
-            ok = Mux(oc_w, om_lane_in[j], row_in & col_in[j])
+            ok = Mux(oc_m, om_lane_in[j], row_in & col_in[j])
             m.d.comb += [m_pay.addr[j].eq(Mux(ok, a, 0)), m_pay.en[j].eq(ok)]
         skid_issue(m, start=start, valid=rdm.req.valid, ready=rdm.req.ready, issue=can_m,
                    skid_full=m_sk_v, regs=[rdm.req.payload], values=[m_pay])
@@ -786,7 +789,7 @@ class Engine(wiring.Component):
             m.d.sync += [mr_rem.eq(mr_rem - 1), mr_last.eq(mr_rem == 2)]
             with m.If(mr_last):
                 m.d.sync += mr_run.eq(0)
-            with m.If(oc_w):
+            with m.If(oc_m):
                 m.d.sync += mr_base.eq(mr_base + cur.om_sj)
             with m.Elif(mr_i_last):
                 m.d.sync += [mr_i.eq(0), mr_i_last.eq(R == 1), mr_row.eq(mr_row - (R - 1))]
