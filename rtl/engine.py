@@ -441,6 +441,13 @@ class Engine(wiring.Component):
                          pan_one.eq(Mux(took, pan_diff == 2, pan_eq))]
             m.d.comb += pan_eq_nx.eq(took & pan_one)
         m.d.sync += pan_eq.eq(pan_eq_nx)
+        # pan_eq's next value when no panel is handed over now, from registers: the step
+        # decision uses it (for Fmax: the hand-over, a few LUTs after gather B's issue
+        # decision, is not in front of `step`).  It is exact there: the step rule needs
+        # pan_eq_nx only with gb.walk_done_nx, and a hand-over never comes with it (a hand-over
+        # needs gather B's staging buffer full; the walk ends only with it not full, and
+        # after its end the buffer is never filled again); at start walk_done_nx is 0.
+        pan_eq_nohand = Mux(took, pan_one, pan_eq)
 
         # Scratchpad A is read at the step, B one cycle later (its address registered),
         # and the read data are registered before the array (for Fmax: a block-RAM
@@ -976,7 +983,7 @@ class Engine(wiring.Component):
         # the step decision a cycle ahead (see `step` above): the same rule on next values
         run_nx = start | (run & ~retire)
         tiles_left_nx = Mux(start, 1, Mux(step & row_wrap & ti_last, 0, tiles_left))   # (step implies en)
-        more_tiles_nx = Mux(oc, ~(gb.walk_done_nx & pan_eq_nx), tiles_left_nx)
+        more_tiles_nx = Mux(oc, ~(gb.walk_done_nx & pan_eq_nohand), tiles_left_nx)   # (see pan_eq_nohand)
         m.d.sync += step.eq(run_nx & en_nx & more_tiles_nx & ready_q_nx & (mid_tile_nx | period_ok_nx))
         # The retirement registered (for Fmax: its logic and the wide loads of the
         # counters and the error status are in different cycles): `retired`, `errors`
