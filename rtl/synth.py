@@ -66,6 +66,11 @@ FAMILIES = {
         "noabc9": ("synth_ecp5 -top {top} -run :map_luts; check -latchonly -assert; "
                    "techmap -map +/lattice/latches_map.v; abc -lut 4; clean; "
                    "synth_ecp5 -top {top} -run map_cells:"),
+        # classic ABC with LUTs of 5 to 7 inputs as well (a slice's two LUT4s and its
+        # PFUMX, wider ones with L6MUX21): a level of logic without a routing hop
+        "widelut": ("synth_ecp5 -top {top} -run :map_luts; check -latchonly -assert; "
+                    "techmap -map +/lattice/latches_map.v; abc -lut 4:7; clean; "
+                    "synth_ecp5 -top {top} -run map_cells:"),
         "lut": ("LUT4",),
         "ff": ("TRELLIS_FF",),
         "dsp": ("MULT18X18D",),

@@ -56,6 +56,8 @@ def _update(cfg):
 
 UNITS = {"engine": _engine, "accelerator": _accelerator, "predictor_array": _predictor_array,
          "reorg": _reorg, "update": _update}
+# the Yosys flows (rtl.synth.FAMILIES["ecp5"] keys) and their names in the report
+FLOWS = {"noabc9": "noabc9", "widelut": "widelut", "script": "abc9"}
 DEVICES = {"85k": "CABGA381", "25k": "CSFBGA285", "45k": "CABGA381", "12k": "CABGA381"}
 
 
@@ -68,13 +70,16 @@ def unit_verilog(unit: str, cfg) -> str:
 
 def run(unit: str, preset_name: str, freq: float = 100.0, device: str = "85k",
         speed: int = 6, out: str | None = None, route: bool = True, seed: int = 1,
-        abc9: bool = False, pnr_args: tuple[str, ...] = ()) -> dict:
+        abc9: bool = False, pnr_args: tuple[str, ...] = (), flow: str | None = None) -> dict:
     if unit not in UNITS:
         raise SynthError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
     if device not in DEVICES:
         raise SynthError(f"unknown ECP5 device {device!r}; choose one of {', '.join(DEVICES)}")
     if not freq > 0:
         raise SynthError(f"--freq must be positive, got {freq}")
+    flow = flow or ("script" if abc9 else "noabc9")
+    if flow not in FLOWS:
+        raise SynthError(f"unknown flow {flow!r}; choose one of {', '.join(FLOWS)}")
     cfg = preset(preset_name)
     out = out or os.path.join("build", "timing", f"{unit}-{preset_name}")
     os.makedirs(out, exist_ok=True)
@@ -83,7 +88,7 @@ def run(unit: str, preset_name: str, freq: float = 100.0, device: str = "85k",
     env = build_env()
     # the board flow's classic ABC unless asked for ABC9 (timing-driven LUT mapping, which
     # Yosys 0.70 asserts on for some netlists; then the error says so)
-    synth = FAMILIES["ecp5"]["script" if abc9 else "noabc9"].format(top=unit)
+    synth = FAMILIES["ecp5"][flow].format(top=unit)
     script = f"read_verilog {unit}.v; {synth}; tee -q -o stat.json stat -json; write_json {unit}.json"
     t0 = time.monotonic()
     res = subprocess.run([env["YOSYS"], "-q", "-l", "yosys.log", "-p", script], cwd=out,
@@ -114,7 +119,7 @@ def run(unit: str, preset_name: str, freq: float = 100.0, device: str = "85k",
     util = parse_nextpnr_util(log)
     report = {"unit": unit, "preset": preset_name, "device": f"LFE5U-{device.upper()}-{speed}",
               "routed": route, "target_mhz": freq, "seed": seed,
-              "flow": "abc9" if abc9 else "noabc9", "pnr_args": list(pnr_args),
+              "flow": FLOWS[flow], "pnr_args": list(pnr_args),
               "fmax_mhz": round(min(v[0] for v in fmax.values()), 2) if fmax else None}
     for k, names in UTIL_KEYS["ecp5"].items():
         hit = [util[n] for n in names if n in util]
@@ -174,13 +179,16 @@ def main(argv=None):
     ap.add_argument("--no-route", action="store_true", help="stop after placement (estimate)")
     ap.add_argument("--out", default=None, help="default build/timing/<unit>-<preset>")
     ap.add_argument("--abc9", action="store_true", help="map LUTs with ABC9 (default: classic ABC)")
+    ap.add_argument("--flow", default=None, choices=sorted(FLOWS),
+                    help="LUT mapping: noabc9 (classic abc -lut 4, the default), widelut "
+                         "(abc -lut 4:7: PFUMX/L6MUX21 wide LUTs), script (ABC9, as --abc9)")
     ap.add_argument("--pnr-arg", action="append", default=[], metavar="ARG",
                     help="extra nextpnr-ecp5 argument, repeatable (e.g. --pnr-arg=--router=router2)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     return report_cli("rtl.timing", lambda: run(
         args.unit, args.preset, args.freq, args.device, args.speed, args.out,
-        route=not args.no_route, seed=args.seed, abc9=args.abc9,
+        route=not args.no_route, seed=args.seed, abc9=args.abc9, flow=args.flow,
         pnr_args=tuple(args.pnr_arg)), summary, args.json)
 
 

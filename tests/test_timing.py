@@ -59,6 +59,7 @@ def test_condensed_path_folds_carry_chains():
     ({"unit": "npu"}, "unknown unit 'npu'"),
     ({"device": "99k"}, "unknown ECP5 device '99k'"),
     ({"freq": 0}, "--freq must be positive, got 0"),
+    ({"flow": "abc10"}, "unknown flow 'abc10'"),
 ])
 def test_bad_input(kw, match, tmp_path):
     args = {"unit": "update", "preset_name": "small", "out": str(tmp_path / "x"), **kw}
