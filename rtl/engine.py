@@ -57,6 +57,19 @@ COUNTERS = (
 CORE_COUNTERS = ("busy_cycles", "compute_cycles", "stall_cycles", "macs", "retired", "errors")
 
 
+def buffered_fifo_inner_level(m: Module, fifo: SyncFIFOBuffered, depth: int, name: str):
+    """A copy of ``fifo``'s inner level (SyncFIFOBuffered of ``depth``: an inner memory of
+    ``depth - 1`` rows and an output register), kept by the FIFO's own rule, for flags
+    registered from it (the FIFO's ``level`` adds the output register's valid to it).
+    Returns the copy's next value."""
+    inner = Signal(range(depth), name=f"{name}_inner")
+    write = fifo.w_en & fifo.w_rdy
+    inner_read = (inner != 0) & (~fifo.r_rdy | fifo.r_en)
+    nx = Mux(write & ~inner_read, inner + 1, Mux(inner_read & ~write, inner - 1, inner))
+    m.d.sync += inner.eq(nx)
+    return nx
+
+
 def counter_names(cfg: AcceleratorConfig | None = None) -> tuple:
     """The engine's counters, in order (all of COUNTERS without a config)."""
     if cfg is None or cfg.all_counters:
@@ -540,7 +553,11 @@ class Engine(wiring.Component):
         m.d.sync += occ.eq(occ_nx)
         s1_v_nx = Mux(start, 0, Mux(en, arr.out_valid, s1_v))
         mq_pop = en & s1_v & om_only & ~start            # mq.r_en without ocompact
-        mq_nx_rdy = (mq.r_rdy & ~mq_pop) | ((mq.level - mq.r_rdy) != 0)
+        # (the queue's inner memory is not empty: a register kept from a copy of its level, for
+        # Fmax: mq.level - mq.r_rdy was an adder and a subtractor in front of the stall decision)
+        mq_inner_ne = Signal()
+        m.d.sync += mq_inner_ne.eq(buffered_fifo_inner_level(m, mq, mask_queue_rows(cfg), "mq") != 0)
+        mq_nx_rdy = (mq.r_rdy & ~mq_pop) | mq_inner_ne
         # occ_nx < OUT_FIFO_ROWS - 1 by the cases of (push, pop): compares of occ with
         # constants (for Fmax: no adder in front of the stall decision and `step`'s)
         push, pop = s2_v & en, ofifo.r_en
@@ -831,12 +848,9 @@ class Engine(wiring.Component):
         # zq.w_rdy (SyncFIFOBuffered: its inner memory's level != depth - 1) as a register,
         # from a copy of that level kept by the same rule (for Fmax: gather B's walk
         # decision starts at flip-flops, not at the queue's level compare)
-        zq_inner = Signal(range(ZQ_DEPTH))
         zq_space = Signal(init=1)
-        zq_w = zq.w_en & zq.w_rdy
-        zq_ir = (zq_inner != 0) & (~zq.r_rdy | zq.r_en)
-        zq_inner_nx = Mux(zq_w & ~zq_ir, zq_inner + 1, Mux(zq_ir & ~zq_w, zq_inner - 1, zq_inner))
-        m.d.sync += [zq_inner.eq(zq_inner_nx), zq_space.eq(zq_inner_nx != ZQ_DEPTH - 1)]
+        zq_inner_nx = buffered_fifo_inner_level(m, zq, ZQ_DEPTH, "zq")
+        m.d.sync += zq_space.eq(zq_inner_nx != ZQ_DEPTH - 1)
         m.d.comb += [gb.lane_compact.eq(oc_w), gb.off_step.eq(cur.d_sj), gb.lm_valid.eq(mq.r_rdy),
                      gb.lm_bits.eq(mq_bits), gb.lm_any.eq(mq_any), gb.zq_space.eq(zq_space),
                      zq.w_en.eq(gb.zq_push), zq.w_data.eq(gb.zq_off)]
