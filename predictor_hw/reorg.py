@@ -55,6 +55,7 @@ from amaranth.lib.wiring import In, Out
 
 from model_sw import adagp_reorg
 from rtl.config import AcceleratorConfig
+from rtl.copies import COPY_KINDS, register_copies
 from rtl.engine import mem_wr_layout
 from rtl.epilogue import below_guard_mask, shift_round_bit, saturate_bits
 from .interfaces import sample_layout, PRED_OP_BITS
@@ -318,6 +319,15 @@ class ReorgUnit(wiring.Component):
         lane_in = []
         abits = max(1, (DEPTH - 1).bit_length())
         lane_stage = []
+        # The layer's shift amounts in one registered copy per lane, and the slot-y mask
+        # (H - 1) >> lg_fh as a register (for Fmax and routing: the descriptor register
+        # drove every lane's three shifters; the copies follow `ad` a cycle later, and a
+        # layer's first beat reaches this stage four cycles after its descriptor is taken)
+        sh_lay = data.StructLayout({"cs": unsigned(6), "y": unsigned(6), "fw": unsigned(5)})
+        lane_sh = [data.View(sh_lay, q) for q in register_copies(
+            m, Cat(ad.lg_cs, ysh, ad.lg_fw), [COPY_KINDS[j % len(COPY_KINDS)] for j in range(C)], "lane_sh")]
+        ymask = Signal(aw + 1)
+        m.d.sync += ymask.eq(hmask >> ad.lg_fh)
         for j in range(C):
             # sa: the offset into the layer's output
             off = Signal(signed(aw + 2), name=f"off{j}")
@@ -328,14 +338,14 @@ class ReorgUnit(wiring.Component):
             # sb: in range; the address c * P*P + slot (conv), the neuron (linear)
             offu = off.as_unsigned()[:aw + 1]
             ch = Signal(aw + 1, name=f"ch{j}")
-            m.d.comb += ch.eq(offu >> ad.lg_cs)
+            m.d.comb += ch.eq(offu >> lane_sh[j].cs)
             addr = Signal(abits, name=f"addr{j}")
             inr = Signal(name=f"in{j}")
             val = Signal(signed(cfg.slot_bits), name=f"val{j}")
             m.d.sync += [inr.eq(en_a & (off >= 0) & (off < total)), val.eq(val_a)]
             if lg_p:
-                yy = ((offu >> ysh) & (hmask >> ad.lg_fh))[:lg_p]
-                xx = ((offu & wmask) >> ad.lg_fw)[:lg_p]
+                yy = ((offu >> lane_sh[j].y) & ymask)[:lg_p]
+                xx = ((offu & wmask) >> lane_sh[j].fw)[:lg_p]
                 conv_addr = Cat(xx, yy, ch)
             else:
                 conv_addr = ch
