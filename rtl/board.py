@@ -26,7 +26,8 @@ import dataclasses
 import importlib
 from dataclasses import dataclass, field
 
-from amaranth import Module, Signal, Cat, Const, Mux, ClockDomain, ClockSignal, Instance, ResetInserter
+from amaranth import (Module, Signal, Cat, Const, Mux, ClockDomain, ClockSignal, ResetSignal, Instance,
+                      ResetInserter, DomainRenamer)
 from amaranth.lib import wiring, memory, stream
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -325,13 +326,15 @@ class BoardTop(wiring.Component):
 
     def __init__(self, cfg: AcceleratorConfig, clk_hz: float, baud: float = DEFAULT_BAUD,
                  prog_words: int = 1024, divisor: int | None = None, core: str = "engine",
-                 wide_prog: bool = False):
+                 wide_prog: bool = False, global_reset: bool = False):
         if core not in CORES:
             self._MustUse__silence = True          # never elaborated: no "unused" warning
         self.cfg, self.core = cfg, check_core(core)
         self.divisor = divisor or uart.divisor_for(clk_hz, baud)
         self.prog_words = prog_words
         self.wide_prog = wide_prog     # program buffer one instruction wide (WideBufferStream)
+        # the core's reset on an ECP5 global buffer (DCCA; see elaborate): board builds only
+        self.global_reset = global_reset
         if prog_words & (prog_words - 1) or prog_words < instr_words(cfg, core):
             self._MustUse__silence = True          # never elaborated: no "unused" warning
             raise BoardError(f"prog_words={prog_words}: a power of two holding at least one "
@@ -351,7 +354,20 @@ class BoardTop(wiring.Component):
         n_words = instr_words(cfg, self.core)
         core_rst = Signal()
         core = acc.Accelerator(cfg) if accel else Engine(cfg)
-        m.submodules.core = ResetInserter(core_rst)(core)
+        if self.global_reset:
+            # The core and its buffers run in a domain of their own on the same clock, whose
+            # reset (the board's or core_rst) is an ECP5 global buffer's output: it reaches
+            # ~30k flip-flops, and on general routing that one net left the 85F's `default`
+            # build unroutable (router2's congestion report; out of context, where it routed,
+            # the reset is a port that nextpnr does not route)
+            m.domains.core = cd_core = ClockDomain("core")
+            m.d.comb += cd_core.clk.eq(ClockSignal("sync"))
+            m.submodules.core_rst_buf = Instance("DCCA", i_CLKI=ResetSignal("sync") | core_rst,
+                                                 i_CE=Const(1), o_CLKO=cd_core.rst)
+            in_core = DomainRenamer("core")
+        else:
+            in_core = ResetInserter(core_rst)
+        m.submodules.core = in_core(core)
         m.submodules.mem = mem = BoardMemory(cfg, update=accel)
         for port in ("rd_a", "rd_b", "wr", "rd_m", "wz") + (("upd_rd", "upd_wr") if accel else ()):
             wiring.connect(m, getattr(core, port), getattr(mem, port))
@@ -381,7 +397,7 @@ class BoardTop(wiring.Component):
         for name, b in bufs.items():
             streams[name] = (BufferStream(b.width, b.depth), b.index, br.regs[REGS.index("n_" + name)])
         for name, (st, index, count) in streams.items():
-            m.submodules[name + "_buf"] = ResetInserter(core_rst)(st)
+            m.submodules[name + "_buf"] = in_core(st)
             sel = (br.buf_sel == index) if bufs else 1
             m.d.comb += [st.wr_addr.eq(br.prog_addr), st.wr_data.eq(br.prog_data),
                          st.wr_en.eq(br.prog_we & sel), st.start.eq(start), st.count.eq(count)]
@@ -474,7 +490,8 @@ class PlatformTop(wiring.Component):
             platform.add_resources([UARTResource(0, rx=rx, tx=tx, conn=conn,
                                                  attrs=Attrs(IO_TYPE="LVCMOS33"))])
         m.submodules.top = top = BoardTop(self.cfg, spec.target_hz, self.baud, spec.prog_words,
-                                          core=self.core, wide_prog=spec.wide_prog)
+                                          core=self.core, wide_prog=spec.wide_prog,
+                                          global_reset=spec.family == "ecp5")
         ser = platform.request("uart", 0)
         m.d.comb += [top.rx.eq(ser.rx.i), ser.tx.o.eq(top.tx)]
         if spec.leds == "rgb":

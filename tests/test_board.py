@@ -294,3 +294,19 @@ def test_board_memory_update_ports_and_write_before_read():
 
     for rd, vals in _run(dut, bench):
         assert vals == [int(ref[a]) for a in rd], (rd, vals)
+
+
+def test_core_reset_on_a_global_buffer_on_ecp5_only():
+    """ECP5 board tops carry the core's reset (~30k flip-flops at `default`) on a DCCA
+    global buffer whose output is the core domain's reset; the icebreaker's does not."""
+    def rtlil(name):
+        plat = board.platform_for(name, noabc9=True)
+        top = board.PlatformTop(name, board.board_config(board.board_spec(name).preset, name),
+                                board.DEFAULT_BAUD)
+        return plat.prepare(top, name="top").files["top.il"]
+    il = rtlil("ulx3s")
+    dcca = [l for l in il.splitlines() if l.strip().startswith("cell \\DCCA")]
+    assert len(dcca) == 1, dcca
+    assert "core_rst" in il and "\\core_rst_buf" in il
+    ice = rtlil("icebreaker")
+    assert "DCCA" not in ice
