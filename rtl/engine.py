@@ -20,7 +20,6 @@ kept columns with the offsets from the panel-info ring).
 All timing is deterministic given the memory's behaviour, which is what lets
 ``cosim.cyclemodel`` reproduce the cycle counters exactly.
 """
-import operator
 
 from amaranth import Module, Signal, Mux, Cat, Const, Value, signed, unsigned
 from amaranth.lib import wiring, stream, data, memory
@@ -123,6 +122,19 @@ def ring_gt(a, b, bits: int):
 def ring_ge(a, b, bits: int):
     """a >= b for counts that wrap modulo 2**bits and are less than 2**(bits-1) apart."""
     return ~(a[:bits] - b[:bits])[bits - 1]
+
+
+def carry_gt(a, b):
+    """a > b for unsigned a, b: the sign of b - a, one carry chain (for Fmax: Yosys mapped
+    some of the sequencer's plain compares as chains of LUTs)."""
+    a, b = Value.cast(a), Value.cast(b)
+    return (b - a)[-1]
+
+
+def carry_ge(a, b):
+    """a >= b for unsigned a, b: not the sign of a - b."""
+    a, b = Value.cast(a), Value.cast(b)
+    return ~(a - b)[-1]
 
 
 def panel_info_depth(cfg: AcceleratorConfig) -> int:
@@ -411,12 +423,12 @@ class Engine(wiring.Component):
         # last (compact: b_next2), or back to panel 0 at a tile row's end (loaded).
         wa, wl_a, wl_a1 = ga.wr_en, ga.words_loaded, ga.words_loaded1
         def a_next_gt(h):                # (A's next count) > h
-            return Mux(cmp, ga.words_final_nx > h, Mux(wa, wl_a1 > h, wl_a > h))
+            return Mux(cmp, carry_gt(ga.words_final_nx, h), Mux(wa, carry_gt(wl_a1, h), carry_gt(wl_a, h)))
         # B's counts and head positions are compared as differences modulo 2**ptr_bits
         # when they wrap (ring mode, see rtl/gather.py)
         wb, wl_b, wl_b1 = gb.wr_en, gb.words_loaded, gb.words_loaded1
-        b_gt = (lambda a, b: ring_gt(a, b, gb.ptr_bits)) if gb.lane_compactable else operator.gt
-        b_ge = (lambda a, b: ring_ge(a, b, gb.ptr_bits)) if gb.lane_compactable else operator.ge
+        b_gt = (lambda a, b: ring_gt(a, b, gb.ptr_bits)) if gb.lane_compactable else carry_gt
+        b_ge = (lambda a, b: ring_ge(a, b, gb.ptr_bits)) if gb.lane_compactable else carry_ge
         def b_next_gt(h):                # (B's next count) > h
             return Mux(wb, b_gt(wl_b1, h), b_gt(wl_b, h))
         def b_next_ge(h):                # (B's next count) >= h
