@@ -290,7 +290,7 @@ class Engine(wiring.Component):
         # the cycle after, long before start
         cmp, oc = Signal(), Signal()
         m.d.sync += [cmp.eq(cur.compact_a), oc.eq(cur.ocompact)]
-        # ocompact's copy for the drain, the writer and the mask reader (stored inverted so
+        # ocompact's copy for the drain, the writer and gather B (stored inverted so
         # that it stays a separate flip-flop: the sequencer's copy keeps a small fan-out)
         oc_n_w = Signal(init=1)
         m.d.sync += oc_n_w.eq(~cur.ocompact)

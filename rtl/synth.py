@@ -52,6 +52,12 @@ class SynthError(RuntimeError):
     """Synthesis could not run, failed, or produced a forbidden result (a latch)."""
 
 
+# synth_ecp5 (a wrapper of synth_lattice) always maps LUTs with ABC9 and ignores -noabc9;
+# the classic-ABC flows run its steps around `abc -lut {lut}`.
+_CLASSIC_ABC = ("synth_ecp5 -top {top} -run :map_luts; check -latchonly -assert; "
+                "techmap -map +/lattice/latches_map.v; abc -lut {lut}; clean; "
+                "synth_ecp5 -top {top} -run map_cells:")
+
 # Per family: the Yosys command and which mapped cell types count as what.
 FAMILIES = {
     "ecp5": {
@@ -61,16 +67,10 @@ FAMILIES = {
         "script": ("synth_ecp5 -top {top} -run :map_luts; check -latchonly -assert; "
                    "techmap -map +/lattice/latches_map.v; opt_clean -purge; abc9 -W 300; clean; "
                    "synth_ecp5 -top {top} -run map_cells:"),
-        # synth_ecp5 (a wrapper of synth_lattice) always maps LUTs with ABC9 and
-        # ignores -noabc9; the classic-ABC flow runs its steps around `abc -lut 4`.
-        "noabc9": ("synth_ecp5 -top {top} -run :map_luts; check -latchonly -assert; "
-                   "techmap -map +/lattice/latches_map.v; abc -lut 4; clean; "
-                   "synth_ecp5 -top {top} -run map_cells:"),
+        "noabc9": _CLASSIC_ABC.format(lut="4", top="{top}"),
         # classic ABC with LUTs of 5 to 7 inputs as well (a slice's two LUT4s and its
         # PFUMX, wider ones with L6MUX21): a level of logic without a routing hop
-        "widelut": ("synth_ecp5 -top {top} -run :map_luts; check -latchonly -assert; "
-                    "techmap -map +/lattice/latches_map.v; abc -lut 4:7; clean; "
-                    "synth_ecp5 -top {top} -run map_cells:"),
+        "widelut": _CLASSIC_ABC.format(lut="4:7", top="{top}"),
         "lut": ("LUT4",),
         "ff": ("TRELLIS_FF",),
         "dsp": ("MULT18X18D",),
