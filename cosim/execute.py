@@ -84,7 +84,7 @@ def run_checked(sim: RtlSim, cfg: AcceleratorConfig, img: MemoryImage, prog: lis
         err = err or rep["error"]
         for k, v in rep["counters"].items():
             counters[k] = counters.get(k, 0) + v
-        zero_lanes += rep.get("zero_lanes", 0)
+        zero_lanes += rep["zero_lanes"]
     got = sim.dump(0, img.top)
     compare(img, want[:img.top], got, what)
     if err != gerr:

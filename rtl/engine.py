@@ -113,28 +113,20 @@ def const_mul(c: int, x):
     return sum((x << i for i in range(c.bit_length()) if c >> i & 1), Const(0))
 
 
-def ring_gt(a, b, bits: int):
-    """a > b for counts that wrap modulo 2**bits and are less than 2**(bits-1) apart:
-    the sign of (b - a) mod 2**bits, one carry chain ``bits`` long."""
-    return (b[:bits] - a[:bits])[bits - 1]
-
-
-def ring_ge(a, b, bits: int):
-    """a >= b for counts that wrap modulo 2**bits and are less than 2**(bits-1) apart."""
-    return ~(a[:bits] - b[:bits])[bits - 1]
-
-
-def carry_gt(a, b):
-    """a > b for unsigned a, b: the sign of b - a, one carry chain (for Fmax: Yosys mapped
-    some of the sequencer's plain compares as chains of LUTs)."""
+def carry_gt(a, b, ring_bits: int | None = None):
+    """a > b as the sign of b - a, one carry chain (for Fmax: Yosys mapped some of the
+    sequencer's plain compares as chains of LUTs).  With ``ring_bits``: counts that wrap
+    modulo 2**ring_bits and are less than 2**(ring_bits-1) apart, compared by the top bit
+    of (b - a) mod 2**ring_bits (a chain ``ring_bits`` long, whatever the counts' widths)."""
     a, b = Value.cast(a), Value.cast(b)
-    return (b - a)[-1]
+    if ring_bits is None:
+        return (b - a)[-1]
+    return (b[:ring_bits] - a[:ring_bits])[ring_bits - 1]
 
 
-def carry_ge(a, b):
-    """a >= b for unsigned a, b: not the sign of a - b."""
-    a, b = Value.cast(a), Value.cast(b)
-    return ~(a - b)[-1]
+def carry_ge(a, b, ring_bits: int | None = None):
+    """a >= b: not a < b (see carry_gt)."""
+    return ~carry_gt(b, a, ring_bits)
 
 
 def panel_info_depth(cfg: AcceleratorConfig) -> int:
@@ -427,8 +419,11 @@ class Engine(wiring.Component):
         # B's counts and head positions are compared as differences modulo 2**ptr_bits
         # when they wrap (ring mode, see rtl/gather.py)
         wb, wl_b, wl_b1 = gb.wr_en, gb.words_loaded, gb.words_loaded1
-        b_gt = (lambda a, b: ring_gt(a, b, gb.ptr_bits)) if gb.lane_compactable else carry_gt
-        b_ge = (lambda a, b: ring_ge(a, b, gb.ptr_bits)) if gb.lane_compactable else carry_ge
+        ring = gb.ptr_bits if gb.lane_compactable else None
+        def b_gt(a, b):
+            return carry_gt(a, b, ring)
+        def b_ge(a, b):
+            return carry_ge(a, b, ring)
         def b_next_gt(h):                # (B's next count) > h
             return Mux(wb, b_gt(wl_b1, h), b_gt(wl_b, h))
         def b_next_ge(h):                # (B's next count) >= h
@@ -1006,8 +1001,12 @@ class Engine(wiring.Component):
         m.d.comb += [ga.start.eq(start_ga), gb.start.eq(start_gb)]
         with m.If(retire):
             m.d.sync += run.eq(0)
-        # the step decision a cycle ahead (see `step` above): the same rule on next values
-        run_nx = start | (run & ~retire)
+        # the step decision a cycle ahead (see `step` above): the same rule on next values,
+        # with `start | run` for run's next value: exact, because a retirement needs
+        # `flushed`, a flush needs no tile left, and none is until the next start (for Fmax:
+        # the retirement's decision, behind the gathers' and the drain's idle flags, is not
+        # in front of `step`)
+        run_nx = start | run
         tiles_left_nx = Mux(start, 1, Mux(step & row_wrap & ti_last, 0, tiles_left))   # (step implies en)
         more_tiles_nx = Mux(oc, ~(gb.walk_done_nx & pan_eq_nohand), tiles_left_nx)   # (see pan_eq_nohand)
         m.d.sync += step.eq(run_nx & en_nx & more_tiles_nx & ready_q_nx & (mid_tile_nx | period_ok_nx))

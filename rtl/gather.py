@@ -169,7 +169,7 @@ class OperandGather(wiring.Component):
         # modulo 2**ptr_bits (the depth is a power of two, so word w stays at w mod depth);
         # the sequencer compares them with its head as differences modulo 2**ptr_bits,
         # which is exact while the two are less than 2 * depth apart (rtl/engine.py,
-        # ring_gt: for Fmax a 13-bit carry chain, not a 28-bit compare)
+        # carry_gt with ring_bits: for Fmax a 13-bit carry chain, not a 28-bit compare)
         self.ptr_bits = ring_ptr_bits(spad_words)
         self.ptr_shape = unsigned(self.ptr_bits) if lane_compactable else range(spad_words + 1)
         dw = cfg.dim_bits
@@ -297,10 +297,16 @@ class OperandGather(wiring.Component):
         # take a lane" (walk_ok: running, buffer not full, not done, a lane left) is a
         # register (for Fmax: the walker's step and the staging buffer's ~1000 enables
         # are a LUT or two after flip-flops)
+        w_cnt_nx, w_full_nx, w_done_nx, real_nx = Signal.like(w_cnt), Signal(), Signal(), Signal()
         # walk_ok split by whether the lane needs a mask vector (lane-compact mode, a real
         # lane: walk_mask) or not (walk_free), so that the pop of the mask queue is a LUT
         # or two after flip-flops
         walk_free, walk_mask = Signal(), Signal()
+        m.d.comb += [w_cnt_nx.eq(w_cnt), w_full_nx.eq(w_full), w_done_nx.eq(w_done), real_nx.eq(real)]
+        walk_ok_nx = (self.start | w_run) & ~w_full_nx & ~w_done_nx & ~((w_cnt_nx == 0) & ~real_nx)
+        m.d.sync += [w_cnt.eq(w_cnt_nx), w_full.eq(w_full_nx), w_done.eq(w_done_nx), real.eq(real_nx),
+                     walk_free.eq(walk_ok_nx & ~(lc_nx & real_nx)),
+                     walk_mask.eq(walk_ok_nx & lc_nx & real_nx)]
         # a real lane in lane-compact mode needs its mask vector (and, if it is
         # dropped, room in the zero-write queue)
         mask_pop = walk_mask & self.lm_valid & (lm_any | self.zq_space)
@@ -311,49 +317,30 @@ class OperandGather(wiring.Component):
         # pop decision's OR, in front of the queue's level and the engine's zq_space)
         m.d.comb += [self.zq_push.eq(~self.start & walk_mask & self.lm_valid & ~lm_any & self.zq_space),
                      self.zq_off.eq(w_off if self.lane_compactable else 0)]
-        # walk one lane per cycle while the staging buffer has room
-        # (walk_free | walk_mask == w_run & ~w_full & ~w_done & ~no_more)
-        no_more = (w_cnt == 0) & ~real
-        walking = walk_free | mask_pop
-        # The walker's next state in each case (start; a lane walked; none), each from
-        # registers, and the walk decision choosing between them last (for Fmax: the mask
-        # queue's valid, which the decision waits for, is two LUTs before the flags'
-        # registers, not in front of the counters' and compares' logic)
-        done_nx = w_done | (w_run & ~w_full & no_more)    # (the same whether or not a lane is walked)
-        real1 = Signal()                                  # the next lane is real
-        m.d.comb += real1.eq(w_n + 1 < self.total)
-        cnt_wrap = w_cnt == L - 1
-        cnt1 = Mux(keep, Mux(cnt_wrap, 0, w_cnt + 1), w_cnt)   # a lane walked (and kept or not)
-        full1 = (w_full | (keep & cnt_wrap)) & ~transfer
-        full0 = w_full & ~transfer
-        real_s = self.total != 0
-
-        def walk_flags(run, cnt, full, done, rl):
-            """(walk_free, walk_mask) for the walker's next state (cnt, full, done, rl)."""
-            ok = run & ~full & ~done & ~((cnt == 0) & ~rl)
-            return ok & ~(lc_nx & rl), ok & lc_nx & rl
-
-        free_s, mask_s = walk_flags(1, 0, 0, 0, real_s)
-        free_1, mask_1 = walk_flags(w_run, cnt1, full1, done_nx, real1)
-        free_0, mask_0 = walk_flags(w_run, w_cnt, full0, done_nx, real)
-        w_done_nx = Signal()
-        m.d.comb += w_done_nx.eq(Mux(self.start, 0, done_nx))
-        m.d.sync += [w_cnt.eq(Mux(self.start, 0, Mux(walking, cnt1, w_cnt))),
-                     w_full.eq(Mux(self.start, 0, Mux(walking, full1, full0))),
-                     w_done.eq(w_done_nx),
-                     real.eq(Mux(self.start, real_s, Mux(walking, real1, real))),
-                     walk_free.eq(Mux(self.start, free_s, Mux(walking, free_1, free_0))),
-                     walk_mask.eq(Mux(self.start, mask_s, Mux(walking, mask_1, mask_0)))]
         with m.If(self.start):
             m.d.sync += [w_run.eq(1), w_n.eq(0), r_active.eq(0), self.addr_error.eq(0), w_off.eq(0),
                          panels.eq(0)]
-            m.d.comb += walker.clear.eq(1)
+            m.d.comb += [w_cnt_nx.eq(0), w_full_nx.eq(0), w_done_nx.eq(0), real_nx.eq(self.total != 0),
+                         walker.clear.eq(1)]
         with m.Else():
+            # walk one lane per cycle while the staging buffer has room
+            # (walk_free | walk_mask == w_run & ~w_full & ~w_done & ~no_more)
+            no_more = (w_cnt == 0) & ~real
+            walking = walk_free | mask_pop
             with m.If(walking):
                 m.d.comb += [walker.step.eq(1), self.lm_pop.eq(mask_pop)]
                 m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step)]
+                m.d.comb += real_nx.eq(w_n + 1 < self.total)
+                with m.If(keep):
+                    with m.If(w_cnt == L - 1):
+                        m.d.comb += [w_full_nx.eq(1), w_cnt_nx.eq(0)]
+                    with m.Else():
+                        m.d.comb += w_cnt_nx.eq(w_cnt + 1)
+            with m.If(w_run & ~w_full & no_more):
+                m.d.comb += w_done_nx.eq(1)
             with m.If(transfer):
                 m.d.sync += [r_active.eq(1), panels.eq(panels + 1)]
+                m.d.comb += w_full_nx.eq(0)
             with m.Elif(last_issue):
                 m.d.sync += r_active.eq(0)
             # r_buf loads whenever the requester is free or frees now, whether or not a

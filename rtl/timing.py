@@ -77,6 +77,8 @@ def run(unit: str, preset_name: str, freq: float = 100.0, device: str = "85k",
         raise SynthError(f"unknown ECP5 device {device!r}; choose one of {', '.join(DEVICES)}")
     if not freq > 0:
         raise SynthError(f"--freq must be positive, got {freq}")
+    if abc9 and flow not in (None, "script"):
+        raise SynthError(f"--abc9 is the 'script' flow; it conflicts with --flow {flow!r}")
     flow = flow or ("script" if abc9 else "noabc9")
     if flow not in FLOWS:
         raise SynthError(f"unknown flow {flow!r}; choose one of {', '.join(FLOWS)}")

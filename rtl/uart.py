@@ -322,11 +322,20 @@ class Bridge(wiring.Component):
         with m.If(req.ready):
             m.d.sync += req.valid.eq(0)
 
-        def load(value, nbytes, then):
-            m.d.sync += [obuf.eq(value), onum.eq(nbytes), after.eq(then)]
+        # What a response chunk is made of.  The decision (in CHECKSUM and NEXT) registers
+        # its source, and LOAD copies that into obuf a cycle later (for Fmax: obuf's
+        # enables, hundreds of flip-flops with the counters, are not behind the decision's
+        # compares; a cycle per chunk, nothing next to a UART byte).  A memory word is
+        # loaded directly on rvalid (a register).
+        SRC_STATUS, SRC_CSUM, SRC_PING, SRC_STATE, SRC_COUNTERS = range(5)
+        src = Signal(range(5))
+
+        def load(source, nbytes, then):
+            m.d.sync += [src.eq(source), onum.eq(nbytes), after.eq(then)]
+            m.next = "LOAD"
 
         def send_status(st):
-            load(st, 1, 0)
+            load(SRC_STATUS, 1, 0)
             m.d.sync += [csum.eq(st), status.eq(st)]
 
         with m.FSM():
@@ -394,7 +403,6 @@ class Bridge(wiring.Component):
                         for r in range(len(self.reg_limits)):
                             with m.If((opcode == OP_SET) & (addr == r)):
                                 m.d.sync += self.regs[r].eq(count)
-                    m.next = "SEND"
                 with m.If(timed_out):
                     m.d.sync += in_frame.eq(0)
                     m.next = "HEADER"
@@ -413,38 +421,45 @@ class Bridge(wiring.Component):
                     m.d.sync += self.frame_errors.eq(self.frame_errors + (status != ST_OK))
                     m.next = "HEADER"
                 with m.Elif((status != ST_OK) | (after == 1) & (left == 0)):
-                    load(csum, 1, 2)
-                    m.next = "SEND"
+                    load(SRC_CSUM, 1, 2)
                 with m.Elif(after == 1):                         # next memory word
                     m.next = "READ"
                 with m.Elif(opcode == OP_PING):
-                    load(Cat(Const(MAGIC, 16), Const(VERSION, 8),
-                             Const(int.from_bytes(self.info, "little"), 8 * len(self.info))),
-                         PING_BYTES, 1)
+                    load(SRC_PING, PING_BYTES, 1)
                     m.d.sync += left.eq(0)
-                    m.next = "SEND"
                 with m.Elif(opcode == OP_STATUS):
-                    st = self.status
-                    load(Cat(st.running, st.engine_busy, st.done, Const(0, 5),
-                             st.error, Const(0, 4), st.pc), STATUS_BYTES, 1)
+                    load(SRC_STATE, STATUS_BYTES, 1)
                     m.d.sync += left.eq(0)
-                    m.next = "SEND"
                 with m.Elif(opcode == OP_COUNTERS):
-                    load(self.counters, cb, 1)
+                    load(SRC_COUNTERS, cb, 1)
                     m.d.sync += left.eq(0)
-                    m.next = "SEND"
                 with m.Elif((opcode == OP_READ_MEM) & (left != 0)):
                     m.next = "READ"
                 with m.Else():
-                    load(csum, 1, 2)
-                    m.next = "SEND"
+                    load(SRC_CSUM, 1, 2)
+            with m.State("LOAD"):
+                st = self.status
+                sources = {
+                    SRC_STATUS: status,
+                    SRC_CSUM: csum,
+                    SRC_PING: Cat(Const(MAGIC, 16), Const(VERSION, 8),
+                                  Const(int.from_bytes(self.info, "little"), 8 * len(self.info))),
+                    SRC_STATE: Cat(st.running, st.engine_busy, st.done, Const(0, 5),
+                                   st.error, Const(0, 4), st.pc),
+                    SRC_COUNTERS: self.counters,
+                }
+                with m.Switch(src):
+                    for code, value in sources.items():
+                        with m.Case(code):
+                            m.d.sync += obuf.eq(value)
+                m.next = "SEND"
             with m.State("READ"):
                 m.d.sync += [req.valid.eq(1), req.payload.we.eq(0), req.payload.addr.eq(ptr)]
                 m.next = "READ_WAIT"
             with m.State("READ_WAIT"):
                 with m.If(self.mem.rvalid):
-                    load(self.mem.rdata, sb, 1)
-                    m.d.sync += [ptr.eq(ptr + 1), left.eq(left - 1)]
+                    m.d.sync += [obuf.eq(self.mem.rdata), onum.eq(sb), after.eq(1),
+                                 ptr.eq(ptr + 1), left.eq(left - 1)]
                     m.next = "SEND"
 
         return m

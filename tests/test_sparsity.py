@@ -113,7 +113,7 @@ def test_ocompact_ring_more_panels_than_the_info_ring(sim):
 def test_ocompact_ring_word_counts_wrap(sim):
     """ocompact as a ring streaming more B words (75 panels x K=64 = 4800) than gather
     B's word counters hold (2**ptr_bits = 4096 at `small`): the counters wrap and the
-    sequencer's modular compares (rtl.engine.ring_gt) keep the timing exact."""
+    sequencer's modular compares (rtl.engine.carry_gt with ring_bits) keep the timing exact."""
     from rtl.gather import ring_ptr_bits
     M, N, K = 4, 300, 64
     assert -(-N // CFG.cols) * K > 2 ** ring_ptr_bits(CFG.spad_b_words)

@@ -60,6 +60,7 @@ def test_condensed_path_folds_carry_chains():
     ({"device": "99k"}, "unknown ECP5 device '99k'"),
     ({"freq": 0}, "--freq must be positive, got 0"),
     ({"flow": "abc10"}, "unknown flow 'abc10'"),
+    ({"abc9": True, "flow": "widelut"}, "conflicts with --flow 'widelut'"),
 ])
 def test_bad_input(kw, match, tmp_path):
     args = {"unit": "update", "preset_name": "small", "out": str(tmp_path / "x"), **kw}
