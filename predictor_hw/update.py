@@ -1,7 +1,8 @@
 """Weight-update unit: ``w <- sat(w - round(lr * g))`` on a weight tensor in the
 engine's external memory, through its own memory port (read request/response and a
 write stream), one gradient row at a time.  Golden: ``model_sw.numerics.sgd_update_int``
-(and ``shift_round_saturate`` for the optional 8-bit operand copy).
+(and ``shift_round_saturate`` for the optional 8-bit operand copy), for weight tensors
+whose values are in the 16-bit range (the unit reads a slot's low 16 bits).
 
 GP steps: the rows are the predictor array's predicted (normalized) gradient rows
 (``grad_row_layout``: int8 values of output channel ``channel`` at fan-in indices
@@ -154,7 +155,13 @@ class UpdateUnit(wiring.Component):
         first = Signal()
         err = Signal(2)
         m.d.comb += self.error.eq(err)
-        wvals = Signal(data.ArrayLayout(signed(cfg.slot_bits), L))
+        # A weight is a 16-bit (or 8-bit, sign-extended) value in its slot, so only the slot's
+        # low 16 bits are read: the shift clamp below already relies on weights being in
+        # the 16-bit range, and the new weight's subtract and saturation are 35 bits wide,
+        # not slot_bits + 35 (for Fmax: the 67-bit subtract at `default` was a routed
+        # critical path of the Accelerator).
+        W_READ = 16
+        wvals = Signal(data.ArrayLayout(signed(W_READ), L))
         # The shift amounts are registered when the descriptor is taken (off the row path)
         # and clamped where the result no longer changes: an int8 gradient shifted right by
         # 9 or more rounds to 0, and shifted left by 24 or more saturates the 16-bit weight
@@ -191,7 +198,7 @@ class UpdateUnit(wiring.Component):
             dl = Signal(signed(PRED_OP_BITS + SH_LEFT_MAX), name=f"d{j}_l")
             m.d.comb += dl.eq(row.data[j] << sh_l)
             new_d.append(Mux(sh_r != 0, dr, dl))
-            diff = Signal(signed(cfg.slot_bits + PRED_OP_BITS + SH_LEFT_MAX + 3), name=f"diff{j}")
+            diff = Signal(signed(max(W_READ, PRED_OP_BITS + SH_LEFT_MAX + 2) + 1), name=f"diff{j}")
             m.d.comb += diff.eq(wvals[j] - deltas[j])
             nw = Signal(signed(16), name=f"nw{j}")
             m.d.comb += nw.eq(Mux(d.w16, saturate_bits(diff, 16), saturate_bits(diff, 8)))
@@ -254,7 +261,7 @@ class UpdateUnit(wiring.Component):
                         m.d.sync += err.eq(ERR_ORDER)
                         m.next = "ERROR"
             self._read_row(m, "REQ", "RESP", "CALC1", ch_base, row,
-                           lambda j, v: wvals[j].eq(v.as_signed()))
+                           lambda j, v: wvals[j].eq(v[:W_READ].as_signed()))
             with m.State("CALC1"):
                 m.d.sync += [deltas[j].eq(new_d[j]) for j in range(L)]
                 m.next = "CALC2"
