@@ -28,11 +28,10 @@ LINT_WAIVERS = {
 }
 
 
-def engine_verilog(cfg) -> str:
-    eng = Engine(cfg)
-    return verilog.convert(eng, name=TOP, emit_src=False)
-
-
+def engine_verilog(cfg, platform=None) -> str:
+    """The engine's Verilog; portable unless ``platform`` names a family whose primitives
+    the units use (rtl/dsp.py: ``rtl.dsp.ECP5`` for ECP5 DSP blocks)."""
+    return verilog.convert(Engine(cfg), name=TOP, emit_src=False, platform=platform)
 
 
 def verilator_bin() -> str:
@@ -49,10 +48,11 @@ def verilator_bin() -> str:
     return found
 
 
-def accelerator_verilog(cfg) -> str:
-    """The Accelerator top (engine + ADA-GP predictor side, rtl/accelerator.py)."""
+def accelerator_verilog(cfg, platform=None) -> str:
+    """The Accelerator top (engine + ADA-GP predictor side, rtl/accelerator.py); ``platform``
+    as in ``engine_verilog``."""
     from .accelerator import Accelerator
-    return verilog.convert(Accelerator(cfg), name=ACCEL_TOP, emit_src=False)
+    return verilog.convert(Accelerator(cfg), name=ACCEL_TOP, emit_src=False, platform=platform)
 
 
 ACCEL_TOP = "accelerator"

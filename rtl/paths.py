@@ -44,6 +44,15 @@ CLK_TO_Q, SETUP = 0.52, 0.42
 LUT, CARRY_IN, CARRY_THROUGH = 0.24, 0.45, 0.06
 BRAM_OUT, MULT, LUTRAM = 4.0, 3.8, 0.5
 SEQ_INPUTS = {"TRELLIS_FF": None, "DP16KD": None, "TRELLIS_DPR16X4": ("DI", "WAD", "WRE")}
+# a MULT18X18D with its output register (rtl/dsp.py): nextpnr 0.11's figures for the
+# product's setup after the A/B inputs and the register's clock-to-out
+DSP_REG_SETUP, DSP_CLK_TO_Q = 3.49, 0.74
+
+
+def dsp_registered(cell: dict) -> bool:
+    """A MULT18X18D whose product leaves its output register (not the plain multiplier)."""
+    return (cell["type"] == "MULT18X18D"
+            and str(cell.get("parameters", {}).get("REG_OUTPUT_CLK", "NONE")).strip() != "NONE")
 
 
 def net_delay(fanout: int) -> float:
@@ -129,6 +138,8 @@ def arrivals(nl: Netlist):
             starts.append((b, CLK_TO_Q))
         elif t == "DP16KD":
             starts.append((b, BRAM_OUT))
+        elif dsp_registered(nl.cells[cname]):
+            starts.append((b, DSP_CLK_TO_Q))
         elif _arcs(t) is not None:              # combinational (the DSP, the LUT-RAM read)
             continue
         else:                                       # unknown cell: treat as a start point
@@ -184,9 +195,13 @@ def endpoints(nl: Netlist, out_arrival):
     res = []
     for cname, c in nl.cells.items():
         t = c["type"]
-        if t not in SEQ_INPUTS:
+        setup = SETUP
+        if dsp_registered(c):
+            ports, setup = ("A", "B", "CE"), DSP_REG_SETUP
+        elif t not in SEQ_INPUTS:
             continue
-        ports = SEQ_INPUTS[t]
+        else:
+            ports = SEQ_INPUTS[t]
         for p, bits in c["connections"].items():
             if c["port_directions"].get(p) != "input" or _port_base(p) in ("CLK", "WCK", "CLKA", "CLKB"):
                 continue
@@ -196,7 +211,7 @@ def endpoints(nl: Netlist, out_arrival):
                 if not isinstance(b, int):
                     continue
                 a, _ = out_arrival(b)
-                a += net_delay(nl.fanout(b)) + SETUP
+                a += net_delay(nl.fanout(b)) + setup
                 res.append((a, cname, p, b))
     return res
 

@@ -31,6 +31,7 @@ from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
+from .dsp import registered_product
 
 PRODUCT_STAGES = 1      # registers between a PE's operands and its accumulator
 
@@ -80,7 +81,11 @@ class SystolicArray(wiring.Component):
         f_r = [[Signal(name=f"f_{i}_{j}") for j in range(C)] for i in range(R)]
         acc = [[Signal(acc_shape, name=f"acc_{i}_{j}") for j in range(C)] for i in range(R)]
         live = [[Signal(name=f"live_{i}_{j}") for j in range(C)] for i in range(R)]
-        p_r = [[Signal(signed(2 * cfg.op_bits), name=f"p_{i}_{j}") for j in range(C)] for i in range(R)]
+        # the products, registered (outside the row's `If(en)`: the register takes en itself)
+        p_r = [[registered_product(m, a_edge[i] if j == 0 else a_r[i][j - 1],
+                                   b_edge[j] if i == 0 else b_r[i - 1][j], en[i],
+                                   platform=platform, name=f"p_{i}_{j}")
+                for j in range(C)] for i in range(R)]
         pv_r = [[Signal(name=f"pv_{i}_{j}") for j in range(C)] for i in range(R)]
         pf_r = [[Signal(name=f"pf_{i}_{j}") for j in range(C)] for i in range(R)]
         d = [[Signal(acc_shape, name=f"d_{i}_{j}") for j in range(C)] for i in range(R)]
@@ -95,8 +100,9 @@ class SystolicArray(wiring.Component):
                     b_in = b_edge[j] if i == 0 else b_r[i - 1][j]
                     m.d.sync += [a_r[i][j].eq(a_in), v_r[i][j].eq(v_in),
                                  f_r[i][j].eq(f_in), b_r[i][j].eq(b_in)]
-                    # product stage (one DSP per PE, its pipeline register)
-                    m.d.sync += [p_r[i][j].eq(a_in * b_in), pv_r[i][j].eq(v_in), pf_r[i][j].eq(f_in)]
+                    # product stage (one DSP per PE and its pipeline register: on an ECP5
+                    # the block's own output register, rtl/dsp.py)
+                    m.d.sync += [pv_r[i][j].eq(v_in), pf_r[i][j].eq(f_in)]
                     prod, v_p, f_p = p_r[i][j], pv_r[i][j], pf_r[i][j]
                     below_d = d[i + 1][j] if i + 1 < R else 0
                     below_v = dv[i + 1][j] if i + 1 < R else 0

@@ -25,6 +25,7 @@ from amaranth.back import verilog
 from model_sw.fileio import write_atomic
 
 from .config import PRESETS, preset
+from .dsp import ECP5
 from .synth import (FAMILIES, UTIL_KEYS, SynthError, build_env, parse_critical_path,
                     parse_nextpnr_fmax, parse_nextpnr_util, report_cli)
 
@@ -64,8 +65,9 @@ DEVICES = {"85k": "CABGA381", "25k": "CSFBGA285", "45k": "CABGA381", "12k": "CAB
 def unit_verilog(unit: str, cfg) -> str:
     if unit not in UNITS:
         raise SynthError(f"unknown unit {unit!r}; choose one of {', '.join(UNITS)}")
-    # emit_src: nextpnr's path report then names the Python line of each net
-    return verilog.convert(UNITS[unit](cfg), name=unit, emit_src=True)
+    # emit_src: nextpnr's path report then names the Python line of each net; ECP5: the
+    # units use the ECP5's primitives where they choose by family (rtl/dsp.py)
+    return verilog.convert(UNITS[unit](cfg), name=unit, emit_src=True, platform=ECP5)
 
 
 def run(unit: str, preset_name: str, freq: float = 100.0, device: str = "85k",

@@ -76,3 +76,29 @@ def test_a_missing_netlist_or_unit_is_a_clear_error(tmp_path):
     p.write_text('{"modules": {"other": {}}}')
     with pytest.raises(SynthError, match="no module 'engine'"):
         paths.report("engine", "small", netlist=str(p))
+
+
+def mult(a, b, p, registered):
+    conn = {"A0": [a], "B0": [b], "P0": [p], "CLK0": [2]}
+    dirs = {"A0": "input", "B0": "input", "P0": "output", "CLK0": "input"}
+    params = {"REG_OUTPUT_CLK": "CLK0" if registered else "NONE"}
+    return {"type": "MULT18X18D", "connections": conn, "port_directions": dirs,
+            "parameters": params, "attributes": {}}
+
+
+@pytest.mark.parametrize("registered", [False, True])
+def test_a_dsp_with_its_output_register_ends_and_starts_paths(registered):
+    # ff -> MULT (A) -> ff, B from a second ff
+    cells = {"fa": ff(20, 10), "fb": ff(20, 11), "m": mult(10, 11, 12, registered),
+             "fp": ff(12, 13), "fz": ff(13, 20)}
+    mod = module(cells, {"a": 10, "b": 11, "p": 12, "q": 13, "z": 20})
+    nl, oa, eps = worst(mod)
+    nd = paths.net_delay
+    into_fp = [e for e in eps if e[1] == "fp"][0][0]
+    into_m = [e[0] for e in eps if e[1] == "m"]
+    if registered:     # two paths: into the DSP's register, and out of it
+        assert max(into_m) == pytest.approx(paths.CLK_TO_Q + nd(1) + paths.DSP_REG_SETUP)
+        assert into_fp == pytest.approx(paths.DSP_CLK_TO_Q + nd(1) + paths.SETUP)
+    else:              # one path through the multiplier
+        assert into_m == []
+        assert into_fp == pytest.approx(paths.CLK_TO_Q + nd(1) + paths.MULT + nd(1) + paths.SETUP)
