@@ -70,6 +70,7 @@ from model_sw import numerics
 from model_sw.adagp_predictor import PredictorSizeError, predictor_forward_int
 from model_sw.autoassist_assistant import assistant_logit_int
 from rtl.config import AcceleratorConfig
+from rtl.dsp import registered_product
 from rtl.epilogue import Requantize, below_guard_mask, round_saturate
 
 from .interfaces import PRED_OP_BITS, grad_row_layout, sample_layout
@@ -717,11 +718,13 @@ class PredictorArray(wiring.Component):
         sync += [b_r[l].eq(Mux(b_fc1, fc_q[l], b1[l])) for l in range(L)]
         ph2, = delay(ph1, 1, "ph")
         y2, = delay(y1, 1, "y")
-        p_r = [Signal(signed(2 * PRED_OP_BITS), name=f"prod{l}") for l in range(L)]
+        # the products, registered every cycle (on an ECP5 in the DSP block's own output
+        # register, rtl/dsp.py)
+        p_r = [registered_product(m, a_r[l // Cc], b_r[l], Const(1, 1), platform=platform, name=f"prod{l}")
+               for l in range(L)]
         bias_r = [Signal(signed(ACC_BITS), name=f"bias{l}") for l in range(L)]
         for l in range(L):
-            sync += [p_r[l].eq(a_r[l // Cc] * b_r[l]),
-                         bias_r[l].eq(Mux(ph2 == AMAC, ubias[y2[l]], 0))]
+            sync += bias_r[l].eq(Mux(ph2 == AMAC, ubias[y2[l]], 0))
         vA = delay(v1, D, "v")[-1]
         firstA = delay(first1, D, "first")[-1]
         enA = delay(en1, D, "en")[-1]

@@ -279,43 +279,46 @@ class Bridge(wiring.Component):
         is_buf = (opcode == OP_WRITE_PROG) | (opcode == OP_WRITE_BUF)
         is_write = (opcode == OP_WRITE_MEM) | is_buf
         wlen = Mux(opcode == OP_WRITE_MEM, sb, PROG_WORD_BYTES)
-        end = addr + count
-        # WRITE_BUF: buffer index and word offset; buffer 0 is the program buffer
-        bsel, boff = addr[BUF_SHIFT:], addr[:BUF_SHIFT]
-        buf_bad = Signal()
-        m.d.comb += buf_bad.eq(1)
+        # The header's checks run in three registered stages while the header is held
+        # (states CHECK, CHECK2, CHECK3, after its last byte), so that no adder or compare
+        # sits in front of the decisions and no stage is more than an adder or a compare
+        # (for Fmax: the one-stage form was the default board build's critical path; three
+        # cycles per request, nothing next to a UART byte).
+        # stage 1: the sums
+        bsel, boff = addr[BUF_SHIFT:], addr[:BUF_SHIFT]    # WRITE_BUF: buffer, word offset
+        end, bend = Signal(33), Signal(BUF_SHIFT + 17)
+        m.d.sync += [end.eq(addr + count), bend.eq(boff + count)]
+        # stage 2: the compares (buffer 0 is the program buffer)
+        prog_bad, mem_bad, buf_bad, set_bad, run_bad = (Signal(name=n) for n in (
+            "prog_bad", "mem_bad", "buf_bad", "set_bad", "run_bad"))
+        m.d.sync += [prog_bad.eq(end > self.prog_words), mem_bad.eq(end > mem_words),
+                     run_bad.eq((count == 0) | (addr != 0) | (count > self.max_instr))]
+        m.d.sync += buf_bad.eq(1)
         for b, depth in enumerate((self.prog_words,) + self.buffers):
             with m.If(bsel == b):
-                m.d.comb += buf_bad.eq(boff + count > depth)
-        set_bad = Signal()
-        m.d.comb += set_bad.eq(1)
+                m.d.sync += buf_bad.eq(bend > depth)
+        m.d.sync += set_bad.eq(1)
         for r, limit in enumerate(self.reg_limits):
             with m.If(addr == r):
-                m.d.comb += set_bad.eq(count > limit)
+                m.d.sync += set_bad.eq(count > limit)
+        # stage 3: the opcode's check, and the opcode's classes
         range_bad = Signal()
         with m.Switch(opcode):
             with m.Case(OP_WRITE_PROG):
-                m.d.comb += range_bad.eq(end > self.prog_words)
+                m.d.sync += range_bad.eq(prog_bad)
             with m.Case(OP_WRITE_BUF):
-                m.d.comb += range_bad.eq(buf_bad)
+                m.d.sync += range_bad.eq(buf_bad)
             with m.Case(OP_SET):
-                m.d.comb += range_bad.eq(set_bad)
+                m.d.sync += range_bad.eq(set_bad)
             with m.Case(OP_RUN):
-                m.d.comb += range_bad.eq((count == 0) | (addr != 0) | (count > self.max_instr))
+                m.d.sync += range_bad.eq(run_bad)
             with m.Default():
-                m.d.comb += range_bad.eq(end > mem_words)
-        known = Signal()
-        m.d.comb += known.eq((opcode >= OP_PING) & (opcode <= OP_COUNTERS) |
-                             (opcode == OP_WRITE_BUF) & int(bool(self.buffers)) |
-                             (opcode == OP_SET) & int(bool(self.reg_limits)))
-        needs_idle = is_write | (opcode == OP_RUN) | (opcode == OP_SET)
-        # The header's checks (a 32-bit add and the range compares) are registered: they follow
-        # the header a cycle later and are read from DECIDE on, one state after the header's
-        # last byte (CHECK), so no compare sits in front of the decisions (for Fmax; one
-        # cycle per request, nothing next to a UART byte).
-        known_r, range_bad_r, needs_idle_r = Signal(), Signal(), Signal()
-        m.d.sync += [known_r.eq(known), range_bad_r.eq(range_bad), needs_idle_r.eq(needs_idle)]
-        known, range_bad, needs_idle = known_r, range_bad_r, needs_idle_r
+                m.d.sync += range_bad.eq(mem_bad)
+        known, needs_idle = Signal(), Signal()
+        m.d.sync += [known.eq((opcode >= OP_PING) & (opcode <= OP_COUNTERS) |
+                              (opcode == OP_WRITE_BUF) & int(bool(self.buffers)) |
+                              (opcode == OP_SET) & int(bool(self.reg_limits))),
+                     needs_idle.eq(is_write | (opcode == OP_RUN) | (opcode == OP_SET))]
 
         req = self.mem.req
         m.d.sync += [self.prog_we.eq(0), self.run.eq(0)]
@@ -351,7 +354,11 @@ class Bridge(wiring.Component):
                         m.next = "CHECK"
                 with m.If(timed_out):
                     m.d.sync += [nrecv.eq(0), in_frame.eq(0)]
-            with m.State("CHECK"):              # the header's checks are registered at its end
+            with m.State("CHECK"):              # the header's checks, stage 1 (see above)
+                m.next = "CHECK2"
+            with m.State("CHECK2"):
+                m.next = "CHECK3"
+            with m.State("CHECK3"):
                 m.next = "DECIDE"
             with m.State("DECIDE"):
                 m.d.sync += [ptr.eq(addr), left.eq(count), wbyte.eq(0), word.eq(0),

@@ -1,19 +1,23 @@
-"""The ECP5 form of the systolic array (rtl/dsp.py: each PE's product in a MULT18X18D's
-own output register) simulated with the primitive's behavioural model
-(tb/ecp5_cells.py): the engine's results bit-exact against the golden model and its
-cycle counters equal to the cycle model, as for the portable form.  The board builds
+"""The ECP5 form of the MAC arrays (rtl/dsp.py: each PE's product in a MULT18X18D's own
+output register) simulated with the primitive's behavioural model (tb/ecp5_cells.py):
+the engine's results bit-exact against the golden model and its cycle counters equal
+to the cycle model, as for the portable form; the whole Accelerator (the predictor
+array's products too) on a GP step, bit-exact against model_sw.  The board builds
 and rtl.timing synthesize this form, which no other simulation runs."""
 import numpy as np
 import pytest
 from amaranth import Module, Signal, signed
 from amaranth.sim import Simulator
 
+from cosim import accel_sim as AS
+from cosim import predictor_model as PM
+from cosim.bench_predictor import capture_digits
 from cosim.driver import ConvGeom
 from cosim.execute import run_checked
 from cosim.rtlsim import RtlSim
 from rtl.config import preset
 from rtl.dsp import ECP5, registered_product
-from rtl.generate import engine_verilog
+from rtl.generate import accelerator_verilog, engine_verilog
 from tb.ecp5_cells import mult18x18d_model
 from tests.rtl_cases import conv_case, gemm_case
 
@@ -91,3 +95,33 @@ def test_operands_checked():
         registered_product(m, Signal(8), Signal(signed(8)), 1, platform=None, name="p")
     with pytest.raises(ValueError, match="19 x 8 bits does not fit"):
         registered_product(m, Signal(signed(19)), Signal(signed(8)), 1, platform=ECP5, name="p")
+
+
+class Ecp5AccelSim(AS.AccelSim):
+    """The Accelerator elaborated for an ECP5, with the primitive's model beside it."""
+    def design_verilog(self, cfg):
+        super().design_verilog(cfg)                    # (sets the instruction width)
+        return accelerator_verilog(cfg, ECP5) + mult18x18d_model()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_ecp5_form_accelerator_gp_step():
+    cfg = preset("default")
+    v = accelerator_verilog(cfg, ECP5)
+    assert v.count("MULT18X18D #(") == cfg.rows * cfg.cols + cfg.pred_rows * cfg.pred_cols
+    cap = capture_digits(steps=2, batch=16)
+    run = AS.gp_program(cfg, cap, steps=1, g_shift_override=0)
+    with Ecp5AccelSim(cfg, "verilator") as asim:
+        rep = AS.run_gp(asim, run)
+        w16 = {}
+        for Ld in run.layers:
+            t = run.img.tensors["w16_" + Ld["name"]]
+            w16[Ld["name"]] = asim.dump(t.base, t.base + t.size).reshape(t.shape)
+    gold = AS.gp_golden(run, cap)["steps"][0]
+    for Ld in run.layers:
+        got_g = Ld["cap"].w_master.reshape(w16[Ld["name"]].shape) - w16[Ld["name"]]
+        assert np.array_equal(got_g, gold[Ld["name"]]["pred"]), Ld["name"]
+        assert np.abs(got_g).sum() > 0
+    model = PM.gp_timeline(cfg, PM.specs_from_run(run), run.steps)
+    got = dict(rep["counters"], run_cycles=rep["run_cycles"])
+    assert {k: got[k] for k in model} == model
