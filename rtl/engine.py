@@ -87,6 +87,7 @@ EN_COPIES = 8
 # copy is 0 after configuration and reset, init == pol)
 EN_KINDS = COPY_KINDS[:EN_COPIES]
 START_KINDS = [(0, 0, 0), (1, 1, 0), (0, 0, 1)]      # the sequencer's, gather A's, gather B's
+STEP_KINDS = [(0, 0, 0), (1, 1, 0)]                   # `step` (the datapath's), `step_s` (the sequencer's)
 
 
 def mask_queue_rows(cfg: AcceleratorConfig) -> int:
@@ -350,6 +351,11 @@ class Engine(wiring.Component):
         # decided a cycle ahead from those registers' next values (step_rule; for Fmax: the
         # step's ~100 enables start at a flip-flop)
         step = Signal()
+        # the sequencer's own copy of `step` (logically equal): the next-state logic of the
+        # head and of the step decision itself take it, so that its flip-flop has few loads
+        # and sits by that logic, not at the centroid of the step's ~250 datapath enables
+        # (for Fmax: the decision's last LUTs followed `step`'s flip-flop across the die)
+        step_s = Signal()
         flush = Signal()
         run = Signal()            # the sequencer owns the current instruction
         m.d.comb += flush.eq(run & en & ~more_tiles & ~flushed & period_ok)
@@ -373,7 +379,7 @@ class Engine(wiring.Component):
         with m.If(start):
             m.d.sync += [h_a.eq(0), h_a1.eq(1), h_a2.eq(2), h_b.eq(0), h_b1.eq(1),
                          b_next.eq(cur.k), b_next2.eq(cur.k << 1)]
-        with m.Elif(step):
+        with m.Elif(step_s):
             m.d.sync += [h_a.eq(Mux(a_back, a_base, h_a1)),
                          h_a1.eq(Mux(a_back, a_base1, h_a2)),
                          h_a2.eq(Mux(a_back, a_base2, h_a2 + 1)),
@@ -383,25 +389,25 @@ class Engine(wiring.Component):
                 m.d.sync += [b_next.eq(Mux(row_end, cur.k, b_next2)),            # bb_adv + K
                              b_next2.eq(Mux(row_end, cur.k << 1, b_next2 + cur.k))]
 
-        with m.If(step & ~mid_tile):
+        with m.If(step_s & ~mid_tile):
             m.d.sync += [base_k.eq(head_k), base_last.eq(head_last)]
         h_last_nx, head_last_nx = Signal(), Signal()
         m.d.comb += [h_last_nx.eq(Mux(start, cur.k == 1,
-                                      Mux(step, Mux(tile_end, cur.k == 1, kk + 2 == cur.k), h_last))),
+                                      Mux(step_s, Mux(tile_end, cur.k == 1, kk + 2 == cur.k), h_last))),
                      head_last_nx.eq(head_last)]
         # the entries at h_a (e0) and h_a1 (e1) from last cycle's registered reads: without
         # a move the same addresses; a step forward: h_a1 and h_a2; a step back: the
         # tile's first entry (base_k: final, so never rewritten) and a_base1
         moved = step_d                         # the head moved last cycle
-        m.d.sync += moved_back.eq(step & a_back)
+        m.d.sync += moved_back.eq(step_s & a_back)
         e0_k = Mux(moved, Mux(moved_back, base_k, ga.k_val[1]), ga.k_val[0])
         e0_last = Mux(moved, Mux(moved_back, base_last, ga.k_last[1]), ga.k_last[0])
         e1_k = Mux(moved, Mux(moved_back, ga.k_val[3], ga.k_val[2]), ga.k_val[1])
         e1_last = Mux(moved, Mux(moved_back, ga.k_last[3], ga.k_last[2]), ga.k_last[1])
-        with m.If(step & ~(a_back & ~mid_tile)):     # (a one-entry tile going back keeps its head)
+        with m.If(step_s & ~(a_back & ~mid_tile)):     # (a one-entry tile going back keeps its head)
             m.d.sync += head_k.eq(Mux(a_back, base_k, e1_k))
             m.d.comb += head_last_nx.eq(Mux(a_back, base_last, e1_last))
-        with m.Elif(~step):
+        with m.Elif(~step_s):
             m.d.sync += head_k.eq(e0_k)
             m.d.comb += head_last_nx.eq(e0_last)
         m.d.sync += [h_last.eq(h_last_nx), head_last.eq(head_last_nx),
@@ -432,8 +438,8 @@ class Engine(wiring.Component):
         b_stay = Mux(cmp, b_next_ge(b_next), b_next_gt(h_b))
         b_inc = Mux(cmp, b_next_ge(b_next), b_next_gt(h_b1))
         b_tile = Mux(cmp, b_next_ge(b_next2), b_next_gt(b_next))
-        ready_a_nx = Mux(step, a_back | a_inc, a_stay)
-        ready_b_nx = Mux(step, Mux(tile_end, row_end | b_tile, b_inc), b_stay)
+        ready_a_nx = Mux(step_s, a_back | a_inc, a_stay)
+        ready_b_nx = Mux(step_s, Mux(tile_end, row_end | b_tile, b_inc), b_stay)
         ready_q_nx = ~start & ready_a_nx & ready_b_nx
         m.d.sync += ready_q.eq(ready_q_nx)
         # mid_tile (kk != 0) and period_ok (since_first >= drain_period) as registers
@@ -443,14 +449,14 @@ class Engine(wiring.Component):
         with m.If(start):
             m.d.comb += [mid_tile_nx.eq(0), period_ok_nx.eq(1)]
         with m.Elif(en):
-            m.d.comb += period_ok_nx.eq(Mux((step | flush) & ~mid_tile, int(1 >= P),
+            m.d.comb += period_ok_nx.eq(Mux((step_s | flush) & ~mid_tile, int(1 >= P),
                                             period_ok | (since_first == P - 1)))
-        with m.If(~start & step):           # (step implies en)
+        with m.If(~start & step_s):         # (step implies en)
             m.d.comb += mid_tile_nx.eq(~tile_end)
         m.d.sync += [mid_tile.eq(mid_tile_nx), period_ok.eq(period_ok_nx)]
         # pan_eq / pan_one (ocompact): gb.panels - tj, moved by a panel hand-over
         # (gb.pi_we) and a tile end
-        hand, took = gb.pi_we, step & tile_end
+        hand, took = gb.pi_we, step_s & tile_end
         pan_eq_nx = Signal()
         m.d.comb += pan_eq_nx.eq(pan_eq)
         with m.If(start):
@@ -1007,9 +1013,11 @@ class Engine(wiring.Component):
         # the retirement's decision, behind the gathers' and the drain's idle flags, is not
         # in front of `step`)
         run_nx = start | run
-        tiles_left_nx = Mux(start, 1, Mux(step & row_wrap & ti_last, 0, tiles_left))   # (step implies en)
+        tiles_left_nx = Mux(start, 1, Mux(step_s & row_wrap & ti_last, 0, tiles_left))   # (step implies en)
         more_tiles_nx = Mux(oc, ~(gb.walk_done_nx & pan_eq_nohand), tiles_left_nx)   # (see pan_eq_nohand)
-        m.d.sync += step.eq(run_nx & en_nx & more_tiles_nx & ready_q_nx & (mid_tile_nx | period_ok_nx))
+        step_nx = run_nx & en_nx & more_tiles_nx & ready_q_nx & (mid_tile_nx | period_ok_nx)
+        # two copies Yosys keeps apart (rtl/copies.py): the datapath's and the sequencer's
+        m.d.comb += [c.eq(q) for c, q in zip((step, step_s), register_copies(m, step_nx, STEP_KINDS, "step"))]
         # The retirement registered (for Fmax: its logic and the wide loads of the
         # counters and the error status are in different cycles): `retired`, `errors`
         # and the sticky error follow one cycle later, and `busy` stays up for that
