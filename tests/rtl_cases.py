@@ -53,3 +53,14 @@ def raw_gemm(cfg, **over):
            "d_addr": 64, "d_si": 4, "d_sj": 1}
     ins.update(over)
     return ins
+
+
+def check_gemms_and_conv(sim, cfg, rng, label: str, conv_stall: int = 0):
+    """Three GEMM shapes (transposed operands, ReLU, mask written) and a bwd_data
+    convolution on ``sim``, each checked by ``run_checked`` (bit-exact and cycle-exact)."""
+    from cosim.execute import run_checked
+    for M, N, K, ta, tb in ((5, 7, 9, False, True), (8, 3, 1, True, False), (6, 9, 40, False, False)):
+        img, prog, _ = gemm_case(cfg, rng, M, N, K, ta=ta, tb=tb, relu=True, mask=True)
+        run_checked(sim, cfg, img, prog, what=f"{label} gemm {M}x{N}x{K}")
+    img, prog = conv_case(cfg, rng, ConvGeom(1, 2, 6, 6, 3, 3, 3, 2, 1), "bwd_data")
+    run_checked(sim, cfg, img, prog, what=f"{label} conv bwd_data", stall_prob=conv_stall)

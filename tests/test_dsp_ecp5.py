@@ -12,14 +12,13 @@ from amaranth.sim import Simulator
 from cosim import accel_sim as AS
 from cosim import predictor_model as PM
 from cosim.bench_predictor import capture_digits
-from cosim.driver import ConvGeom
 from cosim.execute import run_checked
 from cosim.rtlsim import RtlSim
 from rtl.config import preset
 from rtl.dsp import ECP5, registered_product
 from rtl.generate import accelerator_verilog, engine_verilog
 from tb.ecp5_cells import mult18x18d_model
-from tests.rtl_cases import conv_case, gemm_case
+from tests.rtl_cases import check_gemms_and_conv, gemm_case
 
 CFG = preset("small")
 
@@ -44,12 +43,7 @@ def test_ecp5_form_instantiates_one_registered_dsp_per_pe():
 
 
 def test_ecp5_form_gemms_and_conv(ecp5_sim):
-    rng = np.random.default_rng(5)
-    for M, N, K, ta, tb in ((5, 7, 9, False, True), (8, 3, 1, True, False), (9, 6, 33, False, False)):
-        img, prog, _ = gemm_case(CFG, rng, M, N, K, ta=ta, tb=tb, relu=True, mask=True)
-        run_checked(ecp5_sim, CFG, img, prog, what=f"ecp5 gemm {M}x{N}x{K}")
-    img, prog = conv_case(CFG, rng, ConvGeom(1, 2, 6, 6, 3, 3, 3, 2, 1), "bwd_data")
-    run_checked(ecp5_sim, CFG, img, prog, what="ecp5 conv bwd_data", stall_prob=64)
+    check_gemms_and_conv(ecp5_sim, CFG, np.random.default_rng(5), "ecp5", conv_stall=64)
 
 
 def test_ecp5_form_under_output_backpressure(ecp5_sim):
