@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from amaranth.back import verilog
 
 from model_sw import numerics
 from model_sw.adagp_predictor import predictor_forward_int
@@ -22,6 +21,7 @@ from predictor_hw.reorg import desc_layout, pack_desc, reorg_descriptor
 from predictor_hw.update import update_desc_layout, update_descriptor
 from rtl import accelerator as acc
 from rtl.config import AcceleratorConfig
+from rtl.generate import accelerator_verilog
 from rtl.engine import COUNTERS, counters_layout
 from . import driver
 from .driver import ConvGeom, MemoryImage
@@ -45,7 +45,7 @@ class AccelSim(RtlSim):
 
     def design_verilog(self, cfg: AcceleratorConfig) -> str:
         self.iw = acc.accel_instr_width(cfg)
-        return verilog.convert(acc.Accelerator(cfg), name="accelerator", emit_src=False)
+        return accelerator_verilog(cfg, self.platform)
 
     def harness_params(self, cfg: AcceleratorConfig) -> dict:
         ecw = counters_layout(cfg).size

@@ -71,9 +71,10 @@ class RtlSim:
     harness = HARNESS
     toplevel = "harness"
     counter_names = COUNTERS
+    platform = None           # the elaboration platform (rtl/dsp.py: rtl.dsp.ECP5 for the ECP5 form)
 
     def design_verilog(self, cfg: AcceleratorConfig) -> str:
-        return engine_verilog(cfg)
+        return engine_verilog(cfg, self.platform)
 
     def harness_params(self, cfg: AcceleratorConfig) -> dict:
         return dict(R=cfg.rows, C=cfg.cols, AW=cfg.mem_addr_bits, SLOT=cfg.slot_bits, IW=self.iw,

@@ -43,6 +43,12 @@ def is_ecp5(platform) -> bool:
     return getattr(platform, "family", None) == "ecp5"
 
 
+def target_for_family(family: str):
+    """The elaboration platform of an out-of-context build for ``family``: ``ECP5`` on an
+    ECP5, else None (portable: the units use no vendor primitive there)."""
+    return ECP5 if family == "ecp5" else None
+
+
 def mult18x18d_params() -> dict:
     """The primitive's parameters: only the output register, clocked by CLK0, enabled by
     CE0, no reset in use (RST0 tied low), the global set/reset off."""

@@ -36,7 +36,7 @@ import time
 from model_sw.fileio import write_atomic
 
 from .config import PRESETS, ConfigError, preset
-from .dsp import ECP5
+from .dsp import target_for_family
 from .generate import ACCEL_TOP, TOP, accelerator_verilog, engine_verilog
 
 ARRAY_MODULE = f"{TOP}.array"
@@ -165,8 +165,8 @@ def board_verilog(board: str, preset_name: str | None = None) -> tuple[str, obje
     cfg = boards.board_config(preset_name or spec.preset, board)
     top = boards.BoardTop(cfg, spec.target_hz, boards.DEFAULT_BAUD, spec.prog_words, core=spec.core,
                           wide_prog=spec.wide_prog)
-    target = ECP5 if spec.family == "ecp5" else None
-    return amaranth_verilog.convert(top, name=BOARD_TOP, emit_src=False, platform=target), spec
+    return amaranth_verilog.convert(top, name=BOARD_TOP, emit_src=False,
+                                    platform=target_for_family(spec.family)), spec
 
 
 def pack_cells(workdir: str, device: str, log_path: str) -> int | None:
@@ -227,7 +227,7 @@ def synthesize(preset_name: str, family: str, out: str | None = None, abc9: bool
         if spec.family != family:
             raise SynthError(f"board {board} is {spec.family}, not {family}")
     if verilog is None:
-        target = ECP5 if family == "ecp5" else None      # the ECP5's DSP blocks (rtl/dsp.py)
+        target = target_for_family(family)                # the ECP5's DSP blocks (rtl/dsp.py)
         verilog = engine_verilog(cfg, target) if unit == "engine" else accelerator_verilog(cfg, target)
     vtext = verilog
     vname = f"{top}_{preset_name}.v"

@@ -25,8 +25,10 @@ CFG = preset("small")
 
 class Ecp5EngineSim(RtlSim):
     """The engine elaborated for an ECP5, with the primitive's model beside it."""
+    platform = ECP5
+
     def design_verilog(self, cfg):
-        return engine_verilog(cfg, ECP5) + mult18x18d_model()
+        return super().design_verilog(cfg) + mult18x18d_model()
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +95,10 @@ def test_operands_checked():
 
 class Ecp5AccelSim(AS.AccelSim):
     """The Accelerator elaborated for an ECP5, with the primitive's model beside it."""
+    platform = ECP5
+
     def design_verilog(self, cfg):
-        super().design_verilog(cfg)                    # (sets the instruction width)
-        return accelerator_verilog(cfg, ECP5) + mult18x18d_model()
+        return super().design_verilog(cfg) + mult18x18d_model()
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
