@@ -38,13 +38,13 @@ from . import cyclemodel as cm
 HANDOVER = RO.HANDOVER               # last beat -> bank FULL (finisher may start scanning the next cycle)
 ACCEPT_TO_ARMED = HANDOVER + 1        # last beat -> next layer armed (descriptor accepted at the hand-over)
 FIFO_LAT = 2             # SyncFIFOBuffered: written at t, readable at t + 2
-UPD_ROW = 7              # update unit cycles per row (ROW, REQ, RESP x LAT, CALC1, CALC2, WRITE) at latency 2
+UPD_ROW = 7              # update unit cycles per row (ROW, REQ, RESP x LAT, CALC, COPY, WRITE) at latency 2
 
 
 def update_from_mem_cycles(cfg, c_out: int, k: int) -> int:
     """Cycles the update unit works on a BP update whose true gradient (int8 [c_out, k])
     it reads from memory (``from_mem``): per row of ``pred_cols`` weights GROW, GROW2, GREQ,
-    GRESP x latency, REQ, RESP x latency, CALC1, CALC2, WRITE; rows back to back (the
+    GRESP x latency, REQ, RESP x latency, CALC, COPY, WRITE; rows back to back (the
     ``working`` span, which is what ``pred_busy_cycles`` counts in a run without GP work)."""
     rows = c_out * -(-k // cfg.pred_cols)
     return rows * (7 + 2 * cfg.dram_latency)

@@ -101,6 +101,29 @@ def _round_right(m, x, sh, below, name):
     return r
 
 
+DELTA_EXACT = 18      # delta bits the new weight's subtract keeps (see _new_weight)
+
+
+def _new_weight(m, w, delta, w16, name):
+    """sat(w - delta) to 16 bits (``w16``) or 8, for a weight ``w`` in the 16-bit range,
+    with a subtract of DELTA_EXACT + 1 bits instead of delta's full width (for Fmax: the
+    full-width subtract and the saturation on its top 20 bits were a routed critical path
+    of the Accelerator).  Exact: |w| <= 2**15, so for a delta in signed 18 bits w - delta
+    fits signed 19 bits, and a delta outside it saturates the result either way (delta >=
+    2**17 gives w - delta < -2**15, delta < -2**17 gives w - delta > 2**15); whether delta
+    fits is a test of its top bits, in parallel with the subtract."""
+    top = delta[DELTA_EXACT - 1:]
+    outside = top.any() & ~top.all()
+    diff = Signal(signed(DELTA_EXACT + 1), name=f"{name}_diff")
+    m.d.comb += diff.eq(w - delta[:DELTA_EXACT].as_signed())
+    high = Mux(w16, (1 << 15) - 1, (1 << 7) - 1)
+    low = Mux(w16, -(1 << 15), -(1 << 7))
+    nw = Signal(signed(16), name=name)
+    m.d.comb += nw.eq(Mux(outside, Mux(delta[-1], high, low),
+                          Mux(w16, saturate_bits(diff, 16), saturate_bits(diff, 8))))
+    return nw
+
+
 class UpdateUnit(wiring.Component):
     """Ports: ``desc`` (one per layer, consumed with the layer's ``last`` row), ``rows``,
     ``mem`` (read port, pred_cols lanes), ``wr`` (write stream), ``layers_done`` (count of
@@ -182,14 +205,20 @@ class UpdateUnit(wiring.Component):
         d8_next = Mux(self.desc.payload.d8 > 16, 16, self.desc.payload.d8)
         # The masks follow the registered shifts a cycle later (off the descriptor's path: on a
         # board the descriptor comes from a stream buffer, and clamp + mask in one cycle was the
-        # ULX3S build's critical path).  They are first used in CALC1, at least three cycles
-        # after the descriptor is taken (ROW/GROW..., REQ, RESP), so they are always fresh.
+        # ULX3S build's critical path).
         m.d.sync += [below_r.eq(below_guard_mask(sh_r, gw)), below_c.eq(below_guard_mask(d8c, cw))]
-        # Two pipeline registers per row (states CALC1, CALC2): the rounded, scaled gradient,
-        # then the saturated new weight; WRITE only rounds the 8-bit copy.  The gradient's
-        # right shift rounds an int8 (a 10-bit adder); its left shift needs no rounding.
+        # Per row, three register stages after the weights arrive:
+        # * ``deltas``, the rounded, scaled gradient, is loaded every cycle from the held row:
+        #   the row is stable from the cycle after ROW (GRESP for BP) until WRITE, so deltas
+        #   is fresh from RESP on (the masks, two cycles behind the descriptor, are fresh by
+        #   the row's REQ at the latest); no state of its own.
+        # * CALC: the saturated new weight ``nws``.
+        # * COPY: the 8-bit copy ``ncs``, so the write beat is driven by registers only (on a
+        #   board it feeds the memory's beat register; the copy's shift and rounding in front
+        #   of it were the ULX3S build's critical path).
         deltas = Signal(data.ArrayLayout(signed(PRED_OP_BITS + SH_LEFT_MAX + 2), L))
         nws = Signal(data.ArrayLayout(signed(16), L))
+        ncs = Signal(data.ArrayLayout(signed(8), L))
         new_d, new_w, new_c = [], [], []
         for j in range(L):
             xg = Signal(signed(gw), name=f"d{j}_x")
@@ -198,20 +227,16 @@ class UpdateUnit(wiring.Component):
             dl = Signal(signed(PRED_OP_BITS + SH_LEFT_MAX), name=f"d{j}_l")
             m.d.comb += dl.eq(row.data[j] << sh_l)
             new_d.append(Mux(sh_r != 0, dr, dl))
-            diff = Signal(signed(max(W_READ, PRED_OP_BITS + SH_LEFT_MAX + 2) + 1), name=f"diff{j}")
-            m.d.comb += diff.eq(wvals[j] - deltas[j])
-            nw = Signal(signed(16), name=f"nw{j}")
-            m.d.comb += nw.eq(Mux(d.w16, saturate_bits(diff, 16), saturate_bits(diff, 8)))
-            new_w.append(nw)
+            new_w.append(_new_weight(m, wvals[j], deltas[j], d.w16, f"nw{j}"))
             xc = Signal(signed(cw), name=f"c{j}_x")
             m.d.comb += xc.eq(nws[j])
             # the copy: saturate(round(nw / 2**d8), 8) by range flags on the shifted value and
-            # an 8-bit rounding add (round_saturate), not an 18-bit add before the saturation:
-            # it feeds the write beat combinationally (on a board, the memory's beat register)
+            # an 8-bit rounding add (round_saturate), not an 18-bit add before the saturation
             cq, cup = shift_round_bit(xc, d8c, below_c)
             nc = Signal(signed(8), name=f"nc{j}")
             m.d.comb += nc.eq(round_saturate(cq, cup, 8)[0])
             new_c.append(nc)
+        m.d.sync += [deltas[j].eq(new_d[j]) for j in range(L)]
         elems = Signal(COUNTER_BITS)
         m.d.comb += self.elems.eq(elems)
         done = Signal(16)
@@ -260,13 +285,13 @@ class UpdateUnit(wiring.Component):
                     with m.Else():
                         m.d.sync += err.eq(ERR_ORDER)
                         m.next = "ERROR"
-            self._read_row(m, "REQ", "RESP", "CALC1", ch_base, row,
+            self._read_row(m, "REQ", "RESP", "CALC", ch_base, row,
                            lambda j, v: wvals[j].eq(v[:W_READ].as_signed()))
-            with m.State("CALC1"):
-                m.d.sync += [deltas[j].eq(new_d[j]) for j in range(L)]
-                m.next = "CALC2"
-            with m.State("CALC2"):
+            with m.State("CALC"):
                 m.d.sync += [nws[j].eq(new_w[j]) for j in range(L)]
+                m.next = "COPY"
+            with m.State("COPY"):
+                m.d.sync += [ncs[j].eq(new_c[j]) for j in range(L)]
                 m.next = "WRITE"
             with m.State("WRITE"):
                 m.d.comb += self.wr.valid.eq(1)
@@ -274,7 +299,7 @@ class UpdateUnit(wiring.Component):
                     m.d.comb += [self.wr.payload.addr[j].eq(ch_base + row.col + j),
                                  self.wr.payload.data[j].eq(nws[j]),
                                  self.wr.payload.addr[L + j].eq(c8_base + row.col + j),
-                                 self.wr.payload.data[L + j].eq(new_c[j])]
+                                 self.wr.payload.data[L + j].eq(ncs[j])]
                 m.d.comb += self.wr.payload.en.eq(row.en | Mux(d.copy8, row.en << L, 0))
                 with m.If(self.wr.ready):
                     m.d.sync += [elems.eq(elems + sum(row.en[j] for j in range(L))),
@@ -288,8 +313,8 @@ class UpdateUnit(wiring.Component):
                         m.next = "ROW"
             with m.State("ERROR"):
                 pass
-        m.d.comb += self.working.eq(fsm.ongoing("REQ") | fsm.ongoing("RESP") | fsm.ongoing("CALC1")
-                                    | fsm.ongoing("CALC2") | fsm.ongoing("WRITE")
+        m.d.comb += self.working.eq(fsm.ongoing("REQ") | fsm.ongoing("RESP") | fsm.ongoing("CALC")
+                                    | fsm.ongoing("COPY") | fsm.ongoing("WRITE")
                                     | fsm.ongoing("GROW") | fsm.ongoing("GROW2") | fsm.ongoing("GREQ")
                                     | fsm.ongoing("GRESP"))
         return m
