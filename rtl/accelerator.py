@@ -110,8 +110,14 @@ class SyncFIFORegOut(wiring.Component):
             m.d.sync += produce.eq(incr(produce))
         fwd, wd_q = Signal(), Signal(self.width)
         m.d.sync += [fwd.eq(do_write & (produce == rp.addr)), wd_q.eq(self.w_data)]
+        # The output register's ~150 enables do not wait for the inner level: it loads
+        # whenever its word is gone or taken, valid or not (r_rdy says which), so the
+        # level's compare drives only the local control (for Fmax: one wide enable net
+        # from the level to beside the array split the FIFO's control across the die).
+        with m.If(~self.r_rdy | self.r_en):
+            m.d.sync += self.r_data.eq(Mux(fwd, wd_q, rp.data))
         with m.If(do_inner_read):
-            m.d.sync += [consume.eq(incr(consume)), self.r_data.eq(Mux(fwd, wd_q, rp.data)), self.r_rdy.eq(1)]
+            m.d.sync += [consume.eq(incr(consume)), self.r_rdy.eq(1)]
         with m.Elif(self.r_en):
             m.d.sync += self.r_rdy.eq(0)
         with m.If(do_write & ~do_inner_read):
