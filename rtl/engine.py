@@ -246,6 +246,7 @@ class Engine(wiring.Component):
         sx = signed(aw + dw + 4)
         d_lo, d_hi, k_lo, k_hi = (Signal(sx, name=n) for n in ("d_lo", "d_hi", "k_lo", "k_hi"))
         o_lo, o_hi = Signal(sx, name="o_lo"), Signal(sx, name="o_hi")
+        bad_wr, bad_om = Signal(), Signal()     # the bounds' checks, registered in PRODUCTS
         # the decode products, computed by shift-and-add in the MUL state (see the FSM)
         pr_dsi, pr_msi, pr_osi, pr_dsj, pr_osj = (
             Signal(sx, name=n) for n in ("pr_dsi", "pr_msi", "pr_osi", "pr_dsj", "pr_osj"))
@@ -885,7 +886,6 @@ class Engine(wiring.Component):
         chk_run = Signal()
         def outside(x):                 # x < 0 or x >= 2**aw: bit tests, not comparators
             return x.as_unsigned()[aw:].any()
-        bad_wr = cur.store & (outside(d_lo) | outside(d_hi) | (cur.write_mask & (outside(k_lo) | outside(k_hi))))
         early_checks = [
             cur.opcode != isa.OP_GEMM,
             (cur.m == 0) | (cur.n == 0) | (cur.k == 0),
@@ -955,7 +955,13 @@ class Engine(wiring.Component):
                     m.next = "PRODUCTS"
             with m.State("PRODUCTS"):
                 neg, pos = stride_sign["neg"], stride_sign["pos"]
-                m.d.sync += [
+                # The bounds of the write, the mask write and the output-mask read, and their
+                # range tests registered here (for Fmax: CHECK's `start` decision is a NOR of
+                # flip-flops; with the tests in CHECK a routed critical path ran from the bounds
+                # through the tests and the NOR to `start`'s copies).  The bounds are needed
+                # only for a GEMM with nonzero dimensions, which comes through MUL, so the
+                # stride signs (registered from cur in DECODE) are final.
+                m.d.comb += [
                     d_lo.eq(cur.d_addr + Mux(neg["d_si"], pr_dsi, 0) + Mux(neg["d_sj"], pr_dsj, 0)),
                     d_hi.eq(cur.d_addr + Mux(pos["d_si"], pr_dsi, 0) + Mux(pos["d_sj"], pr_dsj, 0)),
                     k_lo.eq(cur.mask_addr + Mux(neg["mask_si"], pr_msi, 0) + Mux(neg["d_sj"], pr_dsj, 0)),
@@ -963,6 +969,11 @@ class Engine(wiring.Component):
                     # the output mask's span (omask)
                     o_lo.eq(cur.om_addr + Mux(neg["om_si"], pr_osi, 0) + Mux(neg["om_sj"], pr_osj, 0)),
                     o_hi.eq(cur.om_addr + Mux(pos["om_si"], pr_osi, 0) + Mux(pos["om_sj"], pr_osj, 0)),
+                ]
+                m.d.sync += [
+                    bad_wr.eq(cur.store & (outside(d_lo) | outside(d_hi)
+                                           | (cur.write_mask & (outside(k_lo) | outside(k_hi))))),
+                    bad_om.eq(cur.omask & (outside(o_lo) | outside(o_hi))),
                 ]
                 # the checks that need only cur and MUL's products, registered here (for
                 # Fmax: their compares are not in front of CHECK's priority choice and start)
@@ -981,7 +992,7 @@ class Engine(wiring.Component):
                     (pre_chk[5], isa.ERR_SHIFT),
                     (pre_chk[6], isa.ERR_MASK_SHAPE),
                     (pre_chk[7], isa.ERR_MASK_SHAPE),
-                    (cur.omask & (outside(o_lo) | outside(o_hi)), isa.ERR_MASK_ADDR),
+                    (bad_om, isa.ERR_MASK_ADDR),
                 ]
                 code = Const(isa.ERR_NONE, 4)
                 for cond, c in reversed(checks):
