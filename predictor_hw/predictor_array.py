@@ -342,7 +342,7 @@ class PredictorArray(wiring.Component):
         k_r = Signal(dw)
         sh1, sh2 = Signal(SHIFT_BITS), Signal(SHIFT_BITS)
         err = Signal(2)
-        state_nx, phase_nx = with_nx(state), with_nx(phase)
+        state_nx, phase_nx, mode_r_nx = with_nx(state), with_nx(phase), with_nx(mode_r)
         # phase == CONV / FC / AMAC, registered copies for the operand-issue registers
         iph_conv, iph_fc, iph_amac = Signal(init=1), Signal(), Signal()
         m.d.sync += [iph_conv.eq(phase_nx == CONV), iph_fc.eq(phase_nx == FC), iph_amac.eq(phase_nx == AMAC)]
@@ -379,6 +379,7 @@ class PredictorArray(wiring.Component):
         cur_last = Signal()
         seen_last = Signal()         # the job's last sample is in: take no more
         sbuf_full_nx = with_nx(sbuf_full)
+        seen_last_nx = with_nx(seen_last)
 
         # ---------------- sequencer counters -------------------------------------------------
         t = Signal(range(9))
@@ -522,9 +523,23 @@ class PredictorArray(wiring.Component):
         sp = self.samples.payload
         start = Signal()
         bad = (state == IDLE) & Mux(self.mode, self.feats.valid, self.samples.valid) & ~k_ok
+        # samples.ready: idle and in sample mode; dropping a sample job; running a sample job
+        # with the buffer free and the last sample not yet in.  Its non-idle part is a
+        # register, from the next values (for Fmax: in the Accelerator the ready goes to the
+        # samples FIFO's control across the die, and from the job state through logic it
+        # was a routed critical path); ``mode`` is an input, so the idle part is a LUT.
+        s_rdy_busy, s_idle = Signal(), Signal(init=1)
+        m.d.sync += [s_rdy_busy.eq((mode_r_nx == 0) & ((state_nx == DROP)
+                                                       | ((state_nx == RUN) & ~sbuf_full_nx & ~seen_last_nx))),
+                     s_idle.eq(state_nx == IDLE)]
+        m.d.comb += self.samples.ready.eq(Mux(s_idle, self.mode == 0, s_rdy_busy))
+        if self.check_step:
+            rdy_def = Mux(state == IDLE, self.mode == 0,
+                          (mode_r == 0) & ((state == DROP) | ((state == RUN) & ~sbuf_full & ~seen_last)))
+            m.d.sync += Assert(self.samples.ready == rdy_def,
+                               Format("samples.ready {} (definition {}, state {})", self.samples.ready, rdy_def, state))
         with m.If(state == IDLE):
             with m.If(self.mode == 0):
-                m.d.comb += self.samples.ready.eq(1)
                 with m.If(self.samples.valid):
                     m.d.comb += start.eq(k_ok)
             with m.Else():
@@ -538,15 +553,12 @@ class PredictorArray(wiring.Component):
                     sync += state.eq(DROP)
         with m.Elif(state == DROP):
             with m.If(mode_r == 0):
-                m.d.comb += self.samples.ready.eq(1)
                 with m.If(self.samples.valid & sp.last):
                     sync += state.eq(IDLE)
             with m.Else():
                 m.d.comb += self.feats.ready.eq(1)
                 with m.If(self.feats.valid & self.feats.payload.last):
                     sync += state.eq(IDLE)
-        with m.Elif((state == RUN) & (mode_r == 0)):
-            m.d.comb += self.samples.ready.eq(~sbuf_full & ~seen_last)
         with m.Elif((state == RUN) & (phase == AMAC)):
             m.d.comb += self.feats.ready.eq(step)
 

@@ -109,7 +109,10 @@ class SyncFIFORegOut(wiring.Component):
         with m.If(do_write):
             m.d.sync += produce.eq(incr(produce))
         fwd, wd_q = Signal(), Signal(self.width)
-        m.d.sync += [fwd.eq(do_write & (produce == rp.addr)), wd_q.eq(self.w_data)]
+        # produce == rp.addr, as two compares of registers chosen by the read decision (for
+        # Fmax: the decision waits for the consumer's ready; the compare is not behind it)
+        m.d.sync += [fwd.eq(do_write & Mux(do_inner_read, produce == incr(consume), produce == consume)),
+                     wd_q.eq(self.w_data)]
         # The output register's ~150 enables do not wait for the inner level: it loads
         # whenever its word is gone or taken, valid or not (r_rdy says which), so the
         # level's compare drives only the local control (for Fmax: one wide enable net
