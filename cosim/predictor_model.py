@@ -11,7 +11,7 @@ Per layer l (in program order over all steps) it computes, from the RTL's struct
   decoded (sa, sb), its sum read (sc) and written (sw); the bank is handed over
   ``HANDOVER`` = 6 cycles after the last beat, the next descriptor is accepted then and
   the layer is armed one cycle later (the ``wait_arm`` fence of the next layer's first
-  instruction).  The finisher starts the scan the cycle after the hand-over (or after
+  instruction); the first descriptor, offered at cycle 0, is taken at cycle ``DESC_SEEN``.  The finisher starts the scan the cycle after the hand-over (or after
   the previous layer's DONE), reads one sum per cycle (SCAN), then SHIFT x5 and per
   sample FILL (its sums), WAIT (the quantizer pipeline), EMIT
   (``predictor_hw.reorg.emit_cycles``).
@@ -36,6 +36,7 @@ from predictor_hw.predictor_array import Geometry, predictor_array_cycles
 from . import cyclemodel as cm
 
 HANDOVER = RO.HANDOVER               # last beat -> bank FULL (finisher may start scanning the next cycle)
+DESC_SEEN = RO.DESC_SEEN            # a descriptor is taken at the earliest a cycle after it is offered
 ACCEPT_TO_ARMED = HANDOVER + 1        # last beat -> next layer armed (descriptor accepted at the hand-over)
 FIFO_LAT = 2             # SyncFIFOBuffered: written at t, readable at t + 2
 UPD_ROW = 7              # update unit cycles per row (ROW, REQ, RESP x LAT, CALC, COPY, WRITE) at latency 2
@@ -100,7 +101,9 @@ def gp_timeline(cfg, layers: list[LayerSpec], steps: int, gates_per_layer: bool 
     nl = len(layers)
     seq = [layers[i] for _ in range(steps) for i in range(nl)]
     t = 0                         # next cycle the engine can accept an instruction
-    armed_free = 0                # cycle the reorg can arm the next layer (bank free & previous handed over)
+    # cycle the reorg can take the next descriptor (bank free & previous handed over): the
+    # first is offered at cycle 0 and taken a cycle later (its checks are registered first)
+    armed_free = DESC_SEEN
     bank_free = [0, 0]
     fin_free = 0                  # finisher free
     arr_free = 0                  # array free for the next job

@@ -65,6 +65,7 @@ MAX_FRAC = 24          # numerics.choose_frac_bits' cap
 SHIFT_STATES = 5       # SHIFT .. SHIFT5: the sample scale g from max |S|
 QZ_BITS = SUM_BITS + 8  # a sum shifted left by g <= 7 (the largest left shift that can change a value)
 HANDOVER = 6           # last beat -> bank FULL: s1, sa, sb, sc, sw, hand-over register
+DESC_SEEN = 1          # a descriptor is taken at the earliest the cycle after it is offered (checks registered)
 PUSH_EXTRA = 4         # S -> window: S << g_left, shift and round bit, round and saturate (registered), the push
 
 ERR_COUT = 1           # C_out > pred_max_cout
@@ -276,34 +277,46 @@ class ReorgUnit(wiring.Component):
         m.d.comb += [self.armed.eq(armed), self.armed_id.eq(ad.layer_id)]
 
         st_acc = Mux(acc_bank, st[1], st[0])
-        m.d.comb += self.desc.ready.eq(~armed & (st_acc == 0) & (err == 0))
         dsc = self.desc.payload
+        # The descriptor's checks are registered from the payload every cycle (``dsc_code``),
+        # and a descriptor is taken only once they are its own: ``dsc_seen``, valid in the
+        # previous cycle and not taken then (a stream's payload is held while valid).  For
+        # Fmax: on the board the payload is a register of the host-loaded stream buffer, and
+        # the checks in front of the acceptance's ~150 enables were a long path.  A
+        # descriptor waiting for a free bank, the normal case, is taken as before; one that
+        # arrives at a free bank waits a cycle.
+        dsc_seen = Signal()          # DESC_SEEN: the cycle a descriptor waits at the least
+        m.d.comb += self.desc.ready.eq(~armed & (st_acc == 0) & (err == 0) & dsc_seen)
+        m.d.sync += dsc_seen.eq(self.desc.valid & ~self.desc.ready)
         # (c_out << lg_cs) <= mem_words  <=>  c_out <= mem_words >> lg_cs: a table of
-        # constants by lg_cs and one narrow compare (for Fmax: no 60-bit shift and compare
-        # between the descriptor and the acceptance's ~150 enables)
+        # constants by lg_cs and one narrow compare
         cout_limit = Array([Const(cfg.mem_words >> sh, cfg.mem_addr_bits + 1) for sh in range(64)])[dsc.lg_cs]
+        lin = dsc.kind
+        gm_ok = Signal()
+        # conv: lg_cs >= lg_h + lg_w and the pool factor follows from the side (model_sw's fit)
+        side_ok = []
+        for lg_s, lg_f in ((dsc.lg_h, dsc.lg_fh), (dsc.lg_w, dsc.lg_fw)):
+            side_ok.append(Mux(lg_s > lg_p, lg_f == lg_s - lg_p, lg_f == 0))
+        m.d.comb += gm_ok.eq(Mux(lin, (dsc.lg_h == 0) & (dsc.lg_w == 0) & (dsc.lg_fh == 0) & (dsc.lg_fw == 0),
+                                 (dsc.lg_cs >= dsc.lg_h + dsc.lg_w) & side_ok[0] & side_ok[1])
+                             & (dsc.c_out <= cout_limit))
+        # the layer's derived values, registered from the payload the same way (the shifts
+        # are not between the payload and the registers they load)
+        pre_total, pre_hmask, pre_wmask = Signal.like(total), Signal.like(hmask), Signal.like(wmask)
+        pre_ysh = Signal.like(ysh)
+        m.d.sync += [pre_total.eq(dsc.c_out << dsc.lg_cs),
+                     pre_hmask.eq((Const(1, aw + 1) << dsc.lg_h) - 1),
+                     pre_wmask.eq((Const(1, aw + 1) << dsc.lg_w) - 1),
+                     pre_ysh.eq(dsc.lg_w + dsc.lg_fh)]
+        dsc_code = Signal(4)
+        m.d.sync += dsc_code.eq(Mux(dsc.c_out == 0, ERR_ZERO,
+                                    Mux(dsc.c_out > NW, ERR_COUT, Mux(~gm_ok, ERR_MAP, 0))))
         with m.If(self.desc.valid & self.desc.ready):
-            lin = dsc.kind
-            gm_ok = Signal()
-            # conv: lg_cs >= lg_h + lg_w and the pool factor follows from the side (model_sw's fit)
-            side_ok = []
-            for lg_s, lg_f in ((dsc.lg_h, dsc.lg_fh), (dsc.lg_w, dsc.lg_fw)):
-                side_ok.append(Mux(lg_s > lg_p, lg_f == lg_s - lg_p, lg_f == 0))
-            m.d.comb += gm_ok.eq(Mux(lin, (dsc.lg_h == 0) & (dsc.lg_w == 0) & (dsc.lg_fh == 0) & (dsc.lg_fw == 0),
-                                     (dsc.lg_cs >= dsc.lg_h + dsc.lg_w) & side_ok[0] & side_ok[1])
-                                 & (dsc.c_out <= cout_limit))
-            with m.If(dsc.c_out == 0):
-                m.d.comb += set_err.eq(ERR_ZERO)
-            with m.Elif(dsc.c_out > NW):
-                m.d.comb += set_err.eq(ERR_COUT)
-            with m.Elif(~gm_ok):
-                m.d.comb += set_err.eq(ERR_MAP)
+            with m.If(dsc_code != 0):
+                m.d.comb += set_err.eq(dsc_code)
             with m.Else():
-                m.d.sync += [ad.eq(dsc), armed.eq(1), left.eq(dsc.c_out << dsc.lg_cs),
-                             total.eq(dsc.c_out << dsc.lg_cs),
-                             hmask.eq((Const(1, aw + 1) << dsc.lg_h) - 1),
-                             wmask.eq((Const(1, aw + 1) << dsc.lg_w) - 1),
-                             ysh.eq(dsc.lg_w + dsc.lg_fh)]
+                m.d.sync += [ad.eq(dsc), armed.eq(1), left.eq(pre_total), total.eq(pre_total),
+                             hmask.eq(pre_hmask), wmask.eq(pre_wmask), ysh.eq(pre_ysh)]
                 for b in range(2):
                     with m.If(acc_bank == b):
                         m.d.sync += st[b].eq(1)
