@@ -176,15 +176,17 @@ def mem_wr_layout(cfg: AcceleratorConfig):
     })
 
 
-def tile_col_restart(tj, tj_last, n_n):
+def tile_col_restart(tj, tj_last, nn):
     """A tile-column counter back to 0, with its registered "last column" flag
-    (tj + 1 == n_n kept as a register, for Fmax: no compare in series with its users)."""
-    return [tj.eq(0), tj_last.eq(n_n == 1)]
+    (tj + 1 == n_n kept as a register, for Fmax: no compare in series with its users).
+    ``nn``: the instruction's registered column facts (``is1``: n_n == 1, ``m2``: n_n - 2)."""
+    return [tj.eq(0), tj_last.eq(nn["is1"])]
 
 
-def tile_col_next(tj, tj_last, n_n):
-    """A tile-column counter one column on, with its registered "last column" flag."""
-    return [tj.eq(tj + 1), tj_last.eq(tj + 2 == n_n)]
+def tile_col_next(tj, tj_last, nn):
+    """A tile-column counter one column on, with its registered "last column" flag
+    (tj + 2 == n_n as an equality of registers, no adder in front of it)."""
+    return [tj.eq(tj + 1), tj_last.eq(tj == nn["m2"])]
 
 
 class Engine(wiring.Component):
@@ -238,6 +240,13 @@ class Engine(wiring.Component):
         # ---------------- decode-time quantities -------------------------------------
         n_m = Signal(dw)          # tiles along M
         n_n = Signal(dw)
+        # n_n == 1 and n_n - 2, registered from n_n (loaded in DECODE, so final by PRODUCTS,
+        # before any tile counter starts): the "last column" flags' next values compare
+        # registers (for Fmax: `tj + 2 == n_n` was an adder and a compare in front of
+        # row_wrap, the board build's critical path).  With n_n == 1, n_n - 2 wraps to
+        # 2**dw - 1, which no tj (< n_n) equals.
+        nn = {"is1": Signal(name="nn_is1"), "m2": Signal(dw, name="nn_m2")}
+        m.d.sync += [nn["is1"].eq(n_n == 1), nn["m2"].eq(n_n - 2)]
         err = Signal(4)
         p_am = Signal(2 * dw + 1)
         p_bn = Signal(2 * dw + 1)
@@ -504,7 +513,7 @@ class Engine(wiring.Component):
                      arr.in_valid.eq(v3), arr.in_first.eq(f3)]
 
         with m.If(start):
-            m.d.sync += [run.eq(1), ti.eq(0), ti_last.eq(n_m == 1), *tile_col_restart(tj, tj_last, n_n), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
+            m.d.sync += [run.eq(1), ti.eq(0), ti_last.eq(n_m == 1), *tile_col_restart(tj, tj_last, nn), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
                          a_base.eq(0), a_base1.eq(1), a_base2.eq(2), b_base.eq(0), since_first.eq(cfg.drain_period),
                          m_left.eq(cur.m), n_left.eq(cur.n)]
         with m.Else():
@@ -527,17 +536,17 @@ class Engine(wiring.Component):
                 # (row_wrap = tile_end & row_end, a register: the tile row's registers are
                 # enabled by step & row_wrap)
                 with m.If(row_wrap):
-                    m.d.sync += [*tile_col_restart(tj, tj_last, n_n), n_left.eq(cur.n), ti.eq(ti + 1),
+                    m.d.sync += [*tile_col_restart(tj, tj_last, nn), n_left.eq(cur.n), ti.eq(ti + 1),
                                  ti_last.eq(ti + 2 == n_m), a_base.eq(h_a1), a_base1.eq(h_a2),
                                  a_base2.eq(h_a2 + 1), m_left.eq(m_left - R)]
                     with m.If(ti_last):
                         m.d.sync += tiles_left.eq(0)
                 with m.Elif(tile_end):
-                    m.d.sync += [*tile_col_next(tj, tj_last, n_n),
+                    m.d.sync += [*tile_col_next(tj, tj_last, nn),
                                  n_left.eq(Mux(oc, n_left, n_left - C))]
         # row_wrap's next value: the next tile_end, tj_last and ~oc
-        tj_last_nx = Mux(start, n_n == 1,
-                         Mux(step & tile_end, Mux(row_end, n_n == 1, tj + 2 == n_n), tj_last))
+        tj_last_nx = Mux(start, nn["is1"],
+                         Mux(step & tile_end, Mux(row_end, nn["is1"], tj == nn["m2"]), tj_last))
         m.d.sync += row_wrap.eq(Mux(cmp, head_last_nx, h_last_nx) & tj_last_nx & ~oc)
 
         # ---------------- drain: accumulate, requantize, queue writes ----------------
@@ -654,8 +663,8 @@ class Engine(wiring.Component):
                          s1_daddr.eq(d_ti_base + d_tj_off + d_i_off),
                          s1_maddr.eq(m_ti_base + d_tj_off + m_i_off)]
         with m.If(start):
-            m.d.sync += [dr_ti.eq(0), *tile_col_restart(dr_tj, dr_tj_last, n_n), dr_i.eq(0), dr_i_last.eq(R == 1),
-                         dr_wrap.eq((R == 1) & (n_n == 1) & ~oc_w),
+            m.d.sync += [dr_ti.eq(0), *tile_col_restart(dr_tj, dr_tj_last, nn), dr_i.eq(0), dr_i_last.eq(R == 1),
+                         dr_wrap.eq((R == 1) & nn["is1"] & ~oc_w),
                          rows_drained.eq(0), row_base.eq(0),
                          col_base.eq(0), d_ti_base.eq(cur.d_addr), m_ti_base.eq(cur.mask_addr),
                          d_tj_off.eq(0), d_i_off.eq(0), m_i_off.eq(0), s1_v.eq(0)]
@@ -669,19 +678,19 @@ class Engine(wiring.Component):
                 # (dr_wrap implies dr_i_last; tested first and alone: for Fmax, the tile row's
                 # registers are enabled by en & arow & dr_wrap, three flip-flops)
                 with m.If(dr_wrap):
-                    m.d.sync += [*tile_col_restart(dr_tj, dr_tj_last, n_n), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
+                    m.d.sync += [*tile_col_restart(dr_tj, dr_tj_last, nn), col_base.eq(0), d_tj_off.eq(0), dr_ti.eq(dr_ti + 1),
                                  row_base.eq(row_base + R),
                                  d_ti_base.eq(d_ti_base + (cur.d_si << lg_r)),
                                  m_ti_base.eq(m_ti_base + (cur.mask_si << lg_r))]
                 with m.Elif(dr_i_last):
-                    m.d.sync += [*tile_col_next(dr_tj, dr_tj_last, n_n), col_base.eq(col_base + C),
+                    m.d.sync += [*tile_col_next(dr_tj, dr_tj_last, nn), col_base.eq(col_base + C),
                                  d_tj_off.eq(Mux(oc_w, 0, d_tj_off + (cur.d_sj << lg_c)))]
                 with m.If(dr_i_last):
                     m.d.comb += dr_tile_done.eq(1)
                     m.d.sync += [dr_i.eq(0), dr_i_last.eq(R == 1), d_i_off.eq(0), m_i_off.eq(0)]
                     # the next tile's first row ends its tile row if R == 1 and the next
                     # tile is the last of its row
-                    m.d.sync += dr_wrap.eq((R == 1) & ~oc_w & Mux(dr_tj_last, n_n == 1, dr_tj + 2 == n_n))
+                    m.d.sync += dr_wrap.eq((R == 1) & ~oc_w & Mux(dr_tj_last, nn["is1"], dr_tj == nn["m2"]))
                 with m.Else():
                     m.d.sync += [dr_i.eq(dr_i + 1), dr_i_last.eq(dr_i == R - 2), dr_wrap.eq((dr_i == R - 2) & dr_tj_last & ~oc_w),
                                  d_i_off.eq(d_i_off + cur.d_si),
@@ -819,7 +828,7 @@ class Engine(wiring.Component):
         skid_issue(m, start=start, valid=rdm.req.valid, ready=rdm.req.ready, issue=can_m,
                    skid_full=m_sk_v, regs=[rdm.req.payload], values=[m_pay])
         with m.If(start):
-            m.d.sync += [mr_run.eq(cur.omask), *tile_col_restart(mr_tj, mr_tj_last, n_n), mr_i.eq(0), mr_rem.eq(mr_total),
+            m.d.sync += [mr_run.eq(cur.omask), *tile_col_restart(mr_tj, mr_tj_last, nn), mr_i.eq(0), mr_rem.eq(mr_total),
                          mr_ti_base.eq(cur.om_addr), mr_base.eq(cur.om_addr), mr_tile.eq(cur.om_addr),
                          mr_last.eq(mr_total == 1), mr_i_last.eq(R == 1), mr_row.eq(0), mr_col.eq(0)]
             m.d.comb += [row_in_nx.eq(m_pos)] + [col_in_nx[j].eq(col0_in[j]) for j in range(C)]
@@ -834,13 +843,13 @@ class Engine(wiring.Component):
                 m.d.comb += row_in_nx.eq(row_back)
                 with m.If(mr_tj_last):
                     next_ti = mr_ti_base + (cur.om_si << lg_r)
-                    m.d.sync += [*tile_col_restart(mr_tj, mr_tj_last, n_n),
+                    m.d.sync += [*tile_col_restart(mr_tj, mr_tj_last, nn),
                                  mr_ti_base.eq(next_ti), mr_tile.eq(next_ti), mr_base.eq(next_ti),
                                  mr_col.eq(0), mr_row.eq(mr_row + 1)]
                     m.d.comb += [row_in_nx.eq(row_fwd)] + [col_in_nx[j].eq(col0_in[j]) for j in range(C)]
                 with m.Else():
                     next_tj = mr_tile + (cur.om_sj << lg_c)
-                    m.d.sync += [*tile_col_next(mr_tj, mr_tj_last, n_n),
+                    m.d.sync += [*tile_col_next(mr_tj, mr_tj_last, nn),
                                  mr_tile.eq(next_tj), mr_base.eq(next_tj), mr_col.eq(mr_col + C)]
                     m.d.comb += [col_in_nx[j].eq(col_adv[j]) for j in range(C)]
             with m.Else():
