@@ -11,8 +11,9 @@ Per layer l (in program order over all steps) it computes, from the RTL's struct
   decoded (sa, sb), its sum read (sc) and written (sw); the bank is handed over
   ``HANDOVER`` = 6 cycles after the last beat, the next descriptor is accepted then and
   the layer is armed one cycle later (the ``wait_arm`` fence of the next layer's first
-  instruction); the first descriptor, offered at cycle 0, is taken at cycle ``DESC_SEEN``.  The finisher starts the scan the cycle after the hand-over (or after
-  the previous layer's DONE), reads one sum per cycle (SCAN), then SHIFT x5 and per
+  instruction); the first descriptor, offered at cycle 0, is taken at cycle ``DESC_SEEN``.
+  The finisher starts the scan the cycle after the hand-over (or after the previous
+  layer's DONE), reads one sum per cycle (SCAN), then SHIFT x5 and per
   sample FILL (its sums), WAIT (the quantizer pipeline), EMIT
   (``predictor_hw.reorg.emit_cycles``).
 * samples FIFO (2 cycles), predictor array job (``predictor_array_cycles`` busy
