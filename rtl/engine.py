@@ -256,9 +256,7 @@ class Engine(wiring.Component):
         d_lo, d_hi, k_lo, k_hi = (Signal(sx, name=n) for n in ("d_lo", "d_hi", "k_lo", "k_hi"))
         o_lo, o_hi = Signal(sx, name="o_lo"), Signal(sx, name="o_hi")
         bad_wr, bad_om = Signal(), Signal()     # the bounds' checks, registered in PRODUCTS
-        # the decode products, computed by shift-and-add in the MUL state (see the FSM)
-        pr_dsi, pr_msi, pr_osi, pr_dsj, pr_osj = (
-            Signal(sx, name=n) for n in ("pr_dsi", "pr_msi", "pr_osi", "pr_dsj", "pr_osj"))
+        # the bounds are accumulated in MUL (see the FSM), beside the decode products
         c_dsi, c_msi, c_osi, c_dsj, c_osj = (
             Signal(sx, name=n) for n in ("c_dsi", "c_msi", "c_osi", "c_dsj", "c_osj"))
         c_k, c_nn = Signal(2 * dw + 1), Signal(2 * dw + 1)
@@ -909,9 +907,9 @@ class Engine(wiring.Component):
         pre_chk = Signal(len(early_checks))
         is_op = Signal()                # not a NOP, registered (cur is held from DECODE on)
         m.d.sync += is_op.eq(cur.opcode != isa.OP_NOP)
-        # the strides' signs for PRODUCTS' bounds, registered from cur every cycle (for Fmax:
+        # the strides' signs for MUL's bounds, registered from cur every cycle (for Fmax:
         # a wide compare with 0 is not in front of the bounds' selects and adders); cur is
-        # held from DECODE on, so they are final in PRODUCTS, which follows DECODE or MUL
+        # held from DECODE on, so they are final from MUL's first cycle on
         stride_sign = {kind: {f: Signal(name=f"{f}_{kind}") for f in ("d_si", "d_sj", "mask_si", "om_si", "om_sj")}
                        for kind in ("neg", "pos")}
         for f in stride_sign["neg"]:
@@ -944,7 +942,11 @@ class Engine(wiring.Component):
                              q_mm1.eq(cur.m - 1), q_nm1.eq(cur.n - 1), q_nm.eq(nm_now), q_nn.eq(nn_now),
                              c_dsi.eq(cur.d_si), c_msi.eq(cur.mask_si), c_osi.eq(cur.om_si),
                              c_dsj.eq(cur.d_sj), c_osj.eq(cur.om_sj), c_k.eq(cur.k), c_nn.eq(nn_now)]
-                m.d.sync += [x.eq(0) for x in (pr_dsi, pr_msi, pr_osi, pr_dsj, pr_osj, p_am, p_bn, p_tiles)]
+                m.d.sync += [x.eq(0) for x in (p_am, p_bn, p_tiles)]
+                # each bound starts at its base address; MUL adds the stride products
+                # whose signs move it that way
+                m.d.sync += [d_lo.eq(cur.d_addr), d_hi.eq(cur.d_addr), k_lo.eq(cur.mask_addr),
+                             k_hi.eq(cur.mask_addr), o_lo.eq(cur.om_addr), o_hi.eq(cur.om_addr)]
                 # an unknown opcode, a NOP or a zero dimension needs no products
                 with m.If((cur.opcode != isa.OP_GEMM) | (cur.m == 0) | (cur.n == 0) | (cur.k == 0)):
                     m.next = "PRODUCTS"
@@ -953,32 +955,32 @@ class Engine(wiring.Component):
             with m.State("MUL"):
                 # One bit of each multiplier per cycle (shift-and-add, no DSP), until no
                 # multiplier has a set bit left: max(bit lengths) cycles.
-                for acc, c, q in ((pr_dsi, c_dsi, q_mm1), (pr_msi, c_msi, q_mm1), (pr_osi, c_osi, q_mm1),
-                                  (pr_dsj, c_dsj, q_nm1), (pr_osj, c_osj, q_nm1),
-                                  (p_am, c_k, q_nm), (p_tiles, c_nn, q_nm), (p_bn, c_k, q_nn)):
+                for acc, c, q in ((p_am, c_k, q_nm), (p_tiles, c_nn, q_nm), (p_bn, c_k, q_nn)):
                     with m.If(q[0]):
                         m.d.sync += acc.eq(acc + c)
+                # The bounds of the write, the mask write and the output-mask read:
+                # base + (m-1)*si + (n-1)*sj, each product taken only when its stride
+                # moves the bound that way (low: negative strides, high: positive), one
+                # bit of (m-1) and (n-1) per cycle (for Fmax: PRODUCTS does the range
+                # tests alone; with the adds there a routed critical path ran from a
+                # stride sign through the three-input add and the tests into bad_wr).
+                # The stride signs, registered from cur in DECODE, are final here.
+                neg, pos = stride_sign["neg"], stride_sign["pos"]
+                bi, bj = q_mm1[0], q_nm1[0]
+                for bound, sign, f_si, c_si, f_sj, c_sj in (
+                        (d_lo, neg, "d_si", c_dsi, "d_sj", c_dsj), (d_hi, pos, "d_si", c_dsi, "d_sj", c_dsj),
+                        (k_lo, neg, "mask_si", c_msi, "d_sj", c_dsj), (k_hi, pos, "mask_si", c_msi, "d_sj", c_dsj),
+                        (o_lo, neg, "om_si", c_osi, "om_sj", c_osj), (o_hi, pos, "om_si", c_osi, "om_sj", c_osj)):
+                    m.d.sync += bound.eq(bound + Mux(bi & sign[f_si], c_si, 0)
+                                         + Mux(bj & sign[f_sj], c_sj, 0))
                 m.d.sync += [c.eq(c << 1) for c in (c_dsi, c_msi, c_osi, c_dsj, c_osj, c_k, c_nn)]
                 m.d.sync += [q.eq(q >> 1) for q in (q_mm1, q_nm1, q_nm, q_nn)]
                 with m.If(((q_mm1 | q_nm1 | q_nm | q_nn) >> 1) == 0):
                     m.next = "PRODUCTS"
             with m.State("PRODUCTS"):
-                neg, pos = stride_sign["neg"], stride_sign["pos"]
-                # The bounds of the write, the mask write and the output-mask read, and their
-                # range tests registered here (for Fmax: CHECK's `start` decision is a NOR of
-                # flip-flops; with the tests in CHECK a routed critical path ran from the bounds
-                # through the tests and the NOR to `start`'s copies).  The bounds are needed
-                # only for a GEMM with nonzero dimensions, which comes through MUL, so the
-                # stride signs (registered from cur in DECODE) are final.
-                m.d.comb += [
-                    d_lo.eq(cur.d_addr + Mux(neg["d_si"], pr_dsi, 0) + Mux(neg["d_sj"], pr_dsj, 0)),
-                    d_hi.eq(cur.d_addr + Mux(pos["d_si"], pr_dsi, 0) + Mux(pos["d_sj"], pr_dsj, 0)),
-                    k_lo.eq(cur.mask_addr + Mux(neg["mask_si"], pr_msi, 0) + Mux(neg["d_sj"], pr_dsj, 0)),
-                    k_hi.eq(cur.mask_addr + Mux(pos["mask_si"], pr_msi, 0) + Mux(pos["d_sj"], pr_dsj, 0)),
-                    # the output mask's span (omask)
-                    o_lo.eq(cur.om_addr + Mux(neg["om_si"], pr_osi, 0) + Mux(neg["om_sj"], pr_osj, 0)),
-                    o_hi.eq(cur.om_addr + Mux(pos["om_si"], pr_osi, 0) + Mux(pos["om_sj"], pr_osj, 0)),
-                ]
+                # The bounds' range tests, registered here (for Fmax: CHECK's `start`
+                # decision is a NOR of flip-flops).  The bounds are needed only for a GEMM
+                # with nonzero dimensions, which comes through MUL, so they are final.
                 m.d.sync += [
                     bad_wr.eq(cur.store & (outside(d_lo) | outside(d_hi)
                                            | (cur.write_mask & (outside(k_lo) | outside(k_hi))))),

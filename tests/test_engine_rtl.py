@@ -7,7 +7,7 @@ import torch
 
 from cosim.cnn_pass import CnnPass
 from cosim.driver import ConvGeom, MemoryImage
-from cosim import golden
+from cosim import driver, golden
 from cosim.execute import MismatchError, run_checked
 from model_sw.data import load_digits_split
 from model_sw.models import CNN
@@ -79,6 +79,12 @@ def test_fault_injection_is_caught(sim):
     (dict(n=64, k=200), isa.ERR_SPAD_B),
     (dict(store=0, m=64, n=64, k=2), isa.ERR_ACC),
     (dict(d_addr=(1 << 16) - 5), isa.ERR_ADDR_WRITE),
+    # each bound's terms on their own: a negative row stride below 0, a column stride
+    # past the top, and the same for the mask write (which shares the column stride)
+    (dict(d_addr=5, d_si=-4), isa.ERR_ADDR_WRITE),
+    (dict(d_addr=(1 << 16) - 20, d_si=1, d_sj=8), isa.ERR_ADDR_WRITE),
+    (dict(write_mask=1, mask_addr=2, mask_si=-4), isa.ERR_ADDR_WRITE),
+    (dict(write_mask=1, mask_addr=(1 << 16) - 20, mask_si=1, d_si=1, d_sj=8), isa.ERR_ADDR_WRITE),
     (dict(shift=40, out_raw=0), isa.ERR_SHIFT),
 ])
 def test_bad_instruction_raises_error_status_and_touches_nothing(sim, bad, code):
@@ -88,6 +94,28 @@ def test_bad_instruction_raises_error_status_and_touches_nothing(sim, bad, code)
     res = run_checked(sim, CFG, img, [ins])          # golden expects the same code, memory unchanged
     assert res.error == code
     assert (img.get("all") == np.arange(128) - 64).all()
+
+
+@pytest.mark.parametrize("bounds", [
+    dict(d_addr=15, d_si=-4, d_sj=-1),                                  # lowest word 0
+    dict(d_addr=(1 << 16) - 1 - 24 - 3, d_si=1, d_sj=8),                # highest word 2**16 - 1
+    dict(write_mask=1, mask_addr=3 * 9, mask_si=-9, d_sj=1),            # mask from word 0
+    dict(write_mask=1, mask_addr=(1 << 16) - 1 - 3 * 9 - 3, mask_si=9, d_sj=1),
+])
+def test_writes_reaching_the_memory_edges_run(sim, bounds):
+    """The write bounds' checks are not too strict: writes that reach the first or the
+    last word exactly run, and memory holds what the golden model writes."""
+    img = MemoryImage(CFG)
+    img.put("all", np.zeros(CFG.mem_words, dtype=np.int64))    # all of it loaded and compared
+    img.mem[200:232] = np.arange(32) % 7 - 3                    # the operands, clear of the writes
+    ins = raw_gemm(CFG, a=driver.matrix_desc(200, 4, 1), b=driver.matrix_desc(216, 1, 4), **bounds)
+    try:
+        res = run_checked(sim, CFG, img, [ins])
+    finally:
+        # the simulator is shared and later tests load only their own words: leave the
+        # words written here at zero, as those tests' golden models assume
+        sim.load_mem(np.zeros(CFG.mem_words, dtype=np.int64))
+    assert res.error == isa.ERR_NONE
 
 
 def test_read_out_of_range_flags_error_and_reads_zero(sim):
