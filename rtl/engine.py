@@ -384,18 +384,21 @@ class Engine(wiring.Component):
 
         bb_adv = Mux(row_end, 0, b_next)       # b_base of the next tile
         a_back = tile_end & ~row_end            # the next tile reuses the A panel
-        with m.If(start):
-            m.d.sync += [h_a.eq(0), h_a1.eq(1), h_a2.eq(2), h_b.eq(0), h_b1.eq(1),
-                         b_next.eq(cur.k), b_next2.eq(cur.k << 1)]
-        with m.Elif(step_s):
-            m.d.sync += [h_a.eq(Mux(a_back, a_base, h_a1)),
-                         h_a1.eq(Mux(a_back, a_base1, h_a2)),
-                         h_a2.eq(Mux(a_back, a_base2, h_a2 + 1)),
-                         h_b.eq(Mux(tile_end, bb_adv, h_b1)),
-                         h_b1.eq(Mux(tile_end, Mux(row_end, 1, b_next + 1), h_b1 + 1))]
-            with m.If(tile_end):
-                m.d.sync += [b_next.eq(Mux(row_end, cur.k, b_next2)),            # bb_adv + K
-                             b_next2.eq(Mux(row_end, cur.k << 1, b_next2 + cur.k))]
+        def head_next(reg, at_start, on_step):
+            """``reg`` loaded with ``at_start`` at a start and ``on_step`` at a step; its
+            next value is returned (the step decision's compares are registered from it)."""
+            nx = Signal.like(reg, name=f"{reg.name}_nx")
+            m.d.comb += nx.eq(Mux(start, at_start, Mux(step_s, on_step, reg)))
+            m.d.sync += reg.eq(nx)
+            return nx
+        h_a_nx = head_next(h_a, 0, Mux(a_back, a_base, h_a1))
+        h_a1_nx = head_next(h_a1, 1, Mux(a_back, a_base1, h_a2))
+        head_next(h_a2, 2, Mux(a_back, a_base2, h_a2 + 1))
+        h_b_nx = head_next(h_b, 0, Mux(tile_end, bb_adv, h_b1))
+        h_b1_nx = head_next(h_b1, 1, Mux(tile_end, Mux(row_end, 1, b_next + 1), h_b1 + 1))
+        b_next_nx = head_next(b_next, cur.k, Mux(tile_end, Mux(row_end, cur.k, b_next2), b_next))  # bb_adv + K
+        b_next2_nx = head_next(b_next2, cur.k << 1,
+                               Mux(tile_end, Mux(row_end, cur.k << 1, b_next2 + cur.k), b_next2))
 
         with m.If(step_s & ~mid_tile):
             m.d.sync += [base_k.eq(head_k), base_last.eq(head_last)]
@@ -427,25 +430,43 @@ class Engine(wiring.Component):
         # moves only on a step: A to h_a + 1, or back to a_base (loaded: it was stepped
         # through); B to h_b + 1, to the next panel's first word b_next (dense) or its
         # last (compact: b_next2), or back to panel 0 at a tile row's end (loaded).
-        wa, wl_a, wl_a1 = ga.wr_en, ga.words_loaded, ga.words_loaded1
+        # Every compare of a count with a head position is a register, computed a cycle
+        # ahead from both sides' next values (for Fmax: the compares' carry chains are
+        # not in front of `step`; a routed critical path ran from a count through its
+        # compare with h_a1 and the ready logic into `step`'s copies).  A count's next
+        # value depends on this cycle's write, so the compare is kept for both counts it
+        # may become (the count and the count + 1), and the write chooses.
+        def ahead(name, value):
+            flag = Signal(name=name)
+            m.d.sync += flag.eq(value)
+            return flag
+        wa = ga.wr_en
+        a_heads = {"h": h_a_nx, "h1": h_a1_nx}
+        a_gt = {(cnt, h): ahead(f"a_gt_{cnt}_{h}", carry_gt(c_nx, h_nx))
+                for cnt, c_nx in (("wl", ga.words_loaded_nx), ("wl1", ga.words_loaded1_nx),
+                                  ("fin", ga.words_final_nx2))
+                for h, h_nx in a_heads.items()}
         def a_next_gt(h):                # (A's next count) > h
-            return Mux(cmp, carry_gt(ga.words_final_nx, h), Mux(wa, carry_gt(wl_a1, h), carry_gt(wl_a, h)))
+            return Mux(cmp, a_gt["fin", h], Mux(wa, a_gt["wl1", h], a_gt["wl", h]))
         # B's counts and head positions are compared as differences modulo 2**ptr_bits
         # when they wrap (ring mode, see rtl/gather.py)
-        wb, wl_b, wl_b1 = gb.wr_en, gb.words_loaded, gb.words_loaded1
+        wb = gb.wr_en
         ring = gb.ptr_bits if gb.lane_compactable else None
-        def b_gt(a, b):
-            return carry_gt(a, b, ring)
-        def b_ge(a, b):
-            return carry_ge(a, b, ring)
+        b_counts = (("wl", gb.words_loaded_nx), ("wl1", gb.words_loaded1_nx))
+        b_gt = {(cnt, h): ahead(f"b_gt_{cnt}_{h}", carry_gt(c_nx, h_nx, ring))
+                for cnt, c_nx in b_counts
+                for h, h_nx in (("h", h_b_nx), ("h1", h_b1_nx), ("next", b_next_nx))}
+        b_ge = {(cnt, h): ahead(f"b_ge_{cnt}_{h}", carry_ge(c_nx, h_nx, ring))
+                for cnt, c_nx in b_counts
+                for h, h_nx in (("next", b_next_nx), ("next2", b_next2_nx))}
         def b_next_gt(h):                # (B's next count) > h
-            return Mux(wb, b_gt(wl_b1, h), b_gt(wl_b, h))
+            return Mux(wb, b_gt["wl1", h], b_gt["wl", h])
         def b_next_ge(h):                # (B's next count) >= h
-            return Mux(wb, b_ge(wl_b1, h), b_ge(wl_b, h))
-        a_stay, a_inc = a_next_gt(h_a), a_next_gt(h_a1)
-        b_stay = Mux(cmp, b_next_ge(b_next), b_next_gt(h_b))
-        b_inc = Mux(cmp, b_next_ge(b_next), b_next_gt(h_b1))
-        b_tile = Mux(cmp, b_next_ge(b_next2), b_next_gt(b_next))
+            return Mux(wb, b_ge["wl1", h], b_ge["wl", h])
+        a_stay, a_inc = a_next_gt("h"), a_next_gt("h1")
+        b_stay = Mux(cmp, b_next_ge("next"), b_next_gt("h"))
+        b_inc = Mux(cmp, b_next_ge("next"), b_next_gt("h1"))
+        b_tile = Mux(cmp, b_next_ge("next2"), b_next_gt("next"))
         ready_a_nx = Mux(step_s, a_back | a_inc, a_stay)
         ready_b_nx = Mux(step_s, Mux(tile_end, row_end | b_tile, b_inc), b_stay)
         ready_q_nx = ~start & ready_a_nx & ready_b_nx

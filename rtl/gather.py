@@ -184,6 +184,10 @@ class OperandGather(wiring.Component):
             "wr_en": Out(1),
             "words_loaded": Out(self.ptr_shape),  # scratchpad words written so far
             "words_loaded1": Out(len(Value.cast(Signal(self.ptr_shape))) + 1),   # words_loaded + 1, a register
+            # the two counts' next values (what the registers take this cycle): the
+            # sequencer registers its compares from them (see rtl/engine.py)
+            "words_loaded_nx": Out(self.ptr_shape),
+            "words_loaded1_nx": Out(len(Value.cast(Signal(self.ptr_shape))) + 1),
             "busy": Out(1),
             "addr_error": Out(1),     # sticky until the next start
             "req_elems": Out(range(lanes + 1)),   # enabled lanes of the request accepted a cycle ago
@@ -194,6 +198,7 @@ class OperandGather(wiring.Component):
             "k_last": Out(1).array(K_READS),
             "words_final": Out(range(spad_words + 1)),
             "words_final_nx": Out(range(spad_words + 1)),   # words_final next cycle (a register)
+            "words_final_nx2": Out(range(spad_words + 1)),  # words_final_nx next cycle
             # lane-compact mode (see the module docstring)
             "lane_compact": In(1),
             "off_step": In(off),              # output offset between consecutive lanes (d_sj)
@@ -482,9 +487,14 @@ class OperandGather(wiring.Component):
         # count follows fin_ptr by two registers: an entry is in the side memory a cycle
         # before it counts as final (cyclemodel.COMPACT_LAG)
         fin_q, fin_q2 = Signal.like(fin_ptr), Signal.like(fin_ptr)
-        m.d.sync += [fin_q.eq(Mux(self.start, 0, fin_ptr)), fin_q2.eq(Mux(self.start, 0, fin_q))]
+        m.d.comb += self.words_final_nx2.eq(Mux(self.start, 0, fin_ptr))
+        m.d.sync += [fin_q.eq(self.words_final_nx2), fin_q2.eq(Mux(self.start, 0, fin_q))]
         m.d.comb += [self.wr_en.eq(write), self.wr_addr.eq(wr_ptr[:(sw - 1).bit_length()] if sw > 1 else 0),
                      self.words_final_nx.eq(fin_q), self.words_final.eq(fin_q2)]
+        # the write pointer and its + 1 from their next values (exported for the sequencer)
+        m.d.comb += [self.words_loaded_nx.eq(Mux(self.start, 0, Mux(write, wr_ptr1, wr_ptr))),
+                     self.words_loaded1_nx.eq(Mux(self.start, 1, Mux(write, wr_ptr1 + 1, wr_ptr1)))]
+        m.d.sync += [wr_ptr.eq(self.words_loaded_nx), wr_ptr1.eq(self.words_loaded1_nx)]
         if self.compactable:
             # one copy per read port, written alike: each read is registered (its data leave
             # a flip-flop: for Fmax, the 1024-deep LUT-RAM's read tree is not in front of
@@ -517,12 +527,12 @@ class OperandGather(wiring.Component):
                              kr.addr.eq(self.k_addr[i]), self.k_val[i].eq(entry(got).k),
                              self.k_last[i].eq(entry(got).last)]
         with m.If(self.start):
-            m.d.sync += [wr_ptr.eq(0), wr_ptr1.eq(1), resp_k.eq(0), p_end.eq(self.k == 1), p_has.eq(0), fin_ptr.eq(0)]
+            m.d.sync += [resp_k.eq(0), p_end.eq(self.k == 1), p_has.eq(0), fin_ptr.eq(0)]
         with m.Elif(rsp_v):
             m.d.sync += [resp_k.eq(Mux(p_end, 0, resp_k + 1)), p_end.eq(Mux(p_end, self.k == 1, resp_k + 2 == self.k)),
                          p_has.eq(~p_end & (p_has | write))]
             with m.If(write):
-                m.d.sync += [wr_ptr.eq(wr_ptr1), wr_ptr1.eq(wr_ptr1 + 1), wr_prev.eq(wr_ptr), last_k.eq(resp_k)]
+                m.d.sync += [wr_prev.eq(wr_ptr), last_k.eq(resp_k)]
             with m.If(p_end):
                 m.d.sync += fin_ptr.eq(Mux(write, wr_ptr1, wr_ptr))
             with m.Elif(write):
