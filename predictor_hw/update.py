@@ -92,15 +92,6 @@ def update_descriptor(cfg: AcceleratorConfig, *, w_base: int, c_out: int, k: int
             "from_mem": int(g_base is not None), "g_base": g_base or 0, "after": after}
 
 
-def _round_right(m, x, sh, below, name):
-    """round_half_even(x / 2**sh) with rtl.epilogue's bit tests (``below``: the mask of
-    the bits under the guard bit, a per-layer register); the adder is only as wide as x."""
-    q, up = shift_round_bit(x, sh, below)
-    r = Signal(signed(len(x) + 1), name=f"{name}_r")
-    m.d.comb += r.eq(q + up)
-    return r
-
-
 DELTA_EXACT = 18      # delta bits the new weight's subtract keeps (see _new_weight)
 
 
@@ -208,10 +199,14 @@ class UpdateUnit(wiring.Component):
         # ULX3S build's critical path).
         m.d.sync += [below_r.eq(below_guard_mask(sh_r, gw)), below_c.eq(below_guard_mask(d8c, cw))]
         # Per row, three register stages after the weights arrive:
-        # * ``deltas``, the rounded, scaled gradient, is loaded every cycle from the held row:
-        #   the row is stable from the cycle after ROW (GRESP for BP) until WRITE, so deltas
-        #   is fresh from RESP on (the masks, two cycles behind the descriptor, are fresh by
-        #   the row's REQ at the latest); no state of its own.
+        # * ``deltas``, the rounded, scaled gradient, is loaded every cycle from the held row,
+        #   in two register stages: the shift and its round-up bit, then the rounding add and
+        #   the choice of direction (for Fmax: the shifter, the rounding bit tests and the add
+        #   were one estimated worst path).  The row is stable from the cycle after ROW (GRESP
+        #   for BP) until WRITE, i.e. from REQ on, so deltas is fresh two cycles after REQ,
+        #   which is CALC at the earliest (REQ, RESP, CALC with a one-cycle memory); the
+        #   masks, two cycles behind the descriptor, are fresh by the row's REQ at the
+        #   latest.  No state of its own.
         # * CALC: the saturated new weight ``nws``.
         # * COPY: the 8-bit copy ``ncs``, so the write beat is driven by registers only (on a
         #   board it feeds the memory's beat register; the copy's shift and rounding in front
@@ -223,10 +218,13 @@ class UpdateUnit(wiring.Component):
         for j in range(L):
             xg = Signal(signed(gw), name=f"d{j}_x")
             m.d.comb += xg.eq(row.data[j])
-            dr = _round_right(m, xg, sh_r, below_r, f"d{j}")
+            # round_half_even(x / 2**sh_r) = q + up by rtl.epilogue's bit tests (below_r: the
+            # mask of the bits under the guard bit); x << sh_l for a left shift
+            q, up = shift_round_bit(xg, sh_r, below_r)
+            dq, dup = Signal(signed(gw), name=f"d{j}_q"), Signal(name=f"d{j}_up")
             dl = Signal(signed(PRED_OP_BITS + SH_LEFT_MAX), name=f"d{j}_l")
-            m.d.comb += dl.eq(row.data[j] << sh_l)
-            new_d.append(Mux(sh_r != 0, dr, dl))
+            m.d.sync += [dq.eq(q), dup.eq(up), dl.eq(row.data[j] << sh_l)]
+            new_d.append(Mux(sh_r != 0, dq + dup, dl))
             new_w.append(_new_weight(m, wvals[j], deltas[j], d.w16, f"nw{j}"))
             xc = Signal(signed(cw), name=f"c{j}_x")
             m.d.comb += xc.eq(nws[j])

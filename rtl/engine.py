@@ -350,7 +350,13 @@ class Engine(wiring.Component):
         # from their next values (for Fmax: one flip-flop in the tile-end enables)
         tile_end = Signal()
         tj_last = Signal()                     # tj + 1 == n_n, registered with tj (for Fmax)
-        row_end = tj_last & ~oc                # the tile ends its tile row
+        # the tile ends its tile row (tj_last & ~oc) and the next tile reuses the A panel
+        # (tile_end & ~row_end), registers from their next values (for Fmax: they select
+        # the heads' next values in front of the registered count compares and the
+        # tile-end logic; as two LUT levels of fan-out ~50 they led the estimated worst
+        # paths).  oc is constant from the cycle after DECODE on, so ~oc's next value is oc's own.
+        row_end = Signal()
+        a_back = Signal()
         row_wrap = Signal()                    # tile_end & row_end, a register (for Fmax)
         ti_last = Signal()                     # ti + 1 == n_m, a register
         mid_tile = Signal()                    # kk != 0, a register (for Fmax)
@@ -383,7 +389,6 @@ class Engine(wiring.Component):
         m.d.comb += macs_per_step.eq(shift_add_mul(rows_act_q, cols_act_q))
 
         bb_adv = Mux(row_end, 0, b_next)       # b_base of the next tile
-        a_back = tile_end & ~row_end            # the next tile reuses the A panel
         def head_next(reg, at_start, on_step):
             """``reg`` loaded with ``at_start`` at a start and ``on_step`` at a step; its
             next value is returned (the step decision's compares are registered from it)."""
@@ -440,7 +445,9 @@ class Engine(wiring.Component):
             flag = Signal(name=name)
             m.d.sync += flag.eq(value)
             return flag
-        wa = ga.wr_en
+        # (the write decides between the counts only outside compact mode, where it is a
+        # response register: for Fmax, not compact mode's write logic in front of `step`)
+        wa = ga.wr_dense
         a_heads = {"h": h_a_nx, "h1": h_a1_nx}
         a_gt = {(cnt, h): ahead(f"a_gt_{cnt}_{h}", carry_gt(c_nx, h_nx))
                 for cnt, c_nx in (("wl", ga.words_loaded_nx), ("wl1", ga.words_loaded1_nx),
@@ -450,7 +457,7 @@ class Engine(wiring.Component):
             return Mux(cmp, a_gt["fin", h], Mux(wa, a_gt["wl1", h], a_gt["wl", h]))
         # B's counts and head positions are compared as differences modulo 2**ptr_bits
         # when they wrap (ring mode, see rtl/gather.py)
-        wb = gb.wr_en
+        wb = gb.wr_dense
         ring = gb.ptr_bits if gb.lane_compactable else None
         b_counts = (("wl", gb.words_loaded_nx), ("wl1", gb.words_loaded1_nx))
         b_gt = {(cnt, h): ahead(f"b_gt_{cnt}_{h}", carry_gt(c_nx, h_nx, ring))
@@ -566,7 +573,9 @@ class Engine(wiring.Component):
         # row_wrap's next value: the next tile_end, tj_last and ~oc
         tj_last_nx = Mux(start, nn["is1"],
                          Mux(step & tile_end, Mux(row_end, nn["is1"], tj == nn["m2"]), tj_last))
-        m.d.sync += row_wrap.eq(Mux(cmp, head_last_nx, h_last_nx) & tj_last_nx & ~oc)
+        tile_end_nx = Mux(cmp, head_last_nx, h_last_nx)
+        m.d.sync += [row_wrap.eq(tile_end_nx & tj_last_nx & ~oc), row_end.eq(tj_last_nx & ~oc),
+                     a_back.eq(tile_end_nx & ~(tj_last_nx & ~oc))]
 
         # ---------------- drain: accumulate, requantize, queue writes ----------------
         m.submodules.requant = rq = Requantize(cfg, latency=1, shift_held=True)

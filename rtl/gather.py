@@ -182,6 +182,7 @@ class OperandGather(wiring.Component):
             "wr_addr": Out(range(spad_words)),
             "wr_data": Out(data.ArrayLayout(signed(cfg.op_bits), lanes)),
             "wr_en": Out(1),
+            "wr_dense": Out(1),       # wr_en outside compact mode: a response is written (a register)
             "words_loaded": Out(self.ptr_shape),  # scratchpad words written so far
             "words_loaded1": Out(len(Value.cast(Signal(self.ptr_shape))) + 1),   # words_loaded + 1, a register
             # the two counts' next values (what the registers take this cycle): the
@@ -489,7 +490,7 @@ class OperandGather(wiring.Component):
         fin_q, fin_q2 = Signal.like(fin_ptr), Signal.like(fin_ptr)
         m.d.comb += self.words_final_nx2.eq(Mux(self.start, 0, fin_ptr))
         m.d.sync += [fin_q.eq(self.words_final_nx2), fin_q2.eq(Mux(self.start, 0, fin_q))]
-        m.d.comb += [self.wr_en.eq(write), self.wr_addr.eq(wr_ptr[:(sw - 1).bit_length()] if sw > 1 else 0),
+        m.d.comb += [self.wr_en.eq(write), self.wr_dense.eq(rsp_v), self.wr_addr.eq(wr_ptr[:(sw - 1).bit_length()] if sw > 1 else 0),
                      self.words_final_nx.eq(fin_q), self.words_final.eq(fin_q2)]
         # the write pointer and its + 1 from their next values (exported for the sequencer)
         m.d.comb += [self.words_loaded_nx.eq(Mux(self.start, 0, Mux(write, wr_ptr1, wr_ptr))),

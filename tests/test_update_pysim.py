@@ -48,7 +48,9 @@ def run(layers, mem, rows_per_layer, seed=0, retired=1 << 20):
             await ctx.tick()
             pending = [(t - 1, v) for t, v in pending]
             if fire_req:
-                pending.append((1, vals))
+                # a response one to three cycles after its request: the one-cycle memory
+                # is the unit's tightest case (deltas' two register stages end at CALC)
+                pending.append((int(rng.integers(0, 3)), vals))
 
     async def drive(ctx):
         for d, rows in zip(layers, rows_per_layer):
