@@ -341,6 +341,19 @@ class Bridge(wiring.Component):
             load(SRC_STATUS, 1, 0)
             m.d.sync += [csum.eq(st), status.eq(st)]
 
+        # A frame that passes its checks starts its run or sets its register a cycle later,
+        # from registered decisions (for Fmax: on the board the checksum compare and the
+        # frame checks were in front of the SET registers' enables, across the die by the
+        # core); the header (opcode, addr, count) holds while the status is sent.
+        n_regs = len(self.reg_limits)
+        do_run, do_set = Signal(), Signal(max(1, n_regs))
+        m.d.sync += [do_run.eq(0), do_set.eq(0)]
+        with m.If(do_run):
+            m.d.sync += [self.run.eq(1), self.run_len.eq(count)]
+        for r in range(n_regs):
+            with m.If(do_set[r]):
+                m.d.sync += self.regs[r].eq(count)
+
         with m.FSM():
             with m.State("HEADER"):
                 m.d.comb += rx.ready.eq(1)
@@ -405,11 +418,9 @@ class Bridge(wiring.Component):
                         send_status(ST_BUSY)
                     with m.Else():
                         send_status(ST_OK)
-                        with m.If(opcode == OP_RUN):
-                            m.d.sync += [self.run.eq(1), self.run_len.eq(count)]
-                        for r in range(len(self.reg_limits)):
-                            with m.If((opcode == OP_SET) & (addr == r)):
-                                m.d.sync += self.regs[r].eq(count)
+                        m.d.sync += [do_run.eq(opcode == OP_RUN),
+                                     do_set.eq(Cat(*[(opcode == OP_SET) & (addr == r)
+                                                     for r in range(len(self.reg_limits))]))]
                 with m.If(timed_out):
                     m.d.sync += in_frame.eq(0)
                     m.next = "HEADER"
