@@ -346,6 +346,13 @@ class PredictorArray(wiring.Component):
         # phase == CONV / FC / AMAC, registered copies for the operand-issue registers
         iph_conv, iph_fc, iph_amac = Signal(init=1), Signal(), Signal()
         m.d.sync += [iph_conv.eq(phase_nx == CONV), iph_fc.eq(phase_nx == FC), iph_amac.eq(phase_nx == AMAC)]
+        # phase as a one-hot of registers for the sequencer's own step logic (which counter
+        # moves at a step, the fc address), registered from phase_nx (for Fmax: a routed
+        # critical path ran from `phase` through its decode, ~60 loads, into the fc
+        # phase's enables and on to the next step decision)
+        PHASES = {CONV: "conv", CDRAIN: "cdrain", FC: "fc", FDRAIN: "fdrain", AMAC: "amac", ADRAIN: "adrain"}
+        sph = {ph: Signal(name=f"sph_{nm}", init=int(ph == CONV)) for ph, nm in PHASES.items()}
+        m.d.sync += [sph[ph].eq(phase_nx == ph) for ph in PHASES]
         m.d.comb += [self.busy.eq(state != IDLE), self.error.eq(err)]
         k_ok = (self.k != 0) & (self.k <= g.kmax)
 
@@ -513,6 +520,8 @@ class PredictorArray(wiring.Component):
                                                       & ~f_nz & (f_lastF == (F == 1))))
             # the issue stage's phase flags, and the im2col one-hot at pt*9 + t
             flags_ok = flags_ok & (iph_conv == (phase == CONV)) & (iph_fc == (phase == FC)) & (iph_amac == (phase == AMAC))
+            for ph, flag in sph.items():
+                flags_ok = flags_ok & (flag == (phase == ph))
             flags_ok = flags_ok & ((state != RUN) | (phase != CONV)
                                    | (cs_oh == (Const(1, 1) << (pt * 9 + t))[:len(cs_oh)]))
             m.d.sync += Assert((step == step_def) & flags_ok,
@@ -595,11 +604,11 @@ class PredictorArray(wiring.Component):
         fc_a0, fc_a1 = Signal.like(fc_r.addr), Signal.like(fc_r.addr)
         aw_a1 = Mux(f_lastK, 0, f + 1)
         m.d.comb += [conv_r.addr.eq(cg * 9 + t),
-                     fc_r.addr.eq(Mux(phase == CDRAIN, 0, Mux(step_q, fc_a1, fc_a0))),
+                     fc_r.addr.eq(Mux(sph[CDRAIN], 0, Mux(step_q, fc_a1, fc_a0))),
                      aw_r.addr.eq(Mux(state == IDLE, 0, Mux(amac_q & self.feats.valid, aw_a1, f)))]
-        with m.If(step & (phase == CDRAIN)):
+        with m.If(step & sph[CDRAIN]):
             sync += [fc_a0.eq(0), fc_a1.eq(1)]
-        with m.Elif(step & (phase == FC)):
+        with m.Elif(step & sph[FC]):
             sync += [fc_a0.eq(fc_a1), fc_a1.eq(fc_a1 + 1)]
         fc_q = Signal(data.ArrayLayout(op, L))
         aw_q, aw_wd, aw_fwd = Signal(op), Signal(op), Signal()
@@ -637,73 +646,73 @@ class PredictorArray(wiring.Component):
             sync += [en1.eq(fp.en), b1.eq(fp.x), y1.eq(fp.y)]
         with m.If(step):
             sync += ph1.eq(phase)
-            with m.Switch(phase):
-                with m.Case(CONV):
-                    sync += [v1.eq(1), first1.eq(t == 0)]
-                    with m.If((t == 0) & ((cg != 0) | (pt != 0))):
+            # (the phase flags are a one-hot: one block at most runs)
+            with m.If(sph[CONV]):
+                sync += [v1.eq(1), first1.eq(t == 0)]
+                with m.If((t == 0) & ((cg != 0) | (pt != 0))):
+                    sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
+                with m.If(t == 8):
+                    sync += [t.eq(0), prev_cg.eq(cg), prev_pt.eq(pt)]
+                    with m.If(pt == g.n_pt - 1):
+                        sync += pt.eq(0)
+                        with m.If(cg == g.n_cg - 1):
+                            sync += [phase.eq(CDRAIN), cg.eq(0), cs_oh.eq(1), sbuf_full.eq(0),
+                                         cur_chan.eq(sbuf_chan), cur_last.eq(sbuf_last)]
+                        with m.Else():
+                            sync += [cg.eq(cg + 1), cs_oh.eq(1)]
+                    with m.Else():
+                        sync += [pt.eq(pt + 1), cs_oh.eq(cs_oh.rotate_left(1))]
+                with m.Else():
+                    sync += [t.eq(t + 1), cs_oh.eq(cs_oh.rotate_left(1))]
+            with m.If(sph[CDRAIN]):
+                # the last conv tile's capture, then g.cdrain_wait more steps when the fc
+                # phase would otherwise read one of its features before it lands in h
+                to_fc = [phase.eq(FC), f.eq(0), f_nz.eq(0), f_lastF.eq(F == 1), kb.eq(0), krem.eq(k_r),
+                         krem_le.eq(k_r <= L), tile_first.eq(1)]
+                if g.cdrain_wait:
+                    with m.If(cdw == 0):
                         sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
-                    with m.If(t == 8):
-                        sync += [t.eq(0), prev_cg.eq(cg), prev_pt.eq(pt)]
-                        with m.If(pt == g.n_pt - 1):
-                            sync += pt.eq(0)
-                            with m.If(cg == g.n_cg - 1):
-                                sync += [phase.eq(CDRAIN), cg.eq(0), cs_oh.eq(1), sbuf_full.eq(0),
-                                             cur_chan.eq(sbuf_chan), cur_last.eq(sbuf_last)]
-                            with m.Else():
-                                sync += [cg.eq(cg + 1), cs_oh.eq(1)]
-                        with m.Else():
-                            sync += [pt.eq(pt + 1), cs_oh.eq(cs_oh.rotate_left(1))]
+                    with m.If(cdw == g.cdrain_wait):
+                        sync += to_fc + [cdw.eq(0)]
                     with m.Else():
-                        sync += [t.eq(t + 1), cs_oh.eq(cs_oh.rotate_left(1))]
-                with m.Case(CDRAIN):
-                    # the last conv tile's capture, then g.cdrain_wait more steps when the fc
-                    # phase would otherwise read one of its features before it lands in h
-                    to_fc = [phase.eq(FC), f.eq(0), f_nz.eq(0), f_lastF.eq(F == 1), kb.eq(0), krem.eq(k_r),
-                             krem_le.eq(k_r <= L), tile_first.eq(1)]
-                    if g.cdrain_wait:
-                        with m.If(cdw == 0):
-                            sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
-                        with m.If(cdw == g.cdrain_wait):
-                            sync += to_fc + [cdw.eq(0)]
-                        with m.Else():
-                            sync += cdw.eq(cdw + 1)
-                    else:
-                        sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)] + to_fc
-                with m.Case(FC):
-                    sync += [v1.eq(1), first1.eq(~f_nz)]
-                    with m.If(~f_nz & ~tile_first):
-                        sync += [fcap1.eq(1), fcap_kb1.eq(kb - 1), fcap_krem1.eq(krem + L),
-                                     fcap_chan1.eq(cur_chan), fcap_last1.eq(0)]
-                    with m.If(f_lastF):
-                        sync += [f.eq(0), f_nz.eq(0), f_lastF.eq(F == 1), tile_first.eq(0)]
-                        with m.If(krem_le):
-                            sync += phase.eq(FDRAIN)
-                        with m.Else():
-                            sync += [kb.eq(kb + 1), krem.eq(krem - L), krem_le.eq(krem <= 2 * L)]
+                        sync += cdw.eq(cdw + 1)
+                else:
+                    sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)] + to_fc
+            with m.If(sph[FC]):
+                sync += [v1.eq(1), first1.eq(~f_nz)]
+                with m.If(~f_nz & ~tile_first):
+                    sync += [fcap1.eq(1), fcap_kb1.eq(kb - 1), fcap_krem1.eq(krem + L),
+                                 fcap_chan1.eq(cur_chan), fcap_last1.eq(0)]
+                with m.If(f_lastF):
+                    sync += [f.eq(0), f_nz.eq(0), f_lastF.eq(F == 1), tile_first.eq(0)]
+                    with m.If(krem_le):
+                        sync += phase.eq(FDRAIN)
                     with m.Else():
-                        sync += [f.eq(f + 1), f_nz.eq(1), f_lastF.eq(f == F - 2)]
-                with m.Case(FDRAIN):
-                    sync += [fcap1.eq(1), fcap_kb1.eq(kb), fcap_krem1.eq(krem),
-                                 fcap_chan1.eq(cur_chan), fcap_last1.eq(cur_last)]
-                    with m.If(cur_last):
-                        sync += state.eq(TAIL)
-                    with m.Else():
-                        sync += [phase.eq(CONV), t.eq(0), pt.eq(0), cg.eq(0), cs_oh.eq(1)]
-                with m.Case(AMAC):
-                    sync += [v1.eq(1), first1.eq(~f_nz)]
-                    with m.If(~f_nz):
-                        sync += a_en.eq(fp.en)
-                    with m.If(f_lastK):
-                        sync += [f.eq(0), f_nz.eq(0), f_lastK.eq(k_is1), phase.eq(ADRAIN), grp_last.eq(fp.last)]
-                    with m.Else():
-                        sync += [f.eq(f + 1), f_nz.eq(1), f_lastK.eq(f == k_m2)]
-                with m.Case(ADRAIN):
-                    sync += [acap1.eq(1), acap_en1.eq(a_en), acap_last1.eq(grp_last),
-                                 acap_group1.eq(group), group.eq(group + 1)]
-                    with m.If(grp_last):
-                        sync += state.eq(TAIL)
-                    with m.Else():
-                        sync += phase.eq(AMAC)
+                        sync += [kb.eq(kb + 1), krem.eq(krem - L), krem_le.eq(krem <= 2 * L)]
+                with m.Else():
+                    sync += [f.eq(f + 1), f_nz.eq(1), f_lastF.eq(f == F - 2)]
+            with m.If(sph[FDRAIN]):
+                sync += [fcap1.eq(1), fcap_kb1.eq(kb), fcap_krem1.eq(krem),
+                             fcap_chan1.eq(cur_chan), fcap_last1.eq(cur_last)]
+                with m.If(cur_last):
+                    sync += state.eq(TAIL)
+                with m.Else():
+                    sync += [phase.eq(CONV), t.eq(0), pt.eq(0), cg.eq(0), cs_oh.eq(1)]
+            with m.If(sph[AMAC]):
+                sync += [v1.eq(1), first1.eq(~f_nz)]
+                with m.If(~f_nz):
+                    sync += a_en.eq(fp.en)
+                with m.If(f_lastK):
+                    sync += [f.eq(0), f_nz.eq(0), f_lastK.eq(k_is1), phase.eq(ADRAIN), grp_last.eq(fp.last)]
+                with m.Else():
+                    sync += [f.eq(f + 1), f_nz.eq(1), f_lastK.eq(f == k_m2)]
+            with m.If(sph[ADRAIN]):
+                sync += [acap1.eq(1), acap_en1.eq(a_en), acap_last1.eq(grp_last),
+                             acap_group1.eq(group), group.eq(group + 1)]
+                with m.If(grp_last):
+                    sync += state.eq(TAIL)
+                with m.Else():
+                    sync += phase.eq(AMAC)
 
         # ---------------- MAC pipeline ---------------------------------------------------------
         # stage 1 (the issue registers above, SRAM read data valid) -> operand registers
