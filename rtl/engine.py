@@ -430,7 +430,7 @@ class Engine(wiring.Component):
                      tile_end.eq(Mux(cmp, head_last_nx, h_last_nx))]
 
         # ready_q's next value.  A word count's next value is the count, or the count + 1
-        # (words_loaded1) when a word is written now (wr_en); compact A's final count
+        # (words_loaded1) when a word is written now (wr_dense); compact A's final count
         # (words_final) is a register whose next value is words_final_nx.  The head
         # moves only on a step: A to h_a + 1, or back to a_base (loaded: it was stepped
         # through); B to h_b + 1, to the next panel's first word b_next (dense) or its
@@ -453,7 +453,7 @@ class Engine(wiring.Component):
                 for cnt, c_nx in (("wl", ga.words_loaded_nx), ("wl1", ga.words_loaded1_nx),
                                   ("fin", ga.words_final_nx2))
                 for h, h_nx in a_heads.items()}
-        def a_next_gt(h):                # (A's next count) > h
+        def a_next_gt(h):                # (A's next count) > the head ("h": h_a, "h1": h_a1)
             return Mux(cmp, a_gt["fin", h], Mux(wa, a_gt["wl1", h], a_gt["wl", h]))
         # B's counts and head positions are compared as differences modulo 2**ptr_bits
         # when they wrap (ring mode, see rtl/gather.py)
@@ -466,9 +466,9 @@ class Engine(wiring.Component):
         b_ge = {(cnt, h): ahead(f"b_ge_{cnt}_{h}", carry_ge(c_nx, h_nx, ring))
                 for cnt, c_nx in b_counts
                 for h, h_nx in (("next", b_next_nx), ("next2", b_next2_nx))}
-        def b_next_gt(h):                # (B's next count) > h
+        def b_next_gt(h):                # (B's next count) > the head ("h": h_b, "h1": h_b1, "next": b_next)
             return Mux(wb, b_gt["wl1", h], b_gt["wl", h])
-        def b_next_ge(h):                # (B's next count) >= h
+        def b_next_ge(h):                # (B's next count) >= the head ("next": b_next, "next2": b_next2)
             return Mux(wb, b_ge["wl1", h], b_ge["wl", h])
         a_stay, a_inc = a_next_gt("h"), a_next_gt("h1")
         b_stay = Mux(cmp, b_next_ge("next"), b_next_gt("h"))
