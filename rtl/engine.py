@@ -1066,7 +1066,9 @@ class Engine(wiring.Component):
         # in front of `step`)
         run_nx = start | run
         tiles_left_nx = Mux(start, 1, Mux(step_s & row_wrap & ti_last, 0, tiles_left))   # (step implies en)
-        more_tiles_nx = Mux(oc, ~(gb.walk_done_nx & pan_eq_nohand), tiles_left_nx)   # (see pan_eq_nohand)
+        # (gather B's walk_done_nx from its register copy, which differs only in a start
+        # cycle, where ready_q_nx is 0; see pan_eq_nohand)
+        more_tiles_nx = Mux(oc, ~(gb.walk_done_ahead & pan_eq_nohand), tiles_left_nx)
         step_nx = run_nx & en_nx & more_tiles_nx & ready_q_nx & (mid_tile_nx | period_ok_nx)
         # two copies Yosys keeps apart (rtl/copies.py): the datapath's and the sequencer's
         m.d.comb += [c.eq(q) for c, q in zip((step, step_s), register_copies(m, step_nx, STEP_KINDS, "step"))]

@@ -210,6 +210,7 @@ class OperandGather(wiring.Component):
             "panels": Out(dw),                # panels handed to the requester
             "walk_done": Out(1),              # the lane walk is over (panels is final)
             "walk_done_nx": Out(1),           # walk_done next cycle (a register)
+            "walk_done_ahead": Out(1),        # walk_done_nx as a register: equal but in a start cycle
             "ring": In(1), "limit_rise": In(1), "pi_room": In(1),
         })
 
@@ -371,6 +372,14 @@ class OperandGather(wiring.Component):
                      self.pi_data.eq(w_info if self.lane_compactable else 0),   # (ocompact only)
                      self.panels.eq(panels), self.walk_done.eq(w_done),
                      self.walk_done_nx.eq(w_done_nx)]
+        # walk_done_nx one cycle ahead, from the walker's next values, assuming no start in
+        # the next cycle (a start clears it; the engine's step decision, which reads it,
+        # is 0 in a start cycle anyway): for Fmax, the walker's flags and their logic are
+        # not in front of the engine's step decision, across the die from gather B
+        walk_done_ahead = Signal()
+        m.d.sync += walk_done_ahead.eq(w_done_nx | ((self.start | w_run) & ~w_full_nx
+                                                    & (w_cnt_nx == 0) & ~real_nx))
+        m.d.comb += self.walk_done_ahead.eq(walk_done_ahead)
 
         # ---- address generation, one request per cycle ------------------------
         # The request register holds each lane's raw address and whether the lane is
