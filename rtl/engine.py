@@ -408,8 +408,16 @@ class Engine(wiring.Component):
         with m.If(step_s & ~mid_tile):
             m.d.sync += [base_k.eq(head_k), base_last.eq(head_last)]
         h_last_nx, head_last_nx = Signal(), Signal()
-        m.d.comb += [h_last_nx.eq(Mux(start, cur.k == 1,
-                                      Mux(step_s, Mux(tile_end, cur.k == 1, kk + 2 == cur.k), h_last))),
+        # K == 1 and K - 2 registered from cur every cycle (cur is held from DECODE on, so
+        # they are final long before start): "the step after this one ends the tile" is an
+        # equality of registers, kk == K - 2, not an adder and a compare (for Fmax: the
+        # `default` board build's critical path ran from kk through `kk + 2 == K` into
+        # h_last_nx and on to a_back).  With K == 1, K - 2 wraps to 2**dw - 1, which no
+        # kk (< K) equals.
+        kq = {"is1": Signal(name="kq_is1"), "m2": Signal(dw, name="kq_m2")}
+        m.d.sync += [kq["is1"].eq(cur.k == 1), kq["m2"].eq(cur.k - 2)]
+        m.d.comb += [h_last_nx.eq(Mux(start, kq["is1"],
+                                      Mux(step_s, Mux(tile_end, kq["is1"], kk == kq["m2"]), h_last))),
                      head_last_nx.eq(head_last)]
         # the entries at h_a (e0) and h_a1 (e1) from last cycle's registered reads: without
         # a move the same addresses; a step forward: h_a1 and h_a2; a step back: the
