@@ -244,11 +244,18 @@ class UpdateUnit(wiring.Component):
             with m.State("DESC"):
                 go = (err == 0) & (self.retired >= self.desc.payload.after)
                 m.d.comb += self.desc.ready.eq(go)
+                # The descriptor's registers follow the payload in every DESC cycle and hold
+                # from the one that takes it (for Fmax: their ~150 enables are the state, not
+                # the acceptance, which waits for a 48-bit compare with the engine's retired
+                # count; that compare in front of them was a routed critical path).  Nothing
+                # reads them in DESC: the last row's write is done, and the masks that follow
+                # sh_r and d8c are final two cycles after the take, by the first REQ.
+                m.d.sync += [d.eq(self.desc.payload), ch_base.eq(self.desc.payload.w_base),
+                             sh_l.eq(sh_l_next), sh_r.eq(sh_r_next), d8c.eq(d8_next),
+                             c8_base.eq(self.desc.payload.w8_base), g_row.eq(self.desc.payload.g_base),
+                             exp_ch.eq(0), exp_ch1.eq(1), exp_col.eq(0)]
                 with m.If(self.desc.valid & go):
-                    m.d.sync += [d.eq(self.desc.payload), have.eq(1), ch_base.eq(self.desc.payload.w_base),
-                                 sh_l.eq(sh_l_next), sh_r.eq(sh_r_next), d8c.eq(d8_next),
-                                 c8_base.eq(self.desc.payload.w8_base), g_row.eq(self.desc.payload.g_base),
-                                 exp_ch.eq(0), exp_ch1.eq(1), exp_col.eq(0)]
+                    m.d.sync += have.eq(1)
                     with m.If(self.desc.payload.from_mem):
                         m.next = "GROW"
                     with m.Else():

@@ -72,9 +72,19 @@ def run(layers, mem, rows_per_layer, seed=0, retired=1 << 20):
             await ctx.tick()
         assert ctx.get(dut.layers_done) == len(layers) and ctx.get(dut.error) == 0
 
+    # a watchdog, not an endless wait: 50 cycles per row (7 at full speed, with the
+    # memory's and the write port's random stalls) and the final wait's 20000
+    budget = 50 * sum(len(r) for r in rows_per_layer) + 20000 + 1000 * len(layers)
+
+    async def watchdog(ctx):
+        for _ in range(budget):
+            await ctx.tick()
+        raise AssertionError(f"watchdog: the update unit did not finish {len(layers)} layers in {budget} cycles")
+
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(memory, background=True)
+    sim.add_testbench(watchdog, background=True)
     sim.add_testbench(drive)
     sim.run()
     return mem, dut
