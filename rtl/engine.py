@@ -176,6 +176,17 @@ def mem_wr_layout(cfg: AcceleratorConfig):
     })
 
 
+def bound_facts(m, value, width: int, name: str) -> dict:
+    """``value == 1`` and ``value - 2`` as registers (``is1``, ``m2``), loaded every cycle
+    from a value held through the instruction: a counter's "the step after this one is
+    the last" test is then ``counter == m2``, an equality of registers, not an adder and a
+    compare (for Fmax).  With value == 1, m2 wraps to 2**width - 1, which no counter
+    below the value equals."""
+    facts = {"is1": Signal(name=f"{name}_is1"), "m2": Signal(width, name=f"{name}_m2")}
+    m.d.sync += [facts["is1"].eq(value == 1), facts["m2"].eq(value - 2)]
+    return facts
+
+
 def tile_col_restart(tj, tj_last, nn):
     """A tile-column counter back to 0, with its registered "last column" flag
     (tj + 1 == n_n kept as a register, for Fmax: no compare in series with its users).
@@ -243,10 +254,8 @@ class Engine(wiring.Component):
         # n_n == 1 and n_n - 2, registered from n_n (loaded in DECODE, so final by PRODUCTS,
         # before any tile counter starts): the "last column" flags' next values compare
         # registers (for Fmax: `tj + 2 == n_n` was an adder and a compare in front of
-        # row_wrap, the board build's critical path).  With n_n == 1, n_n - 2 wraps to
-        # 2**dw - 1, which no tj (< n_n) equals.
-        nn = {"is1": Signal(name="nn_is1"), "m2": Signal(dw, name="nn_m2")}
-        m.d.sync += [nn["is1"].eq(n_n == 1), nn["m2"].eq(n_n - 2)]
+        # row_wrap, the board build's critical path)
+        nn = bound_facts(m, n_n, dw, "nn")
         err = Signal(4)
         p_am = Signal(2 * dw + 1)
         p_bn = Signal(2 * dw + 1)
@@ -412,10 +421,8 @@ class Engine(wiring.Component):
         # they are final long before start): "the step after this one ends the tile" is an
         # equality of registers, kk == K - 2, not an adder and a compare (for Fmax: the
         # `default` board build's critical path ran from kk through `kk + 2 == K` into
-        # h_last_nx and on to a_back).  With K == 1, K - 2 wraps to 2**dw - 1, which no
-        # kk (< K) equals.
-        kq = {"is1": Signal(name="kq_is1"), "m2": Signal(dw, name="kq_m2")}
-        m.d.sync += [kq["is1"].eq(cur.k == 1), kq["m2"].eq(cur.k - 2)]
+        # h_last_nx and on to a_back)
+        kq = bound_facts(m, cur.k, dw, "kq")
         m.d.comb += [h_last_nx.eq(Mux(start, kq["is1"],
                                       Mux(step_s, Mux(tile_end, kq["is1"], kk == kq["m2"]), h_last))),
                      head_last_nx.eq(head_last)]
@@ -514,9 +521,9 @@ class Engine(wiring.Component):
         # pan_eq's next value when no panel is handed over now, from registers: the step
         # decision uses it (for Fmax: the hand-over, a few LUTs after gather B's issue
         # decision, is not in front of `step`).  It is exact there: the step rule needs
-        # pan_eq_nx only with gb.walk_done_nx, and a hand-over never comes with it (a hand-over
+        # pan_eq_nx only with gb.walk_done_ahead, and a hand-over never comes with it (a hand-over
         # needs gather B's staging buffer full; the walk ends only with it not full, and
-        # after its end the buffer is never filled again); at start walk_done_nx is 0.
+        # after its end the buffer is never filled again); at start ready_q_nx is 0.
         pan_eq_nohand = Mux(took, pan_one, pan_eq)
 
         # Scratchpad A is read at the step, B one cycle later (its address registered),
@@ -1074,7 +1081,7 @@ class Engine(wiring.Component):
         # in front of `step`)
         run_nx = start | run
         tiles_left_nx = Mux(start, 1, Mux(step_s & row_wrap & ti_last, 0, tiles_left))   # (step implies en)
-        # (gather B's walk_done_nx from its register copy, which differs only in a start
+        # (gather B's walk_done next value from its register copy, which differs only in a start
         # cycle, where ready_q_nx is 0; see pan_eq_nohand)
         more_tiles_nx = Mux(oc, ~(gb.walk_done_ahead & pan_eq_nohand), tiles_left_nx)
         step_nx = run_nx & en_nx & more_tiles_nx & ready_q_nx & (mid_tile_nx | period_ok_nx)

@@ -209,8 +209,7 @@ class OperandGather(wiring.Component):
             "pi_data": Out(panel_info_layout(cfg, lanes)),
             "panels": Out(dw),                # panels handed to the requester
             "walk_done": Out(1),              # the lane walk is over (panels is final)
-            "walk_done_nx": Out(1),           # walk_done next cycle (a register)
-            "walk_done_ahead": Out(1),        # walk_done_nx as a register: equal but in a start cycle
+            "walk_done_ahead": Out(1),        # walk_done next cycle, as a register: equal but in a start cycle
             "ring": In(1), "limit_rise": In(1), "pi_room": In(1),
         })
 
@@ -370,9 +369,8 @@ class OperandGather(wiring.Component):
                              w_info[i].mv.eq(self.lm_bits)]
         m.d.comb += [self.pi_we.eq(transfer & ~self.start), self.pi_idx.eq(panels),
                      self.pi_data.eq(w_info if self.lane_compactable else 0),   # (ocompact only)
-                     self.panels.eq(panels), self.walk_done.eq(w_done),
-                     self.walk_done_nx.eq(w_done_nx)]
-        # walk_done_nx one cycle ahead, from the walker's next values, assuming no start in
+                     self.panels.eq(panels), self.walk_done.eq(w_done)]
+        # walk_done's next value a cycle ahead, from the walker's next values, assuming no start in
         # the next cycle (a start clears it; the engine's step decision, which reads it,
         # is 0 in a start cycle anyway): for Fmax, the walker's flags and their logic are
         # not in front of the engine's step decision, across the die from gather B
