@@ -27,7 +27,7 @@ from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
 from rtl.config import AcceleratorConfig
-from rtl.epilogue import below_guard_mask, round_saturate, saturate_bits, shift_round_bit
+from rtl.epilogue import below_guard_mask, saturate_bits, shift_round_bit
 from rtl.gather import mem_rd_signature
 from .interfaces import grad_row_layout, PRED_OP_BITS
 
@@ -40,6 +40,20 @@ COUNTER_BITS = 48
 
 class UpdateError(ValueError):
     """An update the unit cannot do; the message names the value."""
+
+
+def copy_saturation_bounds(d8: int) -> tuple[int, int]:
+    """(hi, lo) for the 8-bit copy ``sat8(round_half_even(w / 2**d8))`` of a 16-bit ``w``:
+    it is 127 iff ``w >= hi`` and -128 iff ``w <= lo`` (rounding is monotone, so each
+    saturated end is a half-line).  With d8 >= 1, round(w / 2**d8) >= 127 iff w / 2**d8 >
+    126.5 (the tie 126.5 goes to the even 126) and <= -128 iff w / 2**d8 <= -127.5 (the
+    tie goes to the even -128).  Clamped one past the 16-bit range where an end is out of
+    reach, so both fit 18-bit signed compares."""
+    if not 0 <= d8 <= 16:
+        raise UpdateError(f"copy_saturation_bounds: d8={d8} outside 0..16 (the unit clamps at 16)")
+    if d8 == 0:
+        return 127, -128
+    return min(253 * (1 << (d8 - 1)) + 1, 1 << 15), max(-255 * (1 << (d8 - 1)), -(1 << 15) - 1)
 
 
 def update_desc_layout(cfg: AcceleratorConfig) -> data.StructLayout:
@@ -198,6 +212,16 @@ class UpdateUnit(wiring.Component):
         # board the descriptor comes from a stream buffer, and clamp + mask in one cycle was the
         # ULX3S build's critical path).
         m.d.sync += [below_r.eq(below_guard_mask(sh_r, gw)), below_c.eq(below_guard_mask(d8c, cw))]
+        # The copy's saturation bounds for this d8, a small table read with the masks: the
+        # copy's saturated ends are compares of the registered weight with them, beside the
+        # shifter, not range tests on the shifter's output (for Fmax: shifter, range tests
+        # and their mux were the ULX3S build's critical path).
+        sat_hi, sat_lo = Signal(signed(18)), Signal(signed(18))
+        with m.Switch(d8c):
+            for v in range(17):
+                with m.Case(v):
+                    hi_v, lo_v = copy_saturation_bounds(v)
+                    m.d.sync += [sat_hi.eq(hi_v), sat_lo.eq(lo_v)]
         # Per row, three register stages after the weights arrive:
         # * ``deltas``, the rounded, scaled gradient, is loaded every cycle from the held row,
         #   in two register stages: the shift and its round-up bit, then the rounding add and
@@ -228,11 +252,13 @@ class UpdateUnit(wiring.Component):
             new_w.append(_new_weight(m, wvals[j], deltas[j], d.w16, f"nw{j}"))
             xc = Signal(signed(cw), name=f"c{j}_x")
             m.d.comb += xc.eq(nws[j])
-            # the copy: saturate(round(nw / 2**d8), 8) by range flags on the shifted value and
-            # an 8-bit rounding add (round_saturate), not an 18-bit add before the saturation
+            # the copy: saturate(round(nw / 2**d8), 8) as the saturated ends by compares with
+            # the layer's bounds, else the low 8 bits of the rounded shift (in between it
+            # lies in -127..126, so an 8-bit rounding add is exact)
             cq, cup = shift_round_bit(xc, d8c, below_c)
             nc = Signal(signed(8), name=f"nc{j}")
-            m.d.comb += nc.eq(round_saturate(cq, cup, 8)[0])
+            m.d.comb += nc.eq(Mux(nws[j] >= sat_hi, 127,
+                                  Mux(nws[j] <= sat_lo, -128, (cq[:8] + cup)[:8].as_signed())))
             new_c.append(nc)
         m.d.sync += [deltas[j].eq(new_d[j]) for j in range(L)]
         elems = Signal(COUNTER_BITS)

@@ -145,6 +145,49 @@ def test_copy_shift_range(d8):
     assert np.array_equal(out[500:500 + w.size].reshape(w.shape), numerics.shift_round_saturate(w, -d8, 8))
 
 
+def _copy_saturation_edges(d8):
+    """The 16-bit weights either side of where the copy starts to saturate, found by
+    brute force over the whole 16-bit range with numerics (not from the unit's bounds)."""
+    w = np.arange(-32768, 32768)
+    c = numerics.shift_round_saturate(w, -d8, 8)
+    edges = []
+    for sat in (127, -128):
+        hit = np.flatnonzero(c == sat)
+        if hit.size:
+            first = hit[0] if sat == 127 else hit[-1]
+            edges += [w[first], w[first] - 1 if sat == 127 else w[first] + 1]
+    return [int(v) for v in np.clip(edges, -32768, 32767)]
+
+
+def test_copy_saturation_bounds_exhaustive():
+    """The unit's per-layer saturation bounds against numerics for every 16-bit weight and
+    every d8 the unit uses (0..16): 127 exactly at w >= hi, -128 exactly at w <= lo."""
+    w = np.arange(-32768, 32768)
+    for d8 in range(17):
+        hi, lo = U.copy_saturation_bounds(d8)
+        c = numerics.shift_round_saturate(w, -d8, 8)
+        assert np.array_equal(c == 127, w >= hi), d8
+        assert np.array_equal(c == -128, w <= lo), d8
+    with pytest.raises(U.UpdateError, match="d8=17"):
+        U.copy_saturation_bounds(17)
+
+
+@pytest.mark.parametrize("d8", [0, 1, 3, 8, 9, 14, 16])
+def test_copy_saturation_edges(d8):
+    """Weights on both sides of each saturated end of the copy, through the unit."""
+    rng = np.random.default_rng(300 + d8)
+    c_out, k = 2, 8
+    w = rng.integers(-32768, 32768, size=(c_out, k))
+    edges = _copy_saturation_edges(d8)
+    w.ravel()[:len(edges)] = edges
+    g = np.zeros((c_out, k), dtype=np.int64)
+    mem = np.zeros(CFG.mem_words, dtype=np.int64)
+    mem[100:100 + w.size] = w.ravel()
+    d = U.update_descriptor(CFG, w_base=100, c_out=c_out, k=k, g_shift=0, w_bits=16, w8_base=500, d8=d8)
+    out, _ = run([d], mem, [grad_rows(g)], seed=d8)
+    assert np.array_equal(out[500:500 + w.size].reshape(w.shape), numerics.shift_round_saturate(w, -d8, 8))
+
+
 def test_bp_true_gradients_from_memory_two_layers():
     rng = np.random.default_rng(3)
     shapes = [(4, 9), (2, 5)]
