@@ -48,7 +48,9 @@ def copy_saturation_bounds(d8: int) -> tuple[int, int]:
     saturated end is a half-line).  With d8 >= 1, round(w / 2**d8) >= 127 iff w / 2**d8 >
     126.5 (the tie 126.5 goes to the even 126) and <= -128 iff w / 2**d8 <= -127.5 (the
     tie goes to the even -128).  Clamped one past the 16-bit range where an end is out of
-    reach, so both fit 18-bit signed compares."""
+    reach, so both fit 18-bit signed compares.  (The unit's low path is exact up to the
+    end values themselves, so ``>`` for ``>=`` would do as well; the tests move the bounds
+    further to fail.)"""
     if not 0 <= d8 <= 16:
         raise UpdateError(f"copy_saturation_bounds: d8={d8} outside 0..16 (the unit clamps at 16)")
     if d8 == 0:
