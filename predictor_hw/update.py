@@ -22,6 +22,9 @@ also written, shifted right by ``d8`` (round half to even, saturated to 8 bits),
 """
 from __future__ import annotations
 
+import operator
+from functools import reduce
+
 from amaranth import Module, Signal, Mux, Cat, signed, unsigned
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
@@ -182,6 +185,11 @@ class UpdateUnit(wiring.Component):
         exp_ch = Signal(cfg.dim_bits)
         exp_ch1 = Signal(cfg.dim_bits + 1)           # exp_ch + 1, kept as a register (off the ROW compare)
         exp_col = Signal(cfg.dim_bits + 1)
+        # exp_col >= k, kept as a register beside exp_col: the channel's rows are all in, so
+        # the next row must be the next channel's first (for Fmax: the running bases' ~70
+        # enables follow it and the row's valid, not the row's compares with exp_ch1 and
+        # exp_col, which only choose between REQ and ERROR).
+        chan_done = Signal()
         first = Signal()
         err = Signal(2)
         m.d.comb += self.error.eq(err)
@@ -214,16 +222,17 @@ class UpdateUnit(wiring.Component):
         # board the descriptor comes from a stream buffer, and clamp + mask in one cycle was the
         # ULX3S build's critical path).
         m.d.sync += [below_r.eq(below_guard_mask(sh_r, gw)), below_c.eq(below_guard_mask(d8c, cw))]
-        # The copy's saturation bounds for this d8, a small table read with the masks: the
-        # copy's saturated ends are compares of the registered weight with them, beside the
-        # shifter, not range tests on the shifter's output (for Fmax: shifter, range tests
-        # and their mux were the ULX3S build's critical path).
+        # The copy's saturation bounds for this d8, a small table read through a one-hot of
+        # d8 (a register beside the masks; the bounds a cycle after it, as an AND-OR, not
+        # a priority chain of compares): the copy's saturated ends are compares of the
+        # registered weight with them, beside the shifter, not range tests on the shifter's
+        # output (for Fmax: shifter, range tests and their mux were the ULX3S build's
+        # critical path).  Final three cycles after the take, long before the first COPY.
+        d8_oh = Signal(17)
         sat_hi, sat_lo = Signal(signed(18)), Signal(signed(18))
-        with m.Switch(d8c):
-            for v in range(17):
-                with m.Case(v):
-                    hi_v, lo_v = copy_saturation_bounds(v)
-                    m.d.sync += [sat_hi.eq(hi_v), sat_lo.eq(lo_v)]
+        def table(end):
+            return reduce(operator.or_, [Mux(d8_oh[v], copy_saturation_bounds(v)[end], 0) for v in range(17)])
+        m.d.sync += [d8_oh.eq(Cat(*[d8c == v for v in range(17)])), sat_hi.eq(table(0)), sat_lo.eq(table(1))]
         # Per row, three register stages after the weights arrive:
         # * ``deltas``, the rounded, scaled gradient, is loaded every cycle from the held row,
         #   in two register stages: the shift and its round-up bit, then the rounding add and
@@ -234,13 +243,16 @@ class UpdateUnit(wiring.Component):
         #   masks, two cycles behind the descriptor, are fresh by the row's REQ at the
         #   latest.  No state of its own.
         # * CALC: the saturated new weight ``nws``.
-        # * COPY: the 8-bit copy ``ncs``, so the write beat is driven by registers only (on a
-        #   board it feeds the memory's beat register; the copy's shift and rounding in front
-        #   of it were the ULX3S build's critical path).
+        # * COPY: the 8-bit copy's first half, from ``nws``: the shifted value's low 8 bits
+        #   ``c_q``, its round-up bit ``c_up`` and the saturated ends ``c_hi``, ``c_lo``.
+        #   WRITE drives the beat's copy lanes from them through an 8-bit add and a select
+        #   (for Fmax: the shift, rounding and saturation in one cycle were the ULX3S
+        #   build's critical path; on a board the beat goes to the memory's beat register).
         deltas = Signal(data.ArrayLayout(signed(PRED_OP_BITS + SH_LEFT_MAX + 2), L))
         nws = Signal(data.ArrayLayout(signed(16), L))
-        ncs = Signal(data.ArrayLayout(signed(8), L))
-        new_d, new_w, new_c = [], [], []
+        c_q = Signal(data.ArrayLayout(unsigned(8), L))
+        c_up, c_hi, c_lo = Signal(L), Signal(L), Signal(L)
+        new_d, new_w, copy_regs, copy_out = [], [], [], []
         for j in range(L):
             xg = Signal(signed(gw), name=f"d{j}_x")
             m.d.comb += xg.eq(row.data[j])
@@ -258,10 +270,11 @@ class UpdateUnit(wiring.Component):
             # the layer's bounds, else the low 8 bits of the rounded shift (in between it
             # lies in -127..126, so an 8-bit rounding add is exact)
             cq, cup = shift_round_bit(xc, d8c, below_c)
+            copy_regs += [c_q[j].eq(cq[:8]), c_up[j].eq(cup),
+                          c_hi[j].eq(nws[j] >= sat_hi), c_lo[j].eq(nws[j] <= sat_lo)]
             nc = Signal(signed(8), name=f"nc{j}")
-            m.d.comb += nc.eq(Mux(nws[j] >= sat_hi, 127,
-                                  Mux(nws[j] <= sat_lo, -128, (cq[:8] + cup)[:8].as_signed())))
-            new_c.append(nc)
+            m.d.comb += nc.eq(Mux(c_hi[j], 127, Mux(c_lo[j], -128, (c_q[j] + c_up[j])[:8].as_signed())))
+            copy_out.append(nc)
         m.d.sync += [deltas[j].eq(new_d[j]) for j in range(L)]
         elems = Signal(COUNTER_BITS)
         m.d.comb += self.elems.eq(elems)
@@ -281,7 +294,7 @@ class UpdateUnit(wiring.Component):
                 m.d.sync += [d.eq(self.desc.payload), ch_base.eq(self.desc.payload.w_base),
                              sh_l.eq(sh_l_next), sh_r.eq(sh_r_next), d8c.eq(d8_next),
                              c8_base.eq(self.desc.payload.w8_base), g_row.eq(self.desc.payload.g_base),
-                             exp_ch.eq(0), exp_ch1.eq(1), exp_col.eq(0)]
+                             exp_ch.eq(0), exp_ch1.eq(1), exp_col.eq(0), chan_done.eq(0)]
                 with m.If(self.desc.valid & go):
                     m.d.sync += have.eq(1)
                     with m.If(self.desc.payload.from_mem):
@@ -289,12 +302,12 @@ class UpdateUnit(wiring.Component):
                     with m.Else():
                         m.next = "ROW"
             with m.State("GROW"):      # BP: the next row of the true gradient, made here
-                new_ch = exp_col >= d.k
+                new_ch = chan_done
                 col = Mux(new_ch, 0, exp_col)
                 ch = Mux(new_ch, exp_ch1, exp_ch)
                 m.d.sync += [row.channel.eq(ch), row.col.eq(col)]
                 with m.If(new_ch):
-                    m.d.sync += [exp_ch.eq(exp_ch1), exp_ch1.eq(exp_ch1 + 1), exp_col.eq(0),
+                    m.d.sync += [exp_ch.eq(exp_ch1), exp_ch1.eq(exp_ch1 + 1), exp_col.eq(0), chan_done.eq(0),
                                  ch_base.eq(ch_base + d.k),
                                  c8_base.eq(c8_base + d.k), g_row.eq(g_row + d.k)]
                 m.next = "GROW2"
@@ -309,11 +322,15 @@ class UpdateUnit(wiring.Component):
                 with m.If(self.rows.valid):
                     p = self.rows.payload
                     m.d.sync += row.eq(p)
-                    with m.If((p.channel == exp_ch) & (p.col == exp_col)):
-                        m.next = "REQ"
-                    with m.Elif((p.channel == exp_ch1) & (p.col == 0) & (exp_col >= d.k)):
-                        m.d.sync += [exp_ch.eq(exp_ch1), exp_ch1.eq(exp_ch1 + 1), exp_col.eq(0),
+                    # the expected row is known before it comes: (exp_ch, exp_col) within a
+                    # channel, (exp_ch1, 0) once the channel is done; anything else is an
+                    # order error (and stops the unit, so the bases may move regardless)
+                    with m.If(chan_done):
+                        m.d.sync += [exp_ch.eq(exp_ch1), exp_ch1.eq(exp_ch1 + 1), exp_col.eq(0), chan_done.eq(0),
                                      ch_base.eq(ch_base + d.k), c8_base.eq(c8_base + d.k)]
+                    expected = Mux(chan_done, (p.channel == exp_ch1) & (p.col == 0),
+                                   (p.channel == exp_ch) & (p.col == exp_col))
+                    with m.If(expected):
                         m.next = "REQ"
                     with m.Else():
                         m.d.sync += err.eq(ERR_ORDER)
@@ -324,7 +341,7 @@ class UpdateUnit(wiring.Component):
                 m.d.sync += [nws[j].eq(new_w[j]) for j in range(L)]
                 m.next = "COPY"
             with m.State("COPY"):
-                m.d.sync += [ncs[j].eq(new_c[j]) for j in range(L)]
+                m.d.sync += copy_regs
                 m.next = "WRITE"
             with m.State("WRITE"):
                 m.d.comb += self.wr.valid.eq(1)
@@ -332,11 +349,11 @@ class UpdateUnit(wiring.Component):
                     m.d.comb += [self.wr.payload.addr[j].eq(ch_base + row.col + j),
                                  self.wr.payload.data[j].eq(nws[j]),
                                  self.wr.payload.addr[L + j].eq(c8_base + row.col + j),
-                                 self.wr.payload.data[L + j].eq(ncs[j])]
+                                 self.wr.payload.data[L + j].eq(copy_out[j])]
                 m.d.comb += self.wr.payload.en.eq(row.en | Mux(d.copy8, row.en << L, 0))
                 with m.If(self.wr.ready):
                     m.d.sync += [elems.eq(elems + sum(row.en[j] for j in range(L))),
-                                 exp_col.eq(row.col + L)]
+                                 exp_col.eq(row.col + L), chan_done.eq(row.col + L >= d.k)]
                     with m.If(row.last):
                         m.d.sync += [done.eq(done + 1), have.eq(0)]
                         m.next = "DESC"

@@ -13,7 +13,7 @@ CFG = AcceleratorConfig(name="unit", rows=4, cols=4, spad_a_words=64, spad_b_wor
                         mem_addr_bits=12, pred_cols=4)
 
 
-def run(layers, mem, rows_per_layer, seed=0, retired=1 << 20):
+def run(layers, mem, rows_per_layer, seed=0, retired=1 << 20, expect_error=0):
     dut = U.UpdateUnit(CFG)
     rng = np.random.default_rng(seed)
     mem = mem.copy()
@@ -66,6 +66,12 @@ def run(layers, mem, rows_per_layer, seed=0, retired=1 << 20):
                 ctx.set(dut.rows.valid, 1)
                 await ctx.tick().until(dut.rows.ready)
             ctx.set(dut.rows.valid, 0)
+        if expect_error:
+            # the last row given is the bad one: the unit stops on it, writes nothing more
+            await ctx.tick().repeat(30)
+            assert ctx.get(dut.error) == expect_error and ctx.get(dut.layers_done) == 0
+            assert not ctx.get(dut.working) and not ctx.get(dut.wr.valid)
+            return
         for _ in range(20000):
             if ctx.get(dut.layers_done) == len(layers):
                 break
@@ -233,6 +239,40 @@ def test_layers_with_different_shifts_back_to_back():
     for b, nw, c8 in want:
         assert np.array_equal(out[b:b + nw.size].reshape(nw.shape), nw)
         assert np.array_equal(out[b + 2000:b + 2000 + nw.size].reshape(nw.shape), c8)
+
+
+def _moved(rows, i, **change):
+    """rows[:i] then rows[i] with ``change`` applied: the bad row is the last one given."""
+    return rows[:i] + [dict(rows[i], **change)]
+
+
+@pytest.mark.parametrize("case", ["skipped_col", "channel_early", "col_past_k", "next_channel_not_col0",
+                                  "channel_skipped", "first_row_not_origin"])
+def test_rows_out_of_order_stop_with_order_error(case):
+    """A row that is not the next one expected (by channel and col) stops the unit with
+    ERR_ORDER; the rows before it are written, nothing after."""
+    c_out, k = 3, 6                      # two rows per channel (cols 0 and 4)
+    rng = np.random.default_rng(17)
+    w = rng.integers(-30000, 30000, size=(c_out, k))
+    g = rng.integers(-128, 128, size=(c_out, k))
+    rows = grad_rows(g)
+    bad = {"skipped_col": _moved(rows, 0, col=4),
+           "channel_early": _moved(rows, 1, channel=1, col=0),
+           "col_past_k": _moved(rows, 2, channel=0, col=8),        # channel 0 is done: (0, 8) is not next
+           "next_channel_not_col0": _moved(rows, 2, col=4),
+           "channel_skipped": _moved(rows, 2, channel=2),
+           "first_row_not_origin": _moved(rows, 0, channel=1)}[case]
+    mem = np.zeros(CFG.mem_words, dtype=np.int64)
+    mem[100:100 + w.size] = w.ravel()
+    d = U.update_descriptor(CFG, w_base=100, c_out=c_out, k=k, g_shift=-2)
+    out, _ = run([d], mem, [bad], expect_error=U.ERR_ORDER)
+    good_rows = len(bad) - 1
+    want = w.copy()
+    upd = numerics.sgd_update_int(w, g, -2, 16)
+    for r in rows[:good_rows]:
+        c, col = r["channel"], r["col"]
+        want[c, col:col + 4] = upd[c, col:col + 4]
+    assert np.array_equal(out[100:100 + w.size].reshape(w.shape), want)
 
 
 def test_bad_descriptor_raises():
