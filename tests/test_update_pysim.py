@@ -85,7 +85,8 @@ def run(layers, mem, rows_per_layer, seed=0, retired=1 << 20, expect_error=0):
     async def watchdog(ctx):
         for _ in range(budget):
             await ctx.tick()
-        raise AssertionError(f"watchdog: the update unit did not finish {len(layers)} layers in {budget} cycles")
+        raise AssertionError(f"watchdog: the update unit did not finish {len(layers)} layers in {budget} "
+                             f"cycles (layers_done {ctx.get(dut.layers_done)}, error {ctx.get(dut.error)})")
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
