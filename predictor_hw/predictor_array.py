@@ -71,7 +71,7 @@ from model_sw.adagp_predictor import PredictorSizeError, predictor_forward_int
 from model_sw.autoassist_assistant import assistant_logit_int
 from rtl.config import AcceleratorConfig
 from rtl.dsp import registered_product
-from rtl.epilogue import Requantize, below_guard_mask, round_saturate
+from rtl.epilogue import Requantize, below_guard_mask, or_all, round_saturate, shift_onehot, shift_round_bit
 
 from .interfaces import PRED_OP_BITS, grad_row_layout, sample_layout
 
@@ -177,14 +177,6 @@ class Geometry:
         return -(-k // self.Cc)
 
 
-def _or_all(vals):
-    """Bitwise OR of an iterable of values (an AND-OR multiplexer with one-hot selects)."""
-    out = Const(0, 1)
-    for v in vals:
-        out = out | v
-    return out
-
-
 def _bits(n: int) -> int:
     return max(1, (n - 1).bit_length())
 
@@ -236,11 +228,6 @@ def _rq_cfg(cfg: AcceleratorConfig, lanes: int) -> AcceleratorConfig:
                        acc_bits=ACC_BITS)
 
 
-def shift_onehot(shift, width: int):
-    """onehot[i] = (shift == i), i < width (registered by the callers with the shift)."""
-    return Cat(*[shift == i for i in range(width)])
-
-
 def requant_int8(m: Module, xs, shift, below, onehot, relu) -> list:
     """numerics.requantize(x, shift, 8, relu) of the int32 values ``xs`` (registers), in two
     register stages: the shifted value and its round-up bit are registered (``shift``, its
@@ -254,12 +241,7 @@ def requant_int8(m: Module, xs, shift, below, onehot, relu) -> list:
     which q + up <= 0.  The result belongs to the ``xs`` of the cycle before."""
     outs = []
     for l, x in enumerate(xs):
-        q_x = x >> shift
-        xb = x.as_unsigned()
-        guard = _or_all(xb[i - 1] & onehot[i] for i in range(1, len(x)))
-        q0 = _or_all(xb[i] & onehot[i] for i in range(len(x)))
-        sticky = (xb & below).any()
-        up_x = guard & (sticky | q0)
+        q_x, up_x = shift_round_bit(x, shift, below, onehot)
         q, up = Signal(signed(len(x)), name=f"rq_q{l}"), Signal(name=f"rq_up{l}")
         m.d.sync += [q.eq(q_x), up.eq(up_x)]
         sat, _ = round_saturate(q, up, PRED_OP_BITS)      # the engine's stage-2 rule
@@ -637,7 +619,7 @@ class PredictorArray(wiring.Component):
                     src = g.tap_source(s // 9, s % 9, j)
                     if src is not None:
                         steps_of.setdefault(src, []).append(s)
-                val = _or_all(Mux(_or_all(cs_oh[s] for s in ss), sbuf[p].as_unsigned(), 0)
+                val = or_all(Mux(or_all(cs_oh[s] for s in ss), sbuf[p].as_unsigned(), 0)
                               for p, ss in sorted(steps_of.items()))
                 sync += [b1[r * Cc + j].eq(val) for r in range(R)]
         with m.Elif(iph_fc):
@@ -731,7 +713,7 @@ class PredictorArray(wiring.Component):
         D = MAC_STAGES
         hp = Array(Signal(op, name=f"h{i}") for i in range(F))
         hval = Signal(PRED_OP_BITS)
-        m.d.comb += hval.eq(_or_all(Mux(fsel1[i], hp[i].as_unsigned(), 0) for i in range(F)))
+        m.d.comb += hval.eq(or_all(Mux(fsel1[i], hp[i].as_unsigned(), 0) for i in range(F)))
         a_r = [Signal(op, name=f"a_r{r}") for r in range(R)]
         b_r = [Signal(op, name=f"b_r{l}") for l in range(L)]
         sync += [a_r[r].eq(hval | Mux(a_conv1, conv_r.data[r].as_unsigned(), 0) | Mux(a_aw1, aw_q.as_unsigned(), 0))

@@ -57,7 +57,7 @@ from model_sw import adagp_reorg
 from rtl.config import AcceleratorConfig
 from rtl.copies import COPY_KINDS, register_copies
 from rtl.engine import mem_wr_layout
-from rtl.epilogue import below_guard_mask, shift_round_bit, saturate_bits
+from rtl.epilogue import below_guard_mask, shift_onehot, shift_round_bit, saturate_bits
 from .interfaces import sample_layout, PRED_OP_BITS
 
 SUM_BITS = 32          # exact per-(channel, bin) sums (a lane's partial sums too)
@@ -488,7 +488,8 @@ class ReorgUnit(wiring.Component):
         xl = Signal(signed(QZ_BITS))
         m.d.sync += xl.eq(S << g_left)
         below = Signal(QZ_BITS)
-        q_x, up_x = shift_round_bit(xl, g_right, below)
+        g_right_oh = Signal(41)          # g_right's one-hot: g >= g_cap >= -40 (reorg_descriptor)
+        q_x, up_x = shift_round_bit(xl, g_right, below, g_right_oh)
         q_r = Signal(signed(QZ_BITS))
         up_r = Signal()
         m.d.sync += [q_r.eq(q_x), up_r.eq(up_x)]
@@ -542,7 +543,8 @@ class ReorgUnit(wiring.Component):
                 m.d.sync += [g_left.eq(Mux(g > 0, g, 0)), g_right.eq(Mux(g < 0, -g, 0))]
                 m.next = "SHIFT5"
             with m.State("SHIFT5"):
-                m.d.sync += below.eq(below_guard_mask(g_right, QZ_BITS))
+                m.d.sync += [below.eq(below_guard_mask(g_right, QZ_BITS)),
+                             g_right_oh.eq(shift_onehot(g_right, len(g_right_oh)))]
                 m.next = "FILL"
             with m.State("FILL"):      # read the sums the next sample needs
                 m.d.comb += [fin_rd_en.eq(1), rd_emit.eq(1), rd_zero.eq(ridx >= n_valid)]

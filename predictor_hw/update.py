@@ -22,15 +22,12 @@ also written, shifted right by ``d8`` (round half to even, saturated to 8 bits),
 """
 from __future__ import annotations
 
-import operator
-from functools import reduce
-
 from amaranth import Module, Signal, Mux, Cat, signed, unsigned
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
 from rtl.config import AcceleratorConfig
-from rtl.epilogue import below_guard_mask, saturate_bits, shift_round_bit
+from rtl.epilogue import below_guard_mask, or_all, saturate_bits, shift_onehot, shift_round_bit
 from rtl.gather import mem_rd_signature
 from .interfaces import grad_row_layout, PRED_OP_BITS
 
@@ -221,18 +218,22 @@ class UpdateUnit(wiring.Component):
         # The masks follow the registered shifts a cycle later (off the descriptor's path: on a
         # board the descriptor comes from a stream buffer, and clamp + mask in one cycle was the
         # ULX3S build's critical path).
-        m.d.sync += [below_r.eq(below_guard_mask(sh_r, gw)), below_c.eq(below_guard_mask(d8c, cw))]
-        # The copy's saturation bounds for this d8, a small table read through a one-hot of
-        # d8 (a register beside the masks; the bounds a cycle after it, as an AND-OR, not
-        # a priority chain of compares): the copy's saturated ends are compares of the
-        # registered weight with them, beside the shifter, not range tests on the shifter's
-        # output (for Fmax: shifter, range tests and their mux were the ULX3S build's
-        # critical path).  Final three cycles after the take, long before the first COPY.
+        # With them, the shifts' one-hots (shift_round_bit's AND-OR form of the guard bit and
+        # q[0]; d8_oh also reads the copy's bounds below).
+        sh_r_oh = Signal(SH_RIGHT_MAX + 1)
         d8_oh = Signal(17)
+        m.d.sync += [below_r.eq(below_guard_mask(sh_r, gw)), below_c.eq(below_guard_mask(d8c, cw)),
+                     sh_r_oh.eq(shift_onehot(sh_r, len(sh_r_oh))), d8_oh.eq(shift_onehot(d8c, len(d8_oh)))]
+        # The copy's saturation bounds for this d8, a small table read through d8_oh (an
+        # AND-OR a cycle after it, not a priority chain of compares): the copy's saturated
+        # ends are compares of the registered weight with them, beside the shifter, not
+        # range tests on the shifter's output (for Fmax: shifter, range tests and their mux
+        # were the ULX3S build's critical path).  Final three cycles after the take, long
+        # before the first COPY.
         sat_hi, sat_lo = Signal(signed(18)), Signal(signed(18))
         def table(end):
-            return reduce(operator.or_, [Mux(d8_oh[v], copy_saturation_bounds(v)[end], 0) for v in range(17)])
-        m.d.sync += [d8_oh.eq(Cat(*[d8c == v for v in range(17)])), sat_hi.eq(table(0)), sat_lo.eq(table(1))]
+            return or_all(Mux(d8_oh[v], copy_saturation_bounds(v)[end], 0) for v in range(17))
+        m.d.sync += [sat_hi.eq(table(0)), sat_lo.eq(table(1))]
         # Per row, three register stages after the weights arrive:
         # * ``deltas``, the rounded, scaled gradient, is loaded every cycle from the held row,
         #   in two register stages: the shift and its round-up bit, then the rounding add and
@@ -258,7 +259,7 @@ class UpdateUnit(wiring.Component):
             m.d.comb += xg.eq(row.data[j])
             # round_half_even(x / 2**sh_r) = q + up by rtl.epilogue's bit tests (below_r: the
             # mask of the bits under the guard bit); x << sh_l for a left shift
-            q, up = shift_round_bit(xg, sh_r, below_r)
+            q, up = shift_round_bit(xg, sh_r, below_r, sh_r_oh)
             dq, dup = Signal(signed(gw), name=f"d{j}_q"), Signal(name=f"d{j}_up")
             dl = Signal(signed(PRED_OP_BITS + SH_LEFT_MAX), name=f"d{j}_l")
             m.d.sync += [dq.eq(q), dup.eq(up), dl.eq(row.data[j] << sh_l)]
@@ -269,7 +270,7 @@ class UpdateUnit(wiring.Component):
             # the copy: saturate(round(nw / 2**d8), 8) as the saturated ends by compares with
             # the layer's bounds, else the low 8 bits of the rounded shift (in between it
             # lies in -127..126, so an 8-bit rounding add is exact)
-            cq, cup = shift_round_bit(xc, d8c, below_c)
+            cq, cup = shift_round_bit(xc, d8c, below_c, d8_oh)
             copy_regs += [c_q[j].eq(cq[:8]), c_up[j].eq(cup),
                           c_hi[j].eq(nws[j] >= sat_hi), c_lo[j].eq(nws[j] <= sat_lo)]
             nc = Signal(signed(8), name=f"nc{j}")

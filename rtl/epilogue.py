@@ -27,15 +27,39 @@ def below_guard_mask(shift, width: int):
     return Cat(*[shift > i + 1 for i in range(width)])
 
 
-def shift_round_bit(x, shift, below):
+def shift_onehot(shift, width: int):
+    """onehot[i] = (shift == i), i < width: registered by the callers with ``below``, for
+    ``shift_round_bit``'s AND-OR form."""
+    return Cat(*[shift == i for i in range(width)])
+
+
+def or_all(vals):
+    """Bitwise OR of an iterable of values (an AND-OR multiplexer with one-hot selects)."""
+    out = Const(0, 1)
+    for v in vals:
+        out = out | v
+    return out
+
+
+def shift_round_bit(x, shift, below, onehot=None):
     """(q, up) of round_half_even(x / 2**shift) = q + up, by bit tests: q = x >> shift;
     with rem = x mod 2**shift and half = 2**(shift-1), rem > half iff the guard bit
     x[shift-1] and a bit under it (``below``) are set, rem == half iff only the guard bit
-    is, so up = guard & (sticky | q[0])."""
+    is, so up = guard & (sticky | q[0]).
+
+    With ``onehot`` (``shift_onehot(shift, n)``, a register; n covers every shift used),
+    the guard bit and q[0] = x[shift] are AND-ORs of ``x`` (sign-extended) by it, beside
+    the shifter, instead of multiplexers on the shift in series with it (for Fmax)."""
     q = x >> shift
-    guard = Cat(Const(0, 1), x).bit_select(shift, 1)      # x[shift-1], 0 if shift == 0
     sticky = (x.as_unsigned() & below).any()
-    return q, guard & (sticky | q[0])
+    if onehot is None:
+        guard = Cat(Const(0, 1), x).bit_select(shift, 1)      # x[shift-1], 0 if shift == 0
+        return q, guard & (sticky | q[0])
+    n = len(onehot)
+    xe = Cat(x, *([x[-1]] * max(0, n - len(x))))               # x[i] for i >= len(x): the sign
+    guard = or_all(xe[i - 1] & onehot[i] for i in range(1, n))
+    q0 = or_all(xe[i] & onehot[i] for i in range(n))
+    return q, guard & (sticky | q0)
 
 
 def saturate_bits(v, bits: int):
@@ -90,6 +114,12 @@ class Requantize(wiring.Component):
         below = Signal(aw, name="below")
         domain = m.d.sync if self.shift_held else m.d.comb
         domain += below.eq(below_guard_mask(self.shift, aw))
+        # and, for a held shift, its one-hot (shift_round_bit's AND-OR form; the engine's
+        # ERR_SHIFT keeps shifts within the accumulator, 0..aw)
+        onehot = None
+        if self.shift_held:
+            onehot = Signal(aw + 1, name="shift_oh")
+            m.d.sync += onehot.eq(shift_onehot(self.shift, aw + 1))
         # a held shift is registered once more per lane, in copies of distinct kinds (for
         # Fmax: each lane's shifter has its own select register, not one with ~300 loads)
         shifts = ([self.shift] * cfg.cols if not self.shift_held else
@@ -99,7 +129,7 @@ class Requantize(wiring.Component):
             # stage 1: shift and round-half-to-even decision
             q = Signal(signed(aw), name=f"q{j}")
             up = Signal(name=f"up{j}")
-            q_x, up_x = shift_round_bit(self.row[j], shifts[j], below)
+            q_x, up_x = shift_round_bit(self.row[j], shifts[j], below, onehot)
             m.d.comb += [q.eq(q_x), up.eq(up_x)]
             q_r = Signal(signed(aw), name=f"q_r{j}")
             up_r = Signal(name=f"up_r{j}")
