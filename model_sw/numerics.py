@@ -94,6 +94,10 @@ def round_shift_rne(x, shift: int):
     x = _as_int64(x)
     if shift == 0:
         return x
+    if shift >= 64:
+        # |x| <= 2**63 <= 2**(shift-1): every int64 rounds to 0 (the tie -2**63 / 2**64 goes to
+        # the even 0); and int64 shifts by 64 or more are not defined (numpy takes them mod 64)
+        return x * 0
     q = x >> shift
     rem = x - (q << shift)
     half = 1 << (shift - 1)

@@ -31,18 +31,19 @@ def engine_beats(cfg, base, m, n, vals, rng=None):
     return beats
 
 
-def layer_case(rng, kind, batch, c, h=1, w=1, relu=False, base=0, layer_id=0):
+def layer_case(rng, kind, batch, c, h=1, w=1, relu=False, base=0, layer_id=0, y_bits=8, y_frac=None):
+    lim = 1 << (y_bits - 1)
     if kind == "conv":
-        y = rng.integers(-128, 128, size=(batch, c, h, w))
+        y = rng.integers(-lim, lim, size=(batch, c, h, w))
         if relu:
             y = np.maximum(y, 0)
         stored = y.transpose(1, 0, 2, 3).reshape(c, -1)        # [C, B*H*W] (CNHW)
     else:
-        y = rng.integers(-128, 128, size=(batch, c))
+        y = rng.integers(-lim, lim, size=(batch, c))
         stored = y.T                                            # [N, B]
-    y_frac = int(rng.integers(-2, 25))
+    y_frac = int(rng.integers(-2, 25)) if y_frac is None else y_frac
     d = RU.reorg_descriptor(CFG, kind=kind, base=base, batch=batch, c_out=c, h=h, w=w,
-                            y_frac=y_frac, k=9, layer_id=layer_id)
+                            y_frac=y_frac, k=9, layer_id=layer_id, y_bits=y_bits)
     want, _ = R.reorg_samples_int(y, y_frac, kind, CFG.pred_p)
     return d, engine_beats(CFG, base, *stored.shape, stored), want.reshape(c, -1)
 
@@ -119,6 +120,16 @@ def run_unit(layers, seed=0, ready_prob=0.6, gap_prob=0.3, max_cycles=200_000):
             assert (ch, last, lid) == (c, int(c == d["c_out"] - 1), d["layer_id"]), got[i]
             assert pix == list(want[c]), (d, c, pix, list(want[c]))
             i += 1
+
+
+@pytest.mark.parametrize("y_bits,y_frac", [(24, 20), (24, 40), (16, 63), (12, 90)])
+def test_wide_outputs_large_right_shifts(y_bits, y_frac):
+    """Raw (wide) layer outputs and large fracs: the quantizer's right shift reaches
+    14..40 (g_cap's floor), where only the guard, sticky and sign bits decide."""
+    rng = np.random.default_rng(y_bits + y_frac)
+    layers = [layer_case(rng, "conv", 4, 3, 4, 4, y_bits=y_bits, y_frac=y_frac, layer_id=1),
+              layer_case(rng, "linear", 8, 5, y_bits=y_bits, y_frac=y_frac, base=512, layer_id=2)]
+    run_unit(layers, seed=y_frac)
 
 
 def test_digits_cnn_shapes_back_to_back():
