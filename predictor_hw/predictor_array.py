@@ -375,6 +375,12 @@ class PredictorArray(wiring.Component):
         pt = Signal(range(max(2, g.n_pt)))
         cg = Signal(range(max(2, g.n_cg)))
         cs_oh = Signal(g.n_pt * 9, init=1)            # one-hot of the step within the channel group, pt*9 + t
+        # the conv phase's counter tests from registers (for Fmax: they decide the phase change
+        # to CDRAIN, in front of the phase's one-hot and the next step decision): t == 8 and
+        # pt == n_pt - 1 are bits of cs_oh, cg == n_cg - 1 a flag kept beside cg
+        t_last = or_all(cs_oh[p * 9 + 8] for p in range(g.n_pt))
+        pt_t_last = cs_oh[g.n_pt * 9 - 1]
+        cg_last = Signal(init=int(g.n_cg == 1))
         prev_cg = Signal.like(cg)
         prev_pt = Signal.like(pt)
         f = Signal(range(max(2, F, g.kmax)))
@@ -506,6 +512,7 @@ class PredictorArray(wiring.Component):
                 flags_ok = flags_ok & (flag == (phase == ph))
             flags_ok = flags_ok & ((state != RUN) | (phase != CONV)
                                    | (cs_oh == (Const(1, 1) << (pt * 9 + t))[:len(cs_oh)]))
+            flags_ok = flags_ok & (cg_last == (cg == g.n_cg - 1))
             m.d.sync += Assert((step == step_def) & flags_ok,
                                Format("step {} (definition {}) or a flag wrong (state {}, phase {})",
                                       step, step_def, state, phase))
@@ -633,15 +640,15 @@ class PredictorArray(wiring.Component):
                 sync += [v1.eq(1), first1.eq(t == 0)]
                 with m.If((t == 0) & ((cg != 0) | (pt != 0))):
                     sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
-                with m.If(t == 8):
+                with m.If(t_last):
                     sync += [t.eq(0), prev_cg.eq(cg), prev_pt.eq(pt)]
-                    with m.If(pt == g.n_pt - 1):
+                    with m.If(pt_t_last):
                         sync += pt.eq(0)
-                        with m.If(cg == g.n_cg - 1):
-                            sync += [phase.eq(CDRAIN), cg.eq(0), cs_oh.eq(1), sbuf_full.eq(0),
-                                         cur_chan.eq(sbuf_chan), cur_last.eq(sbuf_last)]
+                        with m.If(cg_last):
+                            sync += [phase.eq(CDRAIN), cg.eq(0), cg_last.eq(g.n_cg == 1), cs_oh.eq(1),
+                                     sbuf_full.eq(0), cur_chan.eq(sbuf_chan), cur_last.eq(sbuf_last)]
                         with m.Else():
-                            sync += [cg.eq(cg + 1), cs_oh.eq(1)]
+                            sync += [cg.eq(cg + 1), cg_last.eq(cg == g.n_cg - 2), cs_oh.eq(1)]
                     with m.Else():
                         sync += [pt.eq(pt + 1), cs_oh.eq(cs_oh.rotate_left(1))]
                 with m.Else():
@@ -679,7 +686,7 @@ class PredictorArray(wiring.Component):
                 with m.If(cur_last):
                     sync += state.eq(TAIL)
                 with m.Else():
-                    sync += [phase.eq(CONV), t.eq(0), pt.eq(0), cg.eq(0), cs_oh.eq(1)]
+                    sync += [phase.eq(CONV), t.eq(0), pt.eq(0), cg.eq(0), cg_last.eq(g.n_cg == 1), cs_oh.eq(1)]
             with m.If(sph[AMAC]):
                 sync += [v1.eq(1), first1.eq(~f_nz)]
                 with m.If(~f_nz):
