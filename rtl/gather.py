@@ -309,10 +309,7 @@ class OperandGather(wiring.Component):
         # or two after flip-flops
         walk_free, walk_mask = Signal(), Signal()
         m.d.comb += [w_cnt_nx.eq(w_cnt), w_full_nx.eq(w_full), w_done_nx.eq(w_done), real_nx.eq(real)]
-        walk_ok_nx = (self.start | w_run) & ~w_full_nx & ~w_done_nx & ~((w_cnt_nx == 0) & ~real_nx)
-        m.d.sync += [w_cnt.eq(w_cnt_nx), w_full.eq(w_full_nx), w_done.eq(w_done_nx), real.eq(real_nx),
-                     walk_free.eq(walk_ok_nx & ~(lc_nx & real_nx)),
-                     walk_mask.eq(walk_ok_nx & lc_nx & real_nx)]
+        m.d.sync += [w_cnt.eq(w_cnt_nx), w_full.eq(w_full_nx), w_done.eq(w_done_nx), real.eq(real_nx)]
         # a real lane in lane-compact mode needs its mask vector (and, if it is
         # dropped, room in the zero-write queue)
         mask_pop = walk_mask & self.lm_valid & (lm_any | self.zq_space)
@@ -375,9 +372,31 @@ class OperandGather(wiring.Component):
         # is 0 in a start cycle anyway): for Fmax, the walker's flags and their logic are
         # not in front of the engine's step decision, across the die from gather B
         walk_done_ahead = Signal()
-        m.d.sync += walk_done_ahead.eq(w_done_nx | ((self.start | w_run) & ~w_full_nx
-                                                    & (w_cnt_nx == 0) & ~real_nx))
         m.d.comb += self.walk_done_ahead.eq(walk_done_ahead)
+
+        def next_flags(cnt, full, done, rl):
+            """(walk_free, walk_mask, walk_done_ahead) from the walker's next values."""
+            run = self.start | w_run
+            walk_ok = run & ~full & ~done & ~((cnt == 0) & ~rl)
+            return (walk_ok & ~(lc_nx & rl), walk_ok & lc_nx & rl,
+                    done | (run & ~full & (cnt == 0) & ~rl))
+
+        def next_values(walk):
+            """The walker's next values (w_cnt_nx, w_full_nx, w_done_nx, real_nx above)
+            when ``walk`` says whether a lane is walked this cycle, without a start."""
+            wrap = w_cnt == L - 1
+            cnt = Mux(walk & keep, Mux(wrap, 0, w_cnt + 1), w_cnt)
+            full = ~transfer & (w_full | (walk & keep & wrap))
+            done = w_done | (w_run & ~w_full & (w_cnt == 0) & ~real)
+            return cnt, full, done, Mux(walk, w_n + 1 < self.total, real)
+
+        # The registered flags by a Shannon split on ``walking`` (for Fmax: the pop decision,
+        # which waits for the mask queue's valid, is their last select, not the input of
+        # the next-value logic in front of them); at a start, the walker's start values.
+        at_start = next_flags(Const(0, 1), Const(0, 1), Const(0, 1), self.total != 0)
+        if_walk, if_not = next_flags(*next_values(Const(1, 1))), next_flags(*next_values(Const(0, 1)))
+        m.d.sync += [reg.eq(Mux(self.start, s0, Mux(walking, w1, w0)))
+                     for reg, s0, w1, w0 in zip((walk_free, walk_mask, walk_done_ahead), at_start, if_walk, if_not)]
 
         # ---- address generation, one request per cycle ------------------------
         # The request register holds each lane's raw address and whether the lane is
