@@ -926,8 +926,11 @@ class Engine(wiring.Component):
         m.d.comb += [wz.valid.eq(zq.r_rdy if cfg.sparse else 0), zq.r_en.eq(wz.valid & wz.ready)]
         # rows_drained == total_rows registered (for Fmax; no cycle: the last row still
         # has the drain stages ahead of it, and with ocompact a new panel keeps gb busy)
+        # The two compares side by side and ocompact's own copy as the last select (for Fmax:
+        # oc_w's ~240 loads and the select of total_rows were in front of a 25-bit compare)
         rows_all = Signal()
-        m.d.sync += rows_all.eq(rows_drained == total_rows)
+        (oc_r,) = register_copies(m, cur.ocompact, [(1, 0, 1)], "oc_r")
+        m.d.sync += rows_all.eq(Mux(oc_r, rows_drained == (gb.panels << lg_r), rows_drained == (p_tiles << lg_r)))
         drained = (rows_all & ~s1_v & ~s1x_v & ~s1b_v & ~s1c_v & ~s2_v
                    & (ofifo.level == 0))
         err_sticky = Signal(4)
