@@ -60,13 +60,18 @@ def buffered_fifo_inner_level(m: Module, fifo: SyncFIFOBuffered, depth: int, nam
     """A copy of ``fifo``'s inner level (SyncFIFOBuffered of ``depth``: an inner memory of
     ``depth - 1`` rows and an output register), kept by the FIFO's own rule, for flags
     registered from it (the FIFO's ``level`` adds the output register's valid to it).
-    Returns the copy's next value."""
+    Returns ``next_is(v)``: "the copy's next value is ``v``", by the cases of the
+    cycle's write and read, with compares of the copy's register against constants
+    beside them (for Fmax: no add or subtract after the pop decision)."""
     inner = Signal(range(depth), name=f"{name}_inner")
     write = fifo.w_en & fifo.w_rdy
     inner_read = (inner != 0) & (~fifo.r_rdy | fifo.r_en)
-    nx = Mux(write & ~inner_read, inner + 1, Mux(inner_read & ~write, inner - 1, inner))
-    m.d.sync += inner.eq(nx)
-    return nx
+    up, down = write & ~inner_read, inner_read & ~write
+    m.d.sync += inner.eq(Mux(up, inner + 1, Mux(down, inner - 1, inner)))
+
+    def next_is(v: int):
+        return Mux(up, inner == v - 1, Mux(down, inner == v + 1, inner == v))
+    return next_is
 
 
 def counter_names(cfg: AcceleratorConfig | None = None) -> tuple:
@@ -622,7 +627,7 @@ class Engine(wiring.Component):
         # (the queue's inner memory is not empty: a register kept from a copy of its level, for
         # Fmax: mq.level - mq.r_rdy was an adder and a subtractor in front of the stall decision)
         mq_inner_ne = Signal()
-        m.d.sync += mq_inner_ne.eq(buffered_fifo_inner_level(m, mq, mask_queue_rows(cfg), "mq") != 0)
+        m.d.sync += mq_inner_ne.eq(~buffered_fifo_inner_level(m, mq, mask_queue_rows(cfg), "mq")(0))
         mq_nx_rdy = (mq.r_rdy & ~mq_pop) | mq_inner_ne
         # occ_nx < OUT_FIFO_ROWS - 1 by the cases of (push, pop): compares of occ with
         # constants (for Fmax: no adder in front of the stall decision and `step`'s)
@@ -915,8 +920,8 @@ class Engine(wiring.Component):
         # from a copy of that level kept by the same rule (for Fmax: gather B's walk
         # decision starts at flip-flops, not at the queue's level compare)
         zq_space = Signal(init=1)
-        zq_inner_nx = buffered_fifo_inner_level(m, zq, ZQ_DEPTH, "zq")
-        m.d.sync += zq_space.eq(zq_inner_nx != ZQ_DEPTH - 1)
+        zq_inner_is = buffered_fifo_inner_level(m, zq, ZQ_DEPTH, "zq")
+        m.d.sync += zq_space.eq(~zq_inner_is(ZQ_DEPTH - 1))
         m.d.comb += [gb.lane_compact.eq(oc_w), gb.off_step.eq(cur.d_sj), gb.lm_valid.eq(mq.r_rdy),
                      gb.lm_bits.eq(mq_bits), gb.lm_any.eq(mq_any), gb.zq_space.eq(zq_space),
                      zq.w_en.eq(gb.zq_push), zq.w_data.eq(gb.zq_off)]
