@@ -76,6 +76,22 @@ def test_sparse_modes_under_backpressure(sim):
         assert (img.get("d") == reference(A, B, om)).all()
 
 
+def test_mask_queue_runs_dry_under_backpressure(sim):
+    """omask with short K (a tile drains every few cycles) and the mask port stalled most
+    cycles: the mask queue empties, so stage 1's rows must wait for their mask rows (the
+    stall's mask-queue term and its level flags)."""
+    rng = np.random.default_rng(21)
+    for K, stall in ((1, 200), (2, 230), (1, 240)):
+        M, N = 12, 20
+        om = mask_iid(rng, (M, N), 0.5)
+        img, prog, A, B = masked_gemm_case(CFG, rng, M, N, K, np.ones((M, K), dtype=np.int64), om,
+                                           compact=False)
+        res = run_checked(sim, CFG, img, prog, stall_prob=stall, stall_seed=K + stall,
+                          what=f"omask K={K} stall={stall}")
+        assert (img.get("d") == reference(A, B, om)).all()
+        assert res.counters["stall_cycles"] > 0
+
+
 def test_zero_write_queue_fills_under_backpressure(sim):
     """ocompact with (almost) every column dropped and the zero-write port stalled most
     cycles: gather B's lane walk fills the 4-entry zero-write queue and must wait for
