@@ -374,27 +374,37 @@ class OperandGather(wiring.Component):
         walk_done_ahead = Signal()
         m.d.comb += self.walk_done_ahead.eq(walk_done_ahead)
 
-        def next_flags(cnt, full, done, rl):
-            """(walk_free, walk_mask, walk_done_ahead) from the walker's next values."""
-            run = self.start | w_run
-            walk_ok = run & ~full & ~done & ~((cnt == 0) & ~rl)
-            return (walk_ok & ~(lc_nx & rl), walk_ok & lc_nx & rl,
-                    done | (run & ~full & (cnt == 0) & ~rl))
+        # w_cnt == L - 1 and w_n + 1 < total as registers beside their counters (the
+        # latter by the same split: both compares, then the select)
+        w_wrap = Signal(init=int(L == 1))
+        n1_real = Signal()
+        m.d.sync += [w_wrap.eq(Mux(self.start, L == 1,
+                                   Mux(walking & keep, Mux(w_wrap, L == 1, w_cnt == L - 2), w_wrap))),
+                     n1_real.eq(Mux(self.start, 1 < self.total,
+                                    Mux(walking, w_n + 2 < self.total, w_n + 1 < self.total)))]
 
-        def next_values(walk):
-            """The walker's next values (w_cnt_nx, w_full_nx, w_done_nx, real_nx above)
+        def next_flags(cnt0, full, done, rl):
+            """(walk_free, walk_mask, walk_done_ahead) from the walker's next values (cnt0:
+            the next w_cnt is 0)."""
+            run = self.start | w_run
+            walk_ok = run & ~full & ~done & ~(cnt0 & ~rl)
+            return (walk_ok & ~(lc_nx & rl), walk_ok & lc_nx & rl,
+                    done | (run & ~full & cnt0 & ~rl))
+
+        def next_values(walk: bool):
+            """The walker's next values (w_cnt_nx == 0, w_full_nx, w_done_nx, real_nx above)
             when ``walk`` says whether a lane is walked this cycle, without a start."""
-            wrap = w_cnt == L - 1
-            cnt = Mux(walk & keep, Mux(wrap, 0, w_cnt + 1), w_cnt)
-            full = ~transfer & (w_full | (walk & keep & wrap))
-            done = w_done | (w_run & ~w_full & (w_cnt == 0) & ~real)
-            return cnt, full, done, Mux(walk, w_n + 1 < self.total, real)
+            cnt_is0 = w_cnt == 0
+            done = w_done | (w_run & ~w_full & cnt_is0 & ~real)
+            if not walk:
+                return cnt_is0, ~transfer & w_full, done, real
+            return (Mux(keep, w_wrap, cnt_is0), ~transfer & (w_full | (keep & w_wrap)), done, n1_real)
 
         # The registered flags by a Shannon split on ``walking`` (for Fmax: the pop decision,
         # which waits for the mask queue's valid, is their last select, not the input of
         # the next-value logic in front of them); at a start, the walker's start values.
-        at_start = next_flags(Const(0, 1), Const(0, 1), Const(0, 1), self.total != 0)
-        if_walk, if_not = next_flags(*next_values(Const(1, 1))), next_flags(*next_values(Const(0, 1)))
+        at_start = next_flags(Const(1, 1), Const(0, 1), Const(0, 1), self.total != 0)
+        if_walk, if_not = next_flags(*next_values(True)), next_flags(*next_values(False))
         m.d.sync += [reg.eq(Mux(self.start, s0, Mux(walking, w1, w0)))
                      for reg, s0, w1, w0 in zip((walk_free, walk_mask, walk_done_ahead), at_start, if_walk, if_not)]
 
