@@ -182,14 +182,26 @@ def mem_wr_layout(cfg: AcceleratorConfig):
 
 
 def bound_facts(m, value, width: int, name: str) -> dict:
-    """``value == 1`` and ``value - 2`` as registers (``is1``, ``m2``), loaded every cycle
-    from a value held through the instruction: a counter's "the step after this one is
-    the last" test is then ``counter == m2``, an equality of registers, not an adder and a
-    compare (for Fmax).  With value == 1, m2 wraps to 2**width - 1, which no counter
-    below the value equals."""
-    facts = {"is1": Signal(name=f"{name}_is1"), "m2": Signal(width, name=f"{name}_m2")}
-    m.d.sync += [facts["is1"].eq(value == 1), facts["m2"].eq(value - 2)]
+    """``value == 1``, ``value == 2``, ``value - 2`` and ``value - 3`` as registers (``is1``,
+    ``is2``, ``m2``, ``m3``), loaded every cycle from a value held through the instruction:
+    a counter's "the step after this one is the last" test is then ``counter == m2``, an
+    equality of registers, not an adder and a compare (for Fmax), and that test's own
+    next value ``counter == m3`` (or ``is2`` at a restart).  m2 and m3 wrap below 0 to
+    values near 2**width - 1, which no counter below the value equals.  Unused facts
+    cost nothing (synthesis removes them)."""
+    facts = {"is1": Signal(name=f"{name}_is1"), "is2": Signal(name=f"{name}_is2"),
+             "m2": Signal(width, name=f"{name}_m2"), "m3": Signal(width, name=f"{name}_m3")}
+    m.d.sync += [facts["is1"].eq(value == 1), facts["is2"].eq(value == 2),
+                 facts["m2"].eq(value - 2), facts["m3"].eq(value - 3)]
     return facts
+
+
+def next_is_m2(start, moves, restarts, counter, facts, flag):
+    """The next value of ``flag`` = (counter == m2) for a counter that goes to 0 at
+    ``start`` or when it ``moves`` and ``restarts``, and up by one when it ``moves``
+    otherwise: is2 at a restart, counter == m3 at a move on (for Fmax: the flag is a
+    register, and its next value two compares and selects of registers)."""
+    return Mux(start, facts["is2"], Mux(moves, Mux(restarts, facts["is2"], counter == facts["m3"]), flag))
 
 
 def tile_col_restart(tj, tj_last, nn):
@@ -428,8 +440,12 @@ class Engine(wiring.Component):
         # `default` board build's critical path ran from kk through `kk + 2 == K` into
         # h_last_nx and on to a_back)
         kq = bound_facts(m, cur.k, dw, "kq")
+        # and kk == K - 2 itself a register, kept by next_is_m2 (kk moves at a step and
+        # restarts at a tile end)
+        kk_m2 = Signal()
+        m.d.sync += kk_m2.eq(next_is_m2(start, step_s, tile_end, kk, kq, kk_m2))
         m.d.comb += [h_last_nx.eq(Mux(start, kq["is1"],
-                                      Mux(step_s, Mux(tile_end, kq["is1"], kk == kq["m2"]), h_last))),
+                                      Mux(step_s, Mux(tile_end, kq["is1"], kk_m2), h_last))),
                      head_last_nx.eq(head_last)]
         # the entries at h_a (e0) and h_a1 (e1) from last cycle's registered reads: without
         # a move the same addresses; a step forward: h_a1 and h_a2; a step back: the
@@ -591,8 +607,12 @@ class Engine(wiring.Component):
                     m.d.sync += [*tile_col_next(tj, tj_last, nn),
                                  n_left.eq(Mux(oc, n_left, n_left - C))]
         # row_wrap's next value: the next tile_end, tj_last and ~oc
+        # (tj == n_n - 2 a register too, kept by next_is_m2: tj moves at a tile end and
+        # restarts at a row end)
+        tj_m2 = Signal()
+        m.d.sync += tj_m2.eq(next_is_m2(start, step & tile_end, row_end, tj, nn, tj_m2))
         tj_last_nx = Mux(start, nn["is1"],
-                         Mux(step & tile_end, Mux(row_end, nn["is1"], tj == nn["m2"]), tj_last))
+                         Mux(step & tile_end, Mux(row_end, nn["is1"], tj_m2), tj_last))
         tile_end_nx = Mux(cmp, head_last_nx, h_last_nx)
         m.d.sync += [row_wrap.eq(tile_end_nx & tj_last_nx & ~oc), row_end.eq(tj_last_nx & ~oc),
                      a_back.eq(tile_end_nx & ~(tj_last_nx & ~oc))]
