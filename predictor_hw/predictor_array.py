@@ -327,14 +327,12 @@ class PredictorArray(wiring.Component):
         state_nx, phase_nx, mode_r_nx = with_nx(state), with_nx(phase), with_nx(mode_r)
         # phase == CONV / FC / AMAC, registered copies for the operand-issue registers
         iph_conv, iph_fc, iph_amac = Signal(init=1), Signal(), Signal()
-        m.d.sync += [iph_conv.eq(phase_nx == CONV), iph_fc.eq(phase_nx == FC), iph_amac.eq(phase_nx == AMAC)]
         # phase as a one-hot of registers for the sequencer's own step logic (which counter
         # moves at a step, the fc address), registered from phase_nx (for Fmax: a routed
         # critical path ran from `phase` through its decode, ~60 loads, into the fc
         # phase's enables and on to the next step decision)
         PHASES = {CONV: "conv", CDRAIN: "cdrain", FC: "fc", FDRAIN: "fdrain", AMAC: "amac", ADRAIN: "adrain"}
         sph = {ph: Signal(name=f"sph_{nm}", init=int(ph == CONV)) for ph, nm in PHASES.items()}
-        m.d.sync += [sph[ph].eq(phase_nx == ph) for ph in PHASES]
         m.d.comb += [self.busy.eq(state != IDLE), self.error.eq(err)]
         k_ok = (self.k != 0) & (self.k <= g.kmax)
 
@@ -483,17 +481,18 @@ class PredictorArray(wiring.Component):
                         m.d.comb += out.eq(lof)
             return out
 
-        step_nx = step_rule("step_nx", state_nx, phase_nx, sbuf_full_nx, f_nz_nx, tile_first_nx, ob_free_nx,
-                            0, lo_free_nx)
+        # (step_nx and amac_nx, the next step decision and "running in AMAC next", are made
+        # below by a Shannon split on ``step``, from the job's start decision on)
+        step_nx, amac_nx = Signal(name="step_nx"), Signal(name="amac_nx")
         step_q, amac_q = Signal(), Signal()
-        m.d.sync += [step_q.eq(step_nx), amac_q.eq((state_nx == RUN) & (phase_nx == AMAC))]
+        m.d.sync += [step_q.eq(step_nx), amac_q.eq(amac_nx)]
         step = Signal()
         m.d.comb += step.eq(step_q | (amac_q & self.feats.valid))
         # a copy of the decision for the counters, far from the sequencer (stored inverted:
         # Yosys merges flip-flops with the same input); the feature beats taken while running
         # are amac_q & feats.valid (step_q is 0 in AMAC)
         nstep_c, namac_c = Signal(init=1), Signal(init=1)
-        m.d.sync += [nstep_c.eq(~step_nx), namac_c.eq(~((state_nx == RUN) & (phase_nx == AMAC)))]
+        m.d.sync += [nstep_c.eq(~step_nx), namac_c.eq(~amac_nx)]
         feat_take = ~namac_c & self.feats.valid
         step_c = ~nstep_c | feat_take
         if self.check_step:
@@ -561,6 +560,56 @@ class PredictorArray(wiring.Component):
             m.d.comb += self.feats.ready.eq(step)
 
         s_fire = self.samples.valid & self.samples.ready & ((state == RUN) | start)
+
+        # ---------------- the next step decision, split on this cycle's step --------------
+        # step_rule(state_nx, phase_nx, ...) written out twice, for a step this cycle and for
+        # none, each from registers and inputs only, with ``step`` the last select (for Fmax:
+        # the phase's next value, after the sequencer's step logic, was in front of the
+        # step decision and of the phase's one-hot registers).  check_step asserts every
+        # cycle that the decision equals step_rule of the current values.
+        # A step implies RUN.  At a step, by phase: CONV stays (sbuf_full stays 1) or goes
+        # to CDRAIN; CDRAIN stays or goes to FC with tile_first: both step; FC steps again
+        # unless its f wraps, then the output buffer decides (with the capture this step
+        # may issue); FDRAIN ends the job (TAIL) or goes to CONV (the sample buffer
+        # decides); AMAC's own term is the feature beat (not here), after its last feature
+        # ADRAIN the logit register decides; ADRAIN ends the job or goes back to AMAC.
+        conv_end = t_last & pt_t_last & cg_last
+        cd_end = (cdw == g.cdrain_wait) if g.cdrain_wait else Const(1, 1)
+        fc_end = f_lastF & krem_le
+        sbuf_nx0 = sbuf_full | s_fire                    # sbuf_full's next value without a step
+        lo_free_nx0 = ~lo_valid_nx & ~acap1              # (acap1 is set only by an ADRAIN step)
+        ob_free_fc = ob_empty_nx & ~fcap1 & ~(~f_nz & ~tile_first)   # an FC step's capture
+        for x in acap_fl[:-1]:
+            lo_free_nx0 = lo_free_nx0 & ~x
+        for x in fcap_fl[:-1]:
+            ob_free_fc = ob_free_fc & ~x
+        ob_free_nx0 = ob_empty_nx & ~fcap1
+        for x in fcap_fl[:-1]:
+            ob_free_nx0 = ob_free_nx0 & ~x
+        sph_at_step = {
+            CONV: (sph[CONV] & ~conv_end) | (sph[FDRAIN] & ~cur_last),
+            CDRAIN: (sph[CONV] & conv_end) | (sph[CDRAIN] & ~cd_end),
+            FC: (sph[CDRAIN] & cd_end) | (sph[FC] & ~fc_end),
+            FDRAIN: (sph[FC] & fc_end) | (sph[FDRAIN] & cur_last),
+            AMAC: (sph[AMAC] & ~f_lastK) | (sph[ADRAIN] & ~grp_last),
+            ADRAIN: (sph[AMAC] & f_lastK) | (sph[ADRAIN] & grp_last),
+        }
+        step_at_step = (sph[CONV] | sph[CDRAIN] | (sph[FC] & (~f_lastF | ob_free_fc))
+                        | (sph[FDRAIN] & ~cur_last & sbuf_nx0) | (sph[AMAC] & f_lastK & lo_free_nx0))
+        amac_at_step = sph_at_step[AMAC]                 # (both AMAC cases stay RUN)
+        # without a step: RUN stays RUN, IDLE goes to RUN at a start (DROP and TAIL never);
+        # the phase holds, or while idle follows the mode
+        idle = state == IDLE
+        run_nx0 = (state == RUN) | start
+        sph_no_step = {ph: Mux(idle, Mux(self.mode, ph == AMAC, ph == CONV), sph[ph]) for ph in PHASES}
+        step_no_step = run_nx0 & ((sph_no_step[CONV] & sbuf_nx0) | sph_no_step[CDRAIN]
+                                  | (sph_no_step[FC] & (f_nz | tile_first | ob_free_nx0))
+                                  | (sph_no_step[FDRAIN] & ob_free_nx0) | (sph_no_step[ADRAIN] & lo_free_nx0))
+        m.d.comb += [step_nx.eq(Mux(step, step_at_step, step_no_step)),
+                     amac_nx.eq(Mux(step, amac_at_step, run_nx0 & sph_no_step[AMAC]))]
+        sph_nx = {ph: Mux(step, sph_at_step[ph], sph_no_step[ph]) for ph in PHASES}
+        m.d.sync += [sph[ph].eq(sph_nx[ph]) for ph in PHASES]
+        m.d.sync += [iph_conv.eq(sph_nx[CONV]), iph_fc.eq(sph_nx[FC]), iph_amac.eq(sph_nx[AMAC])]
         with m.If(s_fire):
             sync += [sbuf_full.eq(1), seen_last.eq(sp.last)]
         # the buffer follows the sample payload while it is empty (it is read only while full),
