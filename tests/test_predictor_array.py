@@ -72,6 +72,25 @@ def test_predictor_back_pressure_changes_only_stalls():
         assert c[n] == want[n], n
 
 
+@pytest.mark.parametrize("k,valid_prob", [(1, 0.004), (3, 0.006), (9, 0.01)])
+def test_predictor_samples_arriving_late(k, valid_prob):
+    """Samples that arrive rarely (a gap longer than a sample's conv phase): the sample
+    buffer is often empty when a sample's drain ends, so the conv phase must wait for the
+    next sample (check_step asserts the step decision every cycle)."""
+    cfg = CFG
+    rng = np.random.default_rng(10 + k)
+    params = random_params(cfg, rng)
+    x = rng.integers(-128, 128, (5, 1, 4, 4))
+    job = pred_job(cfg, x, params, k)
+    [r] = run_pysim(cfg, [job], pack_predictor_weights(cfg, params["w1"], params["w2"]),
+                    valid_prob=valid_prob, seed=k)
+    assert r["out"] == job["want"]
+    want = predictor_array_cycles(cfg, 5, k)
+    for n in ("step_cycles", "macs", "in_beats", "out_beats"):
+        assert r["counters"][n] == want[n], n
+    assert r["counters"]["busy_cycles"] > want["busy_cycles"]      # it did wait for samples
+
+
 def test_assistant_logits_bit_exact_and_cycles():
     cfg = CFG
     g = Geometry(cfg)
