@@ -774,11 +774,14 @@ class Engine(wiring.Component):
         # omask: the row's output mask from the mask queue (all ones without omask);
         # ocompact: the tile's lanes, offsets and row masks from the panel info
         m.d.comb += [pi_r.addr.eq(dr_tj), pi_r.en.eq(en)]   # held while the drain is stalled
+        # the mask queue's pop chooses by a private copy of ocompact (for Fmax: oc_w's ~200
+        # loads were in front of the queue's pop and its level)
+        (oc_q,) = register_copies(m, cur.ocompact, [(1, 1, 1)], "oc_q")
         pi = pi_r.data if cfg.sparse else Signal.like(pi_r.data)   # no ocompact: all 0
         keep = Signal(C)
         oc_keep = Cat(*[pi[j].mv.bit_select(s1_i, 1) for j in range(C)])
         m.d.comb += [keep.eq(Mux(oc_w, oc_keep, Mux(cur.omask, mq_bits, (1 << C) - 1))),
-                     mq.r_en.eq(Mux(oc_w, gb.lm_pop, en & s1_v & cur.omask & ~start))]
+                     mq.r_en.eq(Mux(oc_q, gb.lm_pop, en & s1_v & cur.omask & ~start))]
         # Drain pipeline (registered for Fmax): s1 -> s1x (accumulator read data) ->
         # s1b (sum) -> s1c (rq's first stage) -> s2 (rq's second stage, masked) -> FIFO.
         # the drain's data registers load under en alone (start clears only the valid bits,
