@@ -180,13 +180,13 @@ class UpdateUnit(wiring.Component):
         g_row = Signal(aw + cfg.dim_bits + 1)        # g_base + channel * k (running, BP)
         c8_base = Signal(aw + cfg.dim_bits + 1)
         exp_ch = Signal(cfg.dim_bits)
-        exp_ch1 = Signal(cfg.dim_bits + 1)           # exp_ch + 1, kept as a register (off the ROW compare)
         exp_col = Signal(cfg.dim_bits + 1)
-        # exp_col >= k, kept as a register beside exp_col: the channel's rows are all in, so
-        # the next row must be the next channel's first (for Fmax: the running bases' ~70
-        # enables follow it and the row's valid, not the row's compares with exp_ch1 and
-        # exp_col, which only choose between REQ and ERROR).
-        chan_done = Signal()
+        # The row ends its channel (col + L >= k), registered with the row.  The running
+        # bases and the expected row move to the next channel when such a row's write is
+        # taken (for Fmax: their ~70 enables are WRITE's, not the row acceptance's, which
+        # waits for the rows FIFO and the row's compares), so a row is always expected at
+        # (exp_ch, exp_col).
+        row_ends_ch = Signal()
         first = Signal()
         err = Signal(2)
         m.d.comb += self.error.eq(err)
@@ -295,7 +295,7 @@ class UpdateUnit(wiring.Component):
                 m.d.sync += [d.eq(self.desc.payload), ch_base.eq(self.desc.payload.w_base),
                              sh_l.eq(sh_l_next), sh_r.eq(sh_r_next), d8c.eq(d8_next),
                              c8_base.eq(self.desc.payload.w8_base), g_row.eq(self.desc.payload.g_base),
-                             exp_ch.eq(0), exp_ch1.eq(1), exp_col.eq(0), chan_done.eq(0)]
+                             exp_ch.eq(0), exp_col.eq(0)]
                 with m.If(self.desc.valid & go):
                     m.d.sync += have.eq(1)
                     with m.If(self.desc.payload.from_mem):
@@ -303,18 +303,12 @@ class UpdateUnit(wiring.Component):
                     with m.Else():
                         m.next = "ROW"
             with m.State("GROW"):      # BP: the next row of the true gradient, made here
-                new_ch = chan_done
-                col = Mux(new_ch, 0, exp_col)
-                ch = Mux(new_ch, exp_ch1, exp_ch)
-                m.d.sync += [row.channel.eq(ch), row.col.eq(col)]
-                with m.If(new_ch):
-                    m.d.sync += [exp_ch.eq(exp_ch1), exp_ch1.eq(exp_ch1 + 1), exp_col.eq(0), chan_done.eq(0),
-                                 ch_base.eq(ch_base + d.k),
-                                 c8_base.eq(c8_base + d.k), g_row.eq(g_row + d.k)]
+                m.d.sync += [row.channel.eq(exp_ch), row.col.eq(exp_col)]
                 m.next = "GROW2"
             with m.State("GROW2"):     # the row's lane enables and last flag, from the registered row
                 m.d.sync += [row.en.eq(Cat(*[(row.col + j < d.k) for j in range(L)])),
-                             row.last.eq((row.channel + 1 == d.c_out) & (row.col + L >= d.k))]
+                             row.last.eq((row.channel + 1 == d.c_out) & (row.col + L >= d.k)),
+                             row_ends_ch.eq(row.col + L >= d.k)]
                 m.next = "GREQ"
             self._read_row(m, "GREQ", "GRESP", "REQ", g_row, row,
                            lambda j, v: row.data[j].eq(Mux(row.en[j], v[:PRED_OP_BITS], 0)))
@@ -322,16 +316,8 @@ class UpdateUnit(wiring.Component):
                 m.d.comb += self.rows.ready.eq(1)
                 with m.If(self.rows.valid):
                     p = self.rows.payload
-                    m.d.sync += row.eq(p)
-                    # the expected row is known before it comes: (exp_ch, exp_col) within a
-                    # channel, (exp_ch1, 0) once the channel is done; anything else is an
-                    # order error (and stops the unit, so the bases may move regardless)
-                    with m.If(chan_done):
-                        m.d.sync += [exp_ch.eq(exp_ch1), exp_ch1.eq(exp_ch1 + 1), exp_col.eq(0), chan_done.eq(0),
-                                     ch_base.eq(ch_base + d.k), c8_base.eq(c8_base + d.k)]
-                    expected = Mux(chan_done, (p.channel == exp_ch1) & (p.col == 0),
-                                   (p.channel == exp_ch) & (p.col == exp_col))
-                    with m.If(expected):
+                    m.d.sync += [row.eq(p), row_ends_ch.eq(p.col + L >= d.k)]
+                    with m.If((p.channel == exp_ch) & (p.col == exp_col)):
                         m.next = "REQ"
                     with m.Else():
                         m.d.sync += err.eq(ERR_ORDER)
@@ -353,8 +339,12 @@ class UpdateUnit(wiring.Component):
                                  self.wr.payload.data[L + j].eq(copy_out[j])]
                 m.d.comb += self.wr.payload.en.eq(row.en | Mux(d.copy8, row.en << L, 0))
                 with m.If(self.wr.ready):
-                    m.d.sync += [elems.eq(elems + sum(row.en[j] for j in range(L))),
-                                 exp_col.eq(row.col + L), chan_done.eq(row.col + L >= d.k)]
+                    m.d.sync += elems.eq(elems + sum(row.en[j] for j in range(L)))
+                    with m.If(row_ends_ch):
+                        m.d.sync += [exp_ch.eq(exp_ch + 1), exp_col.eq(0), ch_base.eq(ch_base + d.k),
+                                     c8_base.eq(c8_base + d.k), g_row.eq(g_row + d.k)]
+                    with m.Else():
+                        m.d.sync += exp_col.eq(row.col + L)
                     with m.If(row.last):
                         m.d.sync += [done.eq(done + 1), have.eq(0)]
                         m.next = "DESC"
