@@ -15,6 +15,7 @@ CFG = AcceleratorConfig(name="unit", rows=4, cols=4, spad_a_words=64, spad_b_wor
 
 def run(layers, mem, rows_per_layer, seed=0, retired=1 << 20, expect_error=0):
     dut = U.UpdateUnit(CFG)
+    dut.wr_beats = 0                  # write beats taken (one per row)
     rng = np.random.default_rng(seed)
     mem = mem.copy()
     L = CFG.pred_cols
@@ -40,6 +41,7 @@ def run(layers, mem, rows_per_layer, seed=0, retired=1 << 20, expect_error=0):
             if pending and pending[0][0] <= 0 and ctx.get(dut.mem.resp.ready):
                 pending.pop(0)
             if ctx.get(dut.wr.valid) and ctx.get(dut.wr.ready):
+                dut.wr_beats += 1
                 p = ctx.get(dut.wr.payload)
                 for j in range(2 * L):
                     if (int(p.en) >> j) & 1:
@@ -195,9 +197,10 @@ def test_copy_saturation_edges(d8):
     assert np.array_equal(out[500:500 + w.size].reshape(w.shape), numerics.shift_round_saturate(w, -d8, 8))
 
 
-def test_bp_true_gradients_from_memory_two_layers():
+@pytest.mark.parametrize("shapes", [[(4, 9), (2, 5)], [(3, 8), (2, 4), (3, 1)]], ids=["ragged", "whole_rows"])
+def test_bp_true_gradients_from_memory_two_layers(shapes):
+    """BP layers; k a multiple of pred_cols too (a channel's last row is full)."""
     rng = np.random.default_rng(3)
-    shapes = [(4, 9), (2, 5)]
     mem = np.zeros(CFG.mem_words, dtype=np.int64)
     descs, want = [], []
     base = 16
@@ -210,7 +213,8 @@ def test_bp_true_gradients_from_memory_two_layers():
                                          after=5))
         want.append((base, numerics.sgd_update_int(w, g, -2, 16)))
         base += 64
-    out, _ = run(descs, mem, [[], []], retired=5)
+    out, dut = run(descs, mem, [[] for _ in shapes], retired=5)
+    assert dut.wr_beats == sum(c * -(-k // CFG.pred_cols) for c, k in shapes)     # one beat per row
     for b, wv in want:
         assert np.array_equal(out[b:b + wv.size].reshape(wv.shape), wv)
 
