@@ -56,6 +56,8 @@ from .isa import gather_layout, vec4_layout
 # the tile's first entry + 1 (rtl/engine.py: the head's next entry and the one after it,
 # whichever way the head moves)
 K_READS = 4
+# the kinds (rtl.copies) of the lane walker's flag copies: each is 0 after reset
+WALK_KINDS = [(0, 0, 0), (1, 1, 0), (0, 0, 1)]
 
 
 def ring_ptr_bits(spad_words: int) -> int:
@@ -307,18 +309,32 @@ class OperandGather(wiring.Component):
         # walk_ok split by whether the lane needs a mask vector (lane-compact mode, a real
         # lane: walk_mask) or not (walk_free), so that the pop of the mask queue is a LUT
         # or two after flip-flops
-        walk_free, walk_mask = Signal(), Signal()
+        # Both flags are kept in copies of distinct kinds (rtl.copies: Yosys keeps them apart),
+        # and each copy makes its own "walking" for one group of loads: [0] the walker's
+        # counter (~150 enables), [1] the lane state here (w_n, w_off, the staging count,
+        # the flags' next values), [2] the mask queue's pop and the zero-write push (for
+        # Fmax: one `walking` net for all of them, from the mask queue's valid, crossed the
+        # die twice, hops of 4.5 and 4.1 ns, on `513bbd0`'s routed critical path).
+        walk_free_c = [Signal(init=iv, reset_less=bool(rl), name=f"walk_free_q{i}")
+                       for i, (pol, iv, rl) in enumerate(WALK_KINDS)]
+        walk_mask_c = [Signal(init=iv, reset_less=bool(rl), name=f"walk_mask_q{i}")
+                       for i, (pol, iv, rl) in enumerate(WALK_KINDS)]
+        wf = [q ^ pol for q, (pol, _, _) in zip(walk_free_c, WALK_KINDS)]
+        wm = [q ^ pol for q, (pol, _, _) in zip(walk_mask_c, WALK_KINDS)]
         m.d.comb += [w_cnt_nx.eq(w_cnt), w_full_nx.eq(w_full), w_done_nx.eq(w_done), real_nx.eq(real)]
         m.d.sync += [w_cnt.eq(w_cnt_nx), w_full.eq(w_full_nx), w_done.eq(w_done_nx), real.eq(real_nx)]
         # a real lane in lane-compact mode needs its mask vector (and, if it is
         # dropped, room in the zero-write queue)
-        mask_pop = walk_mask & self.lm_valid & (lm_any | self.zq_space)
+        mask_ok = self.lm_valid & (lm_any | self.zq_space)
+        walking_c = [wf[i] | (wm[i] & mask_ok) for i in range(len(WALK_KINDS))]
+        walking = walking_c[1]
+        mask_pop = wm[2] & mask_ok
         # A walked lane goes to the zero-write queue when it is not kept (~keep: lc, real and
         # no mask bit).  Only walk_mask's lanes can be dropped (walk_free's are not lc & real:
         # the flags are registered from the same next values), so the push is mask_pop &
         # ~lm_any, written out as one LUT of registers (for Fmax: not after `walking`, the
         # pop decision's OR, in front of the queue's level and the engine's zq_space)
-        m.d.comb += [self.zq_push.eq(~self.start & walk_mask & self.lm_valid & ~lm_any & self.zq_space),
+        m.d.comb += [self.zq_push.eq(~self.start & wm[2] & self.lm_valid & ~lm_any & self.zq_space),
                      self.zq_off.eq(w_off if self.lane_compactable else 0)]
         with m.If(self.start):
             m.d.sync += [w_run.eq(1), w_n.eq(0), r_active.eq(0), self.addr_error.eq(0), w_off.eq(0),
@@ -329,9 +345,8 @@ class OperandGather(wiring.Component):
             # walk one lane per cycle while the staging buffer has room
             # (walk_free | walk_mask == w_run & ~w_full & ~w_done & ~no_more)
             no_more = (w_cnt == 0) & ~real
-            walking = walk_free | mask_pop
+            m.d.comb += [walker.step.eq(walking_c[0]), self.lm_pop.eq(mask_pop)]
             with m.If(walking):
-                m.d.comb += [walker.step.eq(1), self.lm_pop.eq(mask_pop)]
                 m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step)]
                 m.d.comb += real_nx.eq(w_n + 1 < self.total)
                 with m.If(keep):
@@ -405,8 +420,11 @@ class OperandGather(wiring.Component):
         # the next-value logic in front of them); at a start, the walker's start values.
         at_start = next_flags(Const(1, 1), Const(0, 1), Const(0, 1), self.total != 0)
         if_walk, if_not = next_flags(*next_values(True)), next_flags(*next_values(False))
-        m.d.sync += [reg.eq(Mux(self.start, s0, Mux(walking, w1, w0)))
-                     for reg, s0, w1, w0 in zip((walk_free, walk_mask, walk_done_ahead), at_start, if_walk, if_not)]
+        nx_free, nx_mask, nx_done = (Mux(self.start, s0, Mux(walking, w1, w0))
+                                     for s0, w1, w0 in zip(at_start, if_walk, if_not))
+        m.d.sync += walk_done_ahead.eq(nx_done)
+        m.d.sync += [q.eq(nx_free ^ pol) for q, (pol, _, _) in zip(walk_free_c, WALK_KINDS)]
+        m.d.sync += [q.eq(nx_mask ^ pol) for q, (pol, _, _) in zip(walk_mask_c, WALK_KINDS)]
 
         # ---- address generation, one request per cycle ------------------------
         # The request register holds each lane's raw address and whether the lane is
