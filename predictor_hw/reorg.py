@@ -57,7 +57,7 @@ from model_sw import adagp_reorg
 from rtl.config import AcceleratorConfig
 from rtl.copies import COPY_KINDS, register_copies
 from rtl.engine import mem_wr_layout
-from rtl.epilogue import below_guard_mask, shift_onehot, shift_round_bit, saturate_bits
+from rtl.epilogue import below_guard_mask, round_saturate, shift_onehot, shift_round_bit
 from .interfaces import sample_layout, PRED_OP_BITS
 
 SUM_BITS = 32          # exact per-(channel, bin) sums (a lane's partial sums too)
@@ -493,10 +493,11 @@ class ReorgUnit(wiring.Component):
         q_r = Signal(signed(QZ_BITS))
         up_r = Signal()
         m.d.sync += [q_r.eq(q_x), up_r.eq(up_x)]
-        rq = Signal(signed(QZ_BITS + 1))
-        m.d.comb += rq.eq(q_r + up_r)
+        # stage 2: saturate(q + up) by range flags on q and an 8-bit rounding add
+        # (round_saturate, Requantize's stage 2; for Fmax: a 41-bit add in front of the
+        # saturation was the ULX3S build's critical path on `4fbfc68`)
         qd = Signal(signed(PRED_OP_BITS))
-        m.d.sync += qd.eq(saturate_bits(rq, PRED_OP_BITS))
+        m.d.sync += qd.eq(round_saturate(q_r, up_r, PRED_OP_BITS)[0])
         # the P*P window: every quantized value is shifted in at the top (past the layer: 0)
         win = Signal(data.ArrayLayout(signed(PRED_OP_BITS), PP))
         with m.If(ev[PUSH]):

@@ -39,6 +39,9 @@ class AcceleratorConfig:
                                   # fields absent, refused (the mask is D > 0: host side)
     conv: bool = True             # convolution addressing built (3-digit gather counters with
                                   # sp/y/x vectors, geometry and dilation); False: matrices only
+    fmax_logic: bool = True       # area for Fmax in the engine: one-hot shift selects, flags kept
+                                  # as registers beside their counters, private register copies;
+                                  # False: the plain forms, same cycles (`ice40`: area-bound)
     # --- ADA-GP predictor side (predictor_hw/) -------------------------------
     pred_rows: int = 4            # predictor MAC array rows
     pred_cols: int = 4            # predictor MAC array columns
@@ -120,7 +123,7 @@ class AcceleratorConfig:
             bad("dram_latency", "must be in 1..16")
         if not 16 <= self.counter_bits <= 64 or self.counter_bits % 8:
             bad("counter_bits", "must be a whole number of bytes in 16..64 (the host reads bytes)")
-        for f in ("sparse", "conv", "all_counters", "relu_mask"):
+        for f in ("sparse", "conv", "all_counters", "relu_mask", "fmax_logic"):
             if not isinstance(getattr(self, f), bool):
                 bad(f, "must be True or False")
         if self.dataflow != "os":
@@ -185,7 +188,7 @@ PRESETS: dict[str, AcceleratorConfig] = {
     # (enough for K <= 128 = the scratchpad depth).  What each option saves: docs/fpga.md,
     # "iCE40: the `ice40` preset".
     "ice40": TINY.replace(name="ice40", cols=1, acc_bits=24, counter_bits=24, all_counters=False,
-                          sparse=False, conv=False, relu_mask=False),
+                          sparse=False, conv=False, relu_mask=False, fmax_logic=False),
 }
 
 

@@ -443,7 +443,10 @@ class Engine(wiring.Component):
         # and kk == K - 2 itself a register, kept by next_is_m2 (kk moves at a step and
         # restarts at a tile end)
         kk_m2 = Signal()
-        m.d.sync += kk_m2.eq(next_is_m2(start, step_s, tile_end, kk, kq, kk_m2))
+        if cfg.fmax_logic:
+            m.d.sync += kk_m2.eq(next_is_m2(start, step_s, tile_end, kk, kq, kk_m2))
+        else:
+            m.d.comb += kk_m2.eq(kk == kq["m2"])
         m.d.comb += [h_last_nx.eq(Mux(start, kq["is1"],
                                       Mux(step_s, Mux(tile_end, kq["is1"], kk_m2), h_last))),
                      head_last_nx.eq(head_last)]
@@ -610,7 +613,10 @@ class Engine(wiring.Component):
         # (tj == n_n - 2 a register too, kept by next_is_m2: tj moves at a tile end and
         # restarts at a row end)
         tj_m2 = Signal()
-        m.d.sync += tj_m2.eq(next_is_m2(start, step & tile_end, row_end, tj, nn, tj_m2))
+        if cfg.fmax_logic:
+            m.d.sync += tj_m2.eq(next_is_m2(start, step & tile_end, row_end, tj, nn, tj_m2))
+        else:
+            m.d.comb += tj_m2.eq(tj == nn["m2"])
         tj_last_nx = Mux(start, nn["is1"],
                          Mux(step & tile_end, Mux(row_end, nn["is1"], tj_m2), tj_last))
         tile_end_nx = Mux(cmp, head_last_nx, h_last_nx)
@@ -957,8 +963,12 @@ class Engine(wiring.Component):
         # The two compares side by side and ocompact's own copy as the last select (for Fmax:
         # oc_w's ~240 loads and the select of total_rows were in front of a 25-bit compare)
         rows_all = Signal()
-        (oc_r,) = register_copies(m, cur.ocompact, [(1, 0, 1)], "oc_r")
-        m.d.sync += rows_all.eq(Mux(oc_r, rows_drained == (gb.panels << lg_r), rows_drained == (p_tiles << lg_r)))
+        if cfg.fmax_logic:
+            (oc_r,) = register_copies(m, cur.ocompact, [(1, 0, 1)], "oc_r")
+            m.d.sync += rows_all.eq(Mux(oc_r, rows_drained == (gb.panels << lg_r),
+                                        rows_drained == (p_tiles << lg_r)))
+        else:
+            m.d.sync += rows_all.eq(rows_drained == total_rows)
         drained = (rows_all & ~s1_v & ~s1x_v & ~s1b_v & ~s1c_v & ~s2_v
                    & (ofifo.level == 0))
         err_sticky = Signal(4)

@@ -117,7 +117,7 @@ class Requantize(wiring.Component):
         # and, for a held shift, its one-hot (shift_round_bit's AND-OR form; the engine's
         # ERR_SHIFT keeps shifts within the accumulator, 0..aw)
         onehot = None
-        if self.shift_held:
+        if self.shift_held and cfg.fmax_logic:
             onehot = Signal(aw + 1, name="shift_oh")
             m.d.sync += onehot.eq(shift_onehot(self.shift, aw + 1))
         # a held shift is registered once more per lane, in copies of distinct kinds (for

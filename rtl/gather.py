@@ -315,26 +315,28 @@ class OperandGather(wiring.Component):
         # the flags' next values), [2] the mask queue's pop and the zero-write push (for
         # Fmax: one `walking` net for all of them, from the mask queue's valid, crossed the
         # die twice, hops of 4.5 and 4.1 ns, on `513bbd0`'s routed critical path).
+        # (one copy without cfg.fmax_logic)
+        kinds = WALK_KINDS if cfg.fmax_logic else WALK_KINDS[:1]
         walk_free_c = [Signal(init=iv, reset_less=bool(rl), name=f"walk_free_q{i}")
-                       for i, (pol, iv, rl) in enumerate(WALK_KINDS)]
+                       for i, (pol, iv, rl) in enumerate(kinds)]
         walk_mask_c = [Signal(init=iv, reset_less=bool(rl), name=f"walk_mask_q{i}")
-                       for i, (pol, iv, rl) in enumerate(WALK_KINDS)]
-        wf = [q ^ pol for q, (pol, _, _) in zip(walk_free_c, WALK_KINDS)]
-        wm = [q ^ pol for q, (pol, _, _) in zip(walk_mask_c, WALK_KINDS)]
+                       for i, (pol, iv, rl) in enumerate(kinds)]
+        wf = [q ^ pol for q, (pol, _, _) in zip(walk_free_c, kinds)]
+        wm = [q ^ pol for q, (pol, _, _) in zip(walk_mask_c, kinds)]
         m.d.comb += [w_cnt_nx.eq(w_cnt), w_full_nx.eq(w_full), w_done_nx.eq(w_done), real_nx.eq(real)]
         m.d.sync += [w_cnt.eq(w_cnt_nx), w_full.eq(w_full_nx), w_done.eq(w_done_nx), real.eq(real_nx)]
         # a real lane in lane-compact mode needs its mask vector (and, if it is
         # dropped, room in the zero-write queue)
         mask_ok = self.lm_valid & (lm_any | self.zq_space)
-        walking_c = [wf[i] | (wm[i] & mask_ok) for i in range(len(WALK_KINDS))]
-        walking = walking_c[1]
-        mask_pop = wm[2] & mask_ok
+        walking_c = [wf[i] | (wm[i] & mask_ok) for i in range(len(kinds))]
+        walking = walking_c[min(1, len(kinds) - 1)]
+        mask_pop = wm[-1] & mask_ok
         # A walked lane goes to the zero-write queue when it is not kept (~keep: lc, real and
         # no mask bit).  Only walk_mask's lanes can be dropped (walk_free's are not lc & real:
         # the flags are registered from the same next values), so the push is mask_pop &
         # ~lm_any, written out as one LUT of registers (for Fmax: not after `walking`, the
         # pop decision's OR, in front of the queue's level and the engine's zq_space)
-        m.d.comb += [self.zq_push.eq(~self.start & wm[2] & self.lm_valid & ~lm_any & self.zq_space),
+        m.d.comb += [self.zq_push.eq(~self.start & wm[-1] & self.lm_valid & ~lm_any & self.zq_space),
                      self.zq_off.eq(w_off if self.lane_compactable else 0)]
         with m.If(self.start):
             m.d.sync += [w_run.eq(1), w_n.eq(0), r_active.eq(0), self.addr_error.eq(0), w_off.eq(0),
@@ -391,12 +393,16 @@ class OperandGather(wiring.Component):
 
         # w_cnt == L - 1 and w_n + 1 < total as registers beside their counters (the
         # latter by the same split: both compares, then the select)
+        # (without cfg.fmax_logic, the compares themselves)
         w_wrap = Signal(init=int(L == 1))
         n1_real = Signal()
-        m.d.sync += [w_wrap.eq(Mux(self.start, L == 1,
-                                   Mux(walking & keep, Mux(w_wrap, L == 1, w_cnt == L - 2), w_wrap))),
-                     n1_real.eq(Mux(self.start, 1 < self.total,
-                                    Mux(walking, w_n + 2 < self.total, w_n + 1 < self.total)))]
+        if cfg.fmax_logic:
+            m.d.sync += [w_wrap.eq(Mux(self.start, L == 1,
+                                       Mux(walking & keep, Mux(w_wrap, L == 1, w_cnt == L - 2), w_wrap))),
+                         n1_real.eq(Mux(self.start, 1 < self.total,
+                                        Mux(walking, w_n + 2 < self.total, w_n + 1 < self.total)))]
+        else:
+            m.d.comb += [w_wrap.eq(w_cnt == L - 1), n1_real.eq(w_n + 1 < self.total)]
 
         def next_flags(cnt0, full, done, rl):
             """(walk_free, walk_mask, walk_done_ahead) from the walker's next values (cnt0:
@@ -423,8 +429,8 @@ class OperandGather(wiring.Component):
         nx_free, nx_mask, nx_done = (Mux(self.start, s0, Mux(walking, w1, w0))
                                      for s0, w1, w0 in zip(at_start, if_walk, if_not))
         m.d.sync += walk_done_ahead.eq(nx_done)
-        m.d.sync += [q.eq(nx_free ^ pol) for q, (pol, _, _) in zip(walk_free_c, WALK_KINDS)]
-        m.d.sync += [q.eq(nx_mask ^ pol) for q, (pol, _, _) in zip(walk_mask_c, WALK_KINDS)]
+        m.d.sync += [q.eq(nx_free ^ pol) for q, (pol, _, _) in zip(walk_free_c, kinds)]
+        m.d.sync += [q.eq(nx_mask ^ pol) for q, (pol, _, _) in zip(walk_mask_c, kinds)]
 
         # ---- address generation, one request per cycle ------------------------
         # The request register holds each lane's raw address and whether the lane is

@@ -19,11 +19,11 @@ CFG = preset("ice40")
 def test_lite_config_is_tiny_with_one_column_and_the_engine_options():
     tiny = preset("tiny")
     assert CFG.replace(name="tiny", cols=2, acc_bits=32, counter_bits=48, all_counters=True, sparse=True,
-                       conv=True, relu_mask=True) == tiny
+                       conv=True, relu_mask=True, fmax_logic=True) == tiny
     # the full presets keep today's design
     for name in ("tiny", "small", "default", "large", "wide16"):
         p = preset(name)
-        assert (p.counter_bits, p.all_counters, p.sparse, p.conv, p.relu_mask) == (48, True, True, True, True)
+        assert (p.counter_bits, p.all_counters, p.sparse, p.conv, p.relu_mask, p.fmax_logic) == (48, True, True, True, True, True)
         assert counter_names(p) == COUNTERS
     assert counter_names(CFG) == CORE_COUNTERS
     assert counters_layout(CFG).size == 24 * len(CORE_COUNTERS)
