@@ -64,6 +64,7 @@ SUM_BITS = 32          # exact per-(channel, bin) sums (a lane's partial sums to
 MAX_FRAC = 24          # numerics.choose_frac_bits' cap
 SHIFT_STATES = 5       # SHIFT .. SHIFT5: the sample scale g from max |S|
 QZ_BITS = SUM_BITS + 8  # a sum shifted left by g <= 7 (the largest left shift that can change a value)
+G_CAP_MIN = -40         # g_cap's floor (reorg_descriptor): below it every |S| < 2**31 rounds to 0
 HANDOVER = 6           # last beat -> bank FULL: s1, sa, sb, sc, sw, hand-over register
 DESC_SEEN = 1          # a descriptor is taken at the earliest the cycle after it is offered (checks registered)
 PUSH_EXTRA = 4         # S -> window: S << g_left, shift and round bit, round and saturate (registered), the push
@@ -147,7 +148,7 @@ def reorg_descriptor(cfg: AcceleratorConfig, *, kind: str, base: int, batch: int
         raise ReorgHwError(f"{name}: k={k} or layer_id={layer_id} out of range")
     # the shift cap of choose_frac_bits' max_frac; below -40 every |S| < 2**31 rounds to 0
     # either way, so clamping keeps the field and the shifters narrow without changing a value
-    g_cap = max(-40, min(MAX_FRAC - y_frac - count_lg, 127))
+    g_cap = max(G_CAP_MIN, min(MAX_FRAC - y_frac - count_lg, 127))
     return {"kind": int(kind == "linear"), "base": base, "c_out": c_out, "lg_cs": lg_cs,
             "lg_h": lg_h, "lg_w": lg_w, "lg_fh": lg_fh, "lg_fw": lg_fw, "g_cap": g_cap,
             "k": k, "layer_id": layer_id}
@@ -488,7 +489,7 @@ class ReorgUnit(wiring.Component):
         xl = Signal(signed(QZ_BITS))
         m.d.sync += xl.eq(S << g_left)
         below = Signal(QZ_BITS)
-        g_right_oh = Signal(41)          # g_right's one-hot: g >= g_cap >= -40 (reorg_descriptor)
+        g_right_oh = Signal(1 - G_CAP_MIN)   # g_right's one-hot: g >= g_cap >= G_CAP_MIN
         q_x, up_x = shift_round_bit(xl, g_right, below, g_right_oh)
         q_r = Signal(signed(QZ_BITS))
         up_r = Signal()
