@@ -72,6 +72,14 @@ class BoardMemory(wiring.Component):
         addrs = Signal(data.ArrayLayout(unsigned(aw), L))
         ens = Signal(L)
         buf = Signal(data.ArrayLayout(unsigned(sw), L))
+        # The port's address is the head of a queue of the request's lane addresses that
+        # shifts by one each SERVE cycle, and the port reads every cycle: the block RAMs'
+        # address and enable come from flip-flops, not from a lane multiplexer (for Fmax:
+        # the RAM is tens of block RAMs across the die; 2bc8168's board critical path
+        # ran from the lane index through the multiplexer and three 3-4 ns hops).  The
+        # response slot that takes the port's data is a one-hot register (``take``).
+        take = Signal(L)
+        m.d.comb += [rp.addr.eq(addrs[0]), rp.en.eq(1)]
         lanes = Signal(range(L + 1))
         i = Signal(range(L + 2))
         who = Signal(3)                       # 0 A, 1 B, 2 host, 3 mask reads, 4 update reads
@@ -94,6 +102,7 @@ class BoardMemory(wiring.Component):
             m.d.comb += [self.rd_b.resp.payload[l].eq(buf[l]), self.rd_m.resp.payload[l].eq(buf[l])]
         rd_idle = Signal()
         wr_idle = Signal()
+        wr_free = Signal()
         # The arbiter decides in IDLE from the requests' valid bits and grants one cycle
         # later from that registered choice (GRANT): a port's ``ready`` comes from a
         # register, so no valid -> ready -> enable loop runs through a requesting unit
@@ -116,10 +125,10 @@ class BoardMemory(wiring.Component):
                     m.d.sync += who.eq(3)
                 with m.Else():
                     m.d.sync += who.eq(2)
-                with m.If(wr_idle & (take_u | take_a | take_b | mk_req.valid | host_rd)):
+                with m.If(wr_free & (take_u | take_a | take_b | mk_req.valid | host_rd)):
                     m.next = "GRANT"
             with m.State("GRANT"):
-                with m.If(~wr_idle):
+                with m.If(~wr_free):
                     m.next = "IDLE"             # a write beat was taken meanwhile: it goes first
                 with m.Else():
                     # the gather ports: (who, request, lanes, the A/B turn after it)
@@ -137,14 +146,16 @@ class BoardMemory(wiring.Component):
                         with m.Default():
                             m.d.comb += h_req.ready.eq(1)
                             m.d.sync += [ens.eq(1), lanes.eq(1), addrs[0].eq(h_req.payload.addr)]
-                    m.d.sync += i.eq(0)
+                    m.d.sync += [i.eq(0), take.eq(0)]     # (SERVE's first cycle has no data)
                     m.next = "SERVE"
             with m.State("SERVE"):
-                # cycle i: read lane i; lane i-1's data is on the port
-                m.d.comb += [rp.addr.eq(addrs[i[:max(1, (L - 1).bit_length())]]), rp.en.eq(1)]
-                with m.If(i != 0):
-                    prev = (i - 1)[:max(1, (L - 1).bit_length())]
-                    m.d.sync += buf[prev].eq(Mux(ens.bit_select(prev, 1), rp.data, 0))
+                # cycle i: read lane i (the head of the address queue); lane i-1's data is
+                # on the port and goes to the buffer slot that ``take`` points at
+                m.d.sync += [addrs[l].eq(addrs[l + 1]) for l in range(L - 1)]
+                m.d.sync += take.eq(Mux(i == 0, 1, take << 1))
+                for l in range(L):
+                    with m.If(take[l]):
+                        m.d.sync += buf[l].eq(Mux(ens[l], rp.data, 0))
                 m.d.sync += i.eq(i + 1)
                 with m.If(i == lanes):
                     with m.If(who == 2):
@@ -173,6 +184,13 @@ class BoardMemory(wiring.Component):
             upd_valid = self.upd_wr.valid
         else:
             upd_valid = Const(0, 1)
+        # The lane chosen this cycle is written a cycle later from registers (for Fmax:
+        # no lane multiplexer in front of the block RAMs' write address, data and enable;
+        # the read side starts a request two cycles after the write side goes idle at the
+        # earliest, so a read still sees every write accepted before it)
+        w_addr, w_data, w_en = Signal.like(wp.addr), Signal.like(wp.data), Signal()
+        m.d.sync += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en)]
+        m.d.comb += wr_free.eq(wr_idle & ~wp.en)     # no beat, and the last lane written
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [wr_idle.eq(1), self.wr.ready.eq(1)]
@@ -189,34 +207,34 @@ class BoardMemory(wiring.Component):
                         m.d.sync += [ubeat.eq(self.upd_wr.payload), j.eq(0)]
                         m.next = "UPDATE"
                 with m.Elif(host_wr):
-                    m.d.comb += [h_req.ready.eq(1), wp.addr.eq(h_req.payload.addr),
-                                 wp.data.eq(h_req.payload.data), wp.en.eq(1)]
+                    m.d.comb += [h_req.ready.eq(1), w_addr.eq(h_req.payload.addr),
+                                 w_data.eq(h_req.payload.data), w_en.eq(1)]
             with m.State("WRITE"):
                 jj = j[:lg_c]
                 with m.If(j < C):               # data lanes
-                    m.d.comb += [wp.addr.eq(beat.addr[jj]), wp.data.eq(beat.data[jj]),
-                                 wp.en.eq(beat.en.bit_select(jj, 1))]
+                    m.d.comb += [w_addr.eq(beat.addr[jj]), w_data.eq(beat.data[jj]),
+                                 w_en.eq(beat.en.bit_select(jj, 1))]
                 with m.Else():                  # mask lanes (0/1 in a slot)
                     k = (j - C)[:lg_c]
-                    m.d.comb += [wp.addr.eq(beat.mask_addr[k]), wp.data.eq(beat.mask.bit_select(k, 1)),
-                                 wp.en.eq(beat.mask_en.bit_select(k, 1))]
+                    m.d.comb += [w_addr.eq(beat.mask_addr[k]), w_data.eq(beat.mask.bit_select(k, 1)),
+                                 w_en.eq(beat.mask_en.bit_select(k, 1))]
                 m.d.sync += j.eq(j + 1)
                 with m.If(j == 2 * C - 1):
                     m.next = "IDLE"
             with m.State("ZERO"):               # one zero-write lane per cycle
                 jj = j[:lg_c]
-                m.d.comb += [wp.addr.eq(zbeat.addr[jj]), wp.data.eq(0), wp.en.eq(zbeat.en.bit_select(jj, 1))]
+                m.d.comb += [w_addr.eq(zbeat.addr[jj]), w_data.eq(0), w_en.eq(zbeat.en.bit_select(jj, 1))]
                 m.d.sync += j.eq(j + 1)
                 with m.If(j == C - 1):
                     m.next = "IDLE"
             if self.update:
                 with m.State("UPDATE"):         # one update lane per cycle (2 x pred_cols)
                     jj = j[:max(1, (2 * U - 1).bit_length())]
-                    m.d.comb += [wp.addr.eq(ubeat.addr[jj]), wp.data.eq(ubeat.data[jj]),
-                                 wp.en.eq(ubeat.en.bit_select(jj, 1))]
+                    m.d.comb += [w_addr.eq(ubeat.addr[jj]), w_data.eq(ubeat.data[jj]),
+                                 w_en.eq(ubeat.en.bit_select(jj, 1))]
                     m.d.sync += j.eq(j + 1)
                     with m.If(j == 2 * U - 1):
                         m.next = "IDLE"
-        m.d.comb += self.idle.eq(rd_idle & wr_idle & ~self.wr.valid & ~self.wz.valid & ~a_req.valid &
+        m.d.comb += self.idle.eq(rd_idle & wr_free & ~self.wr.valid & ~self.wz.valid & ~a_req.valid &
                                  ~b_req.valid & ~mk_req.valid & ~u_valid & ~upd_valid)
         return m

@@ -255,10 +255,12 @@ def test_buffer_stream_entries_in_order_under_back_pressure():
     assert got == [e & ((1 << width) - 1) for e in entries[:5]] + [("sent", 5, 1), ("sent", 0, 1)], got
 
 
-def test_board_memory_update_ports_and_write_before_read():
+@pytest.mark.parametrize("pred_cols", [4, 2])
+def test_board_memory_update_ports_and_write_before_read(pred_cols):
     """The update unit's read port and 2 x pred_cols-lane write beats; a read accepted after
-    a write beat sees it although the beat is still being written lane by lane."""
-    cfg = preset("small").replace(mem_addr_bits=10)
+    a write beat sees it although the beat is still being written lane by lane (pred_cols 2:
+    fewer lanes than the gather ports, whose widest request sets the address queue's depth)."""
+    cfg = preset("small").replace(mem_addr_bits=10, pred_cols=pred_cols)
     L = cfg.pred_cols
     dut = BoardMemory(cfg, update=True)
     rng = np.random.default_rng(6)
