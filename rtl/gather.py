@@ -301,11 +301,11 @@ class OperandGather(wiring.Component):
         real = Signal()                  # w_n < total, registered (for Fmax)
         lm_any = self.lm_any             # lm_bits != 0, computed where the mask row is queued (for Fmax)
         keep = ~lc | ~real | lm_any      # the lane is kept (not dropped to the zero-write queue)
-        # The walker's flags get explicit next values (``*_nx``), so that "the walker may
-        # take a lane" (walk_ok: running, buffer not full, not done, a lane left) is a
-        # register (for Fmax: the walker's step and the staging buffer's ~1000 enables
-        # are a LUT or two after flip-flops)
-        w_cnt_nx, w_full_nx, w_done_nx, real_nx = Signal.like(w_cnt), Signal(), Signal(), Signal()
+        # The walker's state (w_cnt, w_full, w_done, real) and its flags are loaded from one
+        # rule of next values (``next_values`` below), so that "the walker may take a lane"
+        # (walk_ok: running, buffer not full, not done, a lane left) is a register (for
+        # Fmax: the walker's step and the staging buffer's ~1000 enables are a LUT or two
+        # after flip-flops)
         # walk_ok split by whether the lane needs a mask vector (lane-compact mode, a real
         # lane: walk_mask) or not (walk_free), so that the pop of the mask queue is a LUT
         # or two after flip-flops
@@ -323,8 +323,6 @@ class OperandGather(wiring.Component):
                        for i, (pol, iv, rl) in enumerate(kinds)]
         wf = [q ^ pol for q, (pol, _, _) in zip(walk_free_c, kinds)]
         wm = [q ^ pol for q, (pol, _, _) in zip(walk_mask_c, kinds)]
-        m.d.comb += [w_cnt_nx.eq(w_cnt), w_full_nx.eq(w_full), w_done_nx.eq(w_done), real_nx.eq(real)]
-        m.d.sync += [w_cnt.eq(w_cnt_nx), w_full.eq(w_full_nx), w_done.eq(w_done_nx), real.eq(real_nx)]
         # a real lane in lane-compact mode needs its mask vector (and, if it is
         # dropped, room in the zero-write queue)
         mask_ok = self.lm_valid & (lm_any | self.zq_space)
@@ -341,26 +339,15 @@ class OperandGather(wiring.Component):
         with m.If(self.start):
             m.d.sync += [w_run.eq(1), w_n.eq(0), r_active.eq(0), self.addr_error.eq(0), w_off.eq(0),
                          panels.eq(0)]
-            m.d.comb += [w_cnt_nx.eq(0), w_full_nx.eq(0), w_done_nx.eq(0), real_nx.eq(self.total != 0),
-                         walker.clear.eq(1)]
+            m.d.comb += walker.clear.eq(1)
         with m.Else():
             # walk one lane per cycle while the staging buffer has room
-            # (walk_free | walk_mask == w_run & ~w_full & ~w_done & ~no_more)
-            no_more = (w_cnt == 0) & ~real
+            # (walk_free | walk_mask == w_run & ~w_full & ~w_done & a lane left)
             m.d.comb += [walker.step.eq(walking_c[0]), self.lm_pop.eq(mask_pop)]
             with m.If(walking):
                 m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step)]
-                m.d.comb += real_nx.eq(w_n + 1 < self.total)
-                with m.If(keep):
-                    with m.If(w_cnt == L - 1):
-                        m.d.comb += [w_full_nx.eq(1), w_cnt_nx.eq(0)]
-                    with m.Else():
-                        m.d.comb += w_cnt_nx.eq(w_cnt + 1)
-            with m.If(w_run & ~w_full & no_more):
-                m.d.comb += w_done_nx.eq(1)
             with m.If(transfer):
                 m.d.sync += [r_active.eq(1), panels.eq(panels + 1)]
-                m.d.comb += w_full_nx.eq(0)
             with m.Elif(last_issue):
                 m.d.sync += r_active.eq(0)
             # r_buf loads whenever the requester is free or frees now, whether or not a
@@ -404,30 +391,37 @@ class OperandGather(wiring.Component):
         else:
             m.d.comb += [w_wrap.eq(w_cnt == L - 1), n1_real.eq(w_n + 1 < self.total)]
 
-        def next_flags(cnt0, full, done, rl):
-            """(walk_free, walk_mask, walk_done_ahead) from the walker's next values (cnt0:
-            the next w_cnt is 0)."""
+        def next_flags(cnt0, full, done, rl, _cnt):
+            """(walk_free, walk_mask, walk_done_ahead) from the walker's next values
+            (``next_values``; cnt0: the next w_cnt is 0, the count itself is not needed)."""
             run = self.start | w_run
             walk_ok = run & ~full & ~done & ~(cnt0 & ~rl)
             return (walk_ok & ~(lc_nx & rl), walk_ok & lc_nx & rl,
                     done | (run & ~full & cnt0 & ~rl))
 
         def next_values(walk: bool):
-            """The walker's next values (w_cnt_nx == 0, w_full_nx, w_done_nx, real_nx above)
-            when ``walk`` says whether a lane is walked this cycle, without a start."""
+            """The walker's next (w_cnt == 0, w_full, w_done, real, w_cnt) when ``walk`` says
+            whether a lane is walked this cycle, without a start: a kept lane fills slot
+            w_cnt (the buffer is full after slot L - 1), a hand-over empties the buffer, and
+            the walk is done once the buffer is empty and no lane is left."""
             cnt_is0 = w_cnt == 0
             done = w_done | (w_run & ~w_full & cnt_is0 & ~real)
             if not walk:
-                return cnt_is0, ~transfer & w_full, done, real
-            return (Mux(keep, w_wrap, cnt_is0), ~transfer & (w_full | (keep & w_wrap)), done, n1_real)
+                return cnt_is0, ~transfer & w_full, done, real, w_cnt
+            return (Mux(keep, w_wrap, cnt_is0), ~transfer & (w_full | (keep & w_wrap)), done, n1_real,
+                    Mux(keep, Mux(w_wrap, 0, w_cnt + 1), w_cnt))
 
-        # The registered flags by a Shannon split on ``walking`` (for Fmax: the pop decision,
-        # which waits for the mask queue's valid, is their last select, not the input of
-        # the next-value logic in front of them); at a start, the walker's start values.
-        at_start = next_flags(Const(1, 1), Const(0, 1), Const(0, 1), self.total != 0)
-        if_walk, if_not = next_flags(*next_values(True)), next_flags(*next_values(False))
-        nx_free, nx_mask, nx_done = (Mux(self.start, s0, Mux(walking, w1, w0))
-                                     for s0, w1, w0 in zip(at_start, if_walk, if_not))
+        # The state and the registered flags by a Shannon split on ``walking`` (for Fmax: the
+        # pop decision, which waits for the mask queue's valid, is their last select, not
+        # the input of the next-value logic in front of them); at a start, the walker's
+        # start values.
+        at_start = (Const(1, 1), Const(0, 1), Const(0, 1), self.total != 0, Const(0, 1))
+        if_walk, if_not = next_values(True), next_values(False)
+        nx_cnt0, nx_full, nx_done_st, nx_real, nx_cnt = (Mux(self.start, s0, Mux(walking, w1, w0))
+                                                         for s0, w1, w0 in zip(at_start, if_walk, if_not))
+        m.d.sync += [w_cnt.eq(nx_cnt), w_full.eq(nx_full), w_done.eq(nx_done_st), real.eq(nx_real)]
+        nx_free, nx_mask, nx_done = (Mux(self.start, s0, Mux(walking, w1, w0)) for s0, w1, w0 in
+                                     zip(next_flags(*at_start), next_flags(*if_walk), next_flags(*if_not)))
         m.d.sync += walk_done_ahead.eq(nx_done)
         m.d.sync += [q.eq(nx_free ^ pol) for q, (pol, _, _) in zip(walk_free_c, kinds)]
         m.d.sync += [q.eq(nx_mask ^ pol) for q, (pol, _, _) in zip(walk_mask_c, kinds)]
