@@ -821,7 +821,8 @@ class Engine(wiring.Component):
                 m.d.sync += s2_vals[j].eq(Mux(s1c_keep[j], Mux(cur.out_raw, s1c_raw[j], rq.out[j]), 0))
         with m.If(start):
             m.d.sync += [s1x_v.eq(0), s1b_v.eq(0), s1c_v.eq(0), s2_v.eq(0)]
-        entry = self._fifo_entry(m, s2_lane, s2_vals, s2_mask, s2_daddr, s2_maddr, s2_offs)
+        entry = self._fifo_entry(m, lane=s2_lane, vals=s2_vals, mask=s2_mask, daddr=s2_daddr,
+                                 maddr=s2_maddr, offs=s2_offs)
         m.d.comb += [ofifo.w_data.eq(entry), ofifo.w_en.eq(en & s2_v)]
 
         # ---------------- writer: one beat per stored row (D and its mask) --------
@@ -829,9 +830,10 @@ class Engine(wiring.Component):
         e = self._fifo_unpack(ofifo.r_data)
         for j in range(C):
             off = off_d[j]
-            m.d.comb += [wr.payload.addr[j].eq(e["daddr"] + Mux(oc_w, e["offs"][j], off)),
+            offs_j = e["offs"][j] if cfg.sparse else 0
+            m.d.comb += [wr.payload.addr[j].eq(e["daddr"] + Mux(oc_w, offs_j, off)),
                          wr.payload.data[j].eq(e["vals"][j]),
-                         wr.payload.mask_addr[j].eq(e["maddr"] + off)]
+                         wr.payload.mask_addr[j].eq(e["maddr"] + off if cfg.relu_mask else 0)]
         m.d.comb += [wr.payload.en.eq(e["lane"]), wr.payload.mask.eq(e["mask"]),
                      wr.payload.mask_en.eq(Mux(cur.write_mask, e["lane"], 0)),
                      wr.valid.eq(ofifo.r_rdy)]
@@ -1185,26 +1187,33 @@ class Engine(wiring.Component):
 
     # --- output FIFO entry packing -------------------------------------------------
     def _entry_layout(self):
+        """An output FIFO row: its lanes, values and D address, and only with the options
+        that use them the ReLU-mask bits and address (``relu_mask``) and the lanes' own
+        output offsets (``sparse``: ocompact).  (For area: a FIFO memory keeps every bit it
+        is given, used or not, and so do the drain registers in front of it; the lite
+        engine's FIFO is flip-flops on the iCE40.)"""
         cfg = self.cfg
         sx = signed(cfg.mem_addr_bits + cfg.dim_bits + 4)
-        return data.StructLayout({
-            "lane": unsigned(cfg.cols),
-            "vals": data.ArrayLayout(unsigned(cfg.slot_bits), cfg.cols),
-            "mask": unsigned(cfg.cols),
-            "daddr": sx, "maddr": sx,
-            "offs": data.ArrayLayout(signed(cfg.mem_addr_bits + 2), cfg.cols),
-        })
+        fields = {"lane": unsigned(cfg.cols),
+                  "vals": data.ArrayLayout(unsigned(cfg.slot_bits), cfg.cols),
+                  "daddr": sx}
+        if cfg.relu_mask:
+            fields.update(mask=unsigned(cfg.cols), maddr=sx)
+        if cfg.sparse:
+            fields["offs"] = data.ArrayLayout(signed(cfg.mem_addr_bits + 2), cfg.cols)
+        return data.StructLayout(fields)
 
     def _fifo_width(self):
         return self._entry_layout().size
 
-    def _fifo_entry(self, m, lane, vals, mask, daddr, maddr, offs):
+    def _fifo_entry(self, m, **fields):
         ent = Signal(self._entry_layout())
-        m.d.comb += [ent.lane.eq(lane), ent.vals.eq(vals), ent.mask.eq(mask),
-                     ent.daddr.eq(daddr), ent.maddr.eq(maddr), ent.offs.eq(offs)]
+        m.d.comb += [getattr(ent, name).eq(value) for name, value in fields.items()
+                     if name in self._entry_layout().members]
         return ent.as_value()
 
     def _fifo_unpack(self, bits):
+        """The row's fields; those the configuration leaves out are 0."""
         view = data.View(self._entry_layout(), bits)
-        return {"lane": view.lane, "vals": view.vals, "mask": view.mask,
-                "daddr": view.daddr, "maddr": view.maddr, "offs": view.offs}
+        return {name: getattr(view, name) if name in self._entry_layout().members else 0
+                for name in ("lane", "vals", "mask", "daddr", "maddr", "offs")}
