@@ -251,10 +251,20 @@ class ReorgUnit(wiring.Component):
                 row.append((mem.write_port(), mem.read_port()))
             ports.append(row)
 
-        # every memory's read data registered right at its output (bank muxes after it)
+        # every memory's read data registered right at its output (bank muxes after it).
+        # The memories read every cycle and their registers take the data only after a
+        # read the logic asked for (``rd_q``: the bank's read enable a cycle later), which
+        # is the same as a read port that holds its data while not enabled (for Fmax: the
+        # finisher's state decoded into the block RAMs' clock enables, across the die to
+        # both banks, was 2bc8168's routed critical path on seed 1, 80.2 MHz)
         rdr = [[Signal(sum_s, name=f"rdr{b}_{j}") for j in range(C)] for b in range(2)]
+        rd_en = [Signal(name=f"rd_en{b}") for b in range(2)]
+        rd_q = [Signal(name=f"rd_q{b}") for b in range(2)]
         for b in range(2):
-            m.d.sync += [rdr[b][j].eq(ports[b][j][1].data) for j in range(C)]
+            m.d.sync += rd_q[b].eq(rd_en[b])
+            with m.If(rd_q[b]):
+                m.d.sync += [rdr[b][j].eq(ports[b][j][1].data) for j in range(C)]
+            m.d.comb += [ports[b][j][1].en.eq(1) for j in range(C)]
 
         err = Signal(4)
         m.d.comb += self.error.eq(err)
@@ -423,11 +433,11 @@ class ReorgUnit(wiring.Component):
                 wp, rp = ports[b][j]
                 addr, a_w, v_w, wd = acc_rp[j]
                 with m.If(acc_owns):
-                    m.d.comb += [rp.addr.eq(addr), rp.en.eq(1),
-                                 wp.addr.eq(a_w), wp.data.eq(wd), wp.en.eq(v_w)]
+                    m.d.comb += [rp.addr.eq(addr), wp.addr.eq(a_w), wp.data.eq(wd), wp.en.eq(v_w)]
                 with m.Else():
-                    m.d.comb += [rp.addr.eq(ridx), rp.en.eq(fin_rd_en),
+                    m.d.comb += [rp.addr.eq(ridx),
                                  wp.addr.eq(z_addr), wp.data.eq(0), wp.en.eq(z_en & (fin_bank == b))]
+            m.d.comb += rd_en[b].eq(acc_owns | fin_rd_en)
 
         n_valid = Signal(range(DEPTH + 1))          # addresses of the layer: C_out * P*P or C_out (registered)
         # S = sum of the lanes' partial sums: read data registered (rdr), then a registered adder tree
