@@ -252,18 +252,14 @@ class ReorgUnit(wiring.Component):
             ports.append(row)
 
         # every memory's read data registered right at its output (bank muxes after it).
-        # The memories read every cycle and their registers take the data only after a
-        # read the logic asked for (``rd_q``: the bank's read enable a cycle later), which
-        # is the same as a read port that holds its data while not enabled (for Fmax: the
-        # finisher's state decoded into the block RAMs' clock enables, across the die to
-        # both banks, was 2bc8168's routed critical path on seed 1, 80.2 MHz)
+        # The memories read every cycle: every read whose data is used travels with its
+        # own valid flag down the pipelines (accumulate: s1..sc; finish: rd_scan, rd_emit),
+        # so nothing relies on a port holding its data (for Fmax: the finisher's state
+        # decoded into the block RAMs' clock enables, across the die to both banks, was
+        # 2bc8168's routed critical path on seed 1, 80.2 MHz)
         rdr = [[Signal(sum_s, name=f"rdr{b}_{j}") for j in range(C)] for b in range(2)]
-        rd_en = [Signal(name=f"rd_en{b}") for b in range(2)]
-        rd_q = [Signal(name=f"rd_q{b}") for b in range(2)]
         for b in range(2):
-            m.d.sync += rd_q[b].eq(rd_en[b])
-            with m.If(rd_q[b]):
-                m.d.sync += [rdr[b][j].eq(ports[b][j][1].data) for j in range(C)]
+            m.d.sync += [rdr[b][j].eq(ports[b][j][1].data) for j in range(C)]
             m.d.comb += [ports[b][j][1].en.eq(1) for j in range(C)]
 
         err = Signal(4)
@@ -424,7 +420,6 @@ class ReorgUnit(wiring.Component):
         m.d.comb += fdv.eq(Mux(fin_bank, bdesc[1].as_value(), bdesc[0].as_value()))
         m.d.comb += [self.layer_k.eq(fdv.k), self.layer_id.eq(fdv.layer_id)]
         ridx = Signal(range(DEPTH + LAT + PP + 2))
-        fin_rd_en = Signal()
         z_en = Signal()                    # zero the address read last cycle (emit reads)
         z_addr = Signal(abits)
         for b in range(2):
@@ -437,7 +432,6 @@ class ReorgUnit(wiring.Component):
                 with m.Else():
                     m.d.comb += [rp.addr.eq(ridx),
                                  wp.addr.eq(z_addr), wp.data.eq(0), wp.en.eq(z_en & (fin_bank == b))]
-            m.d.comb += rd_en[b].eq(acc_owns | fin_rd_en)
 
         n_valid = Signal(range(DEPTH + 1))          # addresses of the layer: C_out * P*P or C_out (registered)
         # S = sum of the lanes' partial sums: read data registered (rdr), then a registered adder tree
@@ -534,7 +528,7 @@ class ReorgUnit(wiring.Component):
                                  n_valid.eq(Mux(fdv.kind, fdv.c_out, fdv.c_out << lg_pp))]
                     m.next = "SCAN"
             with m.State("SCAN"):      # read every address; the |S| pipeline drains after
-                m.d.comb += [fin_rd_en.eq(1), rd_scan.eq(ridx < n_valid)]
+                m.d.comb += rd_scan.eq(ridx < n_valid)
                 m.d.sync += ridx.eq(ridx + 1)
                 with m.If(ridx == n_valid + LAT):
                     m.next = "SHIFT"
@@ -559,7 +553,7 @@ class ReorgUnit(wiring.Component):
                              g_right_oh.eq(shift_onehot(g_right, len(g_right_oh)))]
                 m.next = "FILL"
             with m.State("FILL"):      # read the sums the next sample needs
-                m.d.comb += [fin_rd_en.eq(1), rd_emit.eq(1), rd_zero.eq(ridx >= n_valid)]
+                m.d.comb += [rd_emit.eq(1), rd_zero.eq(ridx >= n_valid)]
                 m.d.sync += [ridx.eq(ridx + 1), pcnt.eq(pcnt - 1)]
                 with m.If(pcnt == 1):
                     m.d.sync += wcnt.eq(LAT + PUSH_EXTRA - 2)
