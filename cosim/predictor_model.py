@@ -43,13 +43,18 @@ FIFO_LAT = 2             # SyncFIFOBuffered: written at t, readable at t + 2
 UPD_ROW = 7              # update unit cycles per row (ROW, REQ, RESP x LAT, CALC, COPY, WRITE) at latency 2
 
 
+# The update unit's one-cycle states per BP row (predictor_hw/update.py); GRESP and RESP
+# each wait the memory's latency on top
+BP_ROW_STATES = ("GROW", "GROW2", "GREQ", "REQ", "CALC", "COPY", "WRITE")
+
+
 def update_from_mem_cycles(cfg, c_out: int, k: int) -> int:
     """Cycles the update unit works on a BP update whose true gradient (int8 [c_out, k])
     it reads from memory (``from_mem``): per row of ``pred_cols`` weights GROW, GROW2, GREQ,
     GRESP x latency, REQ, RESP x latency, CALC, COPY, WRITE; rows back to back (the
     ``working`` span, which is what ``pred_busy_cycles`` counts in a run without GP work)."""
     rows = c_out * -(-k // cfg.pred_cols)
-    return rows * (7 + 2 * cfg.dram_latency)
+    return rows * (len(BP_ROW_STATES) + 2 * cfg.dram_latency)
 
 
 def last_beat_rel(cfg, ins: dict) -> int:
