@@ -78,7 +78,7 @@ BOARDS = {
                         prog_words=1024, uart_pins=("0", "1", ("io", 0)), leds="rgb",
                         env={"DFU_SUFFIX": "true"}),
     # the UP5K holds the engine alone, and only the `ice40` preset's lite engine (no sparse
-    # modes, no convolution addressing, 24-bit counters): docs/fpga.md, "iCE40: the `ice40` preset"
+    # modes, no convolution addressing, one PE, 16-bit counters): docs/fpga.md, "iCE40: the `ice40` preset"
     "icebreaker": Board("amaranth_boards.icebreaker", "ICEBreakerPlatform", "ice40", "iCE40UP5K",
                         12e6, 12e6, None, mem_addr_bits=10, prog_words=256,
                         preset="ice40", cores=("engine",), wide_prog=True),

@@ -86,6 +86,10 @@ class BoardMemory(wiring.Component):
         turn = Signal()                       # B first next time both wait
         a_req, b_req, h_req = self.rd_a.req, self.rd_b.req, self.host.req
         mk_req = self.rd_m.req
+        # without the sparse modes the engine never reads masks: the port is not served
+        # (for area: its request's address registers and the engine's mask reader behind
+        # them are then unused, and synthesis removes them)
+        mk_valid = mk_req.valid if cfg.sparse else Const(0, 1)
         if self.update:
             u_req, u_resp = self.upd_rd.req, self.upd_rd.resp
             for l in range(U):
@@ -121,18 +125,18 @@ class BoardMemory(wiring.Component):
                     m.d.sync += who.eq(0)
                 with m.Elif(take_b):
                     m.d.sync += who.eq(1)
-                with m.Elif(mk_req.valid):
+                with m.Elif(mk_valid):
                     m.d.sync += who.eq(3)
                 with m.Else():
                     m.d.sync += who.eq(2)
-                with m.If(wr_free & (take_u | take_a | take_b | mk_req.valid | host_rd)):
+                with m.If(wr_free & (take_u | take_a | take_b | mk_valid | host_rd)):
                     m.next = "GRANT"
             with m.State("GRANT"):
                 with m.If(~wr_free):
                     m.next = "IDLE"             # a write beat was taken meanwhile: it goes first
                 with m.Else():
                     # the gather ports: (who, request, lanes, the A/B turn after it)
-                    gathers = [(0, a_req, R, 1), (1, b_req, C, 0), (3, mk_req, C, None)]
+                    gathers = [(0, a_req, R, 1), (1, b_req, C, 0)] + ([(3, mk_req, C, None)] if cfg.sparse else [])
                     if self.update:
                         gathers.insert(0, (4, u_req, U, None))
                     with m.Switch(who):
@@ -165,7 +169,7 @@ class BoardMemory(wiring.Component):
                         m.next = "RESP"
             with m.State("RESP"):
                 m.d.comb += [self.rd_a.resp.valid.eq(who == 0), self.rd_b.resp.valid.eq(who == 1),
-                             self.rd_m.resp.valid.eq(who == 3)]
+                             self.rd_m.resp.valid.eq((who == 3) if cfg.sparse else 0)]
                 if self.update:
                     m.d.comb += self.upd_rd.resp.valid.eq(who == 4)
                 ready = Mux(who == 0, self.rd_a.resp.ready, Mux(who == 1, self.rd_b.resp.ready,
@@ -236,5 +240,5 @@ class BoardMemory(wiring.Component):
                     with m.If(j == 2 * U - 1):
                         m.next = "IDLE"
         m.d.comb += self.idle.eq(rd_idle & wr_free & ~self.wr.valid & ~self.wz.valid & ~a_req.valid &
-                                 ~b_req.valid & ~mk_req.valid & ~u_valid & ~upd_valid)
+                                 ~b_req.valid & ~mk_valid & ~u_valid & ~upd_valid)
         return m

@@ -182,12 +182,13 @@ PRESETS: dict[str, AcceleratorConfig] = {
     "wide16": BASE.replace(name="wide16", rows=4, cols=4, op_bits=16, acc_bits=48,
                            spad_a_words=512, spad_b_words=512, acc_words=128, mem_addr_bits=16),
     "tiny": TINY,
-    # The engine alone on an iCE40 UP5K (iCEBreaker): tiny with one array column (2x1 PEs),
-    # without the sparse modes and the convolution addressing (dense GEMMs, transposes,
-    # split K), without the ReLU-mask write, six 24-bit counters and 24-bit accumulators
+    # The engine alone on an iCE40 UP5K (iCEBreaker): tiny with one PE (1x1), without the
+    # sparse modes and the convolution addressing (dense GEMMs, transposes, split K),
+    # without the ReLU-mask write, six 16-bit counters (they wrap) and 24-bit accumulators
     # (enough for K <= 128 = the scratchpad depth).  What each option saves: docs/fpga.md,
-    # "iCE40: the `ice40` preset".
-    "ice40": TINY.replace(name="ice40", cols=1, acc_bits=24, counter_bits=24, all_counters=False,
+    # "iCE40: the `ice40` preset"; why 1x1 and 16 bits (it was 2x1 with 24-bit counters
+    # until the engine's Fmax forms outgrew the UP5K's placeable 86 %): "Fmax round 15".
+    "ice40": TINY.replace(name="ice40", rows=1, cols=1, acc_bits=24, counter_bits=16, all_counters=False,
                           sparse=False, conv=False, relu_mask=False, fmax_logic=False),
 }
 

@@ -47,6 +47,15 @@ UNIT_TOPS = {"engine": TOP, "accelerator": ACCEL_TOP, "board": BOARD_TOP}
 # nextpnr): logic cells (one LUT4 + one FF each), DSPs, block RAMs
 DEVICE_CELLS = {"iCE40UP5K": {"lc": 5280, "dsp": 8, "bram": 30,
                               "pack": ("NEXTPNR_ICE40", ["--up5k", "--package", "sg48"])}}
+# The packed logic cells up to which nextpnr-ice40 places the UP5K board top: 4545 (86 %)
+# placed and routed in ~3 min; 4657-4962 (88-94 %) did not (HeAP's legaliser ran for 10
+# minutes and more, the SA placer failed to place carry chains; without carry chains,
+# synth_ice40 -nocarry, the router did not converge at 89-96 %); docs/fpga.md, round 15
+PLACE_LIMIT = {"iCE40UP5K": 4560}
+# synth_ice40's options for every iCE40 flow (the Yosys-only fit check and the board
+# build): the SB_MAC16 multipliers.  (-dff, ABC9 with the flip-flops, saves ~4 % of the
+# cells but crashed YoWASP's Yosys in the board build: "wasm trap: call stack exhausted")
+ICE40_SYNTH_OPTS = "-dsp"
 
 
 class SynthError(RuntimeError):
@@ -80,7 +89,7 @@ FAMILIES = {
         "carry": ("CCU2C",),
     },
     "ice40": {
-        "script": "synth_ice40 -dsp -top {top}",
+        "script": "synth_ice40 " + ICE40_SYNTH_OPTS + " -top {top}",
         "noabc9": None,                    # synth_ice40 has no classic-ABC option
         "lut": ("SB_LUT4",),
         "ff": ("SB_DFF*",),
@@ -193,14 +202,17 @@ def fit_estimate(report: dict, device: str, packed: int | None = None) -> dict:
     """From a Yosys report: the logic cells a board top needs at least (max(LUT4, FF):
     nextpnr packs a LUT and a flip-flop per cell), at most (LUT4 + FF) and, if known, after
     nextpnr's packing (``packed``), against the device's cells, DSPs and block RAMs;
-    ``fits`` if the packed count (else the upper bound) fits with the DSPs and RAMs."""
+    ``fits`` if the packed count (else the upper bound) fits with the DSPs and RAMs;
+    ``places`` if it is also within the cells nextpnr is known to place (``PLACE_LIMIT``)."""
     cap = DEVICE_CELLS[device]
     lo, hi = max(report["lut"], report["ff"]), report["lut"] + report["ff"]
     need = packed if packed is not None else hi
+    fits = need <= cap["lc"] and report["dsp"] <= cap["dsp"] and report["bram"] <= cap["bram"]
     return {"device": device, "lc_min": lo, "lc_max": hi, "lc_packed": packed, "lc_avail": cap["lc"],
+            "lc_place_limit": PLACE_LIMIT[device],
             "dsp": report["dsp"], "dsp_avail": cap["dsp"],
             "bram": report["bram"], "bram_avail": cap["bram"],
-            "fits": need <= cap["lc"] and report["dsp"] <= cap["dsp"] and report["bram"] <= cap["bram"]}
+            "fits": fits, "places": fits and need <= PLACE_LIMIT[device]}
 
 
 def synthesize(preset_name: str, family: str, out: str | None = None, abc9: bool = False,
@@ -410,7 +422,7 @@ def synth_board(board: str, preset_name: str | None, out: str | None = None, abc
         else:
             platform.build(top, name=BUILD_NAME, build_dir=out, do_program=False,
                            script_after_synth=stat_cmd,
-                           synth_opts="-dsp" if spec.family == "ice40" else "",
+                           synth_opts=ICE40_SYNTH_OPTS if spec.family == "ice40" else "",
                            # a design that misses the target still gets its bitstream and report
                            nextpnr_opts=" ".join(["--timing-allow-fail",
                                                   *map(shlex.quote, pnr_args)]))
@@ -499,7 +511,7 @@ def table(r: dict) -> str:
         rows.append(("fit", f"{f['device']}: {f['lc_min']}..{f['lc_max']} (packed: {f['lc_packed']}) "
                             f"/ {f['lc_avail']} logic cells, "
                             f"DSP {f['dsp']} / {f['dsp_avail']}, BRAM {f['bram']} / {f['bram_avail']}: "
-                            f"{'fits' if f['fits'] else 'may not fit (place-and-route decides)'}"))
+                            f"{'fits' if f['places'] else 'fits, over the ' + str(f['lc_place_limit']) + ' cells known to place' if f['fits'] else 'may not fit (place-and-route decides)'}"))
     return "\n".join(f"{k:<8} {v}" for k, v in rows)
 
 

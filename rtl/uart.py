@@ -284,19 +284,25 @@ class Bridge(wiring.Component):
         # sits in front of the decisions and no stage is more than an adder or a compare
         # (for Fmax: the one-stage form was the default board build's critical path; three
         # cycles per request, nothing next to a UART byte).
-        # stage 1: the sums
+        # stage 1: the sums, of the address's low bits only: every limit fits ``lim_bits``
+        # bits, so an address with a bit above them is out of range whatever the count
+        # (for area: a 17- to 25-bit sum, not 33 bits, on the iCE40 board's 10-bit memory)
         bsel, boff = addr[BUF_SHIFT:], addr[:BUF_SHIFT]    # WRITE_BUF: buffer, word offset
-        end, bend = Signal(33), Signal(BUF_SHIFT + 17)
-        m.d.sync += [end.eq(addr + count), bend.eq(boff + count)]
+        lim_bits = max(mem_words, self.prog_words, *self.buffers).bit_length()
+        lb = min(lim_bits, BUF_SHIFT)
+        end, bend = Signal(max(lim_bits, 16) + 1), Signal(max(lb, 16) + 1)
+        addr_high, boff_high = Signal(), Signal()
+        m.d.sync += [end.eq(addr[:lim_bits] + count), bend.eq(boff[:lb] + count),
+                     addr_high.eq(addr[lim_bits:] != 0), boff_high.eq(boff[lb:] != 0)]
         # stage 2: the compares (buffer 0 is the program buffer)
         prog_bad, mem_bad, buf_bad, set_bad, run_bad = (Signal(name=n) for n in (
             "prog_bad", "mem_bad", "buf_bad", "set_bad", "run_bad"))
-        m.d.sync += [prog_bad.eq(end > self.prog_words), mem_bad.eq(end > mem_words),
+        m.d.sync += [prog_bad.eq(addr_high | (end > self.prog_words)), mem_bad.eq(addr_high | (end > mem_words)),
                      run_bad.eq((count == 0) | (addr != 0) | (count > self.max_instr))]
         m.d.sync += buf_bad.eq(1)
         for b, depth in enumerate((self.prog_words,) + self.buffers):
             with m.If(bsel == b):
-                m.d.sync += buf_bad.eq(bend > depth)
+                m.d.sync += buf_bad.eq(boff_high | (bend > depth))
         m.d.sync += set_bad.eq(1)
         for r, limit in enumerate(self.reg_limits):
             with m.If(addr == r):

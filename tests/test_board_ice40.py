@@ -49,7 +49,10 @@ def test_board_top_fits_the_up5k_yosys_and_packing(tmp_path):
     f = r["fit"]
     assert f["dsp"] == preset("ice40").rows * preset("ice40").cols <= f["dsp_avail"] == 8
     assert f["bram"] <= f["bram_avail"] == 30
-    assert f["lc_packed"] is not None and f["lc_packed"] <= f["lc_avail"] == 5280, f
+    # within the cells nextpnr-ice40 places (86 %), not only the device's 5280: at 88 % and
+    # more its placers failed (docs/fpga.md, Fmax round 15)
+    assert f["lc_packed"] is not None and f["lc_packed"] <= f["lc_place_limit"] == synth.PLACE_LIMIT["iCE40UP5K"], f
+    assert f["lc_place_limit"] < f["lc_avail"] == 5280 and f["places"], f
     assert json.loads((tmp_path / "b" / "report.json").read_text())["fit"] == f
 
 
@@ -60,7 +63,7 @@ def test_icebreaker_board_build_places_routes_and_meets_12mhz(tmp_path):
     r = synth.synth_board("icebreaker", None, out=str(tmp_path / "icebreaker-ice40"))
     assert r["preset"] == "ice40" and r["device"] == "iCE40UP5K"
     assert 0 < r["lut"] <= r["lut_avail"] == 5280
-    assert r["dsp"] == 2 <= r["dsp_avail"] and 0 < r["bram"] <= r["bram_avail"] == 30
+    assert r["dsp"] == preset("ice40").rows * preset("ice40").cols <= r["dsp_avail"] and 0 < r["bram"] <= r["bram_avail"] == 30
     assert r["ff"] > 0 and r["latches"] == 0
     assert r["target_mhz"] == 12.0 and r["timing_met"] and r["fmax_mhz"] >= 12.0
     assert r["bitstream"] and (tmp_path / "icebreaker-ice40" / "top.bin").stat().st_size > 0

@@ -1,5 +1,5 @@
-"""The `ice40` preset's lite engine (2x1 PEs; no sparse modes, no convolution addressing,
-no ReLU-mask write; six 24-bit counters) on Verilator: dense GEMMs bit-exact against the golden model and cycle-exact
+"""The `ice40` preset's lite engine (one PE; no sparse modes, no convolution addressing,
+no ReLU-mask write; six 16-bit counters) on Verilator: dense GEMMs bit-exact against the golden model and cycle-exact
 against the cycle model; bad input answered by an error status; the modes it does not
 build refused early, in Python, with a message naming the mode and the preset."""
 import numpy as np
@@ -16,9 +16,9 @@ from tests.rtl_cases import conv_case, gemm_case, raw_gemm
 CFG = preset("ice40")
 
 
-def test_lite_config_is_tiny_with_one_column_and_the_engine_options():
+def test_lite_config_is_tiny_with_one_pe_and_the_engine_options():
     tiny = preset("tiny")
-    assert CFG.replace(name="tiny", cols=2, acc_bits=32, counter_bits=48, all_counters=True, sparse=True,
+    assert CFG.replace(name="tiny", rows=2, cols=2, acc_bits=32, counter_bits=48, all_counters=True, sparse=True,
                        conv=True, relu_mask=True, fmax_logic=True) == tiny
     # the full presets keep today's design
     for name in ("tiny", "small", "default", "large", "wide16"):
@@ -26,10 +26,10 @@ def test_lite_config_is_tiny_with_one_column_and_the_engine_options():
         assert (p.counter_bits, p.all_counters, p.sparse, p.conv, p.relu_mask, p.fmax_logic) == (48, True, True, True, True, True)
         assert counter_names(p) == COUNTERS
     assert counter_names(CFG) == CORE_COUNTERS
-    assert counters_layout(CFG).size == 24 * len(CORE_COUNTERS)
+    assert counters_layout(CFG).size == 16 * len(CORE_COUNTERS)
     eng = Engine(CFG)
     eng._MustUse__silence = True                      # only its signature is looked at
-    assert eng.counters.shape().size == 24 * len(CORE_COUNTERS)
+    assert eng.counters.shape().size == 16 * len(CORE_COUNTERS)
     # the instruction holds no sparse or convolution fields
     assert isa.instr_width(CFG) < isa.instr_width(tiny) // 4
 

@@ -194,7 +194,7 @@ def test_bridge_memory_roundtrip_and_status():
 
 
 @pytest.mark.parametrize("case", ["opcode", "checksum", "range", "range_prog", "busy", "framing",
-                                  "run_zero"])
+                                  "run_zero", "range_high", "range_wrap", "range_prog_high"])
 def test_bridge_bad_requests(case):
     dut = BridgeBench()
 
@@ -210,6 +210,12 @@ def test_bridge_bad_requests(case):
             frame = hostmod.request(uart.OP_WRITE_MEM, (1 << AW) - 1, 2, bytes(8))
         elif case == "range_prog":
             frame = hostmod.request(uart.OP_WRITE_PROG, PROG - 1, 2, bytes(8))
+        elif case == "range_high":          # an address bit above the memory's (low bits 0)
+            frame = hostmod.request(uart.OP_WRITE_MEM, 1 << 20, 2, bytes(8))
+        elif case == "range_wrap":          # addr + count past 2**32 (a 32-bit sum would wrap to 1)
+            frame = hostmod.request(uart.OP_WRITE_MEM, (1 << 32) - 1, 2, bytes(8))
+        elif case == "range_prog_high":     # the program buffer, an address bit above its depth
+            frame = hostmod.request(uart.OP_WRITE_PROG, 1 << 16, 2, bytes(8))
         elif case == "busy":
             ctx.set(dut.running, 1)
             frame = hostmod.request(uart.OP_WRITE_MEM, 0, 2, bytes(8))
@@ -234,9 +240,10 @@ def test_bridge_bad_requests(case):
     status, csum, after = run_sim(dut, bench)
     want = {"opcode": uart.ST_BAD_OPCODE, "checksum": uart.ST_BAD_CHECKSUM, "range": uart.ST_BAD_RANGE,
             "range_prog": uart.ST_BAD_RANGE, "busy": uart.ST_BUSY, "framing": uart.ST_FRAMING,
-            "run_zero": uart.ST_BAD_RANGE}[case]
+            "run_zero": uart.ST_BAD_RANGE, "range_high": uart.ST_BAD_RANGE,
+            "range_wrap": uart.ST_BAD_RANGE, "range_prog_high": uart.ST_BAD_RANGE}[case]
     assert (status, csum) == (want, want)
-    if case in ("range", "busy", "framing"):
+    if case in ("range", "busy", "framing", "range_high", "range_wrap"):
         assert list(after) == [11, 22]
     if case == "checksum":                # payload applied as it came (documented)
         assert list(after) == [0, 0]
