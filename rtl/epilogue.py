@@ -70,18 +70,39 @@ def saturate_bits(v, bits: int):
     return Mux(~neg & high.any(), hi, Mux(neg & ~high.all(), lo, v))
 
 
-def round_saturate(q, up, bits: int):
+def round_saturate(q, up, bits: int, fits=None, q_any=None):
     """(out, pos) for r = q + up (``q`` the shifted value, ``up`` its round-up bit):
     ``out`` = r saturated to signed ``bits``, ``pos`` = r > 0; by range flags on q's high
     bits and a ``bits``-wide add (for Fmax: no carry chain as wide as q in front of the
     saturation).  q >= 2**(bits-1) - 1 saturates high (q + up too), q < -2**(bits-1) low
-    (q + up <= -2**(bits-1) too); in between the low bits + up cannot overflow."""
+    (q + up <= -2**(bits-1) too); in between the low bits + up cannot overflow.
+    ``fits`` (q's bits from bits-1 up all equal its sign) and ``q_any`` (q != 0) may come
+    precomputed, e.g. registered beside q by ``shifted_range_flags``."""
     hi = (1 << (bits - 1)) - 1
     neg, high = q[-1], q[bits - 1:]
-    q_hi = ~neg & (high.any() | q[:bits - 1].all())
-    q_lo = neg & ~high.all()
+    fits = (high.all() | ~high.any()) if fits is None else fits
+    q_any = q.any() if q_any is None else q_any
+    q_hi = ~neg & (~fits | q[:bits - 1].all())
+    q_lo = neg & ~fits
     low = (q[:bits] + up)[:bits].as_signed()
-    return Mux(q_hi, hi, Mux(q_lo, -hi - 1, low)), ~neg & (q.any() | up)
+    return Mux(q_hi, hi, Mux(q_lo, -hi - 1, low)), ~neg & (q_any | up)
+
+
+def range_masks(shift, width: int, bits: int):
+    """Per-shift masks of ``x``'s bits (registered per instruction by the caller) for
+    ``shifted_range_flags``: bits at or above ``shift + bits - 1``, and at or above ``shift``."""
+    return (Cat(*[shift + (bits - 1) <= i for i in range(width)]),
+            Cat(*[shift <= i for i in range(width)]))
+
+
+def shifted_range_flags(x, hi_mask, ge_mask):
+    """``round_saturate``'s flags of q = x >> shift, from ``x`` and ``range_masks(shift)``,
+    beside the shifter rather than after it (for Fmax): q fits iff x's bits from
+    shift + bits - 1 up all equal x's sign; q != 0 iff a bit of x at or above ``shift``
+    is set (used for x >= 0 only)."""
+    sign = x[-1]
+    fits = ~((x.as_unsigned() ^ sign.replicate(len(x))) & hi_mask).any()
+    return fits, (x.as_unsigned() & ge_mask).any()
 
 
 class Requantize(wiring.Component):
@@ -125,6 +146,13 @@ class Requantize(wiring.Component):
         shifts = ([self.shift] * cfg.cols if not self.shift_held else
                   register_copies(m, self.shift, [COPY_KINDS[j % len(COPY_KINDS)] for j in range(cfg.cols)],
                                   "shift"))
+        # and, with a held shift and a register stage, q's range flags beside the shifter
+        # (per-instruction masks; for Fmax: the flags' OR trees on q_r were in front of the
+        # saturation's select, 2bc8168's routed critical path on seed 2, 87.4 MHz)
+        early_flags = self.shift_held and cfg.fmax_logic and self.latency
+        if early_flags:
+            hi_mask, ge_mask = Signal(aw, name="hi_mask"), Signal(aw, name="ge_mask")
+            m.d.sync += [x.eq(v) for x, v in zip((hi_mask, ge_mask), range_masks(self.shift, aw, cfg.op_bits))]
         for j in range(cfg.cols):
             # stage 1: shift and round-half-to-even decision
             q = Signal(signed(aw), name=f"q{j}")
@@ -133,12 +161,18 @@ class Requantize(wiring.Component):
             m.d.comb += [q.eq(q_x), up.eq(up_x)]
             q_r = Signal(signed(aw), name=f"q_r{j}")
             up_r = Signal(name=f"up_r{j}")
+            flags = {}
             if self.latency:
                 with m.If(self.en):
                     m.d.sync += [q_r.eq(q), up_r.eq(up)]
+                    if early_flags:
+                        fits_r, any_r = Signal(name=f"fits_r{j}"), Signal(name=f"any_r{j}")
+                        fits_x, any_x = shifted_range_flags(self.row[j], hi_mask, ge_mask)
+                        m.d.sync += [fits_r.eq(fits_x), any_r.eq(any_x)]
+                        flags = {"fits": fits_r, "q_any": any_r}
             else:
                 m.d.comb += [q_r.eq(q), up_r.eq(up)]
             # stage 2: round, saturate (range flags on q_r), ReLU (q + up <= 0 -> 0)
-            sat, pos = round_saturate(q_r, up_r, cfg.op_bits)
+            sat, pos = round_saturate(q_r, up_r, cfg.op_bits, **flags)
             m.d.comb += [self.out[j].eq(Mux(self.relu & ~pos, 0, sat)), self.mask[j].eq(pos)]
         return m

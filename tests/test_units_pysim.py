@@ -53,6 +53,55 @@ def test_requantize_unit_matches_numerics(latency):
     sim.run()
 
 
+def _range_edges(shift: int, rng) -> list:
+    """Rows at and next to the requantizer's range edges for ``shift``: q = x >> shift at
+    127 / 128 / -128 / -129 (saturation), 0 / 1 (ReLU's positive test), and random values
+    up to the accumulator's ends."""
+    vals = set()
+    for q in (127, 128, -128, -129, 0, 1, -1, 255, -256):
+        base = q << shift
+        for d in (-1, 0, 1, (1 << shift) - 1 if shift else 0, 1 << max(shift - 1, 0)):
+            vals.add(base + d)
+    vals.update(int(v) for v in rng.integers(-(1 << 31), 1 << 31, 24))
+    vals.update((-(1 << 31), (1 << 31) - 1))
+    return sorted(v for v in vals if -(1 << 31) <= v < 1 << 31)
+
+
+def test_requantize_held_shift_range_flags_at_every_shift():
+    """The engine's form (latency 1, shift held per instruction: one-hot shift, and the
+    saturation's range flags from the unshifted row beside the shifter) at every shift
+    0..32 on the values next to each saturation and ReLU edge, against numerics."""
+    cfg = CFG.replace(cols=2)
+    dut = Requantize(cfg, latency=1, shift_held=True)
+    rng = np.random.default_rng(3)
+    checked = []
+
+    async def tb(ctx):
+        ctx.set(dut.en, 1)
+        for shift in range(0, 33):
+            relu = bool(shift % 2)
+            ctx.set(dut.shift, shift)
+            ctx.set(dut.relu, relu)
+            await ctx.tick().repeat(2)          # held a cycle before the rows (its registers)
+            vals = _range_edges(shift, rng)
+            for i in range(0, len(vals) - 1, 2):
+                row = vals[i:i + 2]
+                ctx.set(dut.row[0], row[0])
+                ctx.set(dut.row[1], row[1])
+                await ctx.tick()
+                want, mask = numerics.requantize(np.array(row), shift, cfg.op_bits, relu)
+                got = [ctx.get(dut.out[j]) for j in range(2)]
+                assert got == list(want), (shift, relu, row, got, list(want))
+                assert [ctx.get(dut.mask) >> j & 1 for j in range(2)] == [int(v) for v in mask]
+                checked.append(shift)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert sorted(set(checked)) == list(range(33))
+
+
 def test_mixed_radix_counter_matches_definition():
     dut = MixedRadixCounter(CFG)
     digits = [{"count": 3, "step": {"cb": 5, "sp": 1, "x": 1}},
