@@ -34,6 +34,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import isa, uart
 from .boardmem import BoardMemory
+from .skid import SkidBuffer
 from .config import AcceleratorConfig, preset
 from .engine import Engine, counter_names as engine_counters
 from . import accelerator as acc
@@ -407,16 +408,22 @@ class BoardTop(wiring.Component):
         m.d.comb += [core.instr.payload.eq(prog.stream.payload),
                      core.instr.valid.eq(prog.stream.valid & weights_in),
                      prog.stream.ready.eq(core.instr.ready & weights_in)]
+        # The Accelerator's streams reach the core through a register slice each (rtl/skid.py:
+        # for Fmax, the core's ready, e.g. the update unit's 16-bit fence compare on the
+        # descriptor, does not run back across the die into the buffer's enables; b1's
+        # board critical path, 79.0 MHz).  A run ends only once the slices are empty too.
+        slices_empty = []
         if accel:
             for name in bufs:
                 st = streams[name][0]
-                port = getattr(core, name)
-                m.d.comb += [port.payload.eq(st.stream.payload), port.valid.eq(st.stream.valid),
-                             st.stream.ready.eq(port.ready)]
+                sk = m.submodules[name + "_slice"] = in_core(SkidBuffer(st.stream.payload.shape()))
+                wiring.connect(m, st.stream, sk.i)
+                wiring.connect(m, sk.o, getattr(core, name))
+                slices_empty.append(~sk.o.valid)
             m.d.comb += [core.shift1.eq(br.regs[REGS.index("shift1")]),
                          core.shift2.eq(br.regs[REGS.index("shift2")])]
         all_sent = Signal()
-        m.d.comb += all_sent.eq(Cat(st.done for st, _, _ in streams.values()).all())
+        m.d.comb += all_sent.eq(Cat(*(st.done for st, _, _ in streams.values()), *slices_empty).all())
 
         running, done, finish = Signal(), Signal(), Signal()
         # core_rst is a register (RESET: the cycle after RUN): it resets the whole core and the
