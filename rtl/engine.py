@@ -673,7 +673,8 @@ class Engine(wiring.Component):
         m.d.sync += [pi_wa.eq(gb.pi_idx), pi_wd.eq(gb.pi_data), pi_wen.eq(gb.pi_we & oc)]
         m.d.comb += [pi_w.addr.eq(pi_wa), pi_w.data.eq(pi_wd), pi_w.en.eq(pi_wen)]
 
-        dr_ti, dr_tj, dr_i = Signal(dw), Signal(dw), Signal(range(R))
+        # (row indices in a tile: at least one bit, so a one-row array has no 0-wide wire)
+        dr_ti, dr_tj, dr_i = Signal(dw), Signal(dw), Signal(range(max(R, 2)))
         dr_tj_last = Signal()           # dr_tj + 1 == n_n, registered with dr_tj (for Fmax)
         # the info ring has room: pi_used = gb.panels - dr_tj (ocompact), kept as a
         # register (for Fmax: no subtractor between the counters and gather B's hand-over)
@@ -690,7 +691,7 @@ class Engine(wiring.Component):
         m_i_off = Signal(sx)
         # stage 1 (row left the array; accumulator SRAM read issued)
         s1_row_ok = Signal()
-        s1_i = Signal(range(R))
+        s1_i = Signal(range(max(R, 2)))
         s1_data = Signal(data.ArrayLayout(signed(cfg.acc_bits), C))
         s1_lane = Signal(C)
         s1_slot = Signal(range(cfg.acc_words))
@@ -853,7 +854,7 @@ class Engine(wiring.Component):
         rdm = self.rd_m
         mqd = mask_queue_rows(cfg)
         mr_run = Signal()
-        mr_tj, mr_i = Signal(dw), Signal(range(R))
+        mr_tj, mr_i = Signal(dw), Signal(range(max(R, 2)))
         mr_tj_last = Signal()           # mr_tj + 1 == n_n, registered with mr_tj (for Fmax)
         mr_rem = Signal.like(total_rows)     # rows still to request (a down-count: for Fmax
                                              # its "last" test is a constant compare, no adder)
