@@ -138,7 +138,9 @@ class Requantize(wiring.Component):
         # and, for a held shift, its one-hot (shift_round_bit's AND-OR form; the engine's
         # ERR_SHIFT keeps shifts within the accumulator, 0..aw)
         onehot = None
-        if self.shift_held and cfg.fmax_logic:
+        # (the Fmax forms need a held shift: their selects and masks are per-instruction registers)
+        fast = self.shift_held and cfg.fmax_logic
+        if fast:
             onehot = Signal(aw + 1, name="shift_oh")
             m.d.sync += onehot.eq(shift_onehot(self.shift, aw + 1))
         # a held shift is registered once more per lane, in copies of distinct kinds (for
@@ -149,7 +151,7 @@ class Requantize(wiring.Component):
         # and, with a held shift and a register stage, q's range flags beside the shifter
         # (per-instruction masks; for Fmax: the flags' OR trees on q_r were in front of the
         # saturation's select, 2bc8168's routed critical path on seed 2, 87.4 MHz)
-        early_flags = self.shift_held and cfg.fmax_logic and self.latency
+        early_flags = fast and self.latency
         if early_flags:
             hi_mask, ge_mask = Signal(aw, name="hi_mask"), Signal(aw, name="ge_mask")
             m.d.sync += [x.eq(v) for x, v in zip((hi_mask, ge_mask), range_masks(self.shift, aw, cfg.op_bits))]

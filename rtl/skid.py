@@ -16,7 +16,6 @@ from amaranth.lib.wiring import In, Out
 
 class SkidBuffer(wiring.Component):
     def __init__(self, shape):
-        self.shape = shape
         super().__init__({
             "i": In(stream.Signature(shape)),
             "o": Out(stream.Signature(shape)),

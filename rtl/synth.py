@@ -45,13 +45,13 @@ BOARD_TOP = "board_top"
 UNIT_TOPS = {"engine": TOP, "accelerator": ACCEL_TOP, "board": BOARD_TOP}
 # Yosys-only fit check of a board top (synth_board gets the device's own figures from
 # nextpnr): logic cells (one LUT4 + one FF each), DSPs, block RAMs
-DEVICE_CELLS = {"iCE40UP5K": {"lc": 5280, "dsp": 8, "bram": 30,
-                              "pack": ("NEXTPNR_ICE40", ["--up5k", "--package", "sg48"])}}
-# The packed logic cells up to which nextpnr-ice40 places the UP5K board top: 4545 (86 %)
-# placed and routed in ~3 min; 4657-4962 (88-94 %) did not (HeAP's legaliser ran for 10
-# minutes and more, the SA placer failed to place carry chains; without carry chains,
+# and "lc_place": the packed cells up to which nextpnr-ice40 places the UP5K board top: 4545
+# (86 %) placed and routed in ~3 min; 4657-4962 (88-94 %) did not (HeAP's legaliser ran for
+# 10 minutes and more, the SA placer failed to place carry chains; without carry chains,
 # synth_ice40 -nocarry, the router did not converge at 89-96 %); docs/fpga.md, round 15
-PLACE_LIMIT = {"iCE40UP5K": 4560}
+DEVICE_CELLS = {"iCE40UP5K": {"lc": 5280, "lc_place": 4560, "dsp": 8, "bram": 30,
+                              "pack": ("NEXTPNR_ICE40", ["--up5k", "--package", "sg48"])}}
+PLACE_LIMIT = {device: cells["lc_place"] for device, cells in DEVICE_CELLS.items()}
 # synth_ice40's options for every iCE40 flow (the Yosys-only fit check and the board
 # build): the SB_MAC16 multipliers.  (-dff, ABC9 with the flip-flops, saves ~4 % of the
 # cells but crashed YoWASP's Yosys in the board build: "wasm trap: call stack exhausted")
@@ -203,16 +203,16 @@ def fit_estimate(report: dict, device: str, packed: int | None = None) -> dict:
     nextpnr packs a LUT and a flip-flop per cell), at most (LUT4 + FF) and, if known, after
     nextpnr's packing (``packed``), against the device's cells, DSPs and block RAMs;
     ``fits`` if the packed count (else the upper bound) fits with the DSPs and RAMs;
-    ``places`` if it is also within the cells nextpnr is known to place (``PLACE_LIMIT``)."""
+    ``places`` if it is also within the cells nextpnr is known to place (``lc_place``)."""
     cap = DEVICE_CELLS[device]
     lo, hi = max(report["lut"], report["ff"]), report["lut"] + report["ff"]
     need = packed if packed is not None else hi
     fits = need <= cap["lc"] and report["dsp"] <= cap["dsp"] and report["bram"] <= cap["bram"]
     return {"device": device, "lc_min": lo, "lc_max": hi, "lc_packed": packed, "lc_avail": cap["lc"],
-            "lc_place_limit": PLACE_LIMIT[device],
+            "lc_place_limit": cap["lc_place"],
             "dsp": report["dsp"], "dsp_avail": cap["dsp"],
             "bram": report["bram"], "bram_avail": cap["bram"],
-            "fits": fits, "places": fits and need <= PLACE_LIMIT[device]}
+            "fits": fits, "places": fits and need <= cap["lc_place"]}
 
 
 def synthesize(preset_name: str, family: str, out: str | None = None, abc9: bool = False,
