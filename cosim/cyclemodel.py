@@ -28,7 +28,9 @@ It follows the RTL's structure (see rtl/gather.py, rtl/engine.py, rtl/systolic.p
   stage, s2: requantized; rows outside M or not stored stop after s1b:
   ``drain_empty``) and the output
   FIFO; each stored row costs one write cycle (the mask travels in the same
-  beat), written at ``row_written``.
+  beat), written at ``row_written``; the end test (the last row written, the
+  drain empty, the gathers idle) is registered: a running instruction retires
+  ``END_TEST_LAG`` = 1 cycle after it holds.
 Tile start times are computed with a running maximum in numpy, so the model
 costs O(tiles) and extrapolates to layers far too large to simulate.
 
@@ -78,6 +80,7 @@ ARRAY_IN_STAGES = 3  # scratchpad B read one cycle after the step (its address r
 COMPACT_LAG = 2     # compact_a: an entry counts as final two cycles after its response is written (the
                     # side-memory write is registered, and the sequencer's head entry is a register
                     # loaded from a fresh read a cycle after that write)
+END_TEST_LAG = 1    # a running GEMM retires a cycle after its end test holds (the test registered)
 BUSY_TAIL = 1       # the engine's `busy` output stays up this many cycles after retirement (the
                     # retirement registered before the counters; busy_cycles does not count them)
 
@@ -233,7 +236,8 @@ def lane_walk(cfg: AcceleratorConfig, ins: dict, keep: np.ndarray):
 
 
 def ocompact_end(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray) -> int:
-    """busy_cycles of an ocompact instruction (see the module doc)."""
+    """The cycle an ocompact instruction's end test holds (see the module doc; it
+    retires ``END_TEST_LAG`` later)."""
     R, C, K, m = cfg.rows, cfg.cols, ins["k"], ins["m"]
     keep = golden.output_mask(cfg, ins, mem).any(axis=0)
     T, walk_done, zlast = lane_walk(cfg, ins, keep)
@@ -267,7 +271,7 @@ def instruction_cycles(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray | None
         if mem is None:
             raise ValueError("instruction_cycles: an ocompact instruction's timing depends on its "
                              "output mask: pass the memory image (mem=...)")
-        return ocompact_end(cfg, ins, mem)
+        return ocompact_end(cfg, ins, mem) + END_TEST_LAG
     if ins.get("compact_a", 0):
         if mem is None:
             raise ValueError("instruction_cycles: a compact_a instruction's timing depends on its "
@@ -281,7 +285,7 @@ def instruction_cycles(cfg: AcceleratorConfig, ins: dict, mem: np.ndarray | None
         # the last stored row is the last tile's last row inside M
         i_last = m - 1 - (nm - 1) * R
         end = max(end, row_written(cfg, flush, i_last) + 1)
-    return end
+    return end + END_TEST_LAG
 
 
 def program_cycles(cfg: AcceleratorConfig, prog: list[dict], mem: np.ndarray | None = None) -> int:

@@ -447,9 +447,15 @@ class BoardTop(wiring.Component):
                 with m.If(finish):
                     m.d.sync += [running.eq(0), done.eq(1), finish.eq(0)]
                     m.next = "IDLE"
-        m.d.comb += [br.status.running.eq(running), br.status.engine_busy.eq(core.busy),
-                     br.status.done.eq(done), br.status.error.eq(core.error), br.status.pc.eq(prog.sent),
-                     self.led_busy.eq(running), self.led_error.eq(core.error != 0),
+        # The core's flags reach the bridge's status response through a register (for Fmax:
+        # e7e7ee6's board critical path was the core's busy flag across the die into the
+        # response register, 76.8 MHz).  The status a host reads lags the core by a cycle;
+        # `done` is set two cycles after the end test held, so it never outruns them.
+        core_busy, core_error, core_pc = Signal(), Signal.like(core.error), Signal.like(prog.sent)
+        m.d.sync += [core_busy.eq(core.busy), core_error.eq(core.error), core_pc.eq(prog.sent)]
+        m.d.comb += [br.status.running.eq(running), br.status.engine_busy.eq(core_busy),
+                     br.status.done.eq(done), br.status.error.eq(core_error), br.status.pc.eq(core_pc),
+                     self.led_busy.eq(running), self.led_error.eq(core_error != 0),
                      self.led_done.eq(done)]
         return m
 

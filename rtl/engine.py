@@ -980,6 +980,7 @@ class Engine(wiring.Component):
         retire_err = Signal(4)
         chk_err = Signal(4)
         chk_run = Signal()
+        run_end = Signal()              # RUN's end test, registered (cleared in GO)
         def outside(x):                 # x < 0 or x >= 2**aw: bit tests, not comparators
             return x.as_unsigned()[aw:].any()
         early_checks = [
@@ -1105,13 +1106,20 @@ class Engine(wiring.Component):
                 m.d.comb += start_nx.eq(run_ok)
                 m.next = "GO"
             with m.State("GO"):
+                m.d.sync += run_end.eq(0)
                 with m.If(chk_run):             # start is up this cycle
                     m.next = "RUN"
                 with m.Else():                  # a NOP or an error
                     m.d.comb += [retire.eq(1), retire_err.eq(chk_err)]
                     m.next = "IDLE"
             with m.State("RUN"):
-                with m.If(flushed & drained & ~ga.busy & ~gb.busy & (zq.level == 0)):
+                # The end test registered: the retirement is a cycle after it holds (for
+                # Fmax: 9d6782a's OOC critical path ran from gather A's response flags
+                # through the drain's idle flags and this test into the retirement's error
+                # register).  Exact: once everything is flushed, drained and idle, nothing
+                # moves until the next start (cyclemodel.END_TEST_LAG).
+                m.d.sync += run_end.eq(flushed & drained & ~ga.busy & ~gb.busy & (zq.level == 0))
+                with m.If(run_end):
                     m.d.comb += [retire.eq(1),
                                  retire_err.eq(Mux(ga.addr_error | gb.addr_error, isa.ERR_ADDR_READ, 0))]
                     m.next = "IDLE"
