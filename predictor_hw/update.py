@@ -23,6 +23,7 @@ also written, shifted right by ``d8`` (round half to even, saturated to 8 bits),
 from __future__ import annotations
 
 from amaranth import Module, Signal, Mux, Cat, signed, unsigned
+from amaranth.hdl import Assert, Format
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
@@ -137,8 +138,9 @@ class UpdateUnit(wiring.Component):
     finished layer updates), ``busy`` (a layer's descriptor held), ``working`` (a row in
     flight), ``error`` (sticky), ``elems`` (weights updated)."""
 
-    def __init__(self, cfg: AcceleratorConfig):
+    def __init__(self, cfg: AcceleratorConfig, check_state: bool = False):
         self.cfg = cfg
+        self.check_state = check_state     # simulation: assert the kept flags each cycle
         super().__init__({
             "desc": In(stream.Signature(update_desc_layout(cfg))),
             "rows": In(stream.Signature(grad_row_layout(cfg))),
@@ -348,6 +350,10 @@ class UpdateUnit(wiring.Component):
         # out), for the beat's valid and the enables it takes (for Fmax: the FSM state's
         # decode, ~330 loads, and the acceptance were in front of the bases' ~70 enables)
         m.d.comb += self.wr.valid.eq(in_write)
+        if self.check_state:
+            # simulation only: the flag equals its definition, every cycle
+            m.d.sync += Assert(in_write == fsm.ongoing("WRITE"),
+                               Format("in_write {} but FSM in WRITE is {}", in_write, fsm.ongoing("WRITE")))
         for j in range(L):
             m.d.comb += [self.wr.payload.addr[j].eq(ch_base + row.col + j),
                          self.wr.payload.data[j].eq(nws[j]),

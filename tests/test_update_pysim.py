@@ -14,7 +14,7 @@ CFG = AcceleratorConfig(name="unit", rows=4, cols=4, spad_a_words=64, spad_b_wor
 
 
 def run(layers, mem, rows_per_layer, seed=0, retired=1 << 20, expect_error=0):
-    dut = U.UpdateUnit(CFG)
+    dut = U.UpdateUnit(CFG, check_state=True)     # asserts in_write == "FSM in WRITE" every cycle
     dut.wr_beats = 0                  # write beats taken (one per row)
     rng = np.random.default_rng(seed)
     mem = mem.copy()
