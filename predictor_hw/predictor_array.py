@@ -253,12 +253,27 @@ def requant_int8(m: Module, xs, shift, below, onehot, relu) -> list:
 # the component
 # --------------------------------------------------------------------------------------------
 
+def k_in_range(cfg: AcceleratorConfig, k):
+    """A job's fan-in is one the array runs: 1 <= k <= pred_kmax (else ERR_K).  Works on
+    ints and on Amaranth values (the array, and the Accelerator where k enters the samples
+    FIFO)."""
+    return (k != 0) & (k <= cfg.pred_kmax)
+
+
 class PredictorArray(wiring.Component):
-    def __init__(self, cfg: AcceleratorConfig, check_step: bool = False):
+    """``k_ok_port``: the job's ``k_in_range`` comes from the driver on a port ``k_ok``
+    beside ``k`` instead of being computed here (the Accelerator computes it where k enters
+    the samples FIFO, for Fmax: the 16-bit compare is then not in front of the job-start
+    decision; ``check_step`` asserts the port equals the rule)."""
+
+    def __init__(self, cfg: AcceleratorConfig, check_step: bool = False, k_ok_port: bool = False):
         self.cfg = cfg
         self.geo = Geometry(cfg)
         self.check_step = check_step       # simulation: assert the registered step each cycle
+        self.k_ok_port = k_ok_port
+        ports = {"k_ok": In(1)} if k_ok_port else {}
         super().__init__({
+            **ports,
             "samples": In(stream.Signature(sample_layout(cfg))),
             "feats": In(stream.Signature(feat_layout(cfg))),
             "weights": In(stream.Signature(weight_layout(cfg))),
@@ -334,7 +349,11 @@ class PredictorArray(wiring.Component):
         PHASES = {CONV: "conv", CDRAIN: "cdrain", FC: "fc", FDRAIN: "fdrain", AMAC: "amac", ADRAIN: "adrain"}
         sph = {ph: Signal(name=f"sph_{nm}", init=int(ph == CONV)) for ph, nm in PHASES.items()}
         m.d.comb += [self.busy.eq(state != IDLE), self.error.eq(err)]
-        k_ok = (self.k != 0) & (self.k <= g.kmax)
+        k_ok = self.k_ok if self.k_ok_port else k_in_range(cfg, self.k)
+        if self.check_step and self.k_ok_port:
+            job_in = Mux(self.mode, self.feats.valid, self.samples.valid)
+            m.d.sync += Assert((state != IDLE) | ~job_in | (k_ok == k_in_range(cfg, self.k)),
+                               Format("k_ok {} for k {}", k_ok, self.k))
 
         # weights: written only while idle
         wb = self.weights.payload

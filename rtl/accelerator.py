@@ -29,7 +29,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from predictor_hw.interfaces import grad_row_layout, sample_layout
-from predictor_hw.predictor_array import PredictorArray, weight_layout, SHIFT_BITS
+from predictor_hw.predictor_array import PredictorArray, k_in_range, weight_layout, SHIFT_BITS
 from predictor_hw.reorg import ReorgUnit, desc_layout
 from predictor_hw.update import UpdateUnit, update_desc_layout, update_wr_layout
 from . import isa
@@ -187,14 +187,16 @@ class Accelerator(wiring.Component):
         cfg = self.cfg
         m.submodules.engine = eng = Engine(cfg)
         m.submodules.reorg = ro = ReorgUnit(cfg)
-        m.submodules.array = pa = PredictorArray(cfg)
+        m.submodules.array = pa = PredictorArray(cfg, k_ok_port=True)
         m.submodules.update = up = UpdateUnit(cfg)
         rl = grad_row_layout(cfg)
         m.submodules.rows_fifo = rf = SyncFIFOBuffered(width=rl.size, depth=ROWS_FIFO)
         sl = sample_layout(cfg)
-        # one sample FIFO entry also carries the layer's fan-in (the array latches it per job);
-        # its read data are flip-flops: the array's job-start decision reads them
-        m.submodules.samples_fifo = sf = SyncFIFORegOut(width=sl.size + cfg.dim_bits, depth=cfg.pred_max_cout)
+        # one sample FIFO entry also carries the layer's fan-in (the array latches it per job)
+        # and whether the array runs it (k_in_range, computed here on the write side: for
+        # Fmax, the compare is not in front of the array's job-start decision); its read
+        # data are flip-flops: that decision reads them
+        m.submodules.samples_fifo = sf = SyncFIFORegOut(width=sl.size + cfg.dim_bits + 1, depth=cfg.pred_max_cout)
 
         # engine <-> memory, and the tap
         wiring.connect(m, eng.rd_a, wiring.flipped(self.rd_a))
@@ -215,12 +217,13 @@ class Accelerator(wiring.Component):
 
         # predictor side
         wiring.connect(m, wiring.flipped(self.rdesc), ro.desc)
-        m.d.comb += [sf.w_data.eq(Cat(ro.samples.payload.as_value(), ro.layer_k)), sf.w_en.eq(ro.samples.valid),
+        m.d.comb += [sf.w_data.eq(Cat(ro.samples.payload.as_value(), ro.layer_k, k_in_range(cfg, ro.layer_k))),
+                     sf.w_en.eq(ro.samples.valid),
                      ro.samples.ready.eq(sf.w_rdy),
                      pa.samples.payload.eq(sf.r_data[:sl.size]), pa.samples.valid.eq(sf.r_rdy),
                      sf.r_en.eq(pa.samples.ready)]
         wiring.connect(m, wiring.flipped(self.pweights), pa.weights)
-        m.d.comb += [pa.k.eq(sf.r_data[sl.size:]), pa.mode.eq(0), pa.shift1.eq(self.shift1),
+        m.d.comb += [pa.k.eq(sf.r_data[sl.size:sl.size + cfg.dim_bits]), pa.k_ok.eq(sf.r_data[-1]), pa.mode.eq(0), pa.shift1.eq(self.shift1),
                      pa.shift2.eq(self.shift2),
                      pa.feats.valid.eq(0), pa.logits.ready.eq(1)]
         m.d.comb += [rf.w_data.eq(pa.rows.payload.as_value()), rf.w_en.eq(pa.rows.valid),

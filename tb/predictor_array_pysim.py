@@ -7,12 +7,14 @@ from predictor_hw.predictor_array import COUNTERS, Geometry, PredictorArray
 
 
 def run_pysim(cfg, jobs, weights, ready_prob=1.0, valid_prob=1.0, seed=0, max_cycles=200_000,
-              last_weight_at_start=False):
+              last_weight_at_start=False, k_ok_port=False):
     """Load ``weights`` beats, then run ``jobs`` one after another.  A job is a dict
     (mode, k, shift1, shift2, beats); returns per job its outputs, counter deltas and error.
     ``last_weight_at_start``: the last weight beat is offered in the first job's first
-    cycle, beside its first input beat (it must be written in the cycle the job starts)."""
-    dut = PredictorArray(cfg, check_step=True)     # asserts the registered step every cycle
+    cycle, beside its first input beat (it must be written in the cycle the job starts).
+    ``k_ok_port``: the array takes ``k_ok`` from this driver (as in the Accelerator),
+    1 <= k <= pred_kmax unless a job gives its own ``k_ok``."""
+    dut = PredictorArray(cfg, check_step=True, k_ok_port=k_ok_port)   # asserts the registered step every cycle
     rng = np.random.default_rng(seed)
     results = []
     wl = dut.weights.payload.shape()
@@ -39,6 +41,8 @@ def run_pysim(cfg, jobs, weights, ready_prob=1.0, valid_prob=1.0, seed=0, max_cy
         for job in jobs:
             ctx.set(dut.mode, job["mode"])
             ctx.set(dut.k, job["k"])
+            if k_ok_port:
+                ctx.set(dut.k_ok, job.get("k_ok", int(1 <= job["k"] <= cfg.pred_kmax)))
             ctx.set(dut.shift1, job.get("shift1", 0))
             ctx.set(dut.shift2, job.get("shift2", 0))
             before = await counters(ctx)

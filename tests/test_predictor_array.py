@@ -111,7 +111,8 @@ def test_assistant_logits_bit_exact_and_cycles():
         assert r["counters"] == dict(assistant_cycles(cfg, n, 5), errors=0)
 
 
-def test_bad_k_sets_error_status_and_drops_the_job():
+@pytest.mark.parametrize("k_ok_port", [False, True], ids=["k_checked_here", "k_ok_from_driver"])
+def test_bad_k_sets_error_status_and_drops_the_job(k_ok_port):
     cfg = CFG
     rng = np.random.default_rng(5)
     params = random_params(cfg, rng)
@@ -121,11 +122,20 @@ def test_bad_k_sets_error_status_and_drops_the_job():
             dict(mode=0, k=cfg.pred_kmax + 1, beats=sample_beats(x, [0, 1])),
             dict(mode=1, k=0, beats=[dict(x=[0] * 16, y=[0] * 16, en=0xFFFF, last=1)]),
             good]
-    res = run_pysim(cfg, jobs, pack_predictor_weights(cfg, params["w1"], params["w2"]))
+    res = run_pysim(cfg, jobs, pack_predictor_weights(cfg, params["w1"], params["w2"]), k_ok_port=k_ok_port)
     for r in res[:3]:
         assert r["out"] == [] and r["error"] == ERR_K and r["counters"]["errors"] == 1
         assert r["counters"]["macs"] == 0
     assert res[3]["out"] == good["want"]        # the array goes on after a refused job
+
+
+def test_a_driver_k_ok_that_disagrees_with_k_is_caught():
+    """check_step asserts the port against the rule: a driver that says k = 0 runs fails."""
+    cfg = CFG
+    x = np.zeros((1, 1, 4, 4), dtype=np.int64)
+    jobs = [dict(mode=0, k=0, k_ok=1, beats=sample_beats(x, [0]))]
+    with pytest.raises(AssertionError, match="k_ok 1 for k 0"):
+        run_pysim(cfg, jobs, [], k_ok_port=True)
 
 
 def test_weight_address_out_of_range_is_refused():
