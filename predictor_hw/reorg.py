@@ -49,7 +49,7 @@ channels are fine: every lane has its own memory.)
 """
 from __future__ import annotations
 
-from amaranth import Module, Signal, Mux, Cat, Const, Array, signed, unsigned
+from amaranth import Module, Signal, Mux, Cat, Const, signed, unsigned
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.wiring import In, Out
 
@@ -195,6 +195,19 @@ def emit_cycles(cfg: AcceleratorConfig, kind: str, c_out: int) -> tuple[int, lis
     return offs[-1] + 2, offs
 
 
+def cout_fits(cfg: AcceleratorConfig, c_out, lg_cs):
+    """(c_out << lg_cs) <= mem_words (the layer's slots fit the address space), without a
+    shifter or a comparator (for Fmax: a table of limits by lg_cs and a compare were ten
+    LUT levels behind the descriptor).  With e = aw - lg_cs: c_out <= 2**e iff c_out has
+    no bit at or above e, or is exactly 2**e; each bit's test is a compare of lg_cs with a
+    constant."""
+    aw = cfg.mem_addr_bits
+    n = len(c_out)
+    above = Cat(*(c_out[i] & (lg_cs >= aw - i) if aw - i > 0 else c_out[i] for i in range(n)))
+    is_pow = Cat(*((c_out[i] == (lg_cs == aw - i)) if aw - i >= 0 else ~c_out[i] for i in range(n))).all()
+    return ~above.any() | is_pow
+
+
 class ReorgUnit(wiring.Component):
     """See the module docstring.  Ports:
 
@@ -295,9 +308,6 @@ class ReorgUnit(wiring.Component):
         dsc_seen = Signal()          # DESC_SEEN: the cycle a descriptor waits at the least
         m.d.comb += self.desc.ready.eq(~armed & (st_acc == 0) & (err == 0) & dsc_seen)
         m.d.sync += dsc_seen.eq(self.desc.valid & ~self.desc.ready)
-        # (c_out << lg_cs) <= mem_words  <=>  c_out <= mem_words >> lg_cs: a table of
-        # constants by lg_cs and one narrow compare
-        cout_limit = Array([Const(cfg.mem_words >> sh, cfg.mem_addr_bits + 1) for sh in range(64)])[dsc.lg_cs]
         lin = dsc.kind
         gm_ok = Signal()
         # conv: lg_cs >= lg_h + lg_w and the pool factor follows from the side (model_sw's fit)
@@ -306,7 +316,7 @@ class ReorgUnit(wiring.Component):
             side_ok.append(Mux(lg_s > lg_p, lg_f == lg_s - lg_p, lg_f == 0))
         m.d.comb += gm_ok.eq(Mux(lin, (dsc.lg_h == 0) & (dsc.lg_w == 0) & (dsc.lg_fh == 0) & (dsc.lg_fw == 0),
                                  (dsc.lg_cs >= dsc.lg_h + dsc.lg_w) & side_ok[0] & side_ok[1])
-                             & (dsc.c_out <= cout_limit))
+                             & cout_fits(cfg, dsc.c_out, dsc.lg_cs))
         # the layer's derived values, registered from the payload the same way (the shifts
         # are not between the payload and the registers they load)
         pre_total, pre_hmask, pre_wmask = Signal.like(total), Signal.like(hmask), Signal.like(wmask)

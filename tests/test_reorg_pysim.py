@@ -188,6 +188,33 @@ def test_bad_descriptors_raise_and_set_status():
         sim.run()
 
 
+@pytest.mark.parametrize("aw", [12, 16])
+def test_cout_fits_equals_the_shifted_compare(aw):
+    """cout_fits (bit tests, no shifter) against (c_out << lg_cs) <= 2**aw, for every lg_cs
+    and the c_out values around each power of two."""
+    from amaranth import Module, Signal
+    cfg = CFG.replace(mem_addr_bits=aw)
+    m = Module()
+    c_out, lg_cs, fits = Signal(cfg.dim_bits), Signal(6), Signal()
+    m.d.comb += fits.eq(RU.cout_fits(cfg, c_out, lg_cs))
+    values = sorted({v for e in range(cfg.dim_bits) for v in ((1 << e) - 1, 1 << e, (1 << e) + 1)}
+                    | {(1 << cfg.dim_bits) - 1})
+    wrong = []
+
+    async def tb(ctx):
+        for lg in range(64):
+            for c in values:
+                ctx.set(c_out, c)
+                ctx.set(lg_cs, lg)
+                if ctx.get(fits) != ((c << lg) <= (1 << aw)):
+                    wrong.append((c, lg))
+
+    sim = Simulator(m)
+    sim.add_testbench(tb)
+    sim.run()
+    assert wrong == [], f"cout_fits wrong for (c_out, lg_cs) {wrong[:8]}"
+
+
 def test_back_to_back_beats_to_the_same_sums():
     """No gaps: a lane adds into the sum it wrote one beat before (a single neuron or
     channel, several tile columns) or two beats before (two neurons alternating): the
