@@ -41,7 +41,7 @@ waits until w < limit, the consumer's free space: the limit starts at the depth 
 the consumer raises it by K (``limit_rise``: it has finished a panel's words); panel
 hand-over waits for ``pi_room`` (space in the consumer's panel-info ring).
 """
-from amaranth import Module, Signal, Mux, Cat, Const, Value, signed, unsigned
+from amaranth import Module, Signal, Mux, Cat, Const, Value, Array, signed, unsigned
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -56,6 +56,7 @@ from .isa import gather_layout, vec4_layout
 # the tile's first entry + 1 (rtl/engine.py: the head's next entry and the one after it,
 # whichever way the head moves)
 K_READS = 4
+K_BANK_DEPTH = 256      # entries per bank of a side-memory copy (see the side memory below)
 # the kinds (rtl.copies) of the lane walker's flag copies: each is 0 after reset
 WALK_KINDS = [(0, 0, 0), (1, 1, 0), (0, 0, 1)]
 
@@ -564,6 +565,14 @@ class OperandGather(wiring.Component):
                          kw_en.eq(((write & cmp) | rewrite) & ~self.start)]
             fwd_data = Signal(entry)        # the write a cycle later, forwarded to every read
             m.d.sync += fwd_data.eq(kw_data)
+            # Each copy is K_BANKS banks of at most K_BANK_DEPTH entries, every bank read
+            # (registered) at the address's low bits, the bank chosen after the registers
+            # by the address's registered high bits (for Fmax: ad5a7b9's routed critical
+            # path, 84.3 MHz, was the 1024-deep copy's read tree, seven LUT levels after the
+            # LUT-RAM; a 256-deep bank's tree is about half of that, and the choice of
+            # four registers joins the forwarding choice in front of the sequencer).
+            depth_b = min(sw, K_BANK_DEPTH)
+            n_banks, lg_b = sw // depth_b, (depth_b - 1).bit_length()
             for i in range(K_READS):
                 # In LUT-RAM: Yosys would put a registered read into block RAM, whose
                 # clock-to-out (5.8 ns on the ECP5) is longer than the LUT-RAM's read tree.
@@ -571,16 +580,27 @@ class OperandGather(wiring.Component):
                 # LUT-RAM by registering the address instead of the data, which leaves the
                 # read tree after the flip-flop. The cycle's write is forwarded by hand, its
                 # address compare registered beside the read.
-                kmem = memory.Memory(shape=entry, depth=sw, init=[], attrs={"ram_style": "distributed"})
-                m.submodules[f"kmem{i}"] = kmem
-                kw = kmem.write_port()
-                kr = kmem.read_port(domain="sync")
+                addr = self.k_addr[i][:len(kw_addr)]          # (wraps at the depth)
+                bank_data = []
+                for b in range(n_banks):
+                    kmem = memory.Memory(shape=entry, depth=depth_b, init=[],
+                                         attrs={"ram_style": "distributed"})
+                    m.submodules[f"kmem{i}_{b}"] = kmem
+                    kw = kmem.write_port()
+                    kr = kmem.read_port(domain="sync")
+                    in_bank = (kw_addr[lg_b:] == b) if n_banks > 1 else 1
+                    m.d.comb += [kw.addr.eq(kw_addr[:lg_b]), kw.data.eq(kw_data), kw.en.eq(kw_en & in_bank),
+                                 kr.addr.eq(addr[:lg_b])]
+                    bank_data.append(kr.data.as_value())
+                read = bank_data[0]
+                if n_banks > 1:
+                    bank_q = Signal(range(n_banks), name=f"k_bank{i}")
+                    m.d.sync += bank_q.eq(addr[lg_b:])
+                    read = Array(bank_data)[bank_q]
                 fwd = Signal(name=f"k_fwd{i}")
-                m.d.sync += fwd.eq(kw_en & (kw_addr == self.k_addr[i][:len(kw_addr)]))
-                got = Mux(fwd, fwd_data.as_value(), kr.data.as_value())
-                m.d.comb += [kw.addr.eq(kw_addr), kw.data.eq(kw_data), kw.en.eq(kw_en),
-                             kr.addr.eq(self.k_addr[i]), self.k_val[i].eq(entry(got).k),
-                             self.k_last[i].eq(entry(got).last)]
+                m.d.sync += fwd.eq(kw_en & (kw_addr == addr))
+                got = Mux(fwd, fwd_data.as_value(), read)
+                m.d.comb += [self.k_val[i].eq(entry(got).k), self.k_last[i].eq(entry(got).last)]
         with m.If(self.start):
             m.d.sync += [resp_k.eq(0), p_end.eq(self.k == 1), p_has.eq(0), fin_ptr.eq(0)]
         with m.Elif(rsp_v):
