@@ -49,7 +49,7 @@ channels are fine: every lane has its own memory.)
 """
 from __future__ import annotations
 
-from amaranth import Module, Signal, Mux, Cat, Const, signed, unsigned
+from amaranth import Module, Signal, Mux, Cat, Const, Value, signed, unsigned
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.wiring import In, Out
 
@@ -193,6 +193,18 @@ def emit_cycles(cfg: AcceleratorConfig, kind: str, c_out: int) -> tuple[int, lis
         offs.append(t)
         t += 1
     return offs[-1] + 2, offs
+
+
+def bit_length(v):
+    """Python's ``int.bit_length`` of an unsigned value, as a tree (for Fmax: a priority
+    chain over the 32 bits was ten LUT levels): the high half's length plus the low half's
+    width if the high half has a bit set, else the low half's length."""
+    v = Value.cast(v)
+    n = len(v)
+    if n == 1:
+        return v
+    lo, hi = v[:n // 2], v[n // 2:]
+    return Mux(hi.any(), bit_length(hi) + n // 2, bit_length(lo))
 
 
 def cout_fits(cfg: AcceleratorConfig, c_out, lg_cs):
@@ -487,9 +499,7 @@ class ReorgUnit(wiring.Component):
         g_left = Signal(range(8))
         g_right = Signal(range(64))
         kbits = Signal(range(SUM_BITS + 1))
-        for i in range(SUM_BITS):
-            with m.If(amax[i]):
-                m.d.comb += kbits.eq(i + 1)
+        m.d.comb += kbits.eq(bit_length(amax))
         kbits_r = Signal(range(SUM_BITS + 1))
         ones8_r = Signal(SUM_BITS - 7)
         zero_r = Signal()

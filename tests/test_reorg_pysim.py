@@ -215,6 +215,31 @@ def test_cout_fits_equals_the_shifted_compare(aw):
     assert wrong == [], f"cout_fits wrong for (c_out, lg_cs) {wrong[:8]}"
 
 
+@pytest.mark.parametrize("width", [1, 5, 32])
+def test_bit_length_equals_python(width):
+    """reorg.bit_length (a tree) against int.bit_length: 0, each power of two and its
+    neighbours, all ones, and random values."""
+    from amaranth import Module, Signal
+    m = Module()
+    v, n = Signal(width), Signal(range(width + 1))
+    m.d.comb += n.eq(RU.bit_length(v))
+    rng = np.random.default_rng(width)
+    values = {0, (1 << width) - 1} | {x for e in range(width) for x in ((1 << e), (1 << e) - 1, (1 << e) + 1)}
+    values |= {int(x) for x in rng.integers(0, 1 << width, 200, dtype=np.uint64)}
+    wrong = []
+
+    async def tb(ctx):
+        for x in sorted(x for x in values if x < (1 << width)):
+            ctx.set(v, x)
+            if ctx.get(n) != x.bit_length():
+                wrong.append(x)
+
+    sim = Simulator(m)
+    sim.add_testbench(tb)
+    sim.run()
+    assert wrong == [], f"bit_length wrong for {wrong[:8]}"
+
+
 def test_back_to_back_beats_to_the_same_sums():
     """No gaps: a lane adds into the sum it wrote one beat before (a single neuron or
     channel, several tile columns) or two beats before (two neurons alternating): the
