@@ -285,9 +285,19 @@ class UpdateUnit(wiring.Component):
         m.d.comb += self.layers_done.eq(done)
         m.d.comb += self.busy.eq(have)
         in_write = Signal()
+        # The fence (retired >= after) is registered, and a descriptor is taken only once
+        # that register is its own: ``desc_seen``, valid in the previous cycle and not taken
+        # then (a stream's payload is held while valid).  For Fmax: af11d57's board critical
+        # path ran from the engine's retired counter through the 48-bit compare into the
+        # descriptor's ready and on into the register slice in front of it (80.8 MHz).  A
+        # descriptor waiting at the head, the normal case, is taken as before; one that
+        # arrives, or whose fence opens, waits a cycle more (the BP fence is not cycle-modelled).
+        fence_q, desc_seen = Signal(), Signal()
+        m.d.sync += [fence_q.eq(self.retired >= self.desc.payload.after),
+                     desc_seen.eq(self.desc.valid & ~self.desc.ready)]
         with m.FSM() as fsm:
             with m.State("DESC"):
-                go = (err == 0) & (self.retired >= self.desc.payload.after)
+                go = (err == 0) & fence_q & desc_seen
                 m.d.comb += self.desc.ready.eq(go)
                 # The descriptor's registers follow the payload in every DESC cycle and hold
                 # from the one that takes it (for Fmax: their ~150 enables are the state, not
