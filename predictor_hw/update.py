@@ -287,7 +287,7 @@ class UpdateUnit(wiring.Component):
         in_write = Signal()
         # The fence (retired >= after) is registered, and a descriptor is taken only once
         # that register is its own: ``desc_seen``, valid in the previous cycle and not taken
-        # then (a stream's payload is held while valid).  For Fmax: af11d57's board critical
+        # then (a stream's payload is held while valid).  For Fmax: ad5a7b9's board critical
         # path ran from the engine's retired counter through the 48-bit compare into the
         # descriptor's ready and on into the register slice in front of it (80.8 MHz).  A
         # descriptor waiting at the head, the normal case, is taken as before; one that
