@@ -37,7 +37,7 @@ from predictor_hw.predictor_array import Geometry, predictor_array_cycles
 from . import cyclemodel as cm
 
 HANDOVER = RO.HANDOVER               # last beat -> bank FULL (finisher may start scanning the next cycle)
-DESC_SEEN = RO.DESC_SEEN            # a descriptor is taken at the earliest a cycle after it is offered
+DESC_SEEN = RO.DESC_SEEN            # a descriptor is taken at the earliest DESC_SEEN cycles after it is offered
 ACCEPT_TO_ARMED = HANDOVER + 1        # last beat -> next layer armed (descriptor accepted at the hand-over)
 FIFO_LAT = 2             # SyncFIFOBuffered: written at t, readable at t + 2
 UPD_ROW = 7              # update unit cycles per row (ROW, REQ, RESP x LAT, CALC, COPY, WRITE) at latency 2

@@ -66,7 +66,8 @@ SHIFT_STATES = 5       # SHIFT .. SHIFT5: the sample scale g from max |S|
 QZ_BITS = SUM_BITS + 8  # a sum shifted left by g <= 7 (the largest left shift that can change a value)
 G_CAP_MIN = -40         # g_cap's floor (reorg_descriptor): below it every |S| < 2**31 rounds to 0
 HANDOVER = 6           # last beat -> bank FULL: s1, sa, sb, sc, sw, hand-over register
-DESC_SEEN = 1          # a descriptor is taken at the earliest the cycle after it is offered (checks registered)
+DESC_SEEN = 2          # a descriptor is taken at the earliest this many cycles after it is offered (its checks
+                       # registered in two stages)
 PUSH_EXTRA = 4         # S -> window: S << g_left, shift and round bit, round and saturate (registered), the push
 
 ERR_COUT = 1           # C_out > pred_max_cout
@@ -310,25 +311,30 @@ class ReorgUnit(wiring.Component):
 
         st_acc = Mux(acc_bank, st[1], st[0])
         dsc = self.desc.payload
-        # The descriptor's checks are registered from the payload every cycle (``dsc_code``),
-        # and a descriptor is taken only once they are its own: ``dsc_seen``, valid in the
-        # previous cycle and not taken then (a stream's payload is held while valid).  For
-        # Fmax: on the board the payload is a register of the host-loaded stream buffer, and
-        # the checks in front of the acceptance's ~150 enables were a long path.  A
-        # descriptor waiting for a free bank, the normal case, is taken as before; one that
-        # arrives at a free bank waits a cycle.
-        dsc_seen = Signal()          # DESC_SEEN: the cycle a descriptor waits at the least
+        # The descriptor's checks are registered from the payload every cycle, in two stages
+        # (each check's flag, then ``dsc_code``), and a descriptor is taken only once they
+        # are its own: ``dsc_seen``, valid in the previous DESC_SEEN cycles and not taken
+        # then (a stream's payload is held while valid).  For Fmax: on the board the payload
+        # is a register of the host-loaded stream buffer, and the checks in front of the
+        # acceptance's ~150 enables were a long path; in one stage they were still the
+        # estimate's second worst path (11.3 ns).  A descriptor waiting for a free bank, the
+        # normal case, is taken as before; one that arrives at a free bank waits DESC_SEEN.
+        seen = [Signal(name=f"dsc_seen{i}") for i in range(DESC_SEEN)]
+        dsc_seen = seen[-1]
         m.d.comb += self.desc.ready.eq(~armed & (st_acc == 0) & (err == 0) & dsc_seen)
-        m.d.sync += dsc_seen.eq(self.desc.valid & ~self.desc.ready)
-        lin = dsc.kind
-        gm_ok = Signal()
+        waiting = self.desc.valid & ~self.desc.ready
+        m.d.sync += [seen[0].eq(waiting), *(seen[i].eq(waiting & seen[i - 1]) for i in range(1, DESC_SEEN))]
         # conv: lg_cs >= lg_h + lg_w and the pool factor follows from the side (model_sw's fit)
         side_ok = []
         for lg_s, lg_f in ((dsc.lg_h, dsc.lg_fh), (dsc.lg_w, dsc.lg_fw)):
             side_ok.append(Mux(lg_s > lg_p, lg_f == lg_s - lg_p, lg_f == 0))
-        m.d.comb += gm_ok.eq(Mux(lin, (dsc.lg_h == 0) & (dsc.lg_w == 0) & (dsc.lg_fh == 0) & (dsc.lg_fw == 0),
-                                 (dsc.lg_cs >= dsc.lg_h + dsc.lg_w) & side_ok[0] & side_ok[1])
-                             & cout_fits(cfg, dsc.c_out, dsc.lg_cs))
+        checks = {"zero": dsc.c_out == 0, "cout": dsc.c_out > NW, "lin": dsc.kind,
+                  "lin_ok": (dsc.lg_h == 0) & (dsc.lg_w == 0) & (dsc.lg_fh == 0) & (dsc.lg_fw == 0),
+                  "cs_ok": dsc.lg_cs >= dsc.lg_h + dsc.lg_w, "side0": side_ok[0], "side1": side_ok[1],
+                  "fits": cout_fits(cfg, dsc.c_out, dsc.lg_cs)}
+        ck = {name: Signal(name=f"dsc_{name}") for name in checks}
+        m.d.sync += [ck[name].eq(v) for name, v in checks.items()]
+        gm_ok = Mux(ck["lin"], ck["lin_ok"], ck["cs_ok"] & ck["side0"] & ck["side1"]) & ck["fits"]
         # the layer's derived values, registered from the payload the same way (the shifts
         # are not between the payload and the registers they load)
         pre_total, pre_hmask, pre_wmask = Signal.like(total), Signal.like(hmask), Signal.like(wmask)
@@ -338,8 +344,7 @@ class ReorgUnit(wiring.Component):
                      pre_wmask.eq((Const(1, aw + 1) << dsc.lg_w) - 1),
                      pre_ysh.eq(dsc.lg_w + dsc.lg_fh)]
         dsc_code = Signal(4)
-        m.d.sync += dsc_code.eq(Mux(dsc.c_out == 0, ERR_ZERO,
-                                    Mux(dsc.c_out > NW, ERR_COUT, Mux(~gm_ok, ERR_MAP, 0))))
+        m.d.sync += dsc_code.eq(Mux(ck["zero"], ERR_ZERO, Mux(ck["cout"], ERR_COUT, Mux(~gm_ok, ERR_MAP, 0))))
         with m.If(self.desc.valid & self.desc.ready):
             with m.If(dsc_code != 0):
                 m.d.comb += set_err.eq(dsc_code)

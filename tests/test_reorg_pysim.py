@@ -172,9 +172,10 @@ def test_bad_descriptors_raise_and_set_status():
         async def tb(ctx, d=dict(good, **patch), code=code):
             ctx.set(dut.desc.payload, d)
             ctx.set(dut.desc.valid, 1)
-            # taken the cycle after it is offered (its checks are registered first)
-            assert not ctx.get(dut.desc.ready)
-            await ctx.tick()
+            # taken DESC_SEEN cycles after it is offered (its checks are registered first)
+            for _ in range(RU.DESC_SEEN):
+                assert not ctx.get(dut.desc.ready)
+                await ctx.tick()
             assert ctx.get(dut.desc.ready)
             await ctx.tick()
             ctx.set(dut.desc.valid, 0)
