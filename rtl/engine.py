@@ -619,9 +619,14 @@ class Engine(wiring.Component):
             m.d.comb += tj_m2.eq(tj == nn["m2"])
         tj_last_nx = Mux(start, nn["is1"],
                          Mux(step & tile_end, Mux(row_end, nn["is1"], tj_m2), tj_last))
-        tile_end_nx = Mux(cmp, head_last_nx, h_last_nx)
-        m.d.sync += [row_wrap.eq(tile_end_nx & tj_last_nx & ~oc), row_end.eq(tj_last_nx & ~oc),
-                     a_back.eq(tile_end_nx & ~(tj_last_nx & ~oc))]
+        # by a Shannon split on head_last_nx, which comes last (from the side memory's reads;
+        # for Fmax: its 2.7 ns hop into this logic was on af11d57's routed critical path):
+        # tile_end_nx = Mux(cmp, head_last_nx, h_last_nx) for head_last_nx = 1 and 0
+        row_end_nx = tj_last_nx & ~oc
+        te_if1, te_if0 = cmp | h_last_nx, ~cmp & h_last_nx
+        m.d.sync += [row_wrap.eq(Mux(head_last_nx, te_if1 & row_end_nx, te_if0 & row_end_nx)),
+                     row_end.eq(row_end_nx),
+                     a_back.eq(Mux(head_last_nx, te_if1 & ~row_end_nx, te_if0 & ~row_end_nx))]
 
         # ---------------- drain: accumulate, requantize, queue writes ----------------
         m.submodules.requant = rq = Requantize(cfg, latency=1, shift_held=True)

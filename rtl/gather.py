@@ -41,13 +41,14 @@ waits until w < limit, the consumer's free space: the limit starts at the depth 
 the consumer raises it by K (``limit_rise``: it has finished a panel's words); panel
 hand-over waits for ``pi_room`` (space in the consumer's panel-info ring).
 """
-from amaranth import Module, Signal, Mux, Cat, Const, Value, Array, signed, unsigned
+from amaranth import Module, Signal, Mux, Cat, Const, Value, signed, unsigned
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
 from .counter import MixedRadixCounter, VEC_FIELDS
+from .epilogue import or_all
 from .isa import gather_layout, vec4_layout
 
 
@@ -594,14 +595,15 @@ class OperandGather(wiring.Component):
                     m.d.comb += [kw.addr.eq(kw_addr[:lg_b]), kw.data.eq(kw_data), kw.en.eq(kw_en & in_bank),
                                  kr.addr.eq(addr[:lg_b])]
                     bank_data.append(kr.data.as_value())
-                read = bank_data[0]
-                if n_banks > 1:
-                    bank_q = Signal(range(n_banks), name=f"k_bank{i}")
-                    m.d.sync += bank_q.eq(addr[lg_b:])
-                    read = Array(bank_data)[bank_q]
-                fwd = Signal(name=f"k_fwd{i}")
-                m.d.sync += fwd.eq(kw_en & (kw_addr == addr))
-                got = Mux(fwd, fwd_data.as_value(), read)
+                # the read's source (the forwarded write, else its bank) as a one-hot register
+                # and the data as an AND-OR of it (for Fmax: af11d57's routed critical path,
+                # 87.8 MHz, ran from the banks' registers through the bank and forwarding
+                # multiplexers into the sequencer's tile-end decisions)
+                fwd_nx = kw_en & (kw_addr == addr)
+                sel = [fwd_nx] + [~fwd_nx & ((addr[lg_b:] == b) if n_banks > 1 else 1) for b in range(n_banks)]
+                src_oh = Signal(len(sel), name=f"k_src{i}")
+                m.d.sync += src_oh.eq(Cat(*sel))
+                got = or_all(Mux(src_oh[j], src, 0) for j, src in enumerate([fwd_data.as_value(), *bank_data]))
                 m.d.comb += [self.k_val[i].eq(entry(got).k), self.k_last[i].eq(entry(got).last)]
         with m.If(self.start):
             m.d.sync += [resp_k.eq(0), p_end.eq(self.k == 1), p_has.eq(0), fin_ptr.eq(0)]
