@@ -91,7 +91,7 @@ EN_COPIES = 8
 # the kinds of register_copies() for EN_COPIES (all eight) and for `start` (a pulse: each
 # copy is 0 after configuration and reset, init == pol)
 EN_KINDS = COPY_KINDS[:EN_COPIES]
-START_KINDS = [(0, 0, 0), (1, 1, 0), (0, 0, 1)]      # the sequencer's, gather A's, gather B's
+START_KINDS = [(0, 0, 0), (1, 1, 0), (0, 0, 1), (1, 1, 1)]   # the sequencer's, gather A's, gather B's, the heads'
 STEP_KINDS = [(0, 0, 0), (1, 1, 0)]                   # `step` (the datapath's), `step_s` (the sequencer's)
 
 
@@ -288,6 +288,7 @@ class Engine(wiring.Component):
         c_k, c_nn = Signal(2 * dw + 1), Signal(2 * dw + 1)
         q_mm1, q_nm1, q_nm, q_nn = (Signal(dw, name=n) for n in ("q_mm1", "q_nm1", "q_nm", "q_nn"))
         start = Signal()
+        start_h = Signal()              # start's copy for the heads' next values (head_next)
         # per-lane offsets j * stride (shift-adds, no DSP), registered from cur every cycle
         off_d, off_dsi = ([Signal(sx, name=f"{nm}{j}") for j in range(C)] for nm in ("off_d", "off_dsi"))
 
@@ -419,7 +420,8 @@ class Engine(wiring.Component):
             """``reg`` loaded with ``at_start`` at a start and ``on_step`` at a step; its
             next value is returned (the step decision's compares are registered from it)."""
             nx = Signal.like(reg, name=f"{reg.name}_nx")
-            m.d.comb += nx.eq(Mux(start, at_start, Mux(step_s, on_step, reg)))
+            # (start's own copy: for Fmax, the sequencer's copy had ~230 loads)
+            m.d.comb += nx.eq(Mux(start_h, at_start, Mux(step_s, on_step, reg)))
             m.d.sync += reg.eq(nx)
             return nx
         h_a_nx = head_next(h_a, 0, Mux(a_back, a_base, h_a1))
@@ -1019,8 +1021,8 @@ class Engine(wiring.Component):
         # start: a one-cycle pulse in GO, set by CHECK; registered, in copies for the
         # sequencer and each gather (it fans out wide)
         start_nx = Signal()
-        start_seq, start_ga, start_gb = register_copies(m, start_nx, START_KINDS, "start")
-        m.d.comb += start.eq(start_seq)
+        start_seq, start_ga, start_gb, start_hd = register_copies(m, start_nx, START_KINDS, "start")
+        m.d.comb += [start.eq(start_seq), start_h.eq(start_hd)]
         with m.FSM():
             with m.State("IDLE"):
                 # cur follows the payload every IDLE cycle and holds from the one that
