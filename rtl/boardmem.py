@@ -10,7 +10,7 @@ Organization (correctness first, one simple-dual-port RAM, no replication):
   port and the host.  A gather request (R, C or pred_cols lane addresses) is granted
   one cycle after the arbiter chose it (its ``ready`` comes from a register), then
   served *lane by lane*, one lane per cycle, and its response (all lanes) is returned
-  as one beat: L+3 cycles per request, in order.  The update unit goes first (its traffic is
+  as one beat: L+4 cycles per request, in order.  The update unit goes first (its traffic is
   small and the predictor array must not wait on it), then A and B take turns when both
   wait, then mask reads, then the host.
 * one write port: an engine write beat (C data lanes + C mask lanes), a zero-write beat
@@ -80,8 +80,17 @@ class BoardMemory(wiring.Component):
         # response slot that takes the port's data is a one-hot register (``take``).
         take = Signal(L)
         m.d.comb += [rp.addr.eq(addrs[0]), rp.en.eq(1)]
+        # The port's data is registered (``rd_q``) before it goes to the response slots,
+        # which ``take_q`` (``take`` a cycle later) points at (for Fmax: ad5a7b9+'s board
+        # critical path, 75.7 MHz, was a block RAM's clock-to-out, 5.8 ns, and a 7.0 ns hop
+        # across the die into the slots)
+        # (with cfg.fmax_logic; without it, rd_q and take_q are the port's data and take,
+        # and SERVE's extra cycle remains)
+        rd_q, take_q = Signal.like(rp.data), Signal(L)
+        data_d = m.d.sync if cfg.fmax_logic else m.d.comb
+        data_d += [rd_q.eq(rp.data), take_q.eq(take)]
         lanes = Signal(range(L + 1))
-        i = Signal(range(L + 2))
+        i = Signal(range(L + 3))
         who = Signal(3)                       # 0 A, 1 B, 2 host, 3 mask reads, 4 update reads
         turn = Signal()                       # B first next time both wait
         a_req, b_req, h_req = self.rd_a.req, self.rd_b.req, self.host.req
@@ -150,18 +159,21 @@ class BoardMemory(wiring.Component):
                         with m.Default():
                             m.d.comb += h_req.ready.eq(1)
                             m.d.sync += [ens.eq(1), lanes.eq(1), addrs[0].eq(h_req.payload.addr)]
-                    m.d.sync += [i.eq(0), take.eq(0)]     # (SERVE's first cycle has no data)
+                    m.d.sync += [i.eq(0), take.eq(0)]     # (SERVE's first cycles have no data)
+                    if cfg.fmax_logic:
+                        m.d.sync += take_q.eq(0)
                     m.next = "SERVE"
             with m.State("SERVE"):
                 # cycle i: read lane i (the head of the address queue); lane i-1's data is
-                # on the port and goes to the buffer slot that ``take`` points at
+                # on the port, lane i-2's in rd_q, which goes to the buffer slot that
+                # ``take_q`` points at
                 m.d.sync += [addrs[l].eq(addrs[l + 1]) for l in range(L - 1)]
                 m.d.sync += take.eq(Mux(i == 0, 1, take << 1))
                 for l in range(L):
-                    with m.If(take[l]):
-                        m.d.sync += buf[l].eq(Mux(ens[l], rp.data, 0))
+                    with m.If(take_q[l]):
+                        m.d.sync += buf[l].eq(Mux(ens[l], rd_q, 0))
                 m.d.sync += i.eq(i + 1)
-                with m.If(i == lanes):
+                with m.If(i == lanes + 1):
                     with m.If(who == 2):
                         m.d.sync += [self.host.rvalid.eq(1)]
                         m.next = "IDLE"

@@ -1021,8 +1021,10 @@ class Engine(wiring.Component):
         # start: a one-cycle pulse in GO, set by CHECK; registered, in copies for the
         # sequencer and each gather (it fans out wide)
         start_nx = Signal()
-        start_seq, start_ga, start_gb, start_hd = register_copies(m, start_nx, START_KINDS, "start")
-        m.d.comb += [start.eq(start_seq), start_h.eq(start_hd)]
+        # (the heads' copy only with cfg.fmax_logic)
+        start_kinds = START_KINDS if cfg.fmax_logic else START_KINDS[:3]
+        start_seq, start_ga, start_gb, *start_hd = register_copies(m, start_nx, start_kinds, "start")
+        m.d.comb += [start.eq(start_seq), start_h.eq(start_hd[0] if start_hd else start_seq)]
         with m.FSM():
             with m.State("IDLE"):
                 # cur follows the payload every IDLE cycle and holds from the one that

@@ -240,7 +240,7 @@ class OperandGather(wiring.Component):
         w_buf = Signal(data.ArrayLayout(entry, L))
         w_run = Signal()          # walking (counter value valid this cycle)
         w_cnt = Signal(range(L + 1))
-        w_cnt0 = Signal(init=1)   # w_cnt == 0, a register from the same next-value rule (for Fmax)
+        w_cnt0 = Signal(init=1)   # w_cnt == 0, a register from the same next-value rule (cfg.fmax_logic)
         w_full = Signal()
         w_n = Signal(cfg.dim_bits + 1)   # next lane index
         w_done = Signal()         # no more panels to build
@@ -422,8 +422,11 @@ class OperandGather(wiring.Component):
         if_walk, if_not = next_values(True), next_values(False)
         nx_cnt0, nx_full, nx_done_st, nx_real, nx_cnt = (Mux(self.start, s0, Mux(walking, w1, w0))
                                                          for s0, w1, w0 in zip(at_start, if_walk, if_not))
-        m.d.sync += [w_cnt.eq(nx_cnt), w_cnt0.eq(nx_cnt0), w_full.eq(nx_full), w_done.eq(nx_done_st),
-                     real.eq(nx_real)]
+        m.d.sync += [w_cnt.eq(nx_cnt), w_full.eq(nx_full), w_done.eq(nx_done_st), real.eq(nx_real)]
+        if cfg.fmax_logic:
+            m.d.sync += w_cnt0.eq(nx_cnt0)
+        else:
+            m.d.comb += w_cnt0.eq(w_cnt == 0)
         nx_free, nx_mask, nx_done = (Mux(self.start, s0, Mux(walking, w1, w0)) for s0, w1, w0 in
                                      zip(next_flags(*at_start), next_flags(*if_walk), next_flags(*if_not)))
         m.d.sync += walk_done_ahead.eq(nx_done)
