@@ -58,6 +58,7 @@ from rtl.config import AcceleratorConfig
 from rtl.copies import COPY_KINDS, register_copies
 from rtl.engine import mem_wr_layout
 from rtl.epilogue import below_guard_mask, round_saturate, shift_onehot, shift_round_bit
+from rtl.skid import offered_for
 from .interfaces import sample_layout, PRED_OP_BITS
 
 SUM_BITS = 32          # exact per-(channel, bin) sums (a lane's partial sums too)
@@ -319,11 +320,8 @@ class ReorgUnit(wiring.Component):
         # acceptance's ~150 enables were a long path; in one stage they were still the
         # estimate's second worst path (11.3 ns).  A descriptor waiting for a free bank, the
         # normal case, is taken as before; one that arrives at a free bank waits DESC_SEEN.
-        seen = [Signal(name=f"dsc_seen{i}") for i in range(DESC_SEEN)]
-        dsc_seen = seen[-1]
+        dsc_seen = offered_for(m, self.desc.valid, self.desc.ready, DESC_SEEN, "dsc_seen")
         m.d.comb += self.desc.ready.eq(~armed & (st_acc == 0) & (err == 0) & dsc_seen)
-        waiting = self.desc.valid & ~self.desc.ready
-        m.d.sync += [seen[0].eq(waiting), *(seen[i].eq(waiting & seen[i - 1]) for i in range(1, DESC_SEEN))]
         # conv: lg_cs >= lg_h + lg_w and the pool factor follows from the side (model_sw's fit)
         side_ok = []
         for lg_s, lg_f in ((dsc.lg_h, dsc.lg_fh), (dsc.lg_w, dsc.lg_fw)):

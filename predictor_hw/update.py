@@ -30,6 +30,7 @@ from amaranth.lib.wiring import In, Out
 from rtl.config import AcceleratorConfig
 from rtl.epilogue import below_guard_mask, or_all, saturate_bits, shift_onehot, shift_round_bit
 from rtl.gather import mem_rd_signature
+from rtl.skid import offered_for
 from .interfaces import grad_row_layout, PRED_OP_BITS
 
 ERR_ORDER = 1          # a row's channel/col is not the next one expected
@@ -292,9 +293,9 @@ class UpdateUnit(wiring.Component):
         # descriptor's ready and on into the register slice in front of it (80.8 MHz).  A
         # descriptor waiting at the head, the normal case, is taken as before; one that
         # arrives, or whose fence opens, waits a cycle more (the BP fence is not cycle-modelled).
-        fence_q, desc_seen = Signal(), Signal()
-        m.d.sync += [fence_q.eq(self.retired >= self.desc.payload.after),
-                     desc_seen.eq(self.desc.valid & ~self.desc.ready)]
+        fence_q = Signal()
+        m.d.sync += fence_q.eq(self.retired >= self.desc.payload.after)
+        desc_seen = offered_for(m, self.desc.valid, self.desc.ready, 1, "desc_seen")
         with m.FSM() as fsm:
             with m.State("DESC"):
                 go = (err == 0) & fence_q & desc_seen

@@ -35,6 +35,7 @@ from amaranth.lib.wiring import In, Out
 from . import isa, uart
 from .boardmem import BoardMemory
 from .skid import SkidBuffer
+from .copies import fmax_sync
 from .config import AcceleratorConfig, preset
 from .engine import Engine, counter_names as engine_counters
 from . import accelerator as acc
@@ -453,7 +454,7 @@ class BoardTop(wiring.Component):
         # `done` is set two cycles after the end test held, so it never outruns them.
         # (with cfg.fmax_logic: on the iCE40's 12 MHz the cells matter more)
         core_busy, core_error, core_pc = Signal(), Signal.like(core.error), Signal.like(prog.sent)
-        status_d = m.d.sync if cfg.fmax_logic else m.d.comb
+        status_d = fmax_sync(m, cfg)
         status_d += [core_busy.eq(core.busy), core_error.eq(core.error), core_pc.eq(prog.sent)]
         m.d.comb += [br.status.running.eq(running), br.status.engine_busy.eq(core_busy),
                      br.status.done.eq(done), br.status.error.eq(core_error), br.status.pc.eq(core_pc),

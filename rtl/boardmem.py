@@ -33,6 +33,7 @@ from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
+from .copies import fmax_sync
 from .engine import mem_wr_layout, zero_wr_layout
 from .gather import mem_rd_signature
 from .uart import host_port_signature
@@ -87,7 +88,7 @@ class BoardMemory(wiring.Component):
         # (with cfg.fmax_logic; without it, rd_q and take_q are the port's data and take,
         # and SERVE's extra cycle remains)
         rd_q, take_q = Signal.like(rp.data), Signal(L)
-        data_d = m.d.sync if cfg.fmax_logic else m.d.comb
+        data_d = fmax_sync(m, cfg)
         data_d += [rd_q.eq(rp.data), take_q.eq(take)]
         lanes = Signal(range(L + 1))
         i = Signal(range(L + 3))

@@ -29,3 +29,9 @@ def register_copies(m: Module, nx, kinds, name: str) -> list:
         m.d.comb += out.eq(q ^ inv)
         outs.append(out)
     return outs
+
+
+def fmax_sync(m: Module, cfg):
+    """``m.d.sync`` with ``cfg.fmax_logic`` (a register stage for Fmax), else ``m.d.comb``
+    (the iCE40's form: the cells matter more than the clock there)."""
+    return m.d.sync if cfg.fmax_logic else m.d.comb

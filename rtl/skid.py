@@ -14,6 +14,17 @@ from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
 
+def offered_for(m: Module, valid, ready, cycles: int, name: str):
+    """A flag that a stream's beat has waited ``cycles`` cycles (valid and not taken in each
+    of them): a stream's payload is held while valid, so registers loaded from the payload
+    every cycle ``cycles`` stages deep are then its own.  A consumer that takes a beat only
+    with this flag keeps its checks of the payload out of the acceptance's cycle (for Fmax)."""
+    waiting = valid & ~ready
+    seen = [Signal(name=f"{name}{i}") for i in range(cycles)]
+    m.d.sync += [seen[0].eq(waiting), *(seen[i].eq(waiting & seen[i - 1]) for i in range(1, cycles))]
+    return seen[-1]
+
+
 class SkidBuffer(wiring.Component):
     def __init__(self, shape):
         super().__init__({
