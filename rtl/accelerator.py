@@ -151,6 +151,17 @@ def encode(cfg: AcceleratorConfig, ins: dict, wait_arm: int = 0, arm_id: int = 0
     return isa.encode(cfg, ins) | (int(bool(wait_arm)) << iw) | (arm_id << (iw + 1)) | (wait_upd << (iw + 9))
 
 
+def sample_entry_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    """One samples-FIFO entry: a predictor sample, its layer's fan-in K (the array latches
+    it per job) and whether the array runs it (``k_in_range``, computed on the FIFO's write
+    side so that the compare is not in front of the array's job-start decision)."""
+    return data.StructLayout({
+        "sample": sample_layout(cfg),
+        "k": unsigned(cfg.dim_bits),
+        "k_ok": unsigned(1),
+    })
+
+
 def pred_counters_layout() -> data.StructLayout:
     return data.StructLayout({n: unsigned(COUNTER_BITS) for n in PRED_COUNTERS})
 
@@ -191,12 +202,11 @@ class Accelerator(wiring.Component):
         m.submodules.update = up = UpdateUnit(cfg)
         rl = grad_row_layout(cfg)
         m.submodules.rows_fifo = rf = SyncFIFOBuffered(width=rl.size, depth=ROWS_FIFO)
-        sl = sample_layout(cfg)
-        # one sample FIFO entry also carries the layer's fan-in (the array latches it per job)
-        # and whether the array runs it (k_in_range, computed here on the write side: for
-        # Fmax, the compare is not in front of the array's job-start decision); its read
-        # data are flip-flops: that decision reads them
-        m.submodules.samples_fifo = sf = SyncFIFORegOut(width=sl.size + cfg.dim_bits + 1, depth=cfg.pred_max_cout)
+        # the FIFO's read data are flip-flops: the array's job-start decision reads them
+        el = sample_entry_layout(cfg)
+        m.submodules.samples_fifo = sf = SyncFIFORegOut(width=el.size, depth=cfg.pred_max_cout)
+        sf_in = data.View(el, sf.w_data)
+        sf_out = data.View(el, sf.r_data)
 
         # engine <-> memory, and the tap
         wiring.connect(m, eng.rd_a, wiring.flipped(self.rd_a))
@@ -217,13 +227,14 @@ class Accelerator(wiring.Component):
 
         # predictor side
         wiring.connect(m, wiring.flipped(self.rdesc), ro.desc)
-        m.d.comb += [sf.w_data.eq(Cat(ro.samples.payload.as_value(), ro.layer_k, k_in_range(cfg, ro.layer_k))),
+        m.d.comb += [sf_in.sample.eq(ro.samples.payload), sf_in.k.eq(ro.layer_k),
+                     sf_in.k_ok.eq(k_in_range(cfg, ro.layer_k)),
                      sf.w_en.eq(ro.samples.valid),
                      ro.samples.ready.eq(sf.w_rdy),
-                     pa.samples.payload.eq(sf.r_data[:sl.size]), pa.samples.valid.eq(sf.r_rdy),
+                     pa.samples.payload.eq(sf_out.sample), pa.samples.valid.eq(sf.r_rdy),
                      sf.r_en.eq(pa.samples.ready)]
         wiring.connect(m, wiring.flipped(self.pweights), pa.weights)
-        m.d.comb += [pa.k.eq(sf.r_data[sl.size:sl.size + cfg.dim_bits]), pa.k_ok.eq(sf.r_data[-1]), pa.mode.eq(0), pa.shift1.eq(self.shift1),
+        m.d.comb += [pa.k.eq(sf_out.k), pa.k_ok.eq(sf_out.k_ok), pa.mode.eq(0), pa.shift1.eq(self.shift1),
                      pa.shift2.eq(self.shift2),
                      pa.feats.valid.eq(0), pa.logits.ready.eq(1)]
         m.d.comb += [rf.w_data.eq(pa.rows.payload.as_value()), rf.w_en.eq(pa.rows.valid),

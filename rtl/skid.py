@@ -19,6 +19,8 @@ def offered_for(m: Module, valid, ready, cycles: int, name: str):
     of them): a stream's payload is held while valid, so registers loaded from the payload
     every cycle ``cycles`` stages deep are then its own.  A consumer that takes a beat only
     with this flag keeps its checks of the payload out of the acceptance's cycle (for Fmax)."""
+    if not isinstance(cycles, int) or cycles < 1:
+        raise ValueError(f"offered_for({name!r}): cycles={cycles!r} must be an int >= 1")
     waiting = valid & ~ready
     seen = [Signal(name=f"{name}{i}") for i in range(cycles)]
     m.d.sync += [seen[0].eq(waiting), *(seen[i].eq(waiting & seen[i - 1]) for i in range(1, cycles))]

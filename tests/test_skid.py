@@ -1,10 +1,13 @@
 """rtl/skid.py: the register slice passes every entry once, in order, under random
 back-pressure on both sides, at one entry per cycle when neither side waits, and its
-``i.ready`` does not follow ``o.ready`` within a cycle (it is a register)."""
+``i.ready`` does not follow ``o.ready`` within a cycle (it is a register); ``offered_for``
+counts a beat's waiting cycles and rejects a count below 1."""
 import numpy as np
+import pytest
+from amaranth import Elaboratable, Fragment, Module, Signal
 
 from cosim.simlink import run_amaranth
-from rtl.skid import SkidBuffer
+from rtl.skid import SkidBuffer, offered_for
 
 
 def _run(valid_p: float, ready_p: float, n: int = 200, seed: int = 0):
@@ -47,3 +50,44 @@ def test_skid_buffer_order_under_back_pressure():
 def test_skid_buffer_full_throughput():
     sent, got, first = _run(1.0, 1.0, n=50)
     assert got == sent and first == 1          # one cycle of latency, then one per cycle
+
+
+class _Offered(Elaboratable):
+    """offered_for on a bare valid/ready pair, so its flag can be watched."""
+    def __init__(self, cycles):
+        self.cycles, self.valid, self.ready, self.flag = cycles, Signal(), Signal(), Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.flag.eq(offered_for(m, self.valid, self.ready, self.cycles, "seen"))
+        return m
+
+
+def test_offered_for_counts_waiting_cycles():
+    """The flag rises after exactly ``cycles`` cycles of valid-and-not-ready, and a taken beat
+    or a dropped valid clears it (checked against a counter written here, per cycle)."""
+    rng = np.random.default_rng(3)
+    for cycles in (1, 2, 3):
+        dut = _Offered(cycles)
+        valid = rng.random(300) < 0.8
+        ready = rng.random(300) < 0.25
+
+        async def bench(ctx):
+            waited = 0
+            for v, r in zip(valid, ready):
+                ctx.set(dut.valid, int(v))
+                ctx.set(dut.ready, int(r))
+                assert ctx.get(dut.flag) == int(waited >= cycles), (cycles, waited)
+                waited = waited + 1 if v and not r else 0
+                await ctx.tick()
+            return True
+
+        assert run_amaranth(dut, bench)
+
+
+def test_offered_for_rejects_bad_cycles():
+    m = Module()
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="cycles="):
+            offered_for(m, Signal(), Signal(), bad, "seen")
+    Fragment.get(m, None)       # (the module is used: no warning about it)
