@@ -81,21 +81,45 @@ class MixedRadixCounter(wiring.Component):
         def advance(d):
             return [rem[d].eq(rem[d] - 1), last[d].eq(rem[d] == 1)]
 
+        # The flags decide with their own copy of last01 (last01_f, a register of another
+        # kind that Yosys keeps apart; for Fmax: the estimate's worst path after aab768f ran
+        # from last01's ~225 enables of the vector's registers into the flags' next values,
+        # six LUTs); both copies take the same next value.
+        last01_nx = Signal()
+        if cfg.fmax_logic:
+            last01_q = Signal(init=1, name="last01_fq")          # holds ~last01
+            last01_f = Signal(name="last01_f")
+            m.d.comb += last01_f.eq(~last01_q)
+            m.d.sync += last01_q.eq(~last01_nx)
+        else:
+            last01_f = last01
+        m.d.comb += last01_nx.eq(last01)
+        m.d.sync += last01.eq(last01_nx)
+        with m.If(self.clear):
+            m.d.sync += [*restart(0), *restart(1)]
+            m.d.comb += last01_nx.eq(last01_init)
+        with m.Elif(self.step):
+            with m.If(last01_f):
+                m.d.sync += [*restart(0), *restart(1)]
+                m.d.comb += last01_nx.eq(last01_init)
+            with m.Elif(~last[0]):
+                m.d.sync += advance(0)
+                m.d.comb += last01_nx.eq((rem[0] == 1) & last[1])
+            with m.Else():                   # last0, not last1
+                m.d.sync += [*restart(0), *advance(1)]
+                m.d.comb += last01_nx.eq(last_init[0] & (rem[1] == 1))
+        # the vector and the levels' bases
         with m.If(self.clear):
             m.d.sync += [self.value.eq(self.init), base1.eq(self.init), base2.eq(self.init)]
-            m.d.sync += [*restart(0), *restart(1), last01.eq(last01_init)]
         with m.Elif(self.step):
             with m.If(last01):
-                m.d.sync += [*restart(0), *restart(1), last01.eq(last01_init)]
                 for f in VEC_FIELDS:
                     nxt = base2[f] + dig[2].step[f]
                     m.d.sync += [base2[f].eq(nxt), base1[f].eq(nxt), self.value[f].eq(nxt)]
             with m.Elif(~last[0]):
-                m.d.sync += [*advance(0), last01.eq((rem[0] == 1) & last[1])]
                 for f in VEC_FIELDS:
                     m.d.sync += self.value[f].eq(self.value[f] + dig[0].step[f])
             with m.Else():                   # last0, not last1
-                m.d.sync += [*restart(0), *advance(1), last01.eq(last_init[0] & (rem[1] == 1))]
                 for f in VEC_FIELDS:
                     nxt = base1[f] + dig[1].step[f]
                     m.d.sync += [base1[f].eq(nxt), self.value[f].eq(nxt)]
