@@ -409,15 +409,15 @@ class ReorgUnit(wiring.Component):
 
         # per lane: read issued from sb, data registered in sc, write in sw; forwarding
         # from the two writes the read cannot see (sw of the beat before, the one before that)
-        acc_rp = []
+        acc_rp, acc_rd = [], []
         for j in range(C):
             addr, val = lane_stage[j]
             a_c = Signal(abits, name=f"a_c{j}")
             v_c = Signal(name=f"v_c{j}")
             x_c = Signal(signed(cfg.slot_bits), name=f"x_c{j}")
             m.d.sync += [a_c.eq(addr), v_c.eq(sb_v & lane_in[j]), x_c.eq(val)]
-            rd_r = Signal(sum_s, name=f"rd_r{j}")
-            m.d.comb += rd_r.eq(Mux(acc_bank, rdr[1][j], rdr[0][j]))
+            rd_r = Signal(sum_s, name=f"rd_r{j}")       # the owned bank's read data
+            acc_rd.append(rd_r)
             a_w = Signal(abits, name=f"a_w{j}")
             v_w = Signal(name=f"v_w{j}")
             x_w = Signal(signed(cfg.slot_bits), name=f"x_w{j}")
@@ -438,6 +438,24 @@ class ReorgUnit(wiring.Component):
             for b in range(2):
                 with m.If(acc_bank == b):
                     m.d.sync += [st[b].eq(2), bdesc[b].eq(ad)]   # (not at the accept: fan-out)
+        # Per lane, a registered copy of (armed & acc_bank == b for each bank, acc_bank), loaded
+        # from their next values, so equal to them every cycle (for Fmax: `armed & acc_bank
+        # == b` was one LUT of ~420 loads, every lane memory's address, data and enable
+        # choice, on the estimate's worst path after aab768f, 9.9 ns).  Copies of all eight
+        # kinds, so Yosys keeps them apart; a kind whose value after configuration is 1
+        # says "owned" for the first cycle only, when no lane write is valid (v_w is 0).
+        accept_ok = self.desc.valid & self.desc.ready & (dsc_code == 0)
+        armed_nx = Mux(sw_done, 0, Mux(accept_ok, 1, armed))
+        bank_nx = Mux(sw_done, ~acc_bank, acc_bank)
+        own_lay = data.StructLayout({"owns": 2, "bank": 1})
+        if cfg.fmax_logic:
+            lane_own = [data.View(own_lay, q) for q in register_copies(
+                m, Cat(armed_nx & ~bank_nx, armed_nx & bank_nx, bank_nx),
+                [COPY_KINDS[j % len(COPY_KINDS)] for j in range(C)], "lane_own")]
+        else:
+            lane_own = [data.View(own_lay, Cat(armed & ~acc_bank, armed & acc_bank, acc_bank))] * C
+        for j in range(C):
+            m.d.comb += acc_rd[j].eq(Mux(lane_own[j].bank, rdr[1][j], rdr[0][j]))
 
         # ---------------- finish side: scan, shift, emit ---------------------------------
         fin_bank = Signal()
@@ -448,11 +466,10 @@ class ReorgUnit(wiring.Component):
         z_en = Signal()                    # zero the address read last cycle (emit reads)
         z_addr = Signal(abits)
         for b in range(2):
-            acc_owns = armed & (acc_bank == b)
             for j in range(C):
                 wp, rp = ports[b][j]
                 addr, a_w, v_w, wd = acc_rp[j]
-                with m.If(acc_owns):
+                with m.If(lane_own[j].owns[b]):
                     m.d.comb += [rp.addr.eq(addr), wp.addr.eq(a_w), wp.data.eq(wd), wp.en.eq(v_w)]
                 with m.Else():
                     m.d.comb += [rp.addr.eq(ridx),
