@@ -494,10 +494,24 @@ class Engine(wiring.Component):
         # response register: for Fmax, not compact mode's write logic in front of `step`)
         wa = ga.wr_dense
         a_heads = {"h": h_a_nx, "h1": h_a1_nx}
-        a_gt = {(cnt, h): ahead(f"a_gt_{cnt}_{h}", carry_gt(c_nx, h_nx))
-                for cnt, c_nx in (("wl", ga.words_loaded_nx), ("wl1", ga.words_loaded1_nx),
-                                  ("fin", ga.words_final_nx2))
+        def a_count_gt(i, h_nx):
+            """(A's count + i, as it is next cycle) > h_nx, for i in (0, 1).  With
+            cfg.fmax_logic the compares take the counts' registers (count, + 1, + 2) and this
+            cycle's write chooses after them (for Fmax: the estimate's A-side paths ran from
+            the response flags through the write decision into the counts' next values and
+            then the carry chains).  The write is wr_dense: that is the gather's write
+            outside compact mode, and these flags are used only there (a_next_gt)."""
+            if not cfg.fmax_logic:
+                return carry_gt((ga.words_loaded_nx, ga.words_loaded1_nx)[i], h_nx)
+            counts = (ga.words_loaded, ga.words_loaded1, ga.words_loaded2)
+            kept = carry_gt(Mux(ga.start, i, counts[i]), h_nx)     # (a start restarts at 0)
+            moved = carry_gt(counts[i + 1], h_nx)
+            return Mux(wa & ~ga.start, moved, kept)
+        a_gt = {(cnt, h): ahead(f"a_gt_{cnt}_{h}", a_count_gt(i, h_nx))
+                for i, cnt in enumerate(("wl", "wl1"))
                 for h, h_nx in a_heads.items()}
+        a_gt.update({("fin", h): ahead(f"a_gt_fin_{h}", carry_gt(ga.words_final_nx2, h_nx))
+                     for h, h_nx in a_heads.items()})
         def a_next_gt(h):                # (A's next count) > the head ("h": h_a, "h1": h_a1)
             return Mux(cmp, a_gt["fin", h], Mux(wa, a_gt["wl1", h], a_gt["wl", h]))
         # B's counts and head positions are compared as differences modulo 2**ptr_bits

@@ -189,6 +189,9 @@ class OperandGather(wiring.Component):
             "wr_dense": Out(1),       # wr_en outside compact mode: a response is written (a register)
             "words_loaded": Out(self.ptr_shape),  # scratchpad words written so far
             "words_loaded1": Out(len(Value.cast(Signal(self.ptr_shape))) + 1),   # words_loaded + 1, a register
+            # words_loaded + 2 (a register with cfg.fmax_logic): the sequencer compares all
+            # three counts with its heads and lets this cycle's write choose after the compares
+            "words_loaded2": Out(len(Value.cast(Signal(self.ptr_shape))) + 2),
             # the two counts' next values (what the registers take this cycle): the
             # sequencer registers its compares from them (see rtl/engine.py)
             "words_loaded_nx": Out(self.ptr_shape),
@@ -557,6 +560,12 @@ class OperandGather(wiring.Component):
         m.d.comb += [self.words_loaded_nx.eq(Mux(self.start, 0, Mux(write, wr_ptr1, wr_ptr))),
                      self.words_loaded1_nx.eq(Mux(self.start, 1, Mux(write, wr_ptr1 + 1, wr_ptr1)))]
         m.d.sync += [wr_ptr.eq(self.words_loaded_nx), wr_ptr1.eq(self.words_loaded1_nx)]
+        if cfg.fmax_logic:
+            wr_ptr2 = Signal.like(self.words_loaded2)
+            m.d.sync += wr_ptr2.eq(Mux(self.start, 2, Mux(write, wr_ptr2 + 1, wr_ptr2)))
+            m.d.comb += self.words_loaded2.eq(wr_ptr2)
+        else:
+            m.d.comb += self.words_loaded2.eq(wr_ptr1 + 1)
         if self.compactable:
             # one copy per read port, written alike: each read is registered (its data leave
             # a flip-flop: for Fmax, the 1024-deep LUT-RAM's read tree is not in front of
