@@ -438,19 +438,22 @@ class ReorgUnit(wiring.Component):
             for b in range(2):
                 with m.If(acc_bank == b):
                     m.d.sync += [st[b].eq(2), bdesc[b].eq(ad)]   # (not at the accept: fan-out)
-        # Per lane, a registered copy of (armed & acc_bank == b for each bank, acc_bank), loaded
-        # from their next values, so equal to them every cycle (for Fmax: `armed & acc_bank
-        # == b` was one LUT of ~420 loads, every lane memory's address, data and enable
-        # choice, on the estimate's worst path after aab768f, 9.9 ns).  Copies of all eight
+        # Per lane, a registered copy of (armed & acc_bank == b for each bank, acc_bank) (for
+        # Fmax: `armed & acc_bank == b` was one LUT of ~420 loads, every lane memory's
+        # address, data and enable choice, on the estimate's worst path after aab768f,
+        # 9.9 ns).  acc_bank's copies and the ownership's fall (at sw_done) are exact,
+        # loaded from next values; the ownership's rise follows the accept a cycle late (so
+        # that the accept's decision is not in front of them): harmless, as the layer's
+        # first lane write comes cycles after its descriptor is taken, and a bank is FREE
+        # (acceptable) only after its finisher's last zero write.  Copies of all eight
         # kinds, so Yosys keeps them apart; a kind whose value after configuration is 1
         # says "owned" for the first cycle only, when no lane write is valid (v_w is 0).
-        accept_ok = self.desc.valid & self.desc.ready & (dsc_code == 0)
-        armed_nx = Mux(sw_done, 0, Mux(accept_ok, 1, armed))
+        owns_nx = armed & ~sw_done
         bank_nx = Mux(sw_done, ~acc_bank, acc_bank)
         own_lay = data.StructLayout({"owns": 2, "bank": 1})
         if cfg.fmax_logic:
             lane_own = [data.View(own_lay, q) for q in register_copies(
-                m, Cat(armed_nx & ~bank_nx, armed_nx & bank_nx, bank_nx),
+                m, Cat(owns_nx & ~acc_bank, owns_nx & acc_bank, bank_nx),
                 [COPY_KINDS[j % len(COPY_KINDS)] for j in range(C)], "lane_own")]
         else:
             lane_own = [data.View(own_lay, Cat(armed & ~acc_bank, armed & acc_bank, acc_bank))] * C
