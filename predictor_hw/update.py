@@ -28,6 +28,7 @@ from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
 from rtl.config import AcceleratorConfig
+from rtl.copies import COPY_KINDS, register_copies
 from rtl.epilogue import below_guard_mask, or_all, saturate_bits, shift_onehot, shift_round_bit
 from rtl.gather import mem_rd_signature
 from rtl.skid import offered_for
@@ -257,12 +258,17 @@ class UpdateUnit(wiring.Component):
         c_q = Signal(data.ArrayLayout(unsigned(8), L))
         c_up, c_hi, c_lo = Signal(L), Signal(L), Signal(L)
         new_d, new_w, copy_regs, copy_out = [], [], [], []
+        # the right shift once more per lane, in copies of distinct kinds (for Fmax: one sh_r
+        # register drove every lane's shifter decode, ~130 loads, on an estimated 9.6 ns
+        # path); the copies follow sh_r a cycle later, like the masks
+        sh_r_lane = (register_copies(m, sh_r, [COPY_KINDS[j % len(COPY_KINDS)] for j in range(L)], "sh_r")
+                     if cfg.fmax_logic else [sh_r] * L)
         for j in range(L):
             xg = Signal(signed(gw), name=f"d{j}_x")
             m.d.comb += xg.eq(row.data[j])
             # round_half_even(x / 2**sh_r) = q + up by rtl.epilogue's bit tests (below_r: the
             # mask of the bits under the guard bit); x << sh_l for a left shift
-            q, up = shift_round_bit(xg, sh_r, below_r, sh_r_oh)
+            q, up = shift_round_bit(xg, sh_r_lane[j], below_r, sh_r_oh)
             dq, dup = Signal(signed(gw), name=f"d{j}_q"), Signal(name=f"d{j}_up")
             dl = Signal(signed(PRED_OP_BITS + SH_LEFT_MAX), name=f"d{j}_l")
             m.d.sync += [dq.eq(q), dup.eq(up), dl.eq(row.data[j] << sh_l)]
