@@ -932,10 +932,19 @@ class Engine(wiring.Component):
             m.d.comb += [m_pay.addr[j].eq(Mux(ok, a, 0)), m_pay.en[j].eq(ok)]
         skid_issue(m, start=start, valid=rdm.req.valid, ready=rdm.req.ready, issue=can_m,
                    skid_full=m_sk_v, regs=[rdm.req.payload], values=[m_pay])
+        # "this request ends its tile row" (~oc_m & mr_i_last & mr_tj_last) as a register of
+        # its own with cfg.fmax_logic, kept from the same next values (for Fmax: the tile-row
+        # step's enables, mr_ti_base's among them, were five LUTs after the reader's issue
+        # decision, an estimated 9.7 ns)
+        mr_row_end = Signal()
+        if not cfg.fmax_logic:
+            m.d.comb += mr_row_end.eq(~oc_m & mr_i_last & mr_tj_last)
         with m.If(start):
             m.d.sync += [mr_run.eq(cur.omask), *tile_col_restart(mr_tj, mr_tj_last, nn), mr_i.eq(0), mr_rem.eq(mr_total),
                          mr_ti_base.eq(cur.om_addr), mr_base.eq(cur.om_addr), mr_tile.eq(cur.om_addr),
                          mr_last.eq(mr_total == 1), mr_i_last.eq(R == 1), mr_row.eq(0), mr_col.eq(0)]
+            if cfg.fmax_logic:
+                m.d.sync += mr_row_end.eq(~oc_m & (R == 1) & nn["is1"])
             m.d.comb += [row_in_nx.eq(m_pos)] + [col_in_nx[j].eq(col0_in[j]) for j in range(C)]
         with m.Elif(can_m):
             m.d.sync += [mr_rem.eq(mr_rem - 1), mr_last.eq(mr_rem == 2)]
@@ -945,11 +954,11 @@ class Engine(wiring.Component):
                 m.d.sync += mr_base.eq(mr_base + cur.om_sj)
             with m.Elif(mr_i_last):
                 m.d.sync += [mr_i.eq(0), mr_i_last.eq(R == 1), mr_row.eq(mr_row - (R - 1))]
+                if cfg.fmax_logic:
+                    m.d.sync += mr_row_end.eq((R == 1) & Mux(mr_tj_last, nn["is1"], mr_tj == nn["m2"]))
                 m.d.comb += row_in_nx.eq(row_back)
                 with m.If(mr_tj_last):
-                    next_ti = mr_ti_base + (cur.om_si << lg_r)
                     m.d.sync += [*tile_col_restart(mr_tj, mr_tj_last, nn),
-                                 mr_ti_base.eq(next_ti), mr_tile.eq(next_ti), mr_base.eq(next_ti),
                                  mr_col.eq(0), mr_row.eq(mr_row + 1)]
                     m.d.comb += [row_in_nx.eq(row_fwd)] + [col_in_nx[j].eq(col0_in[j]) for j in range(C)]
                 with m.Else():
@@ -960,7 +969,14 @@ class Engine(wiring.Component):
             with m.Else():
                 m.d.sync += [mr_i.eq(mr_i + 1), mr_i_last.eq(mr_i == R - 2),
                              mr_base.eq(mr_base + cur.om_si), mr_row.eq(mr_row + 1)]
+                if cfg.fmax_logic:
+                    m.d.sync += mr_row_end.eq(~oc_m & (mr_i == R - 2) & mr_tj_last)
                 m.d.comb += row_in_nx.eq(row_fwd)
+            # the tile row's end: the next tile row's first tile (mr_row_end implies ~oc_m
+            # and mr_i_last, so the branches above have left these registers alone)
+            with m.If(mr_row_end):
+                next_ti = mr_ti_base + (cur.om_si << lg_r)
+                m.d.sync += [mr_ti_base.eq(next_ti), mr_tile.eq(next_ti), mr_base.eq(next_ti)]
         m_issued = can_m & ~start
         m.d.comb += m_room.eq(occupancy_room(m, start=start, inc=m_issued, dec=mq.r_en,
                                              limit=mqd, name="m_outst")[0])
