@@ -575,9 +575,12 @@ class OperandGather(wiring.Component):
             entry = data.StructLayout({"k": range(sw), "last": 1})
             rewrite = rsp_v & cmp & p_end & ~nz & p_has     # mark the previous entry last
             kw_addr, kw_data, kw_en = Signal(range(sw)), Signal(entry), Signal()
+            # (write & cmp) | rewrite is rsp_v & cmp & (nz | p_end): written out from the
+            # registers, not after `write` (for Fmax: that LUT's ~40 loads were on an
+            # estimated 9.4 ns path into these registers)
             m.d.sync += [kw_addr.eq(Mux(rewrite, wr_prev, wr_ptr)),
                          kw_data.k.eq(Mux(rewrite, last_k, resp_k)), kw_data.last.eq(p_end),
-                         kw_en.eq(((write & cmp) | rewrite) & ~self.start)]
+                         kw_en.eq(rsp_v & cmp & (nz | p_end) & ~self.start)]
             fwd_data = Signal(entry)        # the write a cycle later, forwarded to every read
             m.d.sync += fwd_data.eq(kw_data)
             # Each copy is K_BANKS banks of at most K_BANK_DEPTH entries, every bank read
