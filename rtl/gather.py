@@ -389,13 +389,22 @@ class OperandGather(wiring.Component):
         # (without cfg.fmax_logic, the compares themselves)
         w_wrap = Signal(init=int(L == 1))
         n1_real = Signal()
+        # the lane count and its facts at a start, registered here with cfg.fmax_logic (for
+        # Fmax: d59b418's routed critical path, 83.75 MHz, ran from the engine's cur.n across
+        # the die through `total != 0` into the walker's start flags); the count is held per
+        # instruction, final long before start
+        if cfg.fmax_logic:
+            total, tot_nz, tot_gt1 = Signal.like(self.total, name="total_q"), Signal(), Signal()
+            m.d.sync += [total.eq(self.total), tot_nz.eq(self.total != 0), tot_gt1.eq(self.total > 1)]
+        else:
+            total, tot_nz, tot_gt1 = self.total, self.total != 0, 1 < self.total
         if cfg.fmax_logic:
             m.d.sync += [w_wrap.eq(Mux(self.start, L == 1,
                                        Mux(walking & keep, Mux(w_wrap, L == 1, w_cnt == L - 2), w_wrap))),
-                         n1_real.eq(Mux(self.start, 1 < self.total,
-                                        Mux(walking, w_n + 2 < self.total, w_n + 1 < self.total)))]
+                         n1_real.eq(Mux(self.start, tot_gt1,
+                                        Mux(walking, w_n + 2 < total, w_n + 1 < total)))]
         else:
-            m.d.comb += [w_wrap.eq(w_cnt == L - 1), n1_real.eq(w_n + 1 < self.total)]
+            m.d.comb += [w_wrap.eq(w_cnt == L - 1), n1_real.eq(w_n + 1 < total)]
 
         def next_flags(cnt0, full, done, rl, _cnt):
             """(walk_free, walk_mask, walk_done_ahead) from the walker's next values
@@ -421,7 +430,7 @@ class OperandGather(wiring.Component):
         # pop decision, which waits for the mask queue's valid, is their last select, not
         # the input of the next-value logic in front of them); at a start, the walker's
         # start values.
-        at_start = (Const(1, 1), Const(0, 1), Const(0, 1), self.total != 0, Const(0, 1))
+        at_start = (Const(1, 1), Const(0, 1), Const(0, 1), tot_nz, Const(0, 1))
         if_walk, if_not = next_values(True), next_values(False)
         nx_cnt0, nx_full, nx_done_st, nx_real, nx_cnt = (Mux(self.start, s0, Mux(walking, w1, w0))
                                                          for s0, w1, w0 in zip(at_start, if_walk, if_not))
