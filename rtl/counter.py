@@ -29,14 +29,19 @@ class MixedRadixCounter(wiring.Component):
     ``digits`` must be held from at least one cycle before ``clear`` (the counts' starts
     are registered from them)."""
 
-    def __init__(self, cfg: AcceleratorConfig):
+    def __init__(self, cfg: AcceleratorConfig, split_step: bool = False):
         self.cfg = cfg
+        # split_step: the digits' counts and flags step on ``step_flags``, a copy of ``step``
+        # that the caller computes apart (for Fmax: the vector's ~150 registers and the
+        # flags then hang on two nets, not one)
+        self.split_step = split_step
         digit_layout = _layout(_spec(cfg, full=True)["a"]["lane"])
         super().__init__({
             "digits": In(digit_layout),
             "init": In(vec4_layout(cfg)),
             "clear": In(1),
             "step": In(1),
+            **({"step_flags": In(1)} if split_step else {}),
             "value": Out(vec4_layout(cfg)),
         })
 
@@ -95,10 +100,11 @@ class MixedRadixCounter(wiring.Component):
             last01_f = last01
         m.d.comb += last01_nx.eq(last01)
         m.d.sync += last01.eq(last01_nx)
+        step_f = self.step_flags if self.split_step else self.step
         with m.If(self.clear):
             m.d.sync += [*restart(0), *restart(1)]
             m.d.comb += last01_nx.eq(last01_init)
-        with m.Elif(self.step):
+        with m.Elif(step_f):
             with m.If(last01_f):
                 m.d.sync += [*restart(0), *restart(1)]
                 m.d.comb += last01_nx.eq(last01_init)

@@ -59,7 +59,7 @@ from .isa import gather_layout, vec4_layout
 K_READS = 4
 K_BANK_DEPTH = 256      # entries per bank of a side-memory copy (see the side memory below)
 # the kinds (rtl.copies) of the lane walker's flag copies: each is 0 after reset
-WALK_KINDS = [(0, 0, 0), (1, 1, 0), (0, 0, 1)]
+WALK_KINDS = [(0, 0, 0), (1, 1, 0), (0, 0, 1), (1, 1, 1)]
 
 
 def ring_ptr_bits(spad_words: int) -> int:
@@ -247,7 +247,7 @@ class OperandGather(wiring.Component):
         entry = data.StructLayout({"v": vl, "ok": 1, "cbb": signed(cfg.mem_addr_bits + 4),
                                    "ylo": gw, "yhi": gw, "xlo": gw, "xhi": gw})
 
-        m.submodules.walker = walker = MixedRadixCounter(cfg)
+        m.submodules.walker = walker = MixedRadixCounter(cfg, split_step=cfg.fmax_logic)
         m.submodules.kctr = kctr = MixedRadixCounter(cfg)
         m.d.comb += [walker.digits.eq(desc.lane), walker.init.eq(desc.init),
                      kctr.digits.eq(desc.k)]
@@ -330,10 +330,12 @@ class OperandGather(wiring.Component):
         # or two after flip-flops
         # Both flags are kept in copies of distinct kinds (rtl.copies: Yosys keeps them apart),
         # and each copy makes its own "walking" for one group of loads: [0] the walker's
-        # counter (~150 enables), [1] the lane state here (w_n, w_off, the staging count,
-        # the flags' next values), [2] the mask queue's pop and the zero-write push (for
-        # Fmax: one `walking` net for all of them, from the mask queue's valid, crossed the
-        # die twice, hops of 4.5 and 4.1 ns, on `513bbd0`'s routed critical path).
+        # counter's vector (~150 enables), [1] the lane state here (w_n, w_off, the staging
+        # count, the flags' next values), [2] the mask queue's pop and the zero-write push,
+        # [3] the walker counter's counts and flags (for Fmax: one `walking` net for all of
+        # them, from the mask queue's valid, crossed the die twice, hops of 4.5 and 4.1 ns,
+        # on `513bbd0`'s routed critical path; [3] since ab8c9af's, 95.65 MHz, whose two
+        # hops of 3.3 and 3.2 ns ran from [0]'s decision to the counter's `rem1`).
         # (one copy without cfg.fmax_logic)
         kinds = WALK_KINDS if cfg.fmax_logic else WALK_KINDS[:1]
         walk_free_c = [Signal(init=iv, reset_less=bool(rl), name=f"walk_free_q{i}")
@@ -347,13 +349,13 @@ class OperandGather(wiring.Component):
         mask_ok = self.lm_valid & (lm_any | self.zq_space)
         walking_c = [wf[i] | (wm[i] & mask_ok) for i in range(len(kinds))]
         walking = walking_c[min(1, len(kinds) - 1)]
-        mask_pop = wm[-1] & mask_ok
+        mask_pop = wm[min(2, len(kinds) - 1)] & mask_ok
         # A walked lane goes to the zero-write queue when it is not kept (~keep: lc, real and
         # no mask bit).  Only walk_mask's lanes can be dropped (walk_free's are not lc & real:
         # the flags are registered from the same next values), so the push is mask_pop &
         # ~lm_any, written out as one LUT of registers (for Fmax: not after `walking`, the
         # pop decision's OR, in front of the queue's level and the engine's zq_space)
-        m.d.comb += [self.zq_push.eq(~self.start & wm[-1] & self.lm_valid & ~lm_any & self.zq_space),
+        m.d.comb += [self.zq_push.eq(~self.start & wm[min(2, len(kinds) - 1)] & self.lm_valid & ~lm_any & self.zq_space),
                      self.zq_off.eq(w_off if self.lane_compactable else 0)]
         with m.If(self.start):
             m.d.sync += [w_run.eq(1), w_n.eq(0), r_active.eq(0), self.addr_error.eq(0), w_off.eq(0),
@@ -363,6 +365,8 @@ class OperandGather(wiring.Component):
             # walk one lane per cycle while the staging buffer has room
             # (walk_free | walk_mask == w_run & ~w_full & ~w_done & a lane left)
             m.d.comb += [walker.step.eq(walking_c[0]), self.lm_pop.eq(mask_pop)]
+            if cfg.fmax_logic:
+                m.d.comb += walker.step_flags.eq(walking_c[3])
             with m.If(walking):
                 m.d.sync += [w_n.eq(w_n + 1), w_off.eq(w_off + self.off_step)]
             with m.If(transfer):
