@@ -401,7 +401,7 @@ class BoardTop(wiring.Component):
             counter_bits=len(counters), info=board_info(cfg, self.prog_words, self.core),
             timeout=self.divisor * 10 * 64, max_instr=self.prog_words // n_words,
             buffers=tuple(b.depth for b in bufs.values()),
-            regs=reg_limits(cfg) if accel else ())
+            regs=reg_limits(cfg) if accel else (), chunked=cfg.fmax_logic)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
         wiring.connect(m, urx.stream, br.rx)
         wiring.connect(m, br.tx, utx.stream)
