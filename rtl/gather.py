@@ -223,20 +223,7 @@ class OperandGather(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, L = self.cfg, self.lanes
-        # The instruction's fields (the descriptor, K, the lane count and its start facts)
-        # as registers here with cfg.fmax_logic, a cycle behind the inputs (for Fmax: the
-        # routed critical paths of d31a8e9 and d59b418, 94.4 and 83.8 MHz out of context,
-        # both began with a 3.4 ns hop from the engine's instruction register across the
-        # die).  The inputs are held per instruction and final long before start: the
-        # engine loads them at least four cycles before it (DECODE, MUL, PRODUCTS, CHECK).
-        if cfg.fmax_logic:
-            desc, k = Signal.like(self.desc, name="desc_q"), Signal.like(self.k, name="k_q")
-            total, tot_nz, tot_gt1 = Signal.like(self.total, name="total_q"), Signal(), Signal()
-            m.d.sync += [desc.eq(self.desc), k.eq(self.k), total.eq(self.total),
-                         tot_nz.eq(self.total != 0), tot_gt1.eq(self.total > 1)]
-        else:
-            desc, k, total = self.desc, self.k, self.total
-            tot_nz, tot_gt1 = total != 0, total > 1
+        desc = self.desc
         # a staged lane: its vector, real or padding, and base + cb (the operand base
         # folded in when the lane is staged, so the request address is one add shorter)
         # It also carries the lane's geometry bounds on the k counter's y and x (-v.y,
@@ -294,13 +281,13 @@ class OperandGather(wiring.Component):
             gap = Signal(signed(self.spad_words.bit_length() + 2))
             k_m1 = Signal(cfg.dim_bits)     # K - 1, registered at start
             with m.If(self.start):
-                m.d.sync += k_m1.eq(k - 1)
+                m.d.sync += k_m1.eq(self.k - 1)
             rise = self.limit_rise
             gap_ok_nx = Mux(self.start, 1, rise | Mux(can_issue, gap > 1, gap > 0)) | ~self.ring
             with m.If(self.start):
                 m.d.sync += gap.eq(self.spad_words)
             with m.Else():
-                m.d.sync += gap.eq(Mux(rise, Mux(can_issue, gap + k_m1, gap + k),
+                m.d.sync += gap.eq(Mux(rise, Mux(can_issue, gap + k_m1, gap + self.k),
                                        Mux(can_issue, gap - 1, gap)))
         r_klast = Signal()               # r_k + 1 == k, registered (for Fmax)
         last_issue = can_issue & r_klast
@@ -406,6 +393,15 @@ class OperandGather(wiring.Component):
         # (without cfg.fmax_logic, the compares themselves)
         w_wrap = Signal(init=int(L == 1))
         n1_real = Signal()
+        # the lane count and its facts at a start, registered here with cfg.fmax_logic (for
+        # Fmax: d59b418's routed critical path, 83.75 MHz, ran from the engine's cur.n across
+        # the die through `total != 0` into the walker's start flags); the count is held per
+        # instruction, final long before start
+        if cfg.fmax_logic:
+            total, tot_nz, tot_gt1 = Signal.like(self.total, name="total_q"), Signal(), Signal()
+            m.d.sync += [total.eq(self.total), tot_nz.eq(self.total != 0), tot_gt1.eq(self.total > 1)]
+        else:
+            total, tot_nz, tot_gt1 = self.total, self.total != 0, 1 < self.total
         if cfg.fmax_logic:
             m.d.sync += [w_wrap.eq(Mux(self.start, L == 1,
                                        Mux(walking & keep, Mux(w_wrap, L == 1, w_cnt == L - 2), w_wrap))),
@@ -521,9 +517,9 @@ class OperandGather(wiring.Component):
 
         # step index within the current panel (restarts when a new panel arrives)
         with m.If(transfer | self.start):
-            m.d.sync += [r_k.eq(0), r_klast.eq(k == 1)]
+            m.d.sync += [r_k.eq(0), r_klast.eq(self.k == 1)]
         with m.Elif(can_issue):
-            m.d.sync += [r_k.eq(r_k + 1), r_klast.eq(r_k + 2 == k)]
+            m.d.sync += [r_k.eq(r_k + 1), r_klast.eq(r_k + 2 == self.k)]
 
         # the accepted request's lane enables, registered before they are counted (for
         # Fmax: the request's range checks and the lane count are not in one cycle; the
@@ -638,9 +634,9 @@ class OperandGather(wiring.Component):
                 got = or_all(Mux(src_oh[j], src, 0) for j, src in enumerate([fwd_data.as_value(), *bank_data]))
                 m.d.comb += [self.k_val[i].eq(entry(got).k), self.k_last[i].eq(entry(got).last)]
         with m.If(self.start):
-            m.d.sync += [resp_k.eq(0), p_end.eq(k == 1), p_has.eq(0), fin_ptr.eq(0)]
+            m.d.sync += [resp_k.eq(0), p_end.eq(self.k == 1), p_has.eq(0), fin_ptr.eq(0)]
         with m.Elif(rsp_v):
-            m.d.sync += [resp_k.eq(Mux(p_end, 0, resp_k + 1)), p_end.eq(Mux(p_end, k == 1, resp_k + 2 == k)),
+            m.d.sync += [resp_k.eq(Mux(p_end, 0, resp_k + 1)), p_end.eq(Mux(p_end, self.k == 1, resp_k + 2 == self.k)),
                          p_has.eq(~p_end & (p_has | write))]
             with m.If(write):
                 m.d.sync += [wr_prev.eq(wr_ptr), last_k.eq(resp_k)]
