@@ -14,6 +14,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
+from .copies import register_copies
 from .isa import DIGITS, vec4_layout, _layout, _spec
 
 VEC_FIELDS = ("cb", "sp", "y", "x")
@@ -91,13 +92,8 @@ class MixedRadixCounter(wiring.Component):
         # from last01's ~225 enables of the vector's registers into the flags' next values,
         # six LUTs); both copies take the same next value.
         last01_nx = Signal()
-        if cfg.fmax_logic:
-            last01_q = Signal(init=1, name="last01_fq")          # holds ~last01
-            last01_f = Signal(name="last01_f")
-            m.d.comb += last01_f.eq(~last01_q)
-            m.d.sync += last01_q.eq(~last01_nx)
-        else:
-            last01_f = last01
+        (last01_f,) = (register_copies(m, last01_nx, [(1, 1, 0)], "last01_f")   # stored inverted
+                       if cfg.fmax_logic else (last01,))
         m.d.comb += last01_nx.eq(last01)
         m.d.sync += last01.eq(last01_nx)
         step_f = self.step_flags if self.split_step else self.step
