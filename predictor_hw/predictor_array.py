@@ -414,6 +414,9 @@ class PredictorArray(wiring.Component):
         f_lastF = Signal(init=int(F == 1))             # fc: f == F - 1
         f_lastK = Signal()                             # Assistant: f == k_r - 1
         krem_le = Signal()                             # fc: krem <= L (the sample's last fc tile)
+        # fc: krem > l per lane, kept beside krem (for Fmax: the lane enables en1 compared
+        # krem after a 5.1 ns hop, a12909c's routed critical path on the ULX3S, 81.45 MHz)
+        krem_gt = Signal(L)
         f_nx, f_nz_nx, tile_first_nx = with_nx(f), with_nx(f_nz), with_nx(tile_first)
         cdw = Signal(range(g.cdrain_wait + 1))         # CDRAIN wait steps taken
 
@@ -698,7 +701,7 @@ class PredictorArray(wiring.Component):
                               for p, ss in sorted(steps_of.items()))
                 sync += [b1[r * Cc + j].eq(val) for r in range(R)]
         with m.Elif(iph_fc):
-            sync += [en1[l].eq(krem > l) for l in range(L)]
+            sync += en1.eq(krem_gt)
         with m.Elif(iph_amac):
             sync += [en1.eq(fp.en), b1.eq(fp.x), y1.eq(fp.y)]
         with m.If(step):
@@ -725,7 +728,8 @@ class PredictorArray(wiring.Component):
                 # the last conv tile's capture, then g.cdrain_wait more steps when the fc
                 # phase would otherwise read one of its features before it lands in h
                 to_fc = [phase.eq(FC), f.eq(0), f_nz.eq(0), f_lastF.eq(F == 1), kb.eq(0), krem.eq(k_r),
-                         krem_le.eq(k_r <= L), tile_first.eq(1)]
+                         krem_le.eq(k_r <= L), krem_gt.eq(Cat(*[k_r > l for l in range(L)])),
+                         tile_first.eq(1)]
                 if g.cdrain_wait:
                     with m.If(cdw == 0):
                         sync += [ccap1.eq(1), ccg1.eq(prev_cg), cpt1.eq(prev_pt)]
@@ -745,7 +749,8 @@ class PredictorArray(wiring.Component):
                     with m.If(krem_le):
                         sync += phase.eq(FDRAIN)
                     with m.Else():
-                        sync += [kb.eq(kb + 1), krem.eq(krem - L), krem_le.eq(krem <= 2 * L)]
+                        sync += [kb.eq(kb + 1), krem.eq(krem - L), krem_le.eq(krem <= 2 * L),
+                                 krem_gt.eq(Cat(*[krem > l + L for l in range(L)]))]
                 with m.Else():
                     sync += [f.eq(f + 1), f_nz.eq(1), f_lastF.eq(f == F - 2)]
             with m.If(sph[FDRAIN]):
