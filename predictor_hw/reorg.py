@@ -240,6 +240,10 @@ class ReorgUnit(wiring.Component):
         if cfg.pred_max_cout < 1:
             raise ReorgHwError(f"pred_max_cout={cfg.pred_max_cout}: the reorganization unit needs >= 1")
         self.cfg = cfg
+        # not a port, for simulation only (synthesis drops it, nothing reads it): high
+        # when a lane reads or writes its accumulate bank while its copy of the ownership
+        # differs from the exact `armed & acc_bank == b` (the copies rise late, see below)
+        self.own_mismatch = Signal()
         super().__init__({
             "tap": In(tap_signature(cfg)),
             "desc": In(stream.Signature(desc_layout(cfg))),
@@ -409,7 +413,7 @@ class ReorgUnit(wiring.Component):
 
         # per lane: read issued from sb, data registered in sc, write in sw; forwarding
         # from the two writes the read cannot see (sw of the beat before, the one before that)
-        acc_rp, acc_rd = [], []
+        acc_rp, acc_rd, lane_busy = [], [], []
         for j in range(C):
             addr, val = lane_stage[j]
             a_c = Signal(abits, name=f"a_c{j}")
@@ -433,6 +437,7 @@ class ReorgUnit(wiring.Component):
                          a_1.eq(a_w), v_1.eq(v_w), wd1.eq(wd), wd2.eq(wd1)]
             m.d.comb += wd.eq(Mux(hit1, wd1, Mux(hit2, wd2, rd_r)) + x_w)
             acc_rp.append((addr, a_w, v_w, wd))
+            lane_busy.append((sb_v & lane_in[j]) | v_c | v_w)   # read issued, data in, write
         with m.If(sw_done):   # the layer's last element is written this cycle: hand the bank over
             m.d.sync += [armed.eq(0), acc_bank.eq(~acc_bank)]
             for b in range(2):
@@ -459,6 +464,9 @@ class ReorgUnit(wiring.Component):
             lane_own = [data.View(own_lay, Cat(armed & ~acc_bank, armed & acc_bank, acc_bank))] * C
         for j in range(C):
             m.d.comb += acc_rd[j].eq(Mux(lane_own[j].bank, rdr[1][j], rdr[0][j]))
+        exact_own = Cat(armed & ~acc_bank, armed & acc_bank, acc_bank)
+        m.d.comb += self.own_mismatch.eq(Cat(*[lane_busy[j] & (lane_own[j].as_value() != exact_own)
+                                               for j in range(C)]).any())
 
         # ---------------- finish side: scan, shift, emit ---------------------------------
         fin_bank = Signal()

@@ -108,6 +108,7 @@ def run_unit(layers, seed=0, ready_prob=0.6, gap_prob=0.3, max_cycles=200_000):
             await ctx.tick()
             cycles += 1
             assert ctx.get(dut.error) == 0, f"error status {ctx.get(dut.error)}"
+            assert not ctx.get(dut.own_mismatch), f"cycle {cycles}: a lane used a bank it does not own"
             assert cycles < max_cycles, "watchdog: samples did not arrive"
         await ctx.tick().repeat(8)
         assert not ctx.get(dut.busy)
