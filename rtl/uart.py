@@ -348,6 +348,7 @@ class Bridge(wiring.Component):
         # loaded directly on rvalid (a register).
         SRC_STATUS, SRC_CSUM, SRC_PING, SRC_STATE, SRC_COUNTERS = range(5)
         src = Signal(range(5))
+        # (with more than one counter chunk only)
         c_idx = Signal(range(max(n_chunks, 2)))       # the counter chunk LOAD takes
         c_left = Signal(range(cb + 1))                # counter bytes after the chunks loaded
 
@@ -456,9 +457,10 @@ class Bridge(wiring.Component):
                 with m.If(after == 2):                           # checksum sent: done
                     m.d.sync += self.frame_errors.eq(self.frame_errors + (status != ST_OK))
                     m.next = "HEADER"
-                with m.Elif((status == ST_OK) & (after == 1) & (c_left != 0)):   # next counter chunk
-                    load(SRC_COUNTERS, Mux(c_left > ck, ck, c_left), 1)
-                    m.d.sync += [c_idx.eq(c_idx + 1), c_left.eq(Mux(c_left > ck, c_left - ck, 0))]
+                if n_chunks > 1:
+                    with m.Elif((status == ST_OK) & (after == 1) & (c_left != 0)):   # next counter chunk
+                        load(SRC_COUNTERS, Mux(c_left > ck, ck, c_left), 1)
+                        m.d.sync += [c_idx.eq(c_idx + 1), c_left.eq(Mux(c_left > ck, c_left - ck, 0))]
                 with m.Elif((status != ST_OK) | (after == 1) & (left == 0)):
                     load(SRC_CSUM, 1, 2)
                 with m.Elif(after == 1):                         # next memory word
@@ -471,7 +473,9 @@ class Bridge(wiring.Component):
                     m.d.sync += left.eq(0)
                 with m.Elif(opcode == OP_COUNTERS):
                     load(SRC_COUNTERS, min(cb, ck), 1)
-                    m.d.sync += [left.eq(0), c_idx.eq(0), c_left.eq(max(cb - ck, 0))]
+                    m.d.sync += left.eq(0)
+                    if n_chunks > 1:
+                        m.d.sync += [c_idx.eq(0), c_left.eq(cb - ck)]
                 with m.Elif((opcode == OP_READ_MEM) & (left != 0)):
                     m.next = "READ"
                 with m.Else():
