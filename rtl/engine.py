@@ -1036,6 +1036,16 @@ class Engine(wiring.Component):
                   | (cur.m > min(R, C)) | (~ring_ok & (n_n > pi_depth))),
         ]
         pre_chk = Signal(len(early_checks))
+        # With cfg.fmax_logic, the checks of cur alone (a NOP too: not a GEMM), registered
+        # every cycle (cur is held from DECODE on, so they are final from the cycle after),
+        # and in PRODUCTS with the bounds' tests as one flag, pre_bad (for Fmax: CHECK's
+        # start decision is a NOR of five flip-flops, not of eleven; fb65cc5's routed
+        # critical path on seed 2, 88.32 MHz, ran from pre_chk through that NOR into start)
+        CUR_CHECKS, LATE_CHECKS = (0, 1, 5, 6), (2, 3, 4, 7)
+        assert sorted(CUR_CHECKS + LATE_CHECKS) == list(range(len(early_checks)))
+        cur_bad, pre_bad = Signal(), Signal()
+        if cfg.fmax_logic:
+            m.d.sync += cur_bad.eq(Cat(*(early_checks[i] for i in CUR_CHECKS)).any())
         is_op = Signal()                # not a NOP, registered (cur is held from DECODE on)
         m.d.sync += is_op.eq(cur.opcode != isa.OP_NOP)
         # the strides' signs for MUL's bounds, registered from cur every cycle (for Fmax:
@@ -1114,11 +1124,12 @@ class Engine(wiring.Component):
                 # The bounds' range tests, registered here (for Fmax: CHECK's `start`
                 # decision is a NOR of flip-flops).  The bounds are needed only for a GEMM
                 # with nonzero dimensions, which comes through MUL, so they are final.
-                m.d.sync += [
-                    bad_wr.eq(cur.store & (outside(d_lo) | outside(d_hi)
-                                           | (cur.write_mask & (outside(k_lo) | outside(k_hi))))),
-                    bad_om.eq(cur.omask & (outside(o_lo) | outside(o_hi))),
-                ]
+                bad_wr_x = cur.store & (outside(d_lo) | outside(d_hi)
+                                        | (cur.write_mask & (outside(k_lo) | outside(k_hi))))
+                bad_om_x = cur.omask & (outside(o_lo) | outside(o_hi))
+                m.d.sync += [bad_wr.eq(bad_wr_x), bad_om.eq(bad_om_x)]
+                if cfg.fmax_logic:
+                    m.d.sync += pre_bad.eq(cur_bad | bad_wr_x | bad_om_x)
                 # the checks that need only cur and MUL's products, registered here (for
                 # Fmax: their compares are not in front of CHECK's priority choice and start)
                 m.d.sync += [pre_chk[i].eq(c) for i, c in enumerate(early_checks)]
@@ -1143,7 +1154,10 @@ class Engine(wiring.Component):
                     code = Mux(cond, c, code)
                 # no check fails, as a NOR of the conditions, not through the priority chain
                 # (for Fmax: start's input is a few LUT levels after the bounds' registers)
-                run_ok = is_op & ~Cat(*(cond for cond, _ in checks)).any()
+                if cfg.fmax_logic:
+                    run_ok = ~Cat(pre_bad, *(pre_chk[i] for i in LATE_CHECKS)).any()
+                else:
+                    run_ok = is_op & ~Cat(*(cond for cond, _ in checks)).any()
                 m.d.sync += [chk_err.eq(Mux(is_op, code, isa.ERR_NONE)),
                              chk_run.eq(run_ok)]
                 m.d.comb += start_nx.eq(run_ok)
