@@ -26,7 +26,8 @@ def vec_add(a, b):
 
 
 class MixedRadixCounter(wiring.Component):
-    """``clear`` loads ``init`` and zeroes the digits; ``step`` advances by one.
+    """``clear`` loads ``init`` and zeroes the digits; ``step`` advances by one (``clear``
+    wins when both are up).
     ``digits`` must be held from at least one cycle before ``clear`` (the counts' starts
     are registered from them)."""
 

@@ -127,6 +127,14 @@ def test_mixed_radix_counter_matches_definition():
             got = {f: ctx.get(dut.value[f]) for f in VEC_FIELDS}
             assert got == {f: int(want[f][p]) for f in VEC_FIELDS}, (p, got)
             await ctx.tick()
+        # clear wins over a step in the same cycle (the gathers step on can_issue alone)
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        for p in range(n):
+            got = {f: ctx.get(dut.value[f]) for f in VEC_FIELDS}
+            assert got == {f: int(want[f][p]) for f in VEC_FIELDS}, ("after clear with step", p, got)
+            await ctx.tick()
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
