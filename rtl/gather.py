@@ -47,6 +47,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
+from .copies import register_copies
 from .counter import MixedRadixCounter, VEC_FIELDS
 from .epilogue import or_all
 from .isa import gather_layout, vec4_layout
@@ -272,6 +273,10 @@ class OperandGather(wiring.Component):
         # decided a cycle ahead from those flags' next values (below; for Fmax: it steps the
         # k counter and loads stage A, ~1000 enables, and so starts at a flip-flop)
         can_issue = Signal()
+        # and, with cfg.fmax_logic, a copy of it of another kind that steps the k counter (for
+        # Fmax: the counter's ~80 enables on can_issue put the walk flags' next values, which
+        # read can_issue through the hand-over, behind a net of ~120 loads)
+        can_issue_k = Signal()
         gap_ok_nx = Const(1)
         if self.lane_compactable:     # ring mode: never overwrite words still to be used
             # gap = limit - words requested, kept as a register; "gap > 0 after this cycle"
@@ -504,11 +509,12 @@ class OperandGather(wiring.Component):
 
         # The k counter rewinds at its panel's last issue (and at start), so it is at its
         # start whenever a panel is handed over (for Fmax: its ~250 enables follow the
-        # issue decision, not the hand-over's longer one).  Its step is can_issue itself, a
-        # flip-flop: the counter gives clear priority over step, so the step may be up with
-        # it (for Fmax: the step had been a LUT of start's ~310 loads and last_issue, in
-        # front of the counter's flags, the estimate's worst path after fb65cc5, 9.9 ns)
-        m.d.comb += [kctr.clear.eq(self.start | last_issue), kctr.step.eq(can_issue)]
+        # issue decision, not the hand-over's longer one).  Its step is can_issue's copy
+        # can_issue_k, a flip-flop: the counter gives clear priority over step, so the step
+        # may be up with it (for Fmax: the step had been a LUT of start's ~310 loads and
+        # last_issue, in front of the counter's flags, the estimate's worst path after
+        # fb65cc5, 9.9 ns)
+        m.d.comb += [kctr.clear.eq(self.start | last_issue), kctr.step.eq(can_issue_k)]
         issued, back = can_issue & ~self.start, self.mem.resp.valid
         room_flag, room_nx = occupancy_room(m, start=self.start, inc=issued, dec=back,
                                             limit=max_out, name="outst")
@@ -518,7 +524,10 @@ class OperandGather(wiring.Component):
         sk_v_nx = skid_issue(m, start=self.start, valid=req.valid, ready=req.ready, issue=a_v,
                              skid_full=sk_v, regs=[raw_r, want_r], values=[raw, want_v], depth=2)
         r_active_nx = ~self.start & (transfer | (r_active & ~last_issue))
-        m.d.sync += can_issue.eq(r_active_nx & ~sk_v_nx & room_nx & gap_ok_nx)
+        can_issue_nx = r_active_nx & ~sk_v_nx & room_nx & gap_ok_nx
+        m.d.sync += can_issue.eq(can_issue_nx)
+        m.d.comb += can_issue_k.eq(register_copies(m, can_issue_nx, [(1, 1, 0)], "can_issue_k")[0]
+                                   if cfg.fmax_logic else can_issue)
         with m.If(req.valid & Cat(*bad).any() & ~self.start):
             m.d.sync += self.addr_error.eq(1)
 
