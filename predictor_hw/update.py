@@ -29,7 +29,8 @@ from amaranth.lib.wiring import In, Out
 
 from rtl.config import AcceleratorConfig
 from rtl.copies import COPY_KINDS, register_copies
-from rtl.epilogue import below_guard_mask, or_all, saturate_bits, shift_onehot, shift_round_bit
+from rtl.epilogue import (below_guard_mask, or_all, saturate_bits, shift_onehot, shift_round_bit,
+                          table_lookup)
 from rtl.gather import mem_rd_signature
 from rtl.skid import offered_for
 from .interfaces import grad_row_layout, PRED_OP_BITS
@@ -207,9 +208,12 @@ class UpdateUnit(wiring.Component):
         # either way, so a 32-bit shifter is exact for every g_shift in -63..63.
         sh_l = Signal(range(SH_LEFT_MAX + 1))
         sh_r = Signal(range(SH_RIGHT_MAX + 1))
+        # (as tables of the 7-bit shift, for Fmax: the compares, the negation and the selects
+        # were carry chains after the descriptor's 3.5 ns hop from the board's register
+        # slice, 139afe9's ULX3S critical path, 79.59 MHz)
         gs = self.desc.payload.g_shift
-        sh_l_next = Mux(gs > 0, Mux(gs > SH_LEFT_MAX, SH_LEFT_MAX, gs), 0)
-        sh_r_next = Mux(gs < 0, Mux(-gs > SH_RIGHT_MAX, SH_RIGHT_MAX, -gs), 0)
+        sh_l_next = table_lookup(gs, lambda v: min(max(v, 0), SH_LEFT_MAX), len(sh_l))
+        sh_r_next = table_lookup(gs, lambda v: min(max(-v, 0), SH_RIGHT_MAX), len(sh_r))
         # Also per layer: the rounding masks (bits below the guard bit) of the gradient's
         # right shift and of the copy's shift ``d8``, clamped at 16 where a 16-bit weight
         # rounds to 0 either way (|w| <= 2**15 <= 2**(d8-1), ties to the even 0).
@@ -218,7 +222,7 @@ class UpdateUnit(wiring.Component):
         d8c = Signal(range(17))
         below_r = Signal(gw)
         below_c = Signal(cw)
-        d8_next = Mux(self.desc.payload.d8 > 16, 16, self.desc.payload.d8)
+        d8_next = table_lookup(self.desc.payload.d8, lambda v: min(v, 16), len(d8c))
         # The masks follow the registered shifts a cycle later (off the descriptor's path: on a
         # board the descriptor comes from a stream buffer, and clamp + mask in one cycle was the
         # ULX3S build's critical path).

@@ -12,7 +12,7 @@ from that register) adds the round-up bit, saturates and applies ReLU, so
 ``out``/``mask`` belong to the ``row`` presented one enabled cycle earlier
 (``shift``/``relu`` must be held meanwhile: they are per instruction).
 """
-from amaranth import Module, Signal, Mux, Cat, Const, signed
+from amaranth import Module, Signal, Mux, Cat, Const, Value, signed
 from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
@@ -39,6 +39,24 @@ def or_all(vals):
     for v in vals:
         out = out | v
     return out
+
+
+def table_lookup(index, fn, width: int):
+    """``fn(v)`` (``width`` bits, 0 <= fn(v) < 2**width) for ``v`` the value of ``index``
+    (signed or unsigned), as a sum of products of index's bits per output bit: a function
+    of a few bits is a few LUT levels, not the carry chains of the arithmetic that
+    defines it (for Fmax; meant for indices of up to about 8 bits)."""
+    index = Value.cast(index)
+    n, is_signed = len(index), index.shape().signed
+    u = index.as_unsigned()
+    outs = {}
+    for p in range(1 << n):
+        v = p - (1 << n) if is_signed and p >> (n - 1) else p
+        out = fn(v)
+        if not 0 <= out < 1 << width:
+            raise ValueError(f"table_lookup: fn({v}) = {out} does not fit {width} unsigned bits")
+        outs[p] = out
+    return Cat(*[or_all(u == p for p in range(1 << n) if outs[p] >> b & 1) for b in range(width)])
 
 
 def shift_round_bit(x, shift, below, onehot=None):

@@ -2,13 +2,14 @@
 its golden function (model_sw.numerics, cosim.golden) or numpy."""
 import numpy as np
 import pytest
+from amaranth import Module, Signal, signed
 from amaranth.sim import Simulator
 
 from cosim import golden
 from model_sw import numerics
 from rtl.config import AcceleratorConfig
 from rtl.counter import MixedRadixCounter, VEC_FIELDS
-from rtl.epilogue import Requantize
+from rtl.epilogue import Requantize, table_lookup
 from rtl.systolic import SystolicArray
 
 CFG = AcceleratorConfig(name="unit", rows=4, cols=4, spad_a_words=64, spad_b_words=64,
@@ -229,3 +230,34 @@ def test_ring_compares_match_python():
     sim = Simulator(m)
     sim.add_testbench(tb)
     sim.run()
+
+
+@pytest.mark.parametrize("shape,fn,width", [
+    (signed(7), lambda v: min(max(-v, 0), 9), 4),       # the update unit's right-shift clamp
+    (signed(7), lambda v: min(max(v, 0), 24), 5),       # its left-shift clamp
+    (5, lambda v: min(v, 16), 5),                       # the copy's shift clamp
+    (6, lambda v: (v * 37 + 5) % 29, 5),                # no structure at all
+])
+def test_table_lookup_equals_python_at_every_index(shape, fn, width):
+    index = Signal(shape)
+    m = Module()
+    out = Signal(width)
+    m.d.comb += out.eq(table_lookup(index, fn, width))
+    lo, hi = (-(1 << (len(index) - 1)), 1 << (len(index) - 1)) if index.shape().signed else (0, 1 << len(index))
+    seen = []
+
+    async def tb(ctx):
+        for v in range(lo, hi):
+            ctx.set(index, v)
+            assert ctx.get(out) == fn(v), (v, ctx.get(out), fn(v))
+            seen.append(v)
+
+    sim = Simulator(m)
+    sim.add_testbench(tb)
+    sim.run()
+    assert seen == list(range(lo, hi))
+
+
+def test_table_lookup_refuses_a_value_that_does_not_fit():
+    with pytest.raises(ValueError, match=r"fn\(1\) = 2 does not fit 1 unsigned bits"):
+        table_lookup(Signal(signed(3)), lambda v: abs(v) * 2, 1)
