@@ -296,6 +296,7 @@ class UpdateUnit(wiring.Component):
         m.d.comb += self.layers_done.eq(done)
         m.d.comb += self.busy.eq(have)
         in_write = Signal()
+        in_row = Signal()
         # The fence (retired >= after) is registered, and a descriptor is taken only once
         # that register is its own: ``desc_seen``, valid in the previous cycle and not taken
         # then (a stream's payload is held while valid).  For Fmax: ad5a7b9's board critical
@@ -325,6 +326,7 @@ class UpdateUnit(wiring.Component):
                     with m.If(self.desc.payload.from_mem):
                         m.next = "GROW"
                     with m.Else():
+                        m.d.sync += in_row.eq(1)
                         m.next = "ROW"
             with m.State("GROW"):      # BP: the next row of the true gradient, made here
                 m.d.sync += [row.channel.eq(exp_ch), row.col.eq(exp_col)]
@@ -337,10 +339,9 @@ class UpdateUnit(wiring.Component):
             self._read_row(m, "GREQ", "GRESP", "REQ", g_row, row,
                            lambda j, v: row.data[j].eq(Mux(row.en[j], v[:PRED_OP_BITS], 0)))
             with m.State("ROW"):
-                m.d.comb += self.rows.ready.eq(1)
                 with m.If(self.rows.valid):
                     p = self.rows.payload
-                    m.d.sync += [row.eq(p), row_ends_ch.eq(p.col + L >= d.k)]
+                    m.d.sync += in_row.eq(0)
                     with m.If((p.channel == exp_ch) & (p.col == exp_col)):
                         m.next = "REQ"
                     with m.Else():
@@ -363,6 +364,7 @@ class UpdateUnit(wiring.Component):
                     with m.Elif(d.from_mem):
                         m.next = "GROW"
                     with m.Else():
+                        m.d.sync += in_row.eq(1)
                         m.next = "ROW"
             with m.State("ERROR"):
                 pass
@@ -371,10 +373,20 @@ class UpdateUnit(wiring.Component):
         # out), for the beat's valid and the enables it takes (for Fmax: the FSM state's
         # decode, ~330 loads, and the acceptance were in front of the bases' ~70 enables)
         m.d.comb += self.wr.valid.eq(in_write)
+        # The same for ROW (``in_row``: set on the ways there, cleared when a row is taken,
+        # ROW's only way out): the rows' ready and the row register's enables (for Fmax: the
+        # state's decode was two LUTs in front of the rows FIFO's read enable, ~77 loads,
+        # and its level, the estimate's worst path after c4473a0, 10.05 ns)
+        m.d.comb += self.rows.ready.eq(in_row)
+        with m.If(in_row & self.rows.valid):
+            p = self.rows.payload
+            m.d.sync += [row.eq(p), row_ends_ch.eq(p.col + L >= d.k)]
         if self.check_state:
-            # simulation only: the flag equals its definition, every cycle
+            # simulation only: the flags equal their definitions, every cycle
             m.d.sync += Assert(in_write == fsm.ongoing("WRITE"),
                                Format("in_write {} but FSM in WRITE is {}", in_write, fsm.ongoing("WRITE")))
+            m.d.sync += Assert(in_row == fsm.ongoing("ROW"),
+                               Format("in_row {} but FSM in ROW is {}", in_row, fsm.ongoing("ROW")))
         for j in range(L):
             m.d.comb += [self.wr.payload.addr[j].eq(ch_base + row.col + j),
                          self.wr.payload.data[j].eq(nws[j]),
