@@ -29,6 +29,7 @@ and the data-volume counters do.
 from __future__ import annotations
 
 from amaranth import Module, Signal, Mux, Const, unsigned
+from amaranth.hdl import Assert, Format
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.wiring import In, Out
 
@@ -41,8 +42,9 @@ from predictor_hw.update import update_wr_layout
 
 
 class BoardMemory(wiring.Component):
-    def __init__(self, cfg: AcceleratorConfig, update: bool = False):
+    def __init__(self, cfg: AcceleratorConfig, update: bool = False, check: bool = False):
         self.cfg, self.update = cfg, update
+        self.check = check                 # simulation: assert the kept flags each cycle
         extra = {}
         if update:
             extra = {"upd_rd": In(mem_rd_signature(cfg, cfg.pred_cols)),      # the update unit's reads
@@ -207,10 +209,25 @@ class BoardMemory(wiring.Component):
         # earliest, so a read still sees every write accepted before it)
         w_addr, w_data, w_en = Signal.like(wp.addr), Signal.like(wp.data), Signal()
         m.d.sync += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en)]
-        m.d.comb += wr_free.eq(wr_idle & ~wp.en)     # no beat, and the last lane written
+        # wr_free: no beat, and the last lane written.  With cfg.fmax_logic a register, from
+        # the write side's next state and w_en (wp.en's next value): equal every cycle (for
+        # Fmax: the read side's grant, the gather ports' ready, followed the write FSM's
+        # state decode into the engine's skid registers, hops of 1.7-2.2 ns, c4473a0's
+        # ULX3S critical path, 76.39 MHz)
+        wr_idle_nx = Signal()                        # the write FSM's next state is IDLE
+        if cfg.fmax_logic:
+            wr_free_q = Signal(init=1)
+            m.d.sync += wr_free_q.eq(wr_idle_nx & ~w_en)
+            m.d.comb += wr_free.eq(wr_free_q)
+            if self.check:
+                m.d.sync += Assert(wr_free_q == (wr_idle & ~wp.en),
+                                   Format("wr_free {} but write FSM idle {} and wp.en {}", wr_free_q, wr_idle, wp.en))
+        else:
+            m.d.comb += wr_free.eq(wr_idle & ~wp.en)
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [wr_idle.eq(1), self.wr.ready.eq(1)]
+                m.d.comb += [wr_idle.eq(1), self.wr.ready.eq(1),
+                             wr_idle_nx.eq(~self.wr.valid & ~self.wz.valid & ~upd_valid)]
                 with m.If(self.wr.valid):
                     m.d.sync += [beat.eq(self.wr.payload), j.eq(0)]
                     m.next = "WRITE"
@@ -237,12 +254,14 @@ class BoardMemory(wiring.Component):
                                  w_en.eq(beat.mask_en.bit_select(k, 1))]
                 m.d.sync += j.eq(j + 1)
                 with m.If(j == 2 * C - 1):
+                    m.d.comb += wr_idle_nx.eq(1)
                     m.next = "IDLE"
             with m.State("ZERO"):               # one zero-write lane per cycle
                 jj = j[:lg_c]
                 m.d.comb += [w_addr.eq(zbeat.addr[jj]), w_data.eq(0), w_en.eq(zbeat.en.bit_select(jj, 1))]
                 m.d.sync += j.eq(j + 1)
                 with m.If(j == C - 1):
+                    m.d.comb += wr_idle_nx.eq(1)
                     m.next = "IDLE"
             if self.update:
                 with m.State("UPDATE"):         # one update lane per cycle (2 x pred_cols)
@@ -251,6 +270,7 @@ class BoardMemory(wiring.Component):
                                  w_en.eq(ubeat.en.bit_select(jj, 1))]
                     m.d.sync += j.eq(j + 1)
                     with m.If(j == 2 * U - 1):
+                        m.d.comb += wr_idle_nx.eq(1)
                         m.next = "IDLE"
         m.d.comb += self.idle.eq(rd_idle & wr_free & ~self.wr.valid & ~self.wz.valid & ~a_req.valid &
                                  ~b_req.valid & ~mk_valid & ~u_valid & ~upd_valid)

@@ -103,7 +103,7 @@ def test_not_fitting_names_the_resource():
 def test_board_memory_lane_serial_ports():
     cfg = preset("small").replace(mem_addr_bits=10)
     R, C = cfg.rows, cfg.cols
-    dut = BoardMemory(cfg)
+    dut = BoardMemory(cfg, check=True)     # asserts wr_free against its definition every cycle
     rng = np.random.default_rng(5)
     ref = np.zeros(cfg.mem_words, dtype=np.int64)
     host_vals = rng.integers(0, 1 << 32, 64)
@@ -262,7 +262,7 @@ def test_board_memory_update_ports_and_write_before_read(pred_cols):
     fewer lanes than the gather ports, whose widest request sets the address queue's depth)."""
     cfg = preset("small").replace(mem_addr_bits=10, pred_cols=pred_cols)
     L = cfg.pred_cols
-    dut = BoardMemory(cfg, update=True)
+    dut = BoardMemory(cfg, update=True, check=True)
     rng = np.random.default_rng(6)
     ref = np.zeros(cfg.mem_words, dtype=np.int64)
 
@@ -312,3 +312,57 @@ def test_core_reset_on_a_global_buffer_on_ecp5_only():
     assert "core_rst" in il and "\\core_rst_buf" in il
     ice = rtlil("icebreaker")
     assert "DCCA" not in ice
+
+
+def test_board_memory_every_write_beat_kind_then_reads():
+    """Every kind of write beat (engine data and mask lanes, ocompact zero writes, update
+    lanes, host words), each with its last lane disabled, then idle gaps: with check=True
+    the kept ``wr_free`` flag is asserted against its definition every cycle, and the
+    update port's reads then see every write (against a Python memory)."""
+    cfg = preset("small").replace(mem_addr_bits=10)
+    C, U = cfg.cols, cfg.pred_cols
+    dut = BoardMemory(cfg, update=True, check=True)
+    ref = np.zeros(cfg.mem_words, dtype=np.int64)
+    ref[:400] = np.arange(400) + 7
+
+    async def put(ctx, port, fields, gap):
+        for name, val in fields.items():
+            ctx.set(getattr(port.payload, name), val)
+        ctx.set(port.valid, 1)
+        await ctx.tick().until(port.ready)
+        ctx.set(port.valid, 0)
+        if gap:
+            await ctx.tick().repeat(gap)
+
+    async def bench(ctx):
+        for a in range(400):                                   # host words, back to back
+            await put(ctx, dut.host.req, {"addr": a, "data": int(ref[a]), "we": 1}, 0)
+        last_off = (1 << C) - 1 >> 1                           # every lane but the last
+        for gap in (0, 1, 3):
+            base = 10 + 40 * gap
+            await put(ctx, dut.wr, {"addr": [base + j for j in range(C)], "data": [900 + j for j in range(C)],
+                                    "en": last_off, "mask_addr": [base + 10 + j for j in range(C)],
+                                    "mask": (1 << C) - 1, "mask_en": last_off}, gap)
+            for j in range(C - 1):
+                ref[base + j], ref[base + 10 + j] = 900 + j, 1
+            await put(ctx, dut.wz, {"addr": [base + 20 + j for j in range(C)], "en": last_off}, gap)
+            ref[base + 20:base + 20 + C - 1] = 0
+            ulast = (1 << 2 * U) - 1 >> 1
+            await put(ctx, dut.upd_wr, {"addr": [base + 30 + j for j in range(2 * U)],
+                                        "data": [500 + j for j in range(2 * U)], "en": ulast}, gap)
+            for j in range(2 * U - 1):
+                ref[base + 30 + j] = 500 + j
+        got = []
+        ctx.set(dut.upd_rd.resp.ready, 1)
+        for a0 in range(0, 160, U):
+            ctx.set(dut.upd_rd.req.payload.addr, [a0 + l for l in range(U)])
+            ctx.set(dut.upd_rd.req.payload.en, (1 << U) - 1)
+            ctx.set(dut.upd_rd.req.valid, 1)
+            await ctx.tick().until(dut.upd_rd.req.ready)
+            ctx.set(dut.upd_rd.req.valid, 0)
+            await ctx.tick().until(dut.upd_rd.resp.valid)
+            got += [int(v) for v in ctx.get(dut.upd_rd.resp.payload)]
+            await ctx.tick()
+        return got
+
+    assert _run(dut, bench) == [int(v) for v in ref[:160]]
