@@ -115,17 +115,14 @@ def range_masks(shift, width: int, bits: int):
             Cat(*[shift <= i for i in range(width)]))
 
 
-def shifted_range_flags(x, hi_mask, ge_mask, slice_bits: int | None = None):
+def shifted_range_flags(x, hi_mask, ge_mask, slice_bits: int):
     """``round_saturate``'s flags of q = x >> shift, from ``x`` and ``range_masks(shift)``,
     beside the shifter rather than after it (for Fmax): q fits iff x's bits from
     shift + bits - 1 up all equal x's sign; q != 0 iff a bit of x at or above ``shift``
     is set (used for x >= 0 only).  As lists of partial flags, one per slice of
-    ``slice_bits`` of x's bits (all bits by default): q fits iff every ``fits`` part is
-    set, q != 0 iff any ``any`` part is."""
-    width = len(x)
-    n = width if slice_bits is None else slice_bits
-    if n < 1:
-        raise ValueError(f"shifted_range_flags: slice_bits={slice_bits!r} must be at least 1")
+    ``slice_bits`` of x's bits: q fits iff every ``fits`` part is set, q != 0 iff any
+    ``any`` part is."""
+    width, n = len(x), slice_bits
     sign = x[-1]
     off = (x.as_unsigned() ^ sign.replicate(width)) & hi_mask
     on = x.as_unsigned() & ge_mask

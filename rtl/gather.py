@@ -47,7 +47,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
-from .copies import register_copies
+from .copies import fmax_sync, register_copies
 from .counter import MixedRadixCounter, VEC_FIELDS
 from .epilogue import or_all
 from .isa import gather_layout, vec4_layout
@@ -520,10 +520,8 @@ class OperandGather(wiring.Component):
         # start's ~310 loads were three LUTs in front of the counts' enables, the
         # estimate's worst gather paths after de22c18, 9.2 ns)
         start_k = Signal()
-        if cfg.fmax_logic:
-            m.d.sync += start_k.eq(self.start)
-        else:
-            m.d.comb += start_k.eq(self.start)
+        start_d = fmax_sync(m, cfg)
+        start_d += start_k.eq(self.start)
         m.d.comb += [kctr.clear.eq(start_k | last_issue), kctr.step.eq(can_issue_k)]
         issued, back = can_issue & ~self.start, self.mem.resp.valid
         room_flag, room_nx = occupancy_room(m, start=self.start, inc=issued, dec=back,
