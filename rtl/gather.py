@@ -288,12 +288,27 @@ class OperandGather(wiring.Component):
             with m.If(self.start):
                 m.d.sync += k_m1.eq(self.k - 1)
             rise = self.limit_rise
-            gap_ok_nx = Mux(self.start, 1, rise | Mux(can_issue, gap > 1, gap > 0)) | ~self.ring
+
+            def by_case(values):      # the next value among the four cases of (rise, issue)
+                return Mux(rise, Mux(can_issue, values[0], values[1]),
+                           Mux(can_issue, values[2], values[3]))
+            sums = (gap + k_m1, gap + self.k, gap - 1, gap)
+            # gap > 0 and gap > 1, kept as registers beside gap with cfg.fmax_logic: each
+            # compares the four sums and the case selects last (for Fmax: the compares of
+            # gap, carry chains, were in front of the issue decision on e3ee488's routed
+            # critical path, 88.58 MHz out of context)
+            gap_gt = [Signal(name=f"gap_gt{i}") for i in range(2)]
+            for i, flag in enumerate(gap_gt):
+                if cfg.fmax_logic:
+                    m.d.sync += flag.eq(Mux(self.start, self.spad_words > i,
+                                            by_case([v > i for v in sums])))
+                else:
+                    m.d.comb += flag.eq(gap > i)
+            gap_ok_nx = Mux(self.start, 1, rise | Mux(can_issue, gap_gt[1], gap_gt[0])) | ~self.ring
             with m.If(self.start):
                 m.d.sync += gap.eq(self.spad_words)
             with m.Else():
-                m.d.sync += gap.eq(Mux(rise, Mux(can_issue, gap + k_m1, gap + self.k),
-                                       Mux(can_issue, gap - 1, gap)))
+                m.d.sync += gap.eq(by_case(sums))
         r_klast = Signal()               # r_k + 1 == k, registered (for Fmax)
         last_issue = can_issue & r_klast
         transfer = w_full & (~r_active | last_issue)

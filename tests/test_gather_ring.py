@@ -119,7 +119,8 @@ def _case(cfg, *, n: int, k: int, rise_every: int, ready_p: float, seed: int, mu
 # brings words faster than the consumer takes them, K / period)
 @pytest.mark.parametrize("rise_every,ready_p,seed,must_fill",
                          [(40, 1.0, 0, True), (60, 0.9, 3, True), (25, 0.6, 1, False), (1, 0.8, 2, False)])
-def test_gather_ring_limit_holds_requests(rise_every, ready_p, seed, must_fill):
-    cfg = preset("tiny")
+@pytest.mark.parametrize("fmax_logic", [True, False])
+def test_gather_ring_limit_holds_requests(rise_every, ready_p, seed, must_fill, fmax_logic):
+    cfg = preset("tiny").replace(fmax_logic=fmax_logic)
     _case(cfg, n=cfg.cols * 24, k=16, rise_every=rise_every, ready_p=ready_p, seed=seed,
           must_fill=must_fill)
