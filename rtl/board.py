@@ -34,7 +34,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import isa, uart
 from .boardmem import BoardMemory
-from .skid import SkidBuffer
+from .skid import LateReady, SkidBuffer
 from .copies import fmax_sync
 from .config import AcceleratorConfig, preset
 from .engine import Engine, counter_names as engine_counters
@@ -422,9 +422,20 @@ class BoardTop(wiring.Component):
         prog = streams["instr"][0]
         # the predictor weights are in the array before the first instruction
         weights_in = streams["pweights"][0].done if accel else 1
-        m.d.comb += [core.instr.payload.eq(prog.stream.payload),
-                     core.instr.valid.eq(prog.stream.valid & weights_in),
-                     prog.stream.ready.eq(core.instr.ready & weights_in)]
+        # With cfg.fmax_logic the instructions pass a LateReady (rtl/skid.py): the buffer
+        # sees a take a cycle late, from a register (for Fmax: e3ee488's board critical
+        # path, 78.55 MHz, ran from the engine's state through its instr.ready across the die
+        # into the instruction buffer's enables, 11.3 of 12.7 ns routing).  A core takes an
+        # instruction at most every other cycle (the engine leaves IDLE for DECODE), and a
+        # SkidBuffer would hold two instructions of ~1600 bits.
+        instr_in = prog.stream
+        if cfg.fmax_logic:
+            late = m.submodules.instr_late = in_core(LateReady(prog.stream.payload.shape()))
+            wiring.connect(m, prog.stream, late.i)
+            instr_in = late.o
+        m.d.comb += [core.instr.payload.eq(instr_in.payload),
+                     core.instr.valid.eq(instr_in.valid & weights_in),
+                     instr_in.ready.eq(core.instr.ready & weights_in)]
         # The Accelerator's streams reach the core through a register slice each (rtl/skid.py:
         # for Fmax, the core's ready, e.g. the update unit's 16-bit fence compare on the
         # descriptor, does not run back across the die into the buffer's enables; b1's

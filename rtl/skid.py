@@ -48,3 +48,30 @@ class SkidBuffer(wiring.Component):
             m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
         return m
 
+
+
+class LateReady(wiring.Component):
+    """A stream pass-through whose ``i.ready`` is a register: the producer learns of a take
+    a cycle late, and ``o.valid`` is masked in that cycle, so the beat it still offers is
+    not taken twice.  No payload register (``o.payload`` is ``i.payload``): one beat per two
+    cycles at most, for a producer that holds its payload while valid (every stream does)
+    and a consumer that takes rarely (a core's instructions).
+
+    Why: a wide beat (an instruction of ~1600 bits) makes a ``SkidBuffer`` cost two such
+    registers, while the path to break is only the consumer's ``ready`` running back across
+    the die into the producer's enables."""
+
+    def __init__(self, shape):
+        super().__init__({
+            "i": In(stream.Signature(shape)),
+            "o": Out(stream.Signature(shape)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        taken = Signal()          # o took a beat last cycle: i.ready now, o.valid masked
+        m.d.sync += taken.eq(self.o.valid & self.o.ready)
+        m.d.comb += [self.o.payload.eq(self.i.payload),
+                     self.o.valid.eq(self.i.valid & ~taken),
+                     self.i.ready.eq(taken)]
+        return m

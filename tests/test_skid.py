@@ -1,26 +1,31 @@
 """rtl/skid.py: the register slice passes every entry once, in order, under random
 back-pressure on both sides, at one entry per cycle when neither side waits, and its
-``i.ready`` does not follow ``o.ready`` within a cycle (it is a register); ``offered_for``
+``i.ready`` does not follow ``o.ready`` within a cycle (it is a register); so does the
+late-ready pass-through, at one entry per two cycles; ``offered_for``
 counts a beat's waiting cycles and rejects a count below 1."""
 import numpy as np
 import pytest
 from amaranth import Elaboratable, Fragment, Module, Signal
 
 from cosim.simlink import run_amaranth
-from rtl.skid import SkidBuffer, offered_for
+from rtl.skid import LateReady, SkidBuffer, offered_for
 
 
-def _run(valid_p: float, ready_p: float, n: int = 200, seed: int = 0):
-    dut = SkidBuffer(16)
+def _run(valid_p: float, ready_p: float, n: int = 200, seed: int = 0, unit=SkidBuffer,
+         hold: bool = False):
+    """``hold``: the producer keeps an offered beat valid until it is taken (the stream rule
+    LateReady relies on; the SkidBuffer takes a producer that withdraws too)."""
+    dut = unit(16)
     rng = np.random.default_rng(seed)
     sent = [int(v) for v in rng.integers(0, 1 << 16, n)]
-    offer = rng.random(4 * n + 50) < valid_p
-    take = rng.random(4 * n + 50) < ready_p
+    offer = rng.random(8 * n + 50) < valid_p
+    take = rng.random(8 * n + 50) < ready_p
 
     async def bench(ctx):
-        got, k, first_take = [], 0, None
+        got, k, first_take, offered, last_take = [], 0, None, False, None
         for t in range(len(offer)):
-            ctx.set(dut.i.valid, int(offer[t] and k < n))
+            offered = (offer[t] or (hold and offered)) and k < n
+            ctx.set(dut.i.valid, int(offered))
             ctx.set(dut.i.payload, sent[k] if k < n else 0)
             ctx.set(dut.o.ready, int(take[t]))
             i_fire = ctx.get(dut.i.valid) and ctx.get(dut.i.ready)
@@ -28,6 +33,7 @@ def _run(valid_p: float, ready_p: float, n: int = 200, seed: int = 0):
             if o_fire:
                 got.append(ctx.get(dut.o.payload))
                 first_take = t if first_take is None else first_take
+                last_take = t
             # i.ready is a register: flipping o.ready now does not change it
             r0 = ctx.get(dut.i.ready)
             ctx.set(dut.o.ready, int(not take[t]))
@@ -35,21 +41,33 @@ def _run(valid_p: float, ready_p: float, n: int = 200, seed: int = 0):
             ctx.set(dut.o.ready, int(take[t]))
             await ctx.tick()
             k += int(i_fire)
-        return got, first_take
+            offered = offered and not i_fire
+        return got, first_take, last_take
 
-    got, first = run_amaranth(dut, bench)
-    return sent, got, first
+    got, first, last = run_amaranth(dut, bench)
+    return sent, got, first, last
 
 
 def test_skid_buffer_order_under_back_pressure():
     for seed, (vp, rp) in enumerate([(0.5, 0.5), (0.9, 0.3), (0.3, 0.9), (1.0, 0.7)]):
-        sent, got, _ = _run(vp, rp, seed=seed)
+        sent, got, _, _ = _run(vp, rp, seed=seed)
         assert got == sent[:len(got)] and len(got) == len(sent), (vp, rp, len(got))
 
 
 def test_skid_buffer_full_throughput():
-    sent, got, first = _run(1.0, 1.0, n=50)
-    assert got == sent and first == 1          # one cycle of latency, then one per cycle
+    sent, got, first, last = _run(1.0, 1.0, n=50)
+    assert got == sent and first == 1 and last == 50   # one cycle of latency, then one per cycle
+
+
+def test_late_ready_order_under_back_pressure():
+    for seed, (vp, rp) in enumerate([(0.5, 0.5), (0.9, 0.3), (0.3, 0.9), (1.0, 0.7)]):
+        sent, got, _, _ = _run(vp, rp, seed=seed, unit=LateReady, hold=True)
+        assert got == sent[:len(got)] and len(got) == len(sent), (vp, rp, len(got))
+
+
+def test_late_ready_half_throughput():
+    sent, got, first, last = _run(1.0, 1.0, n=50, unit=LateReady, hold=True)
+    assert got == sent and first == 0 and last == 98   # no latency, one entry per two cycles
 
 
 class _Offered(Elaboratable):
