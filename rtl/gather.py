@@ -41,7 +41,7 @@ waits until w < limit, the consumer's free space: the limit starts at the depth 
 the consumer raises it by K (``limit_rise``: it has finished a panel's words); panel
 hand-over waits for ``pi_room`` (space in the consumer's panel-info ring).
 """
-from amaranth import Module, Signal, Mux, Cat, Const, Value, signed, unsigned
+from amaranth import Module, Signal, Mux, Cat, Const, Value, signed, unsigned, Assert, Format
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -166,8 +166,12 @@ def mem_rd_signature(cfg: AcceleratorConfig, lanes: int) -> wiring.Signature:
 
 class OperandGather(wiring.Component):
     def __init__(self, cfg: AcceleratorConfig, lanes: int, spad_words: int, compactable: bool = False,
-                 lane_compactable: bool = False):
+                 lane_compactable: bool = False, check: bool = False):
         self.cfg, self.lanes, self.spad_words = cfg, lanes, spad_words
+        # simulation: assert every cycle what the Fmax forms rely on (the walk flags are 0 in
+        # a start cycle, no issue in the cycle after one, the kept flags and copies equal
+        # their definitions); for the Amaranth simulator only
+        self.check = check
         self.compactable, self.lane_compactable = compactable, lane_compactable
         off = signed(cfg.mem_addr_bits + 2)
         # word counters: in ring mode (lane-compact gather) they count on past the depth,
@@ -553,6 +557,19 @@ class OperandGather(wiring.Component):
                                    if cfg.fmax_logic else can_issue)
         with m.If(req.valid & Cat(*bad).any() & ~self.start):
             m.d.sync += self.addr_error.eq(1)
+        if self.check:
+            walk_any = Cat(*wf, *wm).any()
+            m.d.sync += Assert(~self.start | ~walk_any,
+                               Format("a start with a walk flag up (walk_free {}, walk_mask {})",
+                                      Cat(*wf), Cat(*wm)))
+            if cfg.fmax_logic:      # (start_k is start itself without it)
+                m.d.sync += Assert(~start_k | ~can_issue, "an issue in the cycle after a start")
+            m.d.sync += Assert((Cat(*wf) == Cat(*(wf[0] for _ in wf))) & (Cat(*wm) == Cat(*(wm[0] for _ in wm))),
+                               Format("walk flag copies differ: {} {}", Cat(*wf), Cat(*wm)))
+            m.d.sync += Assert(can_issue_k == can_issue, "can_issue_k differs from can_issue")
+            if self.lane_compactable:
+                m.d.sync += Assert((gap_gt[0] == (gap > 0)) & (gap_gt[1] == (gap > 1)),
+                                   Format("gap flags {} {} but gap {}", gap_gt[0], gap_gt[1], gap))
 
         # step index within the current panel (restarts when a new panel arrives)
         with m.If(transfer | self.start):
