@@ -49,7 +49,7 @@ channels are fine: every lane has its own memory.)
 """
 from __future__ import annotations
 
-from amaranth import Module, Signal, Mux, Cat, Const, Value, signed, unsigned
+from amaranth import Module, Signal, Mux, Cat, Const, Value, signed, unsigned, Assert, Format
 from amaranth.lib import wiring, stream, data, memory
 from amaranth.lib.wiring import In, Out
 
@@ -234,16 +234,16 @@ class ReorgUnit(wiring.Component):
     * ``busy``     anything in flight (a layer armed, a bank in use); ``emitting``: scan/shift/emit
     """
 
-    def __init__(self, cfg: AcceleratorConfig):
+    def __init__(self, cfg: AcceleratorConfig, check: bool = False):
         if cfg.pred_p & (cfg.pred_p - 1):
             raise ReorgHwError(f"pred_p={cfg.pred_p}: the reorganization unit needs a power of two")
         if cfg.pred_max_cout < 1:
             raise ReorgHwError(f"pred_max_cout={cfg.pred_max_cout}: the reorganization unit needs >= 1")
         self.cfg = cfg
-        # not a port, for simulation only (synthesis drops it, nothing reads it): high
-        # when a lane reads or writes its accumulate bank while its copy of the ownership
-        # differs from the exact `armed & acc_bank == b` (the copies rise late, see below)
-        self.own_mismatch = Signal()
+        # simulation (the Amaranth simulator): assert every cycle that no lane reads or
+        # writes its accumulate bank while its copy of the ownership differs from the exact
+        # `armed & acc_bank == b` (the copies rise late, see below)
+        self.check = check
         super().__init__({
             "tap": In(tap_signature(cfg)),
             "desc": In(stream.Signature(desc_layout(cfg))),
@@ -465,8 +465,11 @@ class ReorgUnit(wiring.Component):
         for j in range(C):
             m.d.comb += acc_rd[j].eq(Mux(lane_own[j].bank, rdr[1][j], rdr[0][j]))
         exact_own = Cat(armed & ~acc_bank, armed & acc_bank, acc_bank)
-        m.d.comb += self.own_mismatch.eq(Cat(*[lane_busy[j] & (lane_own[j].as_value() != exact_own)
-                                               for j in range(C)]).any())
+        if self.check:
+            own_mismatch = Cat(*[lane_busy[j] & (lane_own[j].as_value() != exact_own) for j in range(C)])
+            m.d.sync += Assert(~own_mismatch.any(),
+                               Format("lanes {} used a bank their ownership copy does not give them",
+                                      own_mismatch))
 
         # ---------------- finish side: scan, shift, emit ---------------------------------
         fin_bank = Signal()
