@@ -548,9 +548,7 @@ class PredictorArray(wiring.Component):
         # samples FIFO's control across the die, and from the job state through logic it
         # was a routed critical path); ``mode`` is an input, so the idle part is a LUT.
         s_rdy_busy, s_idle = Signal(), Signal(init=1)
-        m.d.sync += [s_rdy_busy.eq((mode_r_nx == 0) & ((state_nx == DROP)
-                                                       | ((state_nx == RUN) & ~sbuf_full_nx & ~seen_last_nx))),
-                     s_idle.eq(state_nx == IDLE)]
+        m.d.sync += s_idle.eq(state_nx == IDLE)
         m.d.comb += self.samples.ready.eq(Mux(s_idle, self.mode == 0, s_rdy_busy))
         if self.check_step:
             rdy_def = Mux(state == IDLE, self.mode == 0,
@@ -596,6 +594,25 @@ class PredictorArray(wiring.Component):
         # decides); AMAC's own term is the feature beat (not here), after its last feature
         # ADRAIN the logit register decides; ADRAIN ends the job or goes back to AMAC.
         conv_end = t_last & pt_t_last & cg_last
+        # s_rdy_busy's next value, (mode_r_nx == 0) & ((state_nx == DROP) | ((state_nx == RUN)
+        # & ~sbuf_full_nx & ~seen_last_nx)), written out by the current state from registers
+        # and inputs, the step last (for Fmax: through state_nx and sbuf_full_nx it was the
+        # estimate's worst path after a78a9da, 9.52 ns, sph_conv -> cur_last -> sbuf_full_nx).
+        # It is read only outside IDLE (s_idle selects), so where the next state is IDLE
+        # its value does not matter: from IDLE a sample job goes to RUN taking a sample (the
+        # buffer is full: 0) or, with a bad k, to DROP (1) or stays; DROP stays DROP or goes
+        # to IDLE; RUN in sample mode (no AMAC/ADRAIN) leaves only for TAIL, at FDRAIN's step
+        # with the last sample, when seen_last is already 1.  The buffer empties only at
+        # CONV's last step and fills when a sample is taken.  check_step asserts
+        # samples.ready against its definition every cycle.
+        # (A sample taken in RUN fills the buffer, so seen_last's own next value does not
+        # matter then: the buffer says 0.)
+        s_fire_run = self.samples.valid & s_rdy_busy       # s_fire in RUN (s_idle is 0)
+        free_no_step = ~sbuf_full & ~s_fire_run
+        free_at_step = Mux(sph[CONV] & conv_end, 1, free_no_step)
+        rdy_run = (mode_r == 0) & ~seen_last & Mux(step, free_at_step, free_no_step)
+        m.d.sync += s_rdy_busy.eq(Mux(state == IDLE, (self.mode == 0) & ~k_ok,
+                                      Mux(state == DROP, mode_r == 0, (state == RUN) & rdy_run)))
         cd_end = (cdw == g.cdrain_wait) if g.cdrain_wait else Const(1, 1)
         fc_end = f_lastF & krem_le
         sbuf_nx0 = sbuf_full | s_fire                    # sbuf_full's next value without a step

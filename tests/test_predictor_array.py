@@ -112,17 +112,22 @@ def test_assistant_logits_bit_exact_and_cycles():
 
 
 @pytest.mark.parametrize("k_ok_port", [False, True], ids=["k_checked_here", "k_ok_from_driver"])
-def test_bad_k_sets_error_status_and_drops_the_job(k_ok_port):
+@pytest.mark.parametrize("valid_prob", [1.0, 0.5])
+def test_bad_k_sets_error_status_and_drops_the_job(k_ok_port, valid_prob):
+    """Refused sample jobs of 2 and 4 beats (with gaps: the array waits in DROP, taking every
+    beat up to the last), a refused feature job, then a good job."""
     cfg = CFG
     rng = np.random.default_rng(5)
     params = random_params(cfg, rng)
     x = rng.integers(-128, 128, (2, 1, 4, 4))
+    x4 = rng.integers(-128, 128, (4, 1, 4, 4))
     good = pred_job(cfg, x, params, 8)
     jobs = [dict(mode=0, k=0, beats=sample_beats(x, [0, 1])),
-            dict(mode=0, k=cfg.pred_kmax + 1, beats=sample_beats(x, [0, 1])),
+            dict(mode=0, k=cfg.pred_kmax + 1, beats=sample_beats(x4, [0, 1, 2, 3])),
             dict(mode=1, k=0, beats=[dict(x=[0] * 16, y=[0] * 16, en=0xFFFF, last=1)]),
             good]
-    res = run_pysim(cfg, jobs, pack_predictor_weights(cfg, params["w1"], params["w2"]), k_ok_port=k_ok_port)
+    res = run_pysim(cfg, jobs, pack_predictor_weights(cfg, params["w1"], params["w2"]), k_ok_port=k_ok_port,
+                    valid_prob=valid_prob)
     for r in res[:3]:
         assert r["out"] == [] and r["error"] == ERR_K and r["counters"]["errors"] == 1
         assert r["counters"]["macs"] == 0
