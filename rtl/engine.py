@@ -288,6 +288,7 @@ class Engine(wiring.Component):
         c_k, c_nn = Signal(2 * dw + 1), Signal(2 * dw + 1)
         q_mm1, q_nm1, q_nm, q_nn = (Signal(dw, name=n) for n in ("q_mm1", "q_nm1", "q_nm", "q_nn"))
         start = Signal()
+        start_nx = Signal()     # start's next value (the FSM's decision, below)
         start_h = Signal()              # start's copy for the heads' next values (head_next)
         # per-lane offsets j * stride (shift-adds, no DSP), registered from cur every cycle
         off_d, off_dsi = ([Signal(sx, name=f"{nm}{j}") for j in range(C)] for nm in ("off_d", "off_dsi"))
@@ -674,7 +675,16 @@ class Engine(wiring.Component):
         occ_nx = occ + (s2_v & en) - ofifo.r_en          # ofifo.w_en == en & s2_v
         m.d.sync += occ.eq(occ_nx)
         s1_v_nx = Mux(start, 0, Mux(en, arr.out_valid, s1_v))
-        mq_pop = en & s1_v & om_only & ~start            # mq.r_en without ocompact
+        # mq.r_en without ocompact, en & s1_v & om_only & ~start; with cfg.fmax_logic a
+        # register from those signals' next values (for Fmax: `en`'s ~240 loads were in front
+        # of the pop and the queue's level, the estimate's worst engine path after
+        # a78a9da, 9.50 ns); om_only loads every cycle from cur, so its next value is that
+        mq_pop = Signal()
+        en_nx_sig = Signal()
+        if cfg.fmax_logic:
+            m.d.sync += mq_pop.eq(en_nx_sig & s1_v_nx & cur.omask & ~cur.ocompact & ~start_nx)
+        else:
+            m.d.comb += mq_pop.eq(en & s1_v & om_only & ~start)
         # (the queue's inner memory is not empty: a register kept from a copy of its level, for
         # Fmax: mq.level - mq.r_rdy was an adder and a subtractor in front of the stall decision)
         mq_inner_ne = Signal()
@@ -686,6 +696,7 @@ class Engine(wiring.Component):
         room_nx = Mux(push & ~pop, occ < OUT_FIFO_ROWS - 2,
                       Mux(pop & ~push, occ < OUT_FIFO_ROWS, occ < OUT_FIFO_ROWS - 1))
         en_nx = room_nx & ~(om_only & s1_v_nx & ~mq_nx_rdy)
+        m.d.comb += en_nx_sig.eq(en_nx)
         m.d.comb += [c.eq(q) for c, q in zip(en_copy, register_copies(m, en_nx, EN_KINDS, "en"))]
         # ocompact: per panel, its lanes' output offsets and row masks (from gather B)
         pi_depth = panel_info_depth(cfg)
@@ -813,7 +824,7 @@ class Engine(wiring.Component):
         keep = Signal(C)
         oc_keep = Cat(*[pi[j].mv.bit_select(s1_i, 1) for j in range(C)])
         m.d.comb += [keep.eq(Mux(oc_w, oc_keep, Mux(cur.omask, mq_bits, (1 << C) - 1))),
-                     mq.r_en.eq(Mux(oc_q, gb.lm_pop, en & s1_v & cur.omask & ~start))]
+                     mq.r_en.eq(Mux(oc_q, gb.lm_pop, mq_pop))]
         # Drain pipeline (registered for Fmax): s1 -> s1x (accumulator read data) ->
         # s1b (sum) -> s1c (rq's first stage) -> s2 (rq's second stage, masked) -> FIFO.
         # the drain's data registers load under en alone (start clears only the valid bits,
@@ -1064,7 +1075,6 @@ class Engine(wiring.Component):
                          om_col_lim[j].eq(cur.n - j), om_lane_in[j].eq(j < cur.m)]
         # start: a one-cycle pulse in GO, set by CHECK; registered, in copies for the
         # sequencer and each gather (it fans out wide)
-        start_nx = Signal()
         # (the heads' copy only with cfg.fmax_logic)
         start_kinds = START_KINDS if cfg.fmax_logic else START_KINDS[:3]
         start_seq, start_ga, start_gb, *start_hd = register_copies(m, start_nx, start_kinds, "start")
