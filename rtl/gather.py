@@ -289,25 +289,34 @@ class OperandGather(wiring.Component):
             # (0 <= gap <= depth: the consumer frees only words that were requested)
             gap = Signal(signed(self.spad_words.bit_length() + 2))
             k_m1 = Signal(cfg.dim_bits)     # K - 1, registered at start
+            k_gt1 = Signal()                # K > 1, registered at start
             with m.If(self.start):
-                m.d.sync += k_m1.eq(self.k - 1)
+                m.d.sync += [k_m1.eq(self.k - 1), k_gt1.eq(self.k > 1)]
             rise = self.limit_rise
 
             def by_case(values):      # the next value among the four cases of (rise, issue)
                 return Mux(rise, Mux(can_issue, values[0], values[1]),
                            Mux(can_issue, values[2], values[3]))
             sums = (gap + k_m1, gap + self.k, gap - 1, gap)
-            # gap > 0 and gap > 1, kept as registers beside gap with cfg.fmax_logic: each
-            # compares the four sums and the case selects last (for Fmax: the compares of
-            # gap, carry chains, were in front of the issue decision on e3ee488's routed
-            # critical path, 88.58 MHz out of context)
+            # gap > 0 and gap > 1, kept as registers beside gap with cfg.fmax_logic, their next
+            # values by the four cases from flags.  In ring mode 0 <= gap, K >= 1, and an
+            # issue comes only with gap > 0 (the decision was registered from gap_ok), so:
+            # rise and issue, gap + K - 1 >= K: > 0, and > 1 iff K > 1 or gap > 1; rise
+            # alone, gap + K: > 0, and > 1 iff K > 1 or gap > 0; issue alone, gap - 1: > 0
+            # iff gap > 1, > 1 iff gap > 2, a compare of the register with a constant (for
+            # Fmax: the compares of gap were carry chains in front of the issue decision,
+            # e3ee488's OOC critical path, 88.58 MHz; then the sums' adds and compares, two
+            # carry chains, in front of the flags, 0882857's, 90.38 MHz).  check=True asserts
+            # the flags and the issue's gap > 0 in ring mode.
             gap_gt = [Signal(name=f"gap_gt{i}") for i in range(2)]
-            for i, flag in enumerate(gap_gt):
-                if cfg.fmax_logic:
-                    m.d.sync += flag.eq(Mux(self.start, self.spad_words > i,
-                                            by_case([v > i for v in sums])))
-                else:
-                    m.d.comb += flag.eq(gap > i)
+            if cfg.fmax_logic:
+                gt0, gt1 = gap_gt
+                gap_gt2 = (gap[2:] != 0) | (gap[:2] == 3)      # gap > 2 (gap >= 0)
+                m.d.sync += [gt0.eq(Mux(self.start, self.spad_words > 0, by_case([1, 1, gt1, gt0]))),
+                             gt1.eq(Mux(self.start, self.spad_words > 1,
+                                        by_case([k_gt1 | gt1, k_gt1 | gt0, gap_gt2, gt1])))]
+            else:
+                m.d.comb += [flag.eq(gap > i) for i, flag in enumerate(gap_gt)]
             gap_ok_nx = Mux(self.start, 1, rise | Mux(can_issue, gap_gt[1], gap_gt[0])) | ~self.ring
             with m.If(self.start):
                 m.d.sync += gap.eq(self.spad_words)
@@ -567,9 +576,10 @@ class OperandGather(wiring.Component):
             m.d.sync += Assert((Cat(*wf) == Cat(*(wf[0] for _ in wf))) & (Cat(*wm) == Cat(*(wm[0] for _ in wm))),
                                Format("walk flag copies differ: {} {}", Cat(*wf), Cat(*wm)))
             m.d.sync += Assert(can_issue_k == can_issue, "can_issue_k differs from can_issue")
-            if self.lane_compactable:
-                m.d.sync += Assert((gap_gt[0] == (gap > 0)) & (gap_gt[1] == (gap > 1)),
+            if self.lane_compactable:      # (outside ring mode gap is not used)
+                m.d.sync += Assert(~self.ring | ((gap_gt[0] == (gap > 0)) & (gap_gt[1] == (gap > 1))),
                                    Format("gap flags {} {} but gap {}", gap_gt[0], gap_gt[1], gap))
+                m.d.sync += Assert(~self.ring | ~can_issue | (gap > 0), Format("an issue with gap {}", gap))
 
         # step index within the current panel (restarts when a new panel arrives)
         with m.If(transfer | self.start):

@@ -34,7 +34,7 @@ def _desc_bits(cfg, base: int, n: int) -> int:
     return _pack(_spec(cfg, full=True)["b"], desc, "b")[0]
 
 
-async def _job(ctx, dut, cfg, rng, *, base, n, k, rise_every, ready_p):
+async def _job(ctx, dut, cfg, rng, *, base, n, k, rise_every, ready_p, rise_p):
     """One instruction's B operand through the ring; returns whether the ring filled."""
     L, depth = cfg.cols, cfg.spad_b_words
     panels = -(-n // L)
@@ -63,7 +63,7 @@ async def _job(ctx, dut, cfg, rng, *, base, n, k, rise_every, ready_p):
         ctx.set(dut.mem.resp.valid, int(resp_v))
         ctx.set(dut.mem.resp.payload.as_value(), in_flight[0][1] if resp_v else 0)
         since_rise += 1
-        rise = (since_rise >= rise_every and rises < panels
+        rise = (since_rise >= rise_every and rises < panels and rng.random() < rise_p
                 and ctx.get(dut.words_loaded) - k * rises >= k)
         ctx.set(dut.limit_rise, int(rise))
         if ctx.get(dut.mem.req.valid) and ctx.get(dut.mem.req.ready):
@@ -101,7 +101,8 @@ async def _job(ctx, dut, cfg, rng, *, base, n, k, rise_every, ready_p):
     return filled
 
 
-def _case(cfg, *, jobs, k: int, rise_every: int, ready_p: float, seed: int, must_fill: bool):
+def _case(cfg, *, jobs, k: int, rise_every: int, ready_p: float, seed: int, must_fill: bool,
+          rise_p: float = 1.0):
     dut = OperandGather(cfg, cfg.cols, cfg.spad_b_words, lane_compactable=True, check=True)
     rng = np.random.default_rng(seed)
 
@@ -111,7 +112,7 @@ def _case(cfg, *, jobs, k: int, rise_every: int, ready_p: float, seed: int, must
         fills = []
         for base, n in jobs:
             fills.append(await _job(ctx, dut, cfg, rng, base=base, n=n, k=k,
-                                    rise_every=rise_every, ready_p=ready_p))
+                                    rise_every=rise_every, ready_p=ready_p, rise_p=rise_p))
         return fills
 
     fills = run_amaranth(dut, bench)
@@ -129,3 +130,18 @@ def test_gather_ring_limit_holds_requests(rise_every, ready_p, seed, must_fill, 
     C = cfg.cols
     _case(cfg, jobs=[(64, C * 24), (200, C * 20 - 1)], k=16, rise_every=rise_every,
           ready_p=ready_p, seed=seed, must_fill=must_fill)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+@pytest.mark.parametrize("rise_p", [1.0, 0.2])
+def test_gather_ring_short_panels(k, rise_p):
+    """K of 1-5 on a 32-word ring, filled; with rise_p < 1 the consumer frees a panel at
+    random cycles, so the limit also rises in cycles where the gather issues with the
+    ring almost full (the gap flags' cases of a rise and an issue together at gap 1-2;
+    whether the ring fills then depends on K, so it is not required)."""
+    cfg = preset("tiny").replace(spad_b_words=32)
+    C = cfg.cols
+    n = C * (-(-96 // k))          # three rings' worth of words
+    every = max(8, 4 * k) if rise_p == 1.0 else 1
+    _case(cfg, jobs=[(64, n), (100, n - 1)], k=k, rise_every=every, ready_p=0.9, seed=k,
+          must_fill=rise_p == 1.0, rise_p=rise_p)
