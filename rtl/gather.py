@@ -458,33 +458,45 @@ class OperandGather(wiring.Component):
             return (walk_ok & ~(lc_nx & rl), walk_ok & lc_nx & rl,
                     done | (run & ~full & cnt0 & ~rl))
 
-        def next_values(walk: bool):
+        def next_values(walk: bool, xfer):
             """The walker's next (w_cnt == 0, w_full, w_done, real, w_cnt) when ``walk`` says
-            whether a lane is walked this cycle, without a start: a kept lane fills slot
-            w_cnt (the buffer is full after slot L - 1), a hand-over empties the buffer, and
-            the walk is done once the buffer is empty and no lane is left."""
+            whether a lane is walked this cycle and ``xfer`` whether the panel is handed over,
+            without a start: a kept lane fills slot w_cnt (the buffer is full after slot
+            L - 1), a hand-over empties the buffer, and the walk is done once the buffer is
+            empty and no lane is left."""
             cnt_is0 = w_cnt0
             done = w_done | (w_run & ~w_full & cnt_is0 & ~real)
             if not walk:
-                return cnt_is0, ~transfer & w_full, done, real, w_cnt
-            return (Mux(keep, w_wrap, cnt_is0), ~transfer & (w_full | (keep & w_wrap)), done, n1_real,
+                return cnt_is0, ~xfer & w_full, done, real, w_cnt
+            return (Mux(keep, w_wrap, cnt_is0), ~xfer & (w_full | (keep & w_wrap)), done, n1_real,
                     Mux(keep, Mux(w_wrap, 0, w_cnt + 1), w_cnt))
 
         # The state and the registered flags by a Shannon split on ``walking`` (for Fmax: the
         # pop decision, which waits for the mask queue's valid, is their last select, not
-        # the input of the next-value logic in front of them); at a start, the walker's
-        # start values.
+        # the input of the next-value logic in front of them) and, with cfg.fmax_logic, on
+        # ``transfer`` (for Fmax: the hand-over decision, from can_issue, r_active and the
+        # info ring's room, was in front of the flags' logic, the estimate's worst gather
+        # path after a78a9da, 9.32 ns; its cases are constants here, folded by synthesis,
+        # and it selects last); at a start, the walker's start values.
         at_start = (Const(1, 1), Const(0, 1), Const(0, 1), tot_nz, Const(0, 1))
-        if_walk, if_not = next_values(True), next_values(False)
-        nx_cnt0, nx_full, nx_done_st, nx_real, nx_cnt = (Mux(self.start, s0, Mux(walking, w1, w0))
-                                                         for s0, w1, w0 in zip(at_start, if_walk, if_not))
+
+        def split(rule):
+            """rule(if_walk, if_not) for this cycle's walk and hand-over."""
+            if not cfg.fmax_logic:
+                return rule(next_values(True, transfer), next_values(False, transfer))
+            by_xfer = [rule(next_values(True, Const(x, 1)), next_values(False, Const(x, 1))) for x in (0, 1)]
+            return [Mux(transfer, b, a) for a, b in zip(*by_xfer)]
+
+        nx_cnt0, nx_full, nx_done_st, nx_real, nx_cnt = split(lambda w1s, w0s: [
+            Mux(self.start, s0, Mux(walking, w1, w0)) for s0, w1, w0 in zip(at_start, w1s, w0s)])
         m.d.sync += [w_cnt.eq(nx_cnt), w_full.eq(nx_full), w_done.eq(nx_done_st), real.eq(nx_real)]
         if cfg.fmax_logic:
             m.d.sync += w_cnt0.eq(nx_cnt0)
         else:
             m.d.comb += w_cnt0.eq(w_cnt == 0)
-        nx_free, nx_mask, nx_done = (Mux(self.start, s0, Mux(walking, w1, w0)) for s0, w1, w0 in
-                                     zip(next_flags(*at_start), next_flags(*if_walk), next_flags(*if_not)))
+        nx_free, nx_mask, nx_done = split(lambda w1s, w0s: [
+            Mux(self.start, s0, Mux(walking, w1, w0)) for s0, w1, w0 in
+            zip(next_flags(*at_start), next_flags(*w1s), next_flags(*w0s))])
         m.d.sync += walk_done_ahead.eq(nx_done)
         m.d.sync += [q.eq(nx_free ^ pol) for q, (pol, _, _) in zip(walk_free_c, kinds)]
         m.d.sync += [q.eq(nx_mask ^ pol) for q, (pol, _, _) in zip(walk_mask_c, kinds)]
