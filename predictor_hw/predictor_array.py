@@ -70,6 +70,7 @@ from model_sw import numerics
 from model_sw.adagp_predictor import PredictorSizeError, predictor_forward_int
 from model_sw.autoassist_assistant import assistant_logit_int
 from rtl.config import AcceleratorConfig
+from rtl.copies import COPY_KINDS, register_copies
 from rtl.dsp import registered_product
 from rtl.epilogue import Requantize, below_guard_mask, or_all, round_saturate, shift_onehot, shift_round_bit
 
@@ -238,10 +239,13 @@ def requant_int8(m: Module, xs, shift, below, onehot, relu) -> list:
     saturated int8 (returned, combinational: the caller registers it) by
     ``rtl.epilogue.round_saturate`` (range flags on the high bits and an 8-bit rounding add:
     q >= 127 -> 127, q < -128 -> -128, else the low byte + up, which cannot overflow).  ReLU (``relu`` at the second stage) zeroes q < 0, for
-    which q + up <= 0.  The result belongs to the ``xs`` of the cycle before."""
+    which q + up <= 0.  The result belongs to the ``xs`` of the cycle before.  ``shift`` may
+    be a list, one (equal) copy per value (for Fmax: a shared shift drives every lane's
+    shifter)."""
+    shifts = shift if isinstance(shift, (list, tuple)) else [shift] * len(xs)
     outs = []
     for l, x in enumerate(xs):
-        q_x, up_x = shift_round_bit(x, shift, below, onehot)
+        q_x, up_x = shift_round_bit(x, shifts[l], below, onehot)
         q, up = Signal(signed(len(x)), name=f"rq_q{l}"), Signal(name=f"rq_up{l}")
         m.d.sync += [q.eq(q_x), up.eq(up_x)]
         sat, _ = round_saturate(q, up, PRED_OP_BITS)      # the engine's stage-2 rule
@@ -866,7 +870,12 @@ class PredictorArray(wiring.Component):
         sync += [rq_sh.eq(sh_at_a), rq_below.eq(below_guard_mask(sh_at_a, ACC_BITS)),
                  rq_oh.eq(shift_onehot(sh_at_a, ACC_BITS))]
         rq_out = Signal(data.ArrayLayout(op, L))
-        m.d.comb += [rq_out[l].eq(v) for l, v in enumerate(requant_int8(m, acc, rq_sh, rq_below, rq_oh, ccap_d[D]))]
+        # the lanes' shifters take the shift from copies of distinct kinds with cfg.fmax_logic
+        # (for Fmax: one rq_sh drove ~500 loads, 2.6 ns of the estimate's 8.94 ns path after
+        # a78a9da into the shifters' five levels)
+        rq_shs = (register_copies(m, sh_at_a, [COPY_KINDS[l % len(COPY_KINDS)] for l in range(L)], "rq_sh")
+                  if cfg.fmax_logic else rq_sh)
+        m.d.comb += [rq_out[l].eq(v) for l, v in enumerate(requant_int8(m, acc, rq_shs, rq_below, rq_oh, ccap_d[D]))]
 
         # conv: A+1 registers the int8 results, A+2 the pool-window sum (running over the
         # tiles of a window), A+3 requantizes it by log2(pool^2) into the feature registers
