@@ -916,7 +916,11 @@ class Engine(wiring.Component):
         m_room = Signal()
         mr_last = Signal()              # mr_rem == 1, a register
         mr_i_last = Signal()            # mr_i == R - 1, a register
-        can_m = mr_run & ~m_sk_v & m_room
+        # the reader's issue decision mr_run & ~m_sk_v & m_room; with cfg.fmax_logic a
+        # register decided a cycle ahead from those flags' next values (below; for Fmax:
+        # its LUT, after the skid flag, was in front of the reader's ~100 enables, the
+        # estimate's 9.01 ns path after a78a9da into mr_tile)
+        can_m = Signal()
         m_pay = Signal(mem_req_layout(cfg, C))
         # the lane's "inside the operand" flags (mr_row < m, mr_col < n - j) as registers
         # (for Fmax: the compares are not in front of the request's address and enables);
@@ -941,8 +945,8 @@ class Engine(wiring.Component):
             a = mr_base + off_om[j]
             ok = Mux(oc_m, om_lane_in[j], row_in & col_in[j])
             m.d.comb += [m_pay.addr[j].eq(Mux(ok, a, 0)), m_pay.en[j].eq(ok)]
-        skid_issue(m, start=start, valid=rdm.req.valid, ready=rdm.req.ready, issue=can_m,
-                   skid_full=m_sk_v, regs=[rdm.req.payload], values=[m_pay])
+        m_sk_v_nx = skid_issue(m, start=start, valid=rdm.req.valid, ready=rdm.req.ready, issue=can_m,
+                               skid_full=m_sk_v, regs=[rdm.req.payload], values=[m_pay])
         # "this request ends its tile row" (~oc_m & mr_i_last & mr_tj_last) as a register of
         # its own with cfg.fmax_logic, kept from the same next values (for Fmax: the tile-row
         # step's enables, mr_ti_base's among them, were five LUTs after the reader's issue
@@ -989,8 +993,14 @@ class Engine(wiring.Component):
                 next_ti = mr_ti_base + (cur.om_si << lg_r)
                 m.d.sync += [mr_ti_base.eq(next_ti), mr_tile.eq(next_ti), mr_base.eq(next_ti)]
         m_issued = can_m & ~start
-        m.d.comb += m_room.eq(occupancy_room(m, start=start, inc=m_issued, dec=mq.r_en,
-                                             limit=mqd, name="m_outst")[0])
+        m_room_q, m_room_nx = occupancy_room(m, start=start, inc=m_issued, dec=mq.r_en,
+                                             limit=mqd, name="m_outst")
+        m.d.comb += m_room.eq(m_room_q)
+        if cfg.fmax_logic:
+            mr_run_nx = Mux(start, cur.omask, mr_run & ~(can_m & mr_last))
+            m.d.sync += can_m.eq(mr_run_nx & ~m_sk_v_nx & m_room_nx)
+        else:
+            m.d.comb += can_m.eq(mr_run & ~m_sk_v & m_room)
         m.d.comb += [rdm.resp.ready.eq(1), mq.w_en.eq(rdm.resp.valid),
                      mq.w_data.eq(Cat(*[rdm.resp.payload[j][0] for j in range(C)],
                                       Cat(*[rdm.resp.payload[j][0] for j in range(C)]).any()))]
