@@ -551,8 +551,7 @@ class PredictorArray(wiring.Component):
         # register, from the next values (for Fmax: in the Accelerator the ready goes to the
         # samples FIFO's control across the die, and from the job state through logic it
         # was a routed critical path); ``mode`` is an input, so the idle part is a LUT.
-        s_rdy_busy, s_idle = Signal(), Signal(init=1)
-        m.d.sync += s_idle.eq(state_nx == IDLE)
+        s_rdy_busy, s_idle = Signal(), Signal(init=1)     # s_idle: state == IDLE (see the TAIL below)
         m.d.comb += self.samples.ready.eq(Mux(s_idle, self.mode == 0, s_rdy_busy))
         if self.check_step:
             rdy_def = Mux(state == IDLE, self.mode == 0,
@@ -957,9 +956,23 @@ class PredictorArray(wiring.Component):
         with m.If(lo_fire):
             sync += lo_valid.eq(0)
 
+        tail_end = (row_fire & rp.last) | (lo_fire & lp.last)
         with m.If(state == TAIL):
-            with m.If((row_fire & rp.last) | (lo_fire & lp.last)):
+            with m.If(tail_end):
                 sync += state.eq(IDLE)
+        # s_idle, state == IDLE as a register, its next value written out by the current state
+        # (for Fmax: state_nx == IDLE, through the If-tree's priority of every transition,
+        # RUN's included, was the estimate's worst path after e6f4f9a, 9.28 ns, sph_conv ->
+        # cur_last -> s_idle): IDLE stays unless a job's first beat arrives and starts or, bad
+        # and not its last, goes to DROP; DROP ends at a last beat; TAIL at the last row or
+        # logit taken; RUN never goes to IDLE.  check_step asserts it every cycle.
+        valid_in = Mux(self.mode, self.feats.valid, self.samples.valid)
+        last_in = Mux(self.mode, self.feats.payload.last, sp.last)
+        drop_end = Mux(mode_r, self.feats.valid & self.feats.payload.last, self.samples.valid & sp.last)
+        m.d.sync += s_idle.eq(Mux(state == IDLE, ~(valid_in & (k_ok | ~last_in)),
+                                  Mux(state == DROP, drop_end, (state == TAIL) & tail_end)))
+        if self.check_step:
+            m.d.sync += Assert(s_idle == (state == IDLE), Format("s_idle {} in state {}", s_idle, state))
 
         # ---------------- counters ----------------------------------------------------------
         cnt = self.counters

@@ -115,7 +115,7 @@ def test_assistant_logits_bit_exact_and_cycles():
 @pytest.mark.parametrize("valid_prob", [1.0, 0.5])
 def test_bad_k_sets_error_status_and_drops_the_job(k_ok_port, valid_prob):
     """Refused sample jobs of 2 and 4 beats (with gaps: the array waits in DROP, taking every
-    beat up to the last), a refused feature job, then a good job."""
+    beat up to the last), refused feature jobs of 1 and 3 beats, then a good job."""
     cfg = CFG
     rng = np.random.default_rng(5)
     params = random_params(cfg, rng)
@@ -125,13 +125,15 @@ def test_bad_k_sets_error_status_and_drops_the_job(k_ok_port, valid_prob):
     jobs = [dict(mode=0, k=0, beats=sample_beats(x, [0, 1])),
             dict(mode=0, k=cfg.pred_kmax + 1, beats=sample_beats(x4, [0, 1, 2, 3])),
             dict(mode=1, k=0, beats=[dict(x=[0] * 16, y=[0] * 16, en=0xFFFF, last=1)]),
+            dict(mode=1, k=cfg.pred_kmax + 1,
+                 beats=[dict(x=[0] * 16, y=[0] * 16, en=0xFFFF, last=int(i == 2)) for i in range(3)]),
             good]
     res = run_pysim(cfg, jobs, pack_predictor_weights(cfg, params["w1"], params["w2"]), k_ok_port=k_ok_port,
                     valid_prob=valid_prob)
-    for r in res[:3]:
+    for r in res[:4]:
         assert r["out"] == [] and r["error"] == ERR_K and r["counters"]["errors"] == 1
         assert r["counters"]["macs"] == 0
-    assert res[3]["out"] == good["want"]        # the array goes on after a refused job
+    assert res[4]["out"] == good["want"]        # the array goes on after a refused job
 
 
 def test_a_driver_k_ok_that_disagrees_with_k_is_caught():
