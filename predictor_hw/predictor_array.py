@@ -863,17 +863,16 @@ class PredictorArray(wiring.Component):
         # value and the round-up bit (by bit tests and AND-ORs by the shift's one-hot), A+1 saturates (range flags
         # from the shifted value's high bits, an 8-bit rounding add) into rq_out
         # the shift needed at A and its guard mask, chosen one cycle earlier (registers)
-        rq_sh = Signal(SHIFT_BITS)
         rq_below, rq_oh = Signal(ACC_BITS), Signal(ACC_BITS)
         sh_at_a = Mux(ccap_d[D - 2] if D >= 2 else ccap1, sh1, sh2)
-        sync += [rq_sh.eq(sh_at_a), rq_below.eq(below_guard_mask(sh_at_a, ACC_BITS)),
-                 rq_oh.eq(shift_onehot(sh_at_a, ACC_BITS))]
+        sync += [rq_below.eq(below_guard_mask(sh_at_a, ACC_BITS)), rq_oh.eq(shift_onehot(sh_at_a, ACC_BITS))]
         rq_out = Signal(data.ArrayLayout(op, L))
         # the lanes' shifters take the shift from copies of distinct kinds with cfg.fmax_logic
         # (for Fmax: one rq_sh drove ~500 loads, 2.6 ns of the estimate's 8.94 ns path after
         # a78a9da into the shifters' five levels)
-        rq_shs = (register_copies(m, sh_at_a, [COPY_KINDS[l % len(COPY_KINDS)] for l in range(L)], "rq_sh")
-                  if cfg.fmax_logic else rq_sh)
+        copy_kinds = [COPY_KINDS[l % len(COPY_KINDS)] for l in range(L)] if cfg.fmax_logic else [COPY_KINDS[0]]
+        rq_shs = register_copies(m, sh_at_a, copy_kinds, "rq_sh")
+        rq_shs = rq_shs if cfg.fmax_logic else rq_shs[0]
         m.d.comb += [rq_out[l].eq(v) for l, v in enumerate(requant_int8(m, acc, rq_shs, rq_below, rq_oh, ccap_d[D]))]
 
         # conv: A+1 registers the int8 results, A+2 the pool-window sum (running over the

@@ -27,12 +27,17 @@ def offered_for(m: Module, valid, ready, cycles: int, name: str):
     return seen[-1]
 
 
-class SkidBuffer(wiring.Component):
+class StreamStage(wiring.Component):
+    """A stage between two streams of one payload shape: ``i`` in, ``o`` out."""
+
     def __init__(self, shape):
         super().__init__({
             "i": In(stream.Signature(shape)),
             "o": Out(stream.Signature(shape)),
         })
+
+
+class SkidBuffer(StreamStage):
 
     def elaborate(self, platform):
         m = Module()
@@ -50,7 +55,7 @@ class SkidBuffer(wiring.Component):
 
 
 
-class LateReady(wiring.Component):
+class LateReady(StreamStage):
     """A stream pass-through whose ``i.ready`` is a register: the producer learns of a take
     a cycle late, and ``o.valid`` is masked in that cycle, so the beat it still offers is
     not taken twice.  No payload register (``o.payload`` is ``i.payload``): one beat per two
@@ -60,12 +65,6 @@ class LateReady(wiring.Component):
     Why: a wide beat (an instruction of ~1600 bits) makes a ``SkidBuffer`` cost two such
     registers, while the path to break is only the consumer's ``ready`` running back across
     the die into the producer's enables."""
-
-    def __init__(self, shape):
-        super().__init__({
-            "i": In(stream.Signature(shape)),
-            "o": Out(stream.Signature(shape)),
-        })
 
     def elaborate(self, platform):
         m = Module()
