@@ -670,7 +670,8 @@ class Engine(wiring.Component):
         # holds unless popped, and refills when the queue's inner memory has a row).
         # Logically every copy equals the single-enable design's `en`.
         om_only = Signal()              # omask without ocompact (registered: cur is held)
-        m.d.sync += om_only.eq(cur.omask & ~cur.ocompact)
+        om_only_nx = cur.omask & ~cur.ocompact
+        m.d.sync += om_only.eq(om_only_nx)
         occ = Signal(range(OUT_FIFO_ROWS + 1))
         occ_nx = occ + (s2_v & en) - ofifo.r_en          # ofifo.w_en == en & s2_v
         m.d.sync += occ.eq(occ_nx)
@@ -679,11 +680,9 @@ class Engine(wiring.Component):
         # register from those signals' next values (for Fmax: `en`'s ~240 loads were in front
         # of the pop and the queue's level, the estimate's worst engine path after
         # a78a9da, 9.50 ns); om_only loads every cycle from cur, so its next value is that
+        # (its register is loaded below, where en's next value is known)
         mq_pop = Signal()
-        en_nx_sig = Signal()
-        if cfg.fmax_logic:
-            m.d.sync += mq_pop.eq(en_nx_sig & s1_v_nx & cur.omask & ~cur.ocompact & ~start_nx)
-        else:
+        if not cfg.fmax_logic:
             m.d.comb += mq_pop.eq(en & s1_v & om_only & ~start)
         # (the queue's inner memory is not empty: a register kept from a copy of its level, for
         # Fmax: mq.level - mq.r_rdy was an adder and a subtractor in front of the stall decision)
@@ -696,7 +695,8 @@ class Engine(wiring.Component):
         room_nx = Mux(push & ~pop, occ < OUT_FIFO_ROWS - 2,
                       Mux(pop & ~push, occ < OUT_FIFO_ROWS, occ < OUT_FIFO_ROWS - 1))
         en_nx = room_nx & ~(om_only & s1_v_nx & ~mq_nx_rdy)
-        m.d.comb += en_nx_sig.eq(en_nx)
+        if cfg.fmax_logic:
+            m.d.sync += mq_pop.eq(en_nx & s1_v_nx & om_only_nx & ~start_nx)
         m.d.comb += [c.eq(q) for c, q in zip(en_copy, register_copies(m, en_nx, EN_KINDS, "en"))]
         # ocompact: per panel, its lanes' output offsets and row masks (from gather B)
         pi_depth = panel_info_depth(cfg)

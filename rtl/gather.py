@@ -480,23 +480,23 @@ class OperandGather(wiring.Component):
         # and it selects last); at a start, the walker's start values.
         at_start = (Const(1, 1), Const(0, 1), Const(0, 1), tot_nz, Const(0, 1))
 
-        def split(rule):
-            """rule(if_walk, if_not) for this cycle's walk and hand-over."""
+        def split(of):
+            """[Mux(start, at start, Mux(walking, if walked, if not))] of the values that ``of``
+            derives from the walker's next values, for this cycle's walk and hand-over."""
+            def by_walk(xfer):
+                return [Mux(self.start, s0, Mux(walking, w1, w0)) for s0, w1, w0 in
+                        zip(of(at_start), of(next_values(True, xfer)), of(next_values(False, xfer)))]
             if not cfg.fmax_logic:
-                return rule(next_values(True, transfer), next_values(False, transfer))
-            by_xfer = [rule(next_values(True, Const(x, 1)), next_values(False, Const(x, 1))) for x in (0, 1)]
-            return [Mux(transfer, b, a) for a, b in zip(*by_xfer)]
+                return by_walk(transfer)
+            return [Mux(transfer, b, a) for a, b in zip(by_walk(Const(0, 1)), by_walk(Const(1, 1)))]
 
-        nx_cnt0, nx_full, nx_done_st, nx_real, nx_cnt = split(lambda w1s, w0s: [
-            Mux(self.start, s0, Mux(walking, w1, w0)) for s0, w1, w0 in zip(at_start, w1s, w0s)])
+        nx_cnt0, nx_full, nx_done_st, nx_real, nx_cnt = split(lambda values: values)
         m.d.sync += [w_cnt.eq(nx_cnt), w_full.eq(nx_full), w_done.eq(nx_done_st), real.eq(nx_real)]
         if cfg.fmax_logic:
             m.d.sync += w_cnt0.eq(nx_cnt0)
         else:
             m.d.comb += w_cnt0.eq(w_cnt == 0)
-        nx_free, nx_mask, nx_done = split(lambda w1s, w0s: [
-            Mux(self.start, s0, Mux(walking, w1, w0)) for s0, w1, w0 in
-            zip(next_flags(*at_start), next_flags(*w1s), next_flags(*w0s))])
+        nx_free, nx_mask, nx_done = split(lambda values: next_flags(*values))
         m.d.sync += walk_done_ahead.eq(nx_done)
         m.d.sync += [q.eq(nx_free ^ pol) for q, (pol, _, _) in zip(walk_free_c, kinds)]
         m.d.sync += [q.eq(nx_mask ^ pol) for q, (pol, _, _) in zip(walk_mask_c, kinds)]
