@@ -986,8 +986,21 @@ class PredictorArray(wiring.Component):
         # beat's handshake (samples.valid, the job start) stays off the counter's adder
         in_inc = Signal()
         sync += in_inc.eq(in_fire)
+        # busy (state RUN or TAIL) with cfg.fmax_logic a register from its next value written
+        # out by the current state, like s_idle: a start leaves IDLE for RUN, DROP never
+        # reaches RUN or TAIL, RUN leaves only for TAIL, TAIL ends at tail_end (for Fmax:
+        # e6f4f9a's ULX3S critical path, 83.26 MHz, ran from `state` through this decode
+        # across the die, 8.22 ns, into the counter's carry chain).  check_step asserts it.
+        busy_now = (state == RUN) | (state == TAIL)
+        if cfg.fmax_logic:
+            s_busy = Signal()
+            m.d.sync += s_busy.eq(Mux(state == IDLE, start, (state == RUN) | ((state == TAIL) & ~tail_end)))
+            if self.check_step:
+                m.d.sync += Assert(s_busy == busy_now, Format("s_busy {} in state {}", s_busy, state))
+        else:
+            s_busy = busy_now
         incr = {
-            "busy_cycles": (state == RUN) | (state == TAIL),
+            "busy_cycles": s_busy,
             "step_cycles": step_c,
             "stall_cycles": ((state == RUN) & ~step_c) | ((state == TAIL) & out_wait),
             "macs": macs_inc,

@@ -435,8 +435,18 @@ class Engine(wiring.Component):
         # cur is held from DECODE on, so the copy is final long before start
         (k_h,) = register_copies(m, cur.k, [(1, 0, 1)], "k_h") if cfg.fmax_logic else (cur.k,)
         b_next_nx = head_next(b_next, k_h, Mux(tile_end, Mux(row_end, k_h, b_next2), b_next))  # bb_adv + K
+        # b_next2 + K, with cfg.fmax_logic a register of its own kept like the heads (b_next3,
+        # from 3K registered from cur): b_next2's next value is then a select of registers
+        # (for Fmax: 2c39469's OOC seed-2 critical path, 91.01 MHz, ran from k_h through
+        # b_next2 + K and its select into the registered compares with b_next2)
+        if cfg.fmax_logic:
+            b_next3 = Signal(ptr_w + 1)
+            (k3_h,) = register_copies(m, cur.k * 3, [(1, 0, 1)], "k3_h")
+            head_next(b_next3, k3_h, Mux(tile_end, Mux(row_end, k3_h, b_next3 + k_h), b_next3))
+        else:
+            b_next3 = b_next2 + k_h
         b_next2_nx = head_next(b_next2, k_h << 1,
-                               Mux(tile_end, Mux(row_end, k_h << 1, b_next2 + k_h), b_next2))
+                               Mux(tile_end, Mux(row_end, k_h << 1, b_next3), b_next2))
 
         with m.If(step_s & ~mid_tile):
             m.d.sync += [base_k.eq(head_k), base_last.eq(head_last)]
