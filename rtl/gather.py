@@ -689,28 +689,36 @@ class OperandGather(wiring.Component):
                 # LUT-RAM by registering the address instead of the data, which leaves the
                 # read tree after the flip-flop. The cycle's write is forwarded by hand, its
                 # address compare registered beside the read.
+                # The entry's `last` flag is a memory of its own, read asynchronously and
+                # registered after the bank and forwarding choice (for Fmax: 2e7dce4's OOC
+                # critical path, 97.58 MHz, ran from k_src through the choice's four LUTs
+                # of `last` into the sequencer's tile end; the choice now sits in front of
+                # this register, where the read has the cycle to itself).
                 addr = self.k_addr[i][:len(kw_addr)]          # (wraps at the depth)
-                bank_data = []
-                for b in range(n_banks):
-                    kmem = memory.Memory(shape=entry, depth=depth_b, init=[],
-                                         attrs={"ram_style": "distributed"})
-                    m.submodules[f"kmem{i}_{b}"] = kmem
-                    kw = kmem.write_port()
-                    kr = kmem.read_port(domain="sync")
-                    in_bank = (kw_addr[lg_b:] == b) if n_banks > 1 else 1
-                    m.d.comb += [kw.addr.eq(kw_addr[:lg_b]), kw.data.eq(kw_data), kw.en.eq(kw_en & in_bank),
-                                 kr.addr.eq(addr[:lg_b])]
-                    bank_data.append(kr.data.as_value())
-                # the read's source (the forwarded write, else its bank) as a one-hot register
-                # and the data as an AND-OR of it (for Fmax: af11d57's routed critical path,
-                # 87.8 MHz, ran from the banks' registers through the bank and forwarding
-                # multiplexers into the sequencer's tile-end decisions)
                 fwd_nx = kw_en & (kw_addr == addr)
+                bank_k, bank_last = [], []
+                for b in range(n_banks):
+                    in_bank = (kw_addr[lg_b:] == b) if n_banks > 1 else 1
+                    for field, domain, datas in (("k", "sync", bank_k), ("last", "comb", bank_last)):
+                        mem = memory.Memory(shape=entry.members[field], depth=depth_b, init=[],
+                                            attrs={"ram_style": "distributed"})
+                        m.submodules[f"kmem{i}_{b}_{field}"] = mem
+                        wp, rp = mem.write_port(), mem.read_port(domain=domain)
+                        m.d.comb += [wp.addr.eq(kw_addr[:lg_b]), wp.data.eq(kw_data[field]),
+                                     wp.en.eq(kw_en & in_bank), rp.addr.eq(addr[:lg_b])]
+                        datas.append(rp.data)
+                # k: the read's source (the forwarded write, else its bank) as a one-hot
+                # register and the data as an AND-OR of it (for Fmax: af11d57's routed
+                # critical path, 87.8 MHz, ran from the banks' registers through the bank
+                # and forwarding multiplexers into the sequencer's tile-end decisions)
                 sel = [fwd_nx] + [~fwd_nx & ((addr[lg_b:] == b) if n_banks > 1 else 1) for b in range(n_banks)]
                 src_oh = Signal(len(sel), name=f"k_src{i}")
                 m.d.sync += src_oh.eq(Cat(*sel))
-                got = or_all(Mux(src_oh[j], src, 0) for j, src in enumerate([fwd_data.as_value(), *bank_data]))
-                m.d.comb += [self.k_val[i].eq(entry(got).k), self.k_last[i].eq(entry(got).last)]
+                got_k = or_all(Mux(src_oh[j], src, 0) for j, src in enumerate([fwd_data.k, *bank_k]))
+                last_q = Signal(name=f"k_last_q{i}")
+                bank_pick = or_all(Mux(s_, d, 0) for s_, d in zip(sel[1:], bank_last))
+                m.d.sync += last_q.eq(Mux(fwd_nx, kw_data.last, bank_pick))
+                m.d.comb += [self.k_val[i].eq(got_k), self.k_last[i].eq(last_q)]
         with m.If(self.start):
             m.d.sync += [resp_k.eq(0), p_end.eq(self.k == 1), p_has.eq(0), fin_ptr.eq(0)]
         with m.Elif(rsp_v):
