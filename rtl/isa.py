@@ -279,5 +279,11 @@ def encode(cfg: AcceleratorConfig, fields: dict) -> int:
     return bits
 
 
+def encode_gather(cfg: AcceleratorConfig, desc: dict) -> int:
+    """Pack one operand descriptor (the instruction's ``a`` or ``b`` fields) into a
+    ``gather_layout`` word, as an OperandGather's ``desc`` input takes it (unit tests)."""
+    return _pack(_spec(cfg, full=True)["a"], desc, "gather")[0]
+
+
 def instr_width(cfg: AcceleratorConfig) -> int:
     return _pack(_spec(cfg), {}, "")[1]

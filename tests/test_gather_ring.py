@@ -20,7 +20,7 @@ import pytest
 from cosim.simlink import run_amaranth
 from rtl.config import preset
 from rtl.gather import OperandGather
-from rtl.isa import _pack, _spec
+from rtl.isa import encode_gather
 
 WATCHDOG = 20_000
 MEM_LATENCY = 2
@@ -31,7 +31,7 @@ def _desc_bits(cfg, base: int, n: int) -> int:
     full = (1 << cfg.dim_bits) - 1
     desc = {"base": base, "lane": [{"count": full, "step": {"cb": 1}}] + [{"count": 1}] * 2,
             "k": [{"count": full, "step": {"cb": n}}] + [{"count": 1}] * 2}
-    return _pack(_spec(cfg, full=True)["b"], desc, "b")[0]
+    return encode_gather(cfg, desc)
 
 
 async def _job(ctx, dut, cfg, rng, *, base, n, k, rise_every, ready_p, rise_p):
