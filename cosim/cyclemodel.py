@@ -19,9 +19,10 @@ It follows the RTL's structure (see rtl/gather.py, rtl/engine.py, rtl/systolic.p
   both its panels (later words keep pace, one per cycle):
       S_t = max(S_{t-1} + max(K, 2R-1), readyA(ti), readyB(tj)),   S_0 >= D + 1
   and the flush marker follows the last tile by max(K, 2R-1);
-* row i of a tile flushed/replaced at F leaves the array at F + 4 + C + 2i
+* row i of a tile flushed/replaced at F leaves the array at F + 3 + P + C + 2i
   (``row_leaves``: the registered scratchpad-B address, the scratchpad read, its
-  output register, the PE's product register, C - 1 + 2i de-skew/drain-chain cycles
+  output register, the PE's P product registers (``rtl.systolic.product_stages``: 2
+  with ``fmax_logic``, else 1), C - 1 + 2i de-skew/drain-chain cycles
   and the row register), then
   the drain's ``DRAIN_STAGES`` registers (s1: accumulator read, s1x: its data
   registered, s1b: sum and accumulator write-back, s1c: the requantizer's first
@@ -65,6 +66,7 @@ import numpy as np
 
 from rtl import isa
 from rtl.config import AcceleratorConfig
+from rtl.systolic import product_stages
 from . import golden
 
 DECODE = 4          # DECODE, PRODUCTS (bounds), CHECK, GO; plus MUL's mul_cycles for a GEMM
@@ -75,8 +77,12 @@ ALL_ROWS_STAGES = 3  # s1, s1x, s1b: every row (s1b writes the accumulator SRAM)
 WORD_STAGES = 5     # a gathered word is visible LAT + 5 cycles after its panel's hand-over (stage A:
                     # geometry test and first address add, the request register, LAT, the response
                     # register of rtl/gather.py, the scratchpad write)
-ARRAY_IN_STAGES = 3  # scratchpad B read one cycle after the step (its address registered), the
-                     # read data registered before the array, the PE's product register
+def array_in_stages(cfg: AcceleratorConfig) -> int:
+    """Scratchpad B read one cycle after the step (its address registered), the read data
+    registered before the array, the PE's product registers (rtl.systolic.product_stages)."""
+    return 2 + product_stages(cfg)
+
+
 COMPACT_LAG = 2     # compact_a: an entry counts as final two cycles after its response is written (the
                     # side-memory write is registered, and the sequencer's head entry is a register
                     # loaded from a fresh read a cycle after that write)
@@ -88,7 +94,7 @@ BUSY_TAIL = 1       # the engine's `busy` output stays up this many cycles after
 def row_leaves(cfg: AcceleratorConfig, flush: int, i: int) -> int:
     """Cycle tile row i leaves the array when the marker that ends its tile entered
     at ``flush``."""
-    return flush + 1 + ARRAY_IN_STAGES + cfg.cols + 2 * i
+    return flush + 1 + array_in_stages(cfg) + cfg.cols + 2 * i
 
 
 def drain_empty(cfg: AcceleratorConfig, flush: int) -> int:

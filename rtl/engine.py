@@ -32,7 +32,7 @@ from .copies import COPY_KINDS, register_copies
 from .epilogue import Requantize
 from .gather import (OperandGather, mem_rd_signature, mem_req_layout, occupancy_room, panel_info_layout,
                      skid_issue)
-from .systolic import SystolicArray
+from .systolic import SystolicArray, product_stages
 
 COUNTER_BITS = 48
 COUNTERS = (
@@ -143,15 +143,21 @@ def panel_info_depth(cfg: AcceleratorConfig) -> int:
 
 def ocompact_ring(cfg: AcceleratorConfig, k: int) -> bool:
     """ocompact may stream any number of columns through scratchpad B as a ring
-    when 2R-1 <= K <= depth/2 (and K >= (C + 2R + 4)/8): the gather then hands
+    when 2R-1 <= K <= depth/2 (and 8K >= ring_min_8k): the gather then hands
     panels over no faster than the array takes tiles, so it is never more than a
     panel ahead of the array (its requests stay below b_base + depth) and the drain,
-    which trails the array by C + 2R + 10 cycles (the registered scratchpad-B address,
-    the registered scratchpad read, the PE's product register, the five drain stages),
+    which trails the array by C + 2R + 9 + P cycles (the registered scratchpad-B address,
+    the registered scratchpad read, the PE's P product registers, the five drain stages),
     at most 1 + 8 + ceil(6/K) <= 15 panels behind (the info ring holds 16): neither ring limit ever stalls it and the timing stays
     exact."""
     return (cfg.drain_period <= k and 2 * k <= cfg.spad_b_words
-            and 8 * k >= cfg.cols + 2 * cfg.rows + 4)
+            and 8 * k >= ring_min_8k(cfg))
+
+
+def ring_min_8k(cfg: AcceleratorConfig) -> int:
+    """ocompact_ring's bound on 8K: the drain's lag behind the array, C + 2R + 9 +
+    product_stages cycles, less 6 (the panels' count bound above holds for any K)."""
+    return cfg.cols + 2 * cfg.rows + 3 + product_stages(cfg)
 
 
 def zero_wr_layout(cfg: AcceleratorConfig):
@@ -365,7 +371,7 @@ class Engine(wiring.Component):
         # B's issue decision), final from the cycle after DECODE (cur is held until IDLE)
         ring_ok = Signal()
         m.d.sync += ring_ok.eq((cur.k >= cfg.drain_period) & (cur.k * 2 <= cfg.spad_b_words)
-                               & (cur.k * 8 >= C + 2 * R + 4))
+                               & (cur.k * 8 >= ring_min_8k(cfg)))
         # the ring limit (b_base + the scratchpad depth) rises by K at each tile end
         # (ocompact has one tile row: b_base advances by K)
         m.d.comb += gb.ring.eq(oc & ring_ok)

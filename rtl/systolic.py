@@ -15,7 +15,7 @@ Drain registers of a column form a chain toward row 0 and shift up one row per
 cycle, except in the cycle a PE captures.  Because PE(i,j) captures one cycle
 after PE(i-1,j) and its value reaches row i-1 one cycle later still, values never
 collide: column j emits tile row i at t_b + 2i + j, where t_b is the cycle PE(0,0)
-captured (t0 + ``PRODUCT_STAGES`` for a marker that entered at t0).  The chain needs 2R - 1 cycles to empty, which is the minimum spacing
+captured (t0 + ``product_stages(cfg)`` for a marker that entered at t0).  The chain needs 2R - 1 cycles to empty, which is the minimum spacing
 of two ``first`` markers (``cfg.drain_period``); the sequencer enforces it.
 Outputs are de-skewed so a whole tile row (C sums) leaves in one cycle, rows
 0..R-1 two cycles apart, at t_b + 2i + C - 1.
@@ -33,7 +33,13 @@ from amaranth.lib.wiring import In, Out
 from .config import AcceleratorConfig
 from .dsp import registered_product
 
-PRODUCT_STAGES = 1      # registers between a PE's operands and its accumulator
+def product_stages(cfg: AcceleratorConfig) -> int:
+    """Registers between a PE's operands and its accumulator: the multiplier's own, and
+    with ``cfg.fmax_logic`` one more in the fabric beside the accumulator (for Fmax: the
+    placer put some accumulators far from their DSP block, and that hop was in front of
+    the add; 2051d98's OOC critical path, 95.18 MHz, was one, DSP -> 7.06 ns -> add).
+    The cycle model takes its latency from here (cosim.cyclemodel.array_in_stages)."""
+    return 2 if cfg.fmax_logic else 1
 
 
 def delay(m, sig, n, en, name):
@@ -68,6 +74,9 @@ class SystolicArray(wiring.Component):
         en = [self.en & self.en_row[i] for i in range(R)]      # per row (see the module doc)
         op = signed(cfg.op_bits)
         acc_shape = signed(cfg.acc_bits)
+        stages = product_stages(cfg)
+        if stages not in (1, 2):
+            raise ValueError(f"product_stages={stages}: the PE is built with 1 or 2")
 
         # input skew
         a_edge = [delay(m, self.in_a[i], i, en[i], f"skew_a{i}") for i in range(R)]
@@ -101,9 +110,15 @@ class SystolicArray(wiring.Component):
                     m.d.sync += [a_r[i][j].eq(a_in), v_r[i][j].eq(v_in),
                                  f_r[i][j].eq(f_in), b_r[i][j].eq(b_in)]
                     # product stage (one DSP per PE and its pipeline register: on an ECP5
-                    # the block's own output register, rtl/dsp.py)
+                    # the block's own output register, rtl/dsp.py), and with two product
+                    # stages a register of the product in the fabric (see product_stages)
                     m.d.sync += [pv_r[i][j].eq(v_in), pf_r[i][j].eq(f_in)]
                     prod, v_p, f_p = p_r[i][j], pv_r[i][j], pf_r[i][j]
+                    if stages == 2:
+                        prod2 = Signal(prod.shape(), name=f"p2_{i}_{j}", reset_less=True)
+                        v_p2, f_p2 = Signal(name=f"pv2_{i}_{j}"), Signal(name=f"pf2_{i}_{j}")
+                        m.d.sync += [prod2.eq(prod), v_p2.eq(v_p), f_p2.eq(f_p)]
+                        prod, v_p, f_p = prod2, v_p2, f_p2
                     below_d = d[i + 1][j] if i + 1 < R else 0
                     below_v = dv[i + 1][j] if i + 1 < R else 0
                     with m.If(f_p):
