@@ -434,13 +434,27 @@ class Engine(wiring.Component):
         h_a_nx = head_next(h_a, 0, Mux(a_back, a_base, h_a1))
         h_a1_nx = head_next(h_a1, 1, Mux(a_back, a_base1, h_a2))
         head_next(h_a2, 2, Mux(a_back, a_base2, h_a2 + 1))
-        h_b_nx = head_next(h_b, 0, Mux(tile_end, bb_adv, h_b1))
-        h_b1_nx = head_next(h_b1, 1, Mux(tile_end, Mux(row_end, 1, b_next + 1), h_b1 + 1))
+        # B's heads by their cases: at a start; at a step, at a tile row's end, at another
+        # tile end, inside a tile; else held.  The cases are kept (b_cases) for b_by_case.
+        b_cases = {}
+        def b_head(reg, at_start, at_row_end, at_end, mid):
+            b_cases[reg.name] = [Const(v, len(reg)) if isinstance(v, int) else Value.cast(v)[:len(reg)]
+                                 for v in (at_start, at_row_end, at_end, mid, reg)]   # (as reg keeps them)
+            return head_next(reg, at_start, Mux(tile_end, Mux(row_end, at_row_end, at_end), mid))
+        def b_by_case(fn, head):
+            """``fn`` of B's head's next value (``head`` a b_cases name) as ``fn`` of each case,
+            selected after it as head_next selects (for Fmax: with fn a compare, the select's
+            three LUT levels after step_s were in front of the compare's carry chain, the
+            estimate's worst paths after 3811700, 9.43 ns, b_next2_nx -> b_ge_*_next2)."""
+            at_start, at_row_end, at_end, mid, held = (fn(v) for v in b_cases[head])
+            return Mux(start_h, at_start, Mux(step_s, Mux(tile_end, Mux(row_end, at_row_end, at_end), mid), held))
+        h_b_nx = b_head(h_b, 0, 0, b_next, h_b1)
+        h_b1_nx = b_head(h_b1, 1, 1, b_next + 1, h_b1 + 1)
         # K for the B heads, a register copy of its own kind with cfg.fmax_logic (for Fmax:
         # d31a8e9's OOC critical path, 94.38 MHz, was cur.k's 3.4 ns hop into b_next2 + K);
         # cur is held from DECODE on, so the copy is final long before start
         (k_h,) = register_copies(m, cur.k, [(1, 0, 1)], "k_h") if cfg.fmax_logic else (cur.k,)
-        b_next_nx = head_next(b_next, k_h, Mux(tile_end, Mux(row_end, k_h, b_next2), b_next))  # bb_adv + K
+        b_next_nx = b_head(b_next, k_h, k_h, b_next2, b_next)           # bb_adv + K
         # b_next2 + K, with cfg.fmax_logic a register of its own kept like the heads (b_next3,
         # from 3K registered from cur): b_next2's next value is then a select of registers
         # (for Fmax: 2c39469's OOC seed-2 critical path, 91.01 MHz, ran from k_h through
@@ -448,11 +462,11 @@ class Engine(wiring.Component):
         if cfg.fmax_logic:
             b_next3 = Signal(ptr_w + 1)
             (k3_h,) = register_copies(m, cur.k * 3, [(1, 0, 1)], "k3_h")
-            head_next(b_next3, k3_h, Mux(tile_end, Mux(row_end, k3_h, b_next3 + k_h), b_next3))
+            b_head(b_next3, k3_h, k3_h, b_next3 + k_h, b_next3)
         else:
             b_next3 = b_next2 + k_h
-        b_next2_nx = head_next(b_next2, k_h << 1,
-                               Mux(tile_end, Mux(row_end, k_h << 1, b_next3), b_next2))
+        k2_h = k_h << 1
+        b_next2_nx = b_head(b_next2, k2_h, k2_h, b_next3, b_next2)
 
         with m.If(step_s & ~mid_tile):
             m.d.sync += [base_k.eq(head_k), base_last.eq(head_last)]
@@ -536,12 +550,18 @@ class Engine(wiring.Component):
         wb = gb.wr_dense
         ring = gb.ptr_bits if gb.lane_compactable else None
         b_counts = (("wl", gb.words_loaded_nx), ("wl1", gb.words_loaded1_nx))
-        b_gt = {(cnt, h): ahead(f"b_gt_{cnt}_{h}", carry_gt(c_nx, h_nx, ring))
-                for cnt, c_nx in b_counts
-                for h, h_nx in (("h", h_b_nx), ("h1", h_b1_nx), ("next", b_next_nx))}
-        b_ge = {(cnt, h): ahead(f"b_ge_{cnt}_{h}", carry_ge(c_nx, h_nx, ring))
-                for cnt, c_nx in b_counts
-                for h, h_nx in (("next", b_next_nx), ("next2", b_next2_nx))}
+        # (with cfg.fmax_logic each compare is made per case of the head, b_by_case)
+        b_heads = {"h": (h_b, h_b_nx), "h1": (h_b1, h_b1_nx), "next": (b_next, b_next_nx),
+                   "next2": (b_next2, b_next2_nx)}
+        def b_compare(fn, c_nx, h):
+            reg, h_nx = b_heads[h]
+            if not cfg.fmax_logic:
+                return fn(c_nx, h_nx, ring)
+            return b_by_case(lambda v: fn(c_nx, v, ring), reg.name)
+        b_gt = {(cnt, h): ahead(f"b_gt_{cnt}_{h}", b_compare(carry_gt, c_nx, h))
+                for cnt, c_nx in b_counts for h in ("h", "h1", "next")}
+        b_ge = {(cnt, h): ahead(f"b_ge_{cnt}_{h}", b_compare(carry_ge, c_nx, h))
+                for cnt, c_nx in b_counts for h in ("next", "next2")}
         def b_next_gt(h):                # (B's next count) > the head ("h": h_b, "h1": h_b1, "next": b_next)
             return Mux(wb, b_gt["wl1", h], b_gt["wl", h])
         def b_next_ge(h):                # (B's next count) >= the head ("next": b_next, "next2": b_next2)

@@ -669,9 +669,16 @@ class OperandGather(wiring.Component):
             # (write & cmp) | rewrite is rsp_v & cmp & (nz | p_end): written out from the
             # registers, not after `write` (for Fmax: that LUT's ~40 loads were on an
             # estimated 9.4 ns path into these registers)
-            m.d.sync += [kw_addr.eq(Mux(rewrite, wr_prev, wr_ptr)),
+            kw_addr_nx = Mux(rewrite, wr_prev, wr_ptr)
+            kw_en_nx = rsp_v & cmp & (nz | p_end) & ~self.start
+            m.d.sync += [kw_addr.eq(kw_addr_nx),
                          kw_data.k.eq(Mux(rewrite, last_k, resp_k)), kw_data.last.eq(p_end),
-                         kw_en.eq(rsp_v & cmp & (nz | p_end) & ~self.start)]
+                         kw_en.eq(kw_en_nx)]
+            # the write's address and enable again, for the forwarding compares only (for
+            # Fmax: kw_addr and kw_en reach every LUT-RAM's write port, ~1000 loads, and
+            # were in front of the compare and the `last` flags' registers)
+            (kw_fwd,) = register_copies(m, Cat(kw_addr_nx[:len(kw_addr)], kw_en_nx), [(1, 0, 1)], "kw_fwd")
+            kw_addr_f, kw_en_f = kw_fwd[:len(kw_addr)], kw_fwd[len(kw_addr)]
             fwd_data = Signal(entry)        # the write a cycle later, forwarded to every read
             m.d.sync += fwd_data.eq(kw_data)
             # Each copy is K_BANKS banks of at most K_BANK_DEPTH entries, every bank read
@@ -695,7 +702,7 @@ class OperandGather(wiring.Component):
                 # of `last` into the sequencer's tile end; the choice now sits in front of
                 # this register, where the read has the cycle to itself).
                 addr = self.k_addr[i][:len(kw_addr)]          # (wraps at the depth)
-                fwd_nx = kw_en & (kw_addr == addr)
+                fwd_nx = kw_en_f & (kw_addr_f == addr)
                 bank_k, bank_last = [], []
                 for b in range(n_banks):
                     in_bank = (kw_addr[lg_b:] == b) if n_banks > 1 else 1
