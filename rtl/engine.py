@@ -882,7 +882,18 @@ class Engine(wiring.Component):
         # before the first row reaches the requantizer)
         rq_shift, rq_relu = Signal.like(cur.shift), Signal()
         m.d.sync += [rq_shift.eq(cur.shift), rq_relu.eq(cur.relu)]
-        m.d.comb += [rq.en.eq(en_dr), rq.row.eq(s1b_sum), rq.shift.eq(rq_shift), rq.relu.eq(rq_relu)]
+        m.d.comb += [rq.en.eq(en_dr), rq.shift.eq(rq_shift), rq.relu.eq(rq_relu)]
+        # with cfg.fmax_logic the requantizer takes a copy of the sum register of its own,
+        # stored inverted so that synthesis keeps it apart (for Fmax: 4a9cbc4's OOC seed-2
+        # critical path, 98.55 MHz, was s1b_sum -> a 4.82 ns hop -> the round-up flag's six
+        # LUTs; the sum register sits by the accumulator SRAM's write port)
+        if cfg.fmax_logic:
+            rq_row_inv = Signal(len(s1b_sum.as_value()), name="rq_row_inv")
+            with m.If(en_dr):
+                m.d.sync += rq_row_inv.eq(~summed.as_value())
+            m.d.comb += rq.row.eq(~rq_row_inv)
+        else:
+            m.d.comb += rq.row.eq(s1b_sum)
         with m.If(en_dr):
             m.d.sync += [s1c_v.eq(s1b_v & s1b_ok & cur.store), s1c_raw.eq(s1b_sum),
                          s1c_lane.eq(s1b_lane), s1c_keep.eq(s1b_keep), s1c_offs.eq(s1b_offs),

@@ -88,21 +88,27 @@ def saturate_bits(v, bits: int):
     return Mux(~neg & high.any(), hi, Mux(neg & ~high.all(), lo, v))
 
 
-def round_saturate(q, up, bits: int, fits=None, q_any=None):
+def round_saturate(q, up, bits: int, fits=None, q_any=None, q_inc=None, q_ones=None):
     """(out, pos) for r = q + up (``q`` the shifted value, ``up`` its round-up bit):
     ``out`` = r saturated to signed ``bits``, ``pos`` = r > 0; by range flags on q's high
     bits and a ``bits``-wide add (for Fmax: no carry chain as wide as q in front of the
     saturation).  q >= 2**(bits-1) - 1 saturates high (q + up too), q < -2**(bits-1) low
     (q + up <= -2**(bits-1) too); in between the low bits + up cannot overflow.
     ``fits`` (q's bits from bits-1 up all equal its sign) and ``q_any`` (q != 0) may come
-    precomputed, e.g. registered beside q by ``shifted_range_flags``."""
+    precomputed, e.g. registered beside q by ``shifted_range_flags``; so may ``q_inc``
+    (q's low ``bits`` + 1) and ``q_ones`` (q's low ``bits - 1`` all set), e.g. registered
+    with q (for Fmax: then no carry chain is after the register)."""
     hi = (1 << (bits - 1)) - 1
     neg, high = q[-1], q[bits - 1:]
     fits = (high.all() | ~high.any()) if fits is None else fits
     q_any = q.any() if q_any is None else q_any
-    q_hi = ~neg & (~fits | q[:bits - 1].all())
+    q_ones = q[:bits - 1].all() if q_ones is None else q_ones
+    q_hi = ~neg & (~fits | q_ones)
     q_lo = neg & ~fits
-    low = (q[:bits] + up)[:bits].as_signed()
+    if q_inc is None:
+        low = (q[:bits] + up)[:bits].as_signed()
+    else:
+        low = Mux(up, q_inc[:bits], q[:bits]).as_signed()
     return Mux(q_hi, hi, Mux(q_lo, -hi - 1, low)), ~neg & (q_any | up)
 
 
@@ -206,7 +212,14 @@ class Requantize(wiring.Component):
                         fits_r = Signal(len(fits_x), name=f"fits_r{j}")
                         any_r = Signal(len(any_x), name=f"any_r{j}")
                         m.d.sync += [fits_r.eq(Cat(*fits_x)), any_r.eq(Cat(*any_x))]
-                        flags = {"fits": fits_r.all(), "q_any": any_r.any()}
+                        # and q's low bits + 1 and "q's low bits - 1 all set" registered with
+                        # q (for Fmax: 4a9cbc4's ULX3S critical path, 80.74 MHz, was up_r ->
+                        # the low bits' add, a carry chain -> the saturation's select)
+                        ob = cfg.op_bits
+                        inc_r = Signal(ob, name=f"q_inc_r{j}")
+                        ones_r = Signal(name=f"q_ones_r{j}")
+                        m.d.sync += [inc_r.eq(q[:ob] + 1), ones_r.eq(q[:ob - 1].all())]
+                        flags = {"fits": fits_r.all(), "q_any": any_r.any(), "q_inc": inc_r, "q_ones": ones_r}
             else:
                 m.d.comb += [q_r.eq(q), up_r.eq(up)]
             # stage 2: round, saturate (range flags on q_r), ReLU (q + up <= 0 -> 0)
