@@ -691,9 +691,16 @@ class Engine(wiring.Component):
             width=self._fifo_width(), depth=OUT_FIFO_ROWS)
         # Stall the whole compute pipeline before the output FIFO can overflow (and,
         # with omask, if a row's mask has not arrived: only under memory back-pressure).
-        # (each row with its "any bit set" beside it, for gather B's lane walker)
-        m.submodules.mask_q = mq = SyncFIFOBuffered(width=C + 1, depth=mask_queue_rows(cfg))
-        mq_bits, mq_any = mq.r_data[:C], mq.r_data[C]
+        # Two queues, one per consumer, each filled in its own mode: the drain's (omask
+        # without ocompact) and gather B's lane walker's (ocompact; each row with its "any
+        # bit set" beside it), so that each queue's output registers sit by their consumer
+        # (for Fmax: 79a50e3's OOC seed-2 critical path, 86.42 MHz, ran from the one queue's
+        # output across the die, 5.81 ns, into the walker's decision).  A mode's rows go
+        # through one queue, with the one queue's pushes and pops, so the timing is that
+        # of one queue.
+        m.submodules.mask_q = mq = SyncFIFOBuffered(width=C, depth=mask_queue_rows(cfg))
+        m.submodules.lane_mask_q = lmq = SyncFIFOBuffered(width=C + 1, depth=mask_queue_rows(cfg))
+        mq_bits = mq.r_data
         s1_v = Signal()
         s2_v = Signal()                 # stage 2's row valid (see the drain below)
         # The stall is decided one cycle ahead, exactly, from registers, and registered in
@@ -853,14 +860,14 @@ class Engine(wiring.Component):
         # omask: the row's output mask from the mask queue (all ones without omask);
         # ocompact: the tile's lanes, offsets and row masks from the panel info
         m.d.comb += [pi_r.addr.eq(dr_tj), pi_r.en.eq(en)]   # held while the drain is stalled
-        # the mask queue's pop chooses by a private copy of ocompact (for Fmax: oc_w's ~200
-        # loads were in front of the queue's pop and its level)
+        # the mask queues' pushes choose by a private copy of ocompact (for Fmax: oc_w's ~200
+        # loads were in front of the queue's pop and its level, when one queue served both)
         (oc_q,) = register_copies(m, cur.ocompact, [(1, 1, 1)], "oc_q")
         pi = pi_r.data if cfg.sparse else Signal.like(pi_r.data)   # no ocompact: all 0
         keep = Signal(C)
         oc_keep = Cat(*[pi[j].mv.bit_select(s1_i, 1) for j in range(C)])
         m.d.comb += [keep.eq(Mux(oc_w, oc_keep, Mux(cur.omask, mq_bits, (1 << C) - 1))),
-                     mq.r_en.eq(Mux(oc_q, gb.lm_pop, mq_pop))]
+                     mq.r_en.eq(mq_pop), lmq.r_en.eq(gb.lm_pop)]   # (each pops only in its mode)
         # Drain pipeline (registered for Fmax): s1 -> s1x (accumulator read data) ->
         # s1b (sum) -> s1c (rq's first stage) -> s2 (rq's second stage, masked) -> FIFO.
         # the drain's data registers load under en alone (start clears only the valid bits,
@@ -1040,7 +1047,7 @@ class Engine(wiring.Component):
                 next_ti = mr_ti_base + (cur.om_si << lg_r)
                 m.d.sync += [mr_ti_base.eq(next_ti), mr_tile.eq(next_ti), mr_base.eq(next_ti)]
         m_issued = can_m & ~start
-        m_room_q, m_room_nx = occupancy_room(m, start=start, inc=m_issued, dec=mq.r_en,
+        m_room_q, m_room_nx = occupancy_room(m, start=start, inc=m_issued, dec=mq.r_en | lmq.r_en,
                                              limit=mqd, name="m_outst")
         m.d.comb += m_room.eq(m_room_q)
         if cfg.fmax_logic:
@@ -1048,9 +1055,9 @@ class Engine(wiring.Component):
             m.d.sync += can_m.eq(mr_run_nx & ~m_sk_v_nx & m_room_nx)
         else:
             m.d.comb += can_m.eq(mr_run & ~m_sk_v & m_room)
-        m.d.comb += [rdm.resp.ready.eq(1), mq.w_en.eq(rdm.resp.valid),
-                     mq.w_data.eq(Cat(*[rdm.resp.payload[j][0] for j in range(C)],
-                                      Cat(*[rdm.resp.payload[j][0] for j in range(C)]).any()))]
+        m_row = Cat(*[rdm.resp.payload[j][0] for j in range(C)])
+        m.d.comb += [rdm.resp.ready.eq(1), mq.w_en.eq(rdm.resp.valid & ~oc_q), mq.w_data.eq(m_row),
+                     lmq.w_en.eq(rdm.resp.valid & oc_q), lmq.w_data.eq(Cat(m_row, m_row.any()))]
 
         # ---------------- zero writes (ocompact) ----------------------------------------
         # Output columns that no row needs are never computed; gather B queues their
@@ -1063,8 +1070,8 @@ class Engine(wiring.Component):
         zq_space = Signal(init=1)
         zq_inner_is = buffered_fifo_inner_level(m, zq, ZQ_DEPTH, "zq")
         m.d.sync += zq_space.eq(~zq_inner_is(ZQ_DEPTH - 1))
-        m.d.comb += [gb.lane_compact.eq(oc_w), gb.off_step.eq(cur.d_sj), gb.lm_valid.eq(mq.r_rdy),
-                     gb.lm_bits.eq(mq_bits), gb.lm_any.eq(mq_any), gb.zq_space.eq(zq_space),
+        m.d.comb += [gb.lane_compact.eq(oc_w), gb.off_step.eq(cur.d_sj), gb.lm_valid.eq(lmq.r_rdy),
+                     gb.lm_bits.eq(lmq.r_data[:C]), gb.lm_any.eq(lmq.r_data[C]), gb.zq_space.eq(zq_space),
                      zq.w_en.eq(gb.zq_push), zq.w_data.eq(gb.zq_off)]
         for i in range(C):
             m.d.comb += [wz.payload.addr[i].eq(cur.d_addr + off_dsi[i] + zq.r_data.as_signed()),
