@@ -703,17 +703,22 @@ class OperandGather(wiring.Component):
                 # this register, where the read has the cycle to itself).
                 addr = self.k_addr[i][:len(kw_addr)]          # (wraps at the depth)
                 fwd_nx = kw_en_f & (kw_addr_f == addr)
+                # (one LUT-RAM per bank holds the whole entry, read asynchronously: `k` is
+                # registered per bank as a registered read port would, `last` after the
+                # choice; a memory of its own for `last` took a LUT-RAM per 16 entries for
+                # one bit, where the entry's third one had a spare bit)
                 bank_k, bank_last = [], []
                 for b in range(n_banks):
                     in_bank = (kw_addr[lg_b:] == b) if n_banks > 1 else 1
-                    for field, domain, datas in (("k", "sync", bank_k), ("last", "comb", bank_last)):
-                        mem = memory.Memory(shape=entry.members[field], depth=depth_b, init=[],
-                                            attrs={"ram_style": "distributed"})
-                        m.submodules[f"kmem{i}_{b}_{field}"] = mem
-                        wp, rp = mem.write_port(), mem.read_port(domain=domain)
-                        m.d.comb += [wp.addr.eq(kw_addr[:lg_b]), wp.data.eq(kw_data[field]),
-                                     wp.en.eq(kw_en & in_bank), rp.addr.eq(addr[:lg_b])]
-                        datas.append(rp.data)
+                    kmem = memory.Memory(shape=entry, depth=depth_b, init=[], attrs={"ram_style": "distributed"})
+                    m.submodules[f"kmem{i}_{b}"] = kmem
+                    wp, rp = kmem.write_port(), kmem.read_port(domain="comb")
+                    m.d.comb += [wp.addr.eq(kw_addr[:lg_b]), wp.data.eq(kw_data),
+                                 wp.en.eq(kw_en & in_bank), rp.addr.eq(addr[:lg_b])]
+                    k_q = Signal(range(sw), name=f"kmem{i}_{b}_k")
+                    m.d.sync += k_q.eq(rp.data.k)
+                    bank_k.append(k_q)
+                    bank_last.append(rp.data.last)
                 # k: the read's source (the forwarded write, else its bank) as a one-hot
                 # register and the data as an AND-OR of it (for Fmax: af11d57's routed
                 # critical path, 87.8 MHz, ran from the banks' registers through the bank
