@@ -690,23 +690,18 @@ class OperandGather(wiring.Component):
             depth_b = min(sw, K_BANK_DEPTH)
             n_banks, lg_b = sw // depth_b, (depth_b - 1).bit_length()
             for i in range(K_READS):
-                # In LUT-RAM: Yosys would put a registered read into block RAM, whose
-                # clock-to-out (5.8 ns on the ECP5) is longer than the LUT-RAM's read tree.
-                # The read port is not transparent: a transparent one Yosys maps onto the
-                # LUT-RAM by registering the address instead of the data, which leaves the
-                # read tree after the flip-flop. The cycle's write is forwarded by hand, its
-                # address compare registered beside the read.
-                # The entry's `last` flag is a memory of its own, read asynchronously and
-                # registered after the bank and forwarding choice (for Fmax: 2e7dce4's OOC
-                # critical path, 97.58 MHz, ran from k_src through the choice's four LUTs
-                # of `last` into the sequencer's tile end; the choice now sits in front of
-                # this register, where the read has the cycle to itself).
+                # In LUT-RAM (a block RAM's clock-to-out, 5.8 ns on the ECP5, is longer than
+                # the LUT-RAM's read tree), read asynchronously and registered here: the
+                # registers see the memory before this cycle's write, which is forwarded by
+                # hand, its address compare registered beside the read.  `k` is registered
+                # per bank and chosen after the registers; `last` is registered after the
+                # bank and forwarding choice (for Fmax: 2e7dce4's OOC critical path, 97.58
+                # MHz, ran from k_src through the choice's four LUTs of `last` into the
+                # sequencer's tile end; the choice now sits in front of this register).
                 addr = self.k_addr[i][:len(kw_addr)]          # (wraps at the depth)
                 fwd_nx = kw_en_f & (kw_addr_f == addr)
-                # (one LUT-RAM per bank holds the whole entry, read asynchronously: `k` is
-                # registered per bank as a registered read port would, `last` after the
-                # choice; a memory of its own for `last` took a LUT-RAM per 16 entries for
-                # one bit, where the entry's third one had a spare bit)
+                # (one LUT-RAM per bank holds the whole entry: a memory of its own for `last`
+                # took a LUT-RAM per 16 entries for one bit, where the entry's had a spare bit)
                 bank_k, bank_last = [], []
                 for b in range(n_banks):
                     in_bank = (kw_addr[lg_b:] == b) if n_banks > 1 else 1
