@@ -437,17 +437,25 @@ class Engine(wiring.Component):
         # B's heads by their cases: at a start; at a step, at a tile row's end, at another
         # tile end, inside a tile; else held.  The cases are kept (b_cases) for b_by_case.
         b_cases = {}
+        def b_by_case(fn, head, fn_start=None):
+            """``fn`` of B's head's next value (``head`` a b_cases name) as ``fn`` of each case,
+            selected after it as the head's own next value is (``fn_start``, if given, for the
+            start case).  For Fmax: with fn a compare, the select's three LUT levels after
+            step_s were in front of the compare's carry chain (the estimate's worst paths
+            after 3811700, 9.43 ns, b_next2_nx -> b_ge_*_next2)."""
+            at_start, at_row_end, at_end, mid, held = b_cases[head]
+            return Mux(start_h, (fn_start or fn)(at_start),
+                       Mux(step_s, Mux(tile_end, Mux(row_end, fn(at_row_end), fn(at_end)), fn(mid)),
+                           fn(held)))
         def b_head(reg, at_start, at_row_end, at_end, mid):
+            """B's head ``reg`` by its cases; its next value is b_by_case's identity, so the
+            rule is written once for the head and its compares."""
             b_cases[reg.name] = [Const(v, len(reg)) if isinstance(v, int) else Value.cast(v)[:len(reg)]
                                  for v in (at_start, at_row_end, at_end, mid, reg)]   # (as reg keeps them)
-            return head_next(reg, at_start, Mux(tile_end, Mux(row_end, at_row_end, at_end), mid))
-        def b_by_case(fn, head):
-            """``fn`` of B's head's next value (``head`` a b_cases name) as ``fn`` of each case,
-            selected after it as head_next selects (for Fmax: with fn a compare, the select's
-            three LUT levels after step_s were in front of the compare's carry chain, the
-            estimate's worst paths after 3811700, 9.43 ns, b_next2_nx -> b_ge_*_next2)."""
-            at_start, at_row_end, at_end, mid, held = (fn(v) for v in b_cases[head])
-            return Mux(start_h, at_start, Mux(step_s, Mux(tile_end, Mux(row_end, at_row_end, at_end), mid), held))
+            nx = Signal.like(reg, name=f"{reg.name}_nx")
+            m.d.comb += nx.eq(b_by_case(lambda v: v, reg.name))
+            m.d.sync += reg.eq(nx)
+            return nx
         h_b_nx = b_head(h_b, 0, 0, b_next, h_b1)
         h_b1_nx = b_head(h_b1, 1, 1, b_next + 1, h_b1 + 1)
         # K for the B heads, a register copy of its own kind with cfg.fmax_logic (for Fmax:
@@ -549,19 +557,32 @@ class Engine(wiring.Component):
         # when they wrap (ring mode, see rtl/gather.py)
         wb = gb.wr_dense
         ring = gb.ptr_bits if gb.lane_compactable else None
-        b_counts = (("wl", gb.words_loaded_nx), ("wl1", gb.words_loaded1_nx))
-        # (with cfg.fmax_logic each compare is made per case of the head, b_by_case)
-        b_heads = {"h": (h_b, h_b_nx), "h1": (h_b1, h_b1_nx), "next": (b_next, b_next_nx),
-                   "next2": (b_next2, b_next2_nx)}
-        def b_compare(fn, c_nx, h):
-            reg, h_nx = b_heads[h]
+        # (with cfg.fmax_logic each compare is made per case of the head, b_by_case, and
+        # per count it may become, as A's are: see b_count_cmp)
+        b_heads = {"h": h_b_nx, "h1": h_b1_nx, "next": b_next_nx, "next2": b_next2_nx}
+        b_regs = {"h": h_b, "h1": h_b1, "next": b_next, "next2": b_next2}
+        def b_count_cmp(fn, i, h):
+            """fn(B's count + i, as it is next cycle, B's head ``h`` next cycle), for i in
+            (0, 1).  With cfg.fmax_logic the compares take the counts' registers (count, + 1,
+            + 2) and each case of the head, and this cycle's write and the head's case choose
+            after them (for Fmax: a99dcb5's OOC seed-1 critical path ran from gather B's
+            start copy through the count's next value into these compares).  A start
+            (start_h is gb.start's twin) restarts the count at i: then only the head's start
+            case is compared, with a constant (a case the tests cannot see: after a start A's
+            count restarts too, and ready needs both).  B's write is always wr_dense (B has no
+            compact mode).  Compares shared between i = 0 and 1 (count + 1) are merged by
+            synthesis."""
             if not cfg.fmax_logic:
-                return fn(c_nx, h_nx, ring)
-            return b_by_case(lambda v: fn(c_nx, v, ring), reg.name)
-        b_gt = {(cnt, h): ahead(f"b_gt_{cnt}_{h}", b_compare(carry_gt, c_nx, h))
-                for cnt, c_nx in b_counts for h in ("h", "h1", "next")}
-        b_ge = {(cnt, h): ahead(f"b_ge_{cnt}_{h}", b_compare(carry_ge, c_nx, h))
-                for cnt, c_nx in b_counts for h in ("next", "next2")}
+                return fn((gb.words_loaded_nx, gb.words_loaded1_nx)[i], b_heads[h], ring)
+            counts = (gb.words_loaded, gb.words_loaded1, gb.words_loaded2)
+            def after_write(v):
+                return Mux(wb, fn(counts[i + 1], v, ring), fn(counts[i], v, ring))
+            return b_by_case(after_write, b_regs[h].name,
+                             fn_start=lambda v: fn(Const(i, len(counts[i])), v, ring))
+        b_gt = {(cnt, h): ahead(f"b_gt_{cnt}_{h}", b_count_cmp(carry_gt, i, h))
+                for i, cnt in enumerate(("wl", "wl1")) for h in ("h", "h1", "next")}
+        b_ge = {(cnt, h): ahead(f"b_ge_{cnt}_{h}", b_count_cmp(carry_ge, i, h))
+                for i, cnt in enumerate(("wl", "wl1")) for h in ("next", "next2")}
         def b_next_gt(h):                # (B's next count) > the head ("h": h_b, "h1": h_b1, "next": b_next)
             return Mux(wb, b_gt["wl1", h], b_gt["wl", h])
         def b_next_ge(h):                # (B's next count) >= the head ("next": b_next, "next2": b_next2)
