@@ -13,9 +13,10 @@ from amaranth import Module, Signal, Value
 COPY_KINDS = [(r & 1, (r >> 1) & 1, r >> 2) for r in range(8)]
 
 
-def register_copies(m: Module, nx, kinds, name: str) -> list:
+def register_copies(m: Module, nx, kinds, name: str, en=None) -> list:
     """One registered copy of ``nx`` per kind in ``kinds`` (each a Signal as wide as
-    ``nx``, a cycle after it).  A copy's value after configuration or reset is
+    ``nx``, a cycle after it; with ``en``, loaded only when ``en`` is high, as the
+    register it copies is).  A copy's value after configuration or reset is
     ``init ^ pol`` in every bit (all zeros when ``init == pol``)."""
     nx = Value.cast(nx)
     width = len(nx)
@@ -25,7 +26,11 @@ def register_copies(m: Module, nx, kinds, name: str) -> list:
         inv = ones if pol else 0
         q = Signal(width, init=ones if iv else 0, reset_less=bool(rl), name=f"{name}_q{i}")
         out = Signal(width, name=f"{name}_c{i}")
-        m.d.sync += q.eq(nx ^ inv)
+        if en is None:
+            m.d.sync += q.eq(nx ^ inv)
+        else:
+            with m.If(en):
+                m.d.sync += q.eq(nx ^ inv)
         m.d.comb += out.eq(q ^ inv)
         outs.append(out)
     return outs

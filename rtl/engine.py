@@ -914,12 +914,11 @@ class Engine(wiring.Component):
         # with cfg.fmax_logic the requantizer takes a copy of the sum register of its own,
         # stored inverted so that synthesis keeps it apart (for Fmax: 4a9cbc4's OOC seed-2
         # critical path, 98.55 MHz, was s1b_sum -> a 4.82 ns hop -> the round-up flag's six
-        # LUTs; the sum register sits by the accumulator SRAM's write port)
+        # LUTs; the sum register sits by the accumulator SRAM's write port).  Its kind
+        # (inverted, init ones) makes it 0 after reset, as s1b_sum is.
         if cfg.fmax_logic:
-            rq_row_inv = Signal(len(s1b_sum.as_value()), name="rq_row_inv")
-            with m.If(en_dr):
-                m.d.sync += rq_row_inv.eq(~summed.as_value())
-            m.d.comb += rq.row.eq(~rq_row_inv)
+            (rq_row,) = register_copies(m, summed.as_value(), [(1, 1, 0)], "rq_row", en=en_dr)
+            m.d.comb += rq.row.eq(rq_row)
         else:
             m.d.comb += rq.row.eq(s1b_sum)
         with m.If(en_dr):
