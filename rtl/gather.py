@@ -718,12 +718,14 @@ class OperandGather(wiring.Component):
                 # register and the data as an AND-OR of it (for Fmax: af11d57's routed
                 # critical path, 87.8 MHz, ran from the banks' registers through the bank
                 # and forwarding multiplexers into the sequencer's tile-end decisions)
-                sel = [fwd_nx] + [~fwd_nx & ((addr[lg_b:] == b) if n_banks > 1 else 1) for b in range(n_banks)]
+                read_bank = [(addr[lg_b:] == b) if n_banks > 1 else Const(1, 1) for b in range(n_banks)]
+                sel = [fwd_nx] + [~fwd_nx & rb for rb in read_bank]
                 src_oh = Signal(len(sel), name=f"k_src{i}")
                 m.d.sync += src_oh.eq(Cat(*sel))
                 got_k = or_all(Mux(src_oh[j], src, 0) for j, src in enumerate([fwd_data.k, *bank_k]))
                 last_q = Signal(name=f"k_last_q{i}")
-                bank_pick = or_all(Mux(s_, d, 0) for s_, d in zip(sel[1:], bank_last))
+                # (the bank pick needs no ~fwd_nx: the forwarding select after it decides that case)
+                bank_pick = or_all(Mux(rb, d, 0) for rb, d in zip(read_bank, bank_last))
                 m.d.sync += last_q.eq(Mux(fwd_nx, kw_data.last, bank_pick))
                 m.d.comb += [self.k_val[i].eq(got_k), self.k_last[i].eq(last_q)]
         with m.If(self.start):
