@@ -469,7 +469,7 @@ class Engine(wiring.Component):
         # b_next2 + K and its select into the registered compares with b_next2)
         if cfg.fmax_logic:
             b_next3 = Signal(ptr_w + 1)
-            (k3_h,) = register_copies(m, cur.k * 3, [(1, 0, 1)], "k3_h")
+            (k3_h,) = register_copies(m, const_mul(3, cur.k), [(1, 0, 1)], "k3_h")
             b_head(b_next3, k3_h, k3_h, b_next3 + k_h, b_next3)
         else:
             b_next3 = b_next2 + k_h
