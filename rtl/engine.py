@@ -1161,7 +1161,21 @@ class Engine(wiring.Component):
         # sequencer and each gather (it fans out wide)
         # (the heads' copy only with cfg.fmax_logic)
         start_kinds = START_KINDS if cfg.fmax_logic else START_KINDS[:3]
-        start_seq, start_ga, start_gb, *start_hd = register_copies(m, start_nx, start_kinds, "start")
+        if cfg.fmax_logic:
+            # each copy decided from flags of its own: CHECK's failing conditions (pre_bad's
+            # and the LATE_CHECKS), registered per copy in PRODUCTS and all set in any other
+            # state, so that a copy is the NOR of five flip-flops that may sit by it (for
+            # Fmax: 244e301's OOC seed-2 critical path, 90.28 MHz, ran from pre_chk through
+            # the one NOR, start_nx, and hops of 4.08 and 2.09 ns to the copies).  Equal to
+            # the copies of start_nx: CHECK follows PRODUCTS, and is entered only from it.
+            start_bad = [Signal(1 + len(LATE_CHECKS), init=-1, name=f"start_bad{i}")
+                         for i in range(len(start_kinds))]
+            m.d.sync += [bad.eq(-1) for bad in start_bad]       # (PRODUCTS loads the flags)
+            start_seq, start_ga, start_gb, *start_hd = (
+                register_copies(m, ~bad.any(), [kind], f"start{i}")[0]
+                for i, (bad, kind) in enumerate(zip(start_bad, start_kinds)))
+        else:
+            start_seq, start_ga, start_gb, *start_hd = register_copies(m, start_nx, start_kinds, "start")
         m.d.comb += [start.eq(start_seq), start_h.eq(start_hd[0] if start_hd else start_seq)]
         with m.FSM():
             with m.State("IDLE"):
@@ -1224,6 +1238,9 @@ class Engine(wiring.Component):
                 m.d.sync += [bad_wr.eq(bad_wr_x), bad_om.eq(bad_om_x)]
                 if cfg.fmax_logic:
                     m.d.sync += pre_bad.eq(cur_bad | bad_wr_x | bad_om_x)
+                    m.d.sync += [bad.eq(Cat(cur_bad | bad_wr_x | bad_om_x,
+                                            *(early_checks[i] for i in LATE_CHECKS)))
+                                 for bad in start_bad]
                 # the checks that need only cur and MUL's products, registered here (for
                 # Fmax: their compares are not in front of CHECK's priority choice and start)
                 m.d.sync += [pre_chk[i].eq(c) for i, c in enumerate(early_checks)]

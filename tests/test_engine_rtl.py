@@ -94,6 +94,8 @@ def test_bad_instruction_raises_error_status_and_touches_nothing(sim, bad, code)
     res = run_checked(sim, CFG, img, [ins])          # golden expects the same code, memory unchanged
     assert res.error == code
     assert (img.get("all") == np.arange(128) - 64).all()
+    # nor does it read or fill a scratchpad (no gather started: each has its own start copy)
+    assert (res.counters["rd_bytes"], res.counters["spad_writes"], res.counters["compute_cycles"]) == (0, 0, 0), res.counters
 
 
 @pytest.mark.parametrize("bounds", [
