@@ -433,7 +433,7 @@ class Engine(wiring.Component):
             return nx
         h_a_nx = head_next(h_a, 0, Mux(a_back, a_base, h_a1))
         h_a1_nx = head_next(h_a1, 1, Mux(a_back, a_base1, h_a2))
-        head_next(h_a2, 2, Mux(a_back, a_base2, h_a2 + 1))
+        h_a2_nx = head_next(h_a2, 2, Mux(a_back, a_base2, h_a2 + 1))
         # B's heads by their cases: at a start; at a step, at a tile row's end, at another
         # tile end, inside a tile; else held.  The cases are kept (b_cases) for b_by_case.
         b_cases = {}
@@ -657,7 +657,7 @@ class Engine(wiring.Component):
 
         with m.If(start):
             m.d.sync += [run.eq(1), ti.eq(0), ti_last.eq(n_m == 1), *tile_col_restart(tj, tj_last, nn), kk.eq(0), tiles_left.eq(1), flushed.eq(0),
-                         a_base.eq(0), a_base1.eq(1), a_base2.eq(2), b_base.eq(0), since_first.eq(cfg.drain_period),
+                         a_base.eq(0), a_base2.eq(2), b_base.eq(0), since_first.eq(cfg.drain_period),
                          m_left.eq(cur.m), n_left.eq(cur.n)]
         with m.Else():
             with m.If(en):
@@ -680,13 +680,31 @@ class Engine(wiring.Component):
                 # enabled by step & row_wrap)
                 with m.If(row_wrap):
                     m.d.sync += [*tile_col_restart(tj, tj_last, nn), n_left.eq(cur.n), ti.eq(ti + 1),
-                                 ti_last.eq(ti + 2 == n_m), a_base.eq(h_a1), a_base1.eq(h_a2),
+                                 ti_last.eq(ti + 2 == n_m), a_base.eq(h_a1),
                                  a_base2.eq(h_a2 + 1), m_left.eq(m_left - R)]
                     with m.If(ti_last):
                         m.d.sync += tiles_left.eq(0)
                 with m.Elif(tile_end):
                     m.d.sync += [*tile_col_next(tj, tj_last, nn),
                                  n_left.eq(Mux(oc, n_left, n_left - C))]
+        # a_base1 from its next value (1 at a start, h_a2 at a tile row's wrap), which the
+        # side memory's read-address copies take too
+        a_base1_nx = Signal.like(a_base1)
+        m.d.comb += a_base1_nx.eq(Mux(start, 1, Mux(step & row_wrap, h_a2, a_base1)))
+        m.d.sync += a_base1.eq(a_base1_nx)
+        # gather A's side-memory reads: each bank's read port takes its own copy of the
+        # address's low bits, with cfg.fmax_logic a register loaded from the address's next
+        # value (for Fmax: 03ea595's OOC seed-2 critical path, 90.39 MHz, ran from h_a, ~260
+        # loads, 3.42 ns across to a bank's LUT-RAMs, then their read tree into `last`)
+        bank_bits = len(ga.k_bank_addr[0])
+        n_banks = len(ga.k_bank_addr) // len(ga.k_addr)
+        for i, (reg, nx) in enumerate(((h_a, h_a_nx), (h_a1, h_a1_nx), (h_a2, h_a2_nx), (a_base1, a_base1_nx))):
+            if cfg.fmax_logic:
+                copies = register_copies(m, nx[:bank_bits], [COPY_KINDS[b % len(COPY_KINDS)] for b in range(n_banks)],
+                                         f"k_bank_addr{i}")
+            else:
+                copies = [reg[:bank_bits]] * n_banks
+            m.d.comb += [ga.k_bank_addr[i * n_banks + b].eq(c) for b, c in enumerate(copies)]
         # row_wrap's next value: the next tile_end, tj_last and ~oc
         # (tj == n_n - 2 a register too, kept by next_is_m2: tj moves at a tile end and
         # restarts at a row end)

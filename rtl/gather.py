@@ -59,6 +59,16 @@ from .isa import gather_layout, vec4_layout
 # whichever way the head moves)
 K_READS = 4
 K_BANK_DEPTH = 256      # entries per bank of a side-memory copy (see the side memory below)
+
+
+def side_bank_depth(spad_words: int) -> int:
+    """Entries per bank of a side-memory copy."""
+    return min(spad_words, K_BANK_DEPTH)
+
+
+def side_banks(spad_words: int) -> int:
+    """Banks per side-memory copy (each read port's address has a copy per bank)."""
+    return spad_words // side_bank_depth(spad_words)
 # the kinds (rtl.copies) of the lane walker's flag copies: each is 0 after reset
 WALK_KINDS = [(0, 0, 0), (1, 1, 0), (0, 0, 1), (1, 1, 1)]
 
@@ -207,6 +217,9 @@ class OperandGather(wiring.Component):
             # compact mode (see the module docstring)
             "compact": In(1),
             "k_addr": In(range(spad_words + 2)).array(K_READS),   # (wraps at the depth)
+            # k_addr[i]'s low bits again, one copy per side-memory bank (k_addr[i]'s value;
+            # with cfg.fmax_logic the engine registers a copy per bank, see k_bank_addr)
+            "k_bank_addr": In(range(side_bank_depth(spad_words))).array(K_READS * side_banks(spad_words)),
             "k_val": Out(range(spad_words)).array(K_READS),       # a cycle after k_addr
             "k_last": Out(1).array(K_READS),
             "words_final": Out(range(spad_words + 1)),
@@ -687,8 +700,8 @@ class OperandGather(wiring.Component):
             # path, 84.3 MHz, was the 1024-deep copy's read tree, seven LUT levels after the
             # LUT-RAM; a 256-deep bank's tree is about half of that, and the choice of
             # four registers joins the forwarding choice in front of the sequencer).
-            depth_b = min(sw, K_BANK_DEPTH)
-            n_banks, lg_b = sw // depth_b, (depth_b - 1).bit_length()
+            depth_b, n_banks = side_bank_depth(sw), side_banks(sw)
+            lg_b = (depth_b - 1).bit_length()
             for i in range(K_READS):
                 # In LUT-RAM (a block RAM's clock-to-out, 5.8 ns on the ECP5, is longer than
                 # the LUT-RAM's read tree), read asynchronously and registered here: the
@@ -708,8 +721,13 @@ class OperandGather(wiring.Component):
                     kmem = memory.Memory(shape=entry, depth=depth_b, init=[], attrs={"ram_style": "distributed"})
                     m.submodules[f"kmem{i}_{b}"] = kmem
                     wp, rp = kmem.write_port(), kmem.read_port(domain="comb")
+                    # (the read address: the bank's own copy of k_addr[i]'s low bits)
                     m.d.comb += [wp.addr.eq(kw_addr[:lg_b]), wp.data.eq(kw_data),
-                                 wp.en.eq(kw_en & in_bank), rp.addr.eq(addr[:lg_b])]
+                                 wp.en.eq(kw_en & in_bank), rp.addr.eq(self.k_bank_addr[i * n_banks + b])]
+                    if self.check:
+                        m.d.sync += Assert(self.k_bank_addr[i * n_banks + b] == addr[:lg_b],
+                                           Format("k_bank_addr[{}] {} != k_addr[{}]'s low bits {}",
+                                                  i * n_banks + b, self.k_bank_addr[i * n_banks + b], i, addr[:lg_b]))
                     k_q = Signal(range(sw), name=f"kmem{i}_{b}_k")
                     m.d.sync += k_q.eq(rp.data.k)
                     bank_k.append(k_q)
