@@ -1137,12 +1137,26 @@ class Engine(wiring.Component):
         run_end = Signal()              # RUN's end test, registered (cleared in GO)
         def outside(x):                 # x < 0 or x >= 2**aw: bit tests, not comparators
             return x.as_unsigned()[aw:].any()
+        if cfg.fmax_logic:
+            # ERR_ACC's bound, acc_addr + tiles * R > acc_words, as tiles * R > acc_words -
+            # acc_addr: the difference (and whether it is negative) registered from cur every
+            # cycle (cur is held from DECODE on, so it is final long before PRODUCTS), the
+            # compare split at the difference's width (for Fmax: 03ea595's OOC seed-1
+            # critical path, 86.01 MHz, ran from cur.acc_addr, 2.73 ns, through the add's and
+            # the compare's carry chains, 55 steps, into pre_chk)
+            rw = cfg.acc_words.bit_length()
+            acc_room, acc_over = Signal(rw, name="acc_room"), Signal(name="acc_over")
+            m.d.sync += [acc_room.eq(cfg.acc_words - cur.acc_addr), acc_over.eq(cur.acc_addr > cfg.acc_words)]
+            p_rows = p_tiles << lg_r
+            acc_past = acc_over | p_rows[rw:].any() | (p_rows[:rw] > acc_room)
+        else:
+            acc_past = cur.acc_addr + (p_tiles << lg_r) > cfg.acc_words
         early_checks = [
             cur.opcode != isa.OP_GEMM,
             (cur.m == 0) | (cur.n == 0) | (cur.k == 0),
             p_am > cfg.spad_a_words,
             (p_bn > cfg.spad_b_words) & ~(oc & ring_ok),
-            (cur.accumulate | ~cur.store) & (cur.acc_addr + (p_tiles << lg_r) > cfg.acc_words),
+            (cur.accumulate | ~cur.store) & acc_past,
             cur.store & ~cur.out_raw & (cur.shift >= cfg.acc_bits),
             cur.omask & ~cur.store,
             oc & (~cur.omask | cur.accumulate | cur.write_mask

@@ -98,6 +98,17 @@ def test_bad_instruction_raises_error_status_and_touches_nothing(sim, bad, code)
     assert (res.counters["rd_bytes"], res.counters["spad_writes"], res.counters["compute_cycles"]) == (0, 0, 0), res.counters
 
 
+@pytest.mark.parametrize("mn,acc_addr", [(4, 124), (4, 125), (4, 127), (8, 112), (8, 113), (9, 92), (9, 93)])
+def test_accumulator_bound_is_exact(sim, mn, acc_addr):
+    """ERR_ACC holds exactly when the instruction's accumulator rows (R per tile) pass the
+    SRAM's end: the bound written from the ISA's rule, checked at its edge."""
+    img = MemoryImage(CFG)
+    img.put("all", np.arange(128) - 64)
+    rows = -(-mn // CFG.rows) * -(-mn // CFG.cols) * CFG.rows
+    res = run_checked(sim, CFG, img, [raw_gemm(CFG, store=0, m=mn, n=mn, acc_addr=acc_addr)])
+    assert res.error == (isa.ERR_ACC if acc_addr + rows > CFG.acc_words else isa.ERR_NONE)
+
+
 @pytest.mark.parametrize("bounds", [
     dict(d_addr=15, d_si=-4, d_sj=-1),                                  # lowest word 0
     dict(d_addr=(1 << 16) - 1 - 24 - 3, d_si=1, d_sj=8),                # highest word 2**16 - 1
