@@ -559,8 +559,8 @@ class Engine(wiring.Component):
         ring = gb.ptr_bits if gb.lane_compactable else None
         # (with cfg.fmax_logic each compare is made per case of the head, b_by_case, and
         # per count it may become, as A's are: see b_count_cmp)
-        b_heads = {"h": h_b_nx, "h1": h_b1_nx, "next": b_next_nx, "next2": b_next2_nx}
-        b_regs = {"h": h_b, "h1": h_b1, "next": b_next, "next2": b_next2}
+        b_heads = {"h": (h_b, h_b_nx), "h1": (h_b1, h_b1_nx), "next": (b_next, b_next_nx),
+                   "next2": (b_next2, b_next2_nx)}          # (register, next value)
         def b_count_cmp(fn, i, h):
             """fn(B's count + i, as it is next cycle, B's head ``h`` next cycle), for i in
             (0, 1).  With cfg.fmax_logic the compares take the counts' registers (count, + 1,
@@ -572,12 +572,13 @@ class Engine(wiring.Component):
             count restarts too, and ready needs both).  B's write is always wr_dense (B has no
             compact mode).  Compares shared between i = 0 and 1 (count + 1) are merged by
             synthesis."""
+            reg, h_nx = b_heads[h]
             if not cfg.fmax_logic:
-                return fn((gb.words_loaded_nx, gb.words_loaded1_nx)[i], b_heads[h], ring)
+                return fn((gb.words_loaded_nx, gb.words_loaded1_nx)[i], h_nx, ring)
             counts = (gb.words_loaded, gb.words_loaded1, gb.words_loaded2)
             def after_write(v):
                 return Mux(wb, fn(counts[i + 1], v, ring), fn(counts[i], v, ring))
-            return b_by_case(after_write, b_regs[h].name,
+            return b_by_case(after_write, reg.name,
                              fn_start=lambda v: fn(Const(i, len(counts[i])), v, ring))
         b_gt = {(cnt, h): ahead(f"b_gt_{cnt}_{h}", b_count_cmp(carry_gt, i, h))
                 for i, cnt in enumerate(("wl", "wl1")) for h in ("h", "h1", "next")}

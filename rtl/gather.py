@@ -722,12 +722,13 @@ class OperandGather(wiring.Component):
                     m.submodules[f"kmem{i}_{b}"] = kmem
                     wp, rp = kmem.write_port(), kmem.read_port(domain="comb")
                     # (the read address: the bank's own copy of k_addr[i]'s low bits)
+                    j = i * n_banks + b
                     m.d.comb += [wp.addr.eq(kw_addr[:lg_b]), wp.data.eq(kw_data),
-                                 wp.en.eq(kw_en & in_bank), rp.addr.eq(self.k_bank_addr[i * n_banks + b])]
+                                 wp.en.eq(kw_en & in_bank), rp.addr.eq(self.k_bank_addr[j])]
                     if self.check:
-                        m.d.sync += Assert(self.k_bank_addr[i * n_banks + b] == addr[:lg_b],
+                        m.d.sync += Assert(self.k_bank_addr[j] == addr[:lg_b],
                                            Format("k_bank_addr[{}] {} != k_addr[{}]'s low bits {}",
-                                                  i * n_banks + b, self.k_bank_addr[i * n_banks + b], i, addr[:lg_b]))
+                                                  j, self.k_bank_addr[j], i, addr[:lg_b]))
                     k_q = Signal(range(sw), name=f"kmem{i}_{b}_k")
                     m.d.sync += k_q.eq(rp.data.k)
                     bank_k.append(k_q)
